@@ -1,0 +1,239 @@
+"""`provium.toml`: the run settings and the guest profiles.
+
+Read with `tomllib`.  Unknown keys are ignored (a config stays portable across
+versions); paths are checked when a VM boots, not here.  The built-in `linux`
+profile exists even with no config file at all.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BUILTIN_PROFILE = "linux"
+VALID_GUEST_OS = ("linux", "peios")
+VALID_MACHINES = ("q35", "microvm")
+VALID_ACCEL = ("auto", "kvm", "tcg")
+
+
+class ConfigError(Exception):
+    """provium.toml could not be read, parsed or validated."""
+
+
+@dataclass
+class DiskSpec:
+    path: str
+    id: str | None = None
+    readonly: bool = False
+    mediated: bool = False
+
+
+@dataclass
+class Profile:
+    name: str
+    kernel: str = ""
+    initrd: str = ""
+    cmdline: str = ""
+    cmdline_file: str | None = None
+    guest_os: str = "linux"
+    inject_agent: bool = True
+    agent_overlay_path: str | None = None
+    agent_boot_timeout: float | None = None
+    build: str | None = None
+    build_out: str | None = None
+    root: str | None = None
+    disks: list[DiskSpec] = field(default_factory=list)
+    # Our additions (see docs/differences.md): VMM knobs per profile.
+    machine: str = "q35"
+    accel: str = "auto"
+    memory: int | None = None  # bytes
+    cpus: int | None = None
+    builtin: bool = False
+    base_dir: str = "."  # relative paths resolve against this
+
+    def resolve(self, p: str | None) -> Path | None:
+        if not p:
+            return None
+        path = Path(os.path.expanduser(p))
+        return path if path.is_absolute() else Path(self.base_dir) / path
+
+    def full_cmdline(self) -> str:
+        """cmdline_file's words first, then the inline cmdline; whitespace collapsed."""
+        words: list[str] = []
+        if self.cmdline_file:
+            words += self.resolve(self.cmdline_file).read_text().split()
+        words += self.cmdline.split()
+        return " ".join(words)
+
+
+@dataclass
+class Config:
+    path: Path | None = None
+    roots: list[str] = field(default_factory=list)
+    cache_dir: str | None = None
+    cache_max_size: int = 20 << 30
+    profiles: dict[str, Profile] = field(default_factory=dict)
+
+    def profile(self, name: str) -> Profile:
+        try:
+            return self.profiles[name]
+        except KeyError:
+            have = ", ".join(sorted(self.profiles)) or "none defined"
+            where = f"`{self.path}`" if self.path else "provium.toml (none loaded; the built-in profile is `linux`)"
+            raise ConfigError(f"profile `{name}` not found in {where} (have: {have})") from None
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)i?B?\s*$", re.I)
+
+
+def parse_size(text: Any, what: str) -> int:
+    if isinstance(text, bool) or not isinstance(text, (str, int)):
+        raise ConfigError(f"{what}: expected a size like \"20G\", got {type(text).__name__}")
+    m = _SIZE.match(str(text))
+    if not m:
+        raise ConfigError(f"{what}: {text!r} is not a size (use digits with an optional K/M/G/T suffix)")
+    return int(m.group(1)) << (10 * " KMGT".index(m.group(2).upper() or " "))
+
+
+def builtin_linux_profile() -> Profile:
+    """Kernel and initrd are filled in by provium.image when the profile is first booted."""
+    return Profile(name=BUILTIN_PROFILE, builtin=True, cmdline="console=ttyS0 quiet panic=-1")
+
+
+def _want(table: dict, key: str, types: tuple, where: str) -> Any:
+    v = table[key]
+    if isinstance(v, bool) and bool not in types:
+        v = None
+    if v is None or not isinstance(v, types):
+        names = "/".join(t.__name__ for t in types)
+        raise ConfigError(f"{where}: `{key}` must be a {names}, got {type(table[key]).__name__}")
+    return v
+
+
+def _profile(name: str, t: dict, base_dir: Path, where: str) -> Profile:
+    w = f"{where}: profile `{name}`"
+    p = Profile(name=name, base_dir=str(base_dir))
+    for key in ("kernel", "initrd", "cmdline", "cmdline_file", "agent_overlay_path", "build", "build_out", "root"):
+        if key in t:
+            setattr(p, key, _want(t, key, (str,), w))
+    if "guest_os" in t:
+        p.guest_os = _want(t, "guest_os", (str,), w)
+        if p.guest_os not in VALID_GUEST_OS:
+            raise ConfigError(f"{w}: guest_os {p.guest_os!r} is not supported (valid: {', '.join(VALID_GUEST_OS)})")
+    if "inject_agent" in t:
+        p.inject_agent = _want(t, "inject_agent", (bool,), w)
+    if "agent_boot_timeout" in t:
+        v = float(_want(t, "agent_boot_timeout", (int, float), w))
+        if not math.isfinite(v) or v <= 0:
+            raise ConfigError(f"{w}: agent_boot_timeout must be a finite number of seconds > 0")
+        p.agent_boot_timeout = v
+    if "machine" in t:
+        p.machine = _want(t, "machine", (str,), w)
+        if p.machine not in VALID_MACHINES:
+            raise ConfigError(f"{w}: machine {p.machine!r} is not supported (valid: {', '.join(VALID_MACHINES)})")
+    if "accel" in t:
+        p.accel = _want(t, "accel", (str,), w)
+        if p.accel not in VALID_ACCEL:
+            raise ConfigError(f"{w}: accel {p.accel!r} is not valid (valid: {', '.join(VALID_ACCEL)})")
+    if "memory" in t:
+        p.memory = parse_size(t["memory"], f"{w}: memory")
+    if "cpus" in t:
+        p.cpus = _want(t, "cpus", (int,), w)
+        if p.cpus < 1:
+            raise ConfigError(f"{w}: cpus must be >= 1")
+    if "disks" in t:
+        disks = _want(t, "disks", (list,), w)
+        for i, d in enumerate(disks):
+            if not isinstance(d, dict) or not isinstance(d.get("path"), str):
+                raise ConfigError(f"{w}: disks[{i + 1}] needs a string `path`")
+            p.disks.append(DiskSpec(path=d["path"], id=d.get("id"), readonly=bool(d.get("readonly", False)),
+                                    mediated=bool(d.get("mediated", False))))
+    if not p.cmdline.strip() and not p.cmdline_file:
+        raise ConfigError(f"{w} has empty cmdline and no `cmdline_file`; set at least one")
+    return p
+
+
+def _expand_out(p: Profile) -> None:
+    out = p.build_out or str(build_dir_for(p.name))
+    for key in ("build", "kernel", "root", "initrd", "cmdline", "cmdline_file", "agent_overlay_path"):
+        v = getattr(p, key)
+        if isinstance(v, str) and "{out}" in v:
+            setattr(p, key, v.replace("{out}", out))
+    p.build_out = out
+
+
+def build_dir_for(name: str) -> Path:
+    if os.environ.get("PROVIUM_BUILD_DIR"):
+        return Path(os.environ["PROVIUM_BUILD_DIR"]) / name
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "provium" / "builds" / name
+    home = Path.home()
+    if home.exists():
+        return home / ".cache" / "provium" / "builds" / name
+    return Path("/tmp/provium-builds") / name
+
+
+def load(path: str | os.PathLike | None, *, explicit: bool = False) -> Config:
+    """Load a config.  With no file (and not `explicit`), defaults plus the built-in profile."""
+    cfg = Config()
+    if path is None or (not explicit and not Path(path).exists()):
+        cfg.profiles[BUILTIN_PROFILE] = builtin_linux_profile()
+        return cfg
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"read `{path}`: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8", "replace"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"parse `{path}`: {exc}") from None
+    where = f"invalid config in `{path}`"
+    cfg.path = path
+    base = path.parent.resolve()
+    top = data.get("provium", {})
+    if not isinstance(top, dict):
+        raise ConfigError(f"{where}: [provium] must be a table")
+    if "roots" in top:
+        roots = _want(top, "roots", (list,), f"{where}: [provium]")
+        if not all(isinstance(r, str) for r in roots):
+            raise ConfigError(f"{where}: [provium] `roots` must be an array of strings")
+        cfg.roots = [str(base / r) if not os.path.isabs(r) else r for r in roots]
+    if "cache_dir" in top:
+        cfg.cache_dir = _want(top, "cache_dir", (str,), f"{where}: [provium]")
+    if "cache_max_size" in top:
+        if not isinstance(top["cache_max_size"], str):
+            raise ConfigError(f"{where}: [provium] `cache_max_size` must be a string such as \"20G\"")
+        cfg.cache_max_size = parse_size(top["cache_max_size"], f"{where}: [provium] cache_max_size")
+    profiles = data.get("profiles", {})
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"{where}: [profiles] must be a table")
+    for name, t in profiles.items():
+        if name == "from_dir":
+            continue
+        if not isinstance(t, dict):
+            raise ConfigError(f"{where}: [profiles.{name}] must be a table")
+        cfg.profiles[name] = _profile(name, t, base, where)
+    if "from_dir" in profiles:
+        d = base / _want(profiles, "from_dir", (str,), f"{where}: [profiles]")
+        found = sorted(p for p in d.glob("*/profile.provium.toml")) if d.is_dir() else []
+        if not found:
+            raise ConfigError(f"{where}: [profiles] from_dir `{d}` has no */profile.provium.toml")
+        for f in found:
+            name = f.parent.name
+            if name in cfg.profiles:
+                raise ConfigError(f"{where}: profile `{name}` from from_dir clashes with an inline profile")
+            try:
+                sub = tomllib.loads(f.read_text())
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"parse `{f}`: {exc}") from None
+            cfg.profiles[name] = _profile(name, sub, f.parent, f"invalid config in `{f}`")
+    for p in cfg.profiles.values():
+        _expand_out(p)
+    cfg.profiles.setdefault(BUILTIN_PROFILE, builtin_linux_profile())
+    return cfg

@@ -1,0 +1,300 @@
+"""Host side of the channel multiplexer (asyncio).
+
+Many ops and streams share one byte stream to the agent: every request gets a
+fresh channel number, its reply comes back on that channel, and a stream keeps
+its channel until it ends or the host cancels it.  Stream data flows under a
+per-channel credit window so a slow consumer bounds the agent's (and our)
+buffering instead of blocking every other channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from typing import Any
+
+from .codec import WireError
+from .envelope import CONTROL, Envelope, decode_agent
+from .framing import FrameError, async_read_frame_body, encode_frame, unpack
+from .messages import PROTOCOL_VERSION, STREAM_KINDS, Cancel, Credit, Hello, HelloErr, HelloOk
+from .types import AgentError, StreamEnd
+
+STREAM_WINDOW = 1 << 20
+
+
+class ClientError(Exception):
+    """Talking to the agent failed."""
+
+
+class ConnectError(ClientError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"agent: connect failed: {detail}")
+
+
+class ConnectionLost(ClientError):
+    def __init__(self, detail: str = "connection to the agent was lost") -> None:
+        super().__init__(f"agent: {detail}")
+
+
+class FrameClientError(ClientError):
+    def __init__(self, err: Exception) -> None:
+        super().__init__(f"agent: bad frame from agent: {err}")
+
+
+class VersionMismatch(ClientError):
+    def __init__(self, host: int, agent: int) -> None:
+        self.host = host
+        self.agent = agent
+        super().__init__(f"agent: protocol version mismatch (host: {host}, agent: {agent})")
+
+
+class UnexpectedMessage(ClientError):
+    def __init__(self, expected: str, actual: str) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"agent: expected `{expected}` but the agent sent `{actual}`")
+
+
+class AgentFailure(ClientError):
+    """The agent answered with `agent_error` instead of a result."""
+
+    def __init__(self, error: AgentError) -> None:
+        self.error = error
+        self.kind = error.kind.value
+        super().__init__(f"agent error ({self.kind}): {error.message}")
+
+
+class StreamSourceError(ClientError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"agent: stream source failed: {detail}")
+
+
+class MuxStream:
+    """One open stream channel.  `read()` yields chunks; None means end of stream."""
+
+    def __init__(self, client: "MuxClient", ch: int) -> None:
+        self._client = client
+        self.ch = ch
+        self._chunks: deque[bytes] = deque()
+        self._cond = asyncio.Condition()
+        self.end: StreamEnd | None = None
+        self.lost: ClientError | None = None
+        self.closed = False
+        self._unacked = 0
+
+    async def _push(self, env: Envelope) -> None:
+        async with self._cond:
+            if env.kind == "stream_frame":
+                self._chunks.append(env.data.data)
+            elif env.kind == "stream_end":
+                self.end = env.data
+            self._cond.notify_all()
+
+    async def _fail(self, err: ClientError) -> None:
+        async with self._cond:
+            self.lost = err
+            self._cond.notify_all()
+
+    @property
+    def finished(self) -> bool:
+        return not self._chunks and (self.end is not None or self.lost is not None or self.closed)
+
+    async def read(self, timeout: float | None) -> bytes | None:
+        """Next chunk, b"" on timeout, None once the stream has ended and is drained."""
+        async with self._cond:
+            if not self._chunks and self.end is None and self.lost is None and not self.closed:
+                try:
+                    await asyncio.wait_for(self._cond.wait_for(
+                        lambda: self._chunks or self.end is not None or self.lost is not None or self.closed
+                    ), timeout)
+                except asyncio.TimeoutError:
+                    return b""
+            if self._chunks:
+                chunk = self._chunks.popleft()
+                self._unacked += len(chunk)
+                if self._unacked >= STREAM_WINDOW // 2 and self.end is None and not self.closed:
+                    n, self._unacked = self._unacked, 0
+                    await self._client._send(Envelope(self.ch, Credit.KIND, Credit(n)))
+                return chunk
+            if self.lost is not None and self.end is None:
+                raise self.lost
+            return None
+
+    def buffered(self) -> int:
+        return sum(len(c) for c in self._chunks)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        async with self._cond:
+            self._cond.notify_all()
+        self._client._streams.pop(self.ch, None)
+        if self.end is None and not self._client.closed:
+            try:
+                await self._client._send(Envelope(self.ch, Cancel.KIND, Cancel()))
+            except ClientError:
+                pass
+
+
+class MuxClient:
+    """Talks to one agent over one (reader, writer) byte stream."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future] = {}
+        self._streams: dict[int, MuxStream] = {}
+        self._write_lock = asyncio.Lock()
+        self._task: asyncio.Task | None = None
+        self.closed = False
+        self.lost: ClientError | None = None
+        self.agent_info = None
+
+    @classmethod
+    async def connect(cls, reader, writer, *, version: int = PROTOCOL_VERSION, timeout: float | None = 10.0) -> "MuxClient":
+        client = cls(reader, writer)
+        client.start()
+        try:
+            await client.hello(version, timeout=timeout)
+        except BaseException:
+            await client.close()
+            raise
+        return client
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._read_loop())
+
+    async def hello(self, version: int = PROTOCOL_VERSION, timeout: float | None = 10.0) -> HelloOk:
+        reply = await self._request(CONTROL, Hello(version), timeout)
+        if isinstance(reply.data, HelloErr):
+            raise VersionMismatch(reply.data.host_version, reply.data.agent_version)
+        if not isinstance(reply.data, HelloOk):
+            raise UnexpectedMessage("hello_ok", reply.kind)
+        self.agent_info = reply.data.agent
+        return reply.data
+
+    async def _send(self, env: Envelope) -> None:
+        if self.lost is not None:
+            raise self.lost
+        if self.closed:
+            raise ConnectionLost("the connection to the agent is closed")
+        data = encode_frame(env.to_wire())
+        async with self._write_lock:
+            try:
+                self._writer.write(data)
+                await self._writer.drain()
+            except (OSError, RuntimeError) as exc:
+                raise self._mark_lost(ConnectionLost(f"write failed: {exc}")) from None
+
+    async def _request(self, ch: int, op: Any, timeout: float | None) -> Envelope:
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[ch] = fut
+        try:
+            await self._send(Envelope(ch, op.KIND, op))
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._pending.pop(ch, None)
+
+    async def call(self, op: Any, timeout: float | None = None) -> Any:
+        """Send one op, return its reply payload (an OpResult, SyscallResult, ...)."""
+        if op.KIND in STREAM_KINDS:
+            raise ValueError(f"`{op.KIND}` opens a stream; use open_stream()")
+        ch = next(self._ids)
+        try:
+            reply = await self._request(ch, op, timeout)
+        except asyncio.TimeoutError:
+            # The agent may still answer; tell it we stopped listening.
+            try:
+                await self._send(Envelope(ch, Cancel.KIND, Cancel()))
+            except ClientError:
+                pass
+            raise
+        return self._check(op, reply)
+
+    def _check(self, op: Any, reply: Envelope) -> Any:
+        if reply.kind == "agent_error":
+            raise AgentFailure(reply.data)
+        expected = op.REPLY[0]
+        if reply.kind != expected:
+            raise UnexpectedMessage(expected, reply.kind)
+        return reply.data
+
+    async def open_stream(self, op: Any, timeout: float | None = None) -> tuple[Any, MuxStream | None]:
+        """Open a stream op.  Returns (ack OpResult, stream or None when refused)."""
+        ch = next(self._ids)
+        stream = MuxStream(self, ch)
+        self._streams[ch] = stream
+        try:
+            reply = await self._request(ch, op, timeout)
+            ack = self._check(op, reply)
+        except BaseException:
+            self._streams.pop(ch, None)
+            raise
+        if not ack.ok:
+            self._streams.pop(ch, None)
+            return ack, None
+        return ack, stream
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                body = await async_read_frame_body(self._reader)
+                env = decode_agent(unpack(body))
+                stream = self._streams.get(env.ch)
+                fut = self._pending.get(env.ch)
+                if fut is not None and not fut.done():
+                    fut.set_result(env)
+                elif stream is not None and env.kind in ("stream_frame", "stream_end"):
+                    await stream._push(env)
+                    if env.kind == "stream_end":
+                        self._streams.pop(env.ch, None)
+                elif env.ch == CONTROL and env.kind == "agent_error":
+                    # An error the agent could not pin on a channel: it rejected one
+                    # of our frames as a whole.  Every in-flight request may be the one.
+                    err = AgentFailure(env.data)
+                    for f in list(self._pending.values()):
+                        if not f.done():
+                            f.set_exception(err)
+                # Anything else is a late reply to a channel we gave up on.
+        except asyncio.CancelledError:
+            self._mark_lost(ConnectionLost("the connection to the agent is closed"))
+            raise
+        except FrameError as exc:
+            if type(exc).__name__ == "CleanEof":
+                self._mark_lost(ConnectionLost("the agent closed the connection"))
+            else:
+                self._mark_lost(FrameClientError(exc))
+        except WireError as exc:
+            self._mark_lost(FrameClientError(exc))
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            self._mark_lost(ConnectionLost(f"read failed: {exc}"))
+        finally:
+            streams = list(self._streams.values())
+            for s in streams:
+                await s._fail(self.lost or ConnectionLost())
+
+    def _mark_lost(self, err: ClientError) -> ClientError:
+        if self.lost is None:
+            self.lost = err
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(self.lost)
+        return self.lost
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        try:
+            self._writer.close()
+        except Exception:
+            pass

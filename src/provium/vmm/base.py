@@ -1,0 +1,115 @@
+"""The interface every VMM backend implements (QEMU, local).
+
+`host/` drives VMs only through this; it never knows which backend it has.
+All methods are coroutines run on the runner's asyncio loop.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import Profile
+from ..protocol.mux import MuxClient
+
+
+class VmmError(Exception):
+    """The VMM could not do what was asked (launch, QMP, ...)."""
+
+
+class Unimplemented(VmmError):
+    def __init__(self, backend: str, what: str) -> None:
+        super().__init__(f"vmm: {what} is not yet implemented on the {backend} backend")
+
+
+@dataclass
+class BootFile:
+    path: str
+    content: bytes
+    mode: int = 0o644
+
+
+@dataclass
+class VmSpec:
+    """Everything a backend needs to start one VM (creation opts merged with boot opts)."""
+
+    name: str
+    profile: Profile
+    memory_bytes: int = 512 << 20
+    cpus: int = 1
+    kernel_cmdline: str | None = None  # replaces the profile's cmdline
+    kernel_cmdline_append: str = ""
+    rng_seed: int | None = None
+    initial_time: int | None = None  # unix seconds
+    files: list[BootFile] = field(default_factory=list)
+    disks: list[Any] = field(default_factory=list)
+    nics: list[Any] = field(default_factory=list)
+    agent_boot_timeout: float | None = None
+    accel: str | None = None  # run-wide override of the profile's accel
+
+
+class VmInstance(abc.ABC):
+    """A running VM.  `client` is connected and past the hello handshake."""
+
+    backend: str = "?"
+    cid: int = 0
+    client: MuxClient
+    console_log: Path | None = None
+    console_socket: Path | None = None
+
+    async def pause(self) -> None:
+        raise Unimplemented(self.backend, "pause")
+
+    async def resume(self) -> None:
+        raise Unimplemented(self.backend, "resume")
+
+    async def reset(self) -> None:
+        """Hard reset; returns once the agent answers again (client replaced)."""
+        raise Unimplemented(self.backend, "reset")
+
+    async def power_button(self, timeout: float) -> None:
+        """ACPI power button; returns once the VM has powered off."""
+        raise Unimplemented(self.backend, "power_button")
+
+    async def wakeup(self) -> None:
+        raise Unimplemented(self.backend, "wakeup")
+
+    async def snapshot(self, path: Path) -> None:
+        raise Unimplemented(self.backend, "snapshot")
+
+    def console_tail(self, n: int = 4096) -> bytes:
+        """Last n bytes of the console, b"" when the backend has no console."""
+        if self.console_log is None:
+            return b""
+        try:
+            with open(self.console_log, "rb") as f:
+                f.seek(0, 2)
+                size = f.tell()
+                f.seek(max(0, size - n))
+                return f.read()
+        except OSError:
+            return b""
+
+    @abc.abstractmethod
+    async def shutdown(self) -> None:
+        """Stop the VM for good and free everything it held.  Idempotent."""
+
+    @abc.abstractmethod
+    def alive(self) -> bool:
+        """False once the VM (or the agent process) is gone."""
+
+
+class Vmm(abc.ABC):
+    name: str = "?"
+
+    @abc.abstractmethod
+    async def launch(self, spec: VmSpec) -> VmInstance:
+        """Start a VM and return it once its agent has answered hello."""
+
+    async def restore(self, spec: VmSpec, snapshot: Path) -> VmInstance:
+        raise Unimplemented(self.name, "restore")
+
+    async def close(self) -> None:
+        """Release backend-wide resources (scratch dirs, servers)."""
