@@ -83,6 +83,10 @@ def decode(tp: Any, value: Any, where: str = "value") -> Any:
     tp = inner
     if tp is Any:
         return value
+    if tp is type(None):  # OpResult<()>: the unit success value
+        if value is not None:
+            raise WireError(f"{where}: expected nil, got {type(value).__name__}")
+        return None
     custom = getattr(tp, "__wire_decode__", None)
     if custom is not None:
         return custom(value, where)
