@@ -91,7 +91,9 @@ def decode(tp: Any, value: Any, where: str = "value") -> Any:
     if custom is not None:
         return custom(value, where)
     if dataclasses.is_dataclass(tp):
-        if value is None and not dataclasses.fields(tp):
+        # nil stands for "no arguments": a unit struct, or (spawn_worker) a struct
+        # whose every field is optional and defaults to None.
+        if value is None and all(f.default is None for f in dataclasses.fields(tp)):
             return tp()
         if not isinstance(value, dict):
             raise WireError(f"{where}: expected a map for {tp.__name__}, got {type(value).__name__}")
