@@ -1,0 +1,54 @@
+"""The host-side model of a Provium run: sessions, VMs and what runs in them.
+
+A synchronous Python API (the Lua bindings are a thin layer over it):
+
+    from provium import vmm
+    from provium.host import Session, VM
+
+    with Session(vmm.create("local"), config) as s:
+        vm = VM(s, "box", "linux").boot()
+        r = vm.run("echo hi")
+        r.assert_ok()
+
+Methods mirror the Lua API's names (`spec/vm.md` and friends).  Where a Lua
+method returns several values, the Python one returns a tuple (`read_mem`).
+"""
+
+from .batch import Batch
+from .clock import Clock
+from .errors import (
+    AgentCommError,
+    AgentGone,
+    ArgumentError,
+    CommandFailed,
+    GuestOsError,
+    HandleError,
+    Interrupted,
+    ProviumError,
+    SessionError,
+    StreamClosed,
+    StreamEof,
+    StreamError,
+    StreamTimeout,
+    VmError,
+    VmmFailure,
+    WrongState,
+)
+from .file import File
+from .process import Process
+from .registry import ResourceMeta
+from .results import DirEntry, IoctlOutcome, RunResult, Stat, SyscallOutcome
+from .session import Session
+from .streams import TIMEOUT, Stream, Tail
+from .syscalls import PendingSyscall
+from .values import parse_duration, parse_signal, parse_size, signal_name
+from .vm import VM
+from .worker import Worker
+
+__all__ = [
+    "AgentCommError", "AgentGone", "ArgumentError", "Batch", "Clock", "CommandFailed", "DirEntry", "File",
+    "GuestOsError", "HandleError", "Interrupted", "IoctlOutcome", "PendingSyscall", "Process", "ProviumError",
+    "ResourceMeta", "RunResult", "Session", "SessionError", "Stat", "Stream", "StreamClosed", "StreamEof",
+    "StreamError", "StreamTimeout", "SyscallOutcome", "TIMEOUT", "Tail", "VM", "VmError", "VmmFailure", "Worker",
+    "WrongState", "parse_duration", "parse_signal", "parse_size", "signal_name",
+]

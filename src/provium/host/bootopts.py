@@ -1,0 +1,171 @@
+"""Boot options: validation, merging (creation opts < boot opts) and the VmSpec.
+
+Both `VM(..., opts)` and `vm.boot(opts)` take every key; boot opts override
+creation opts key by key, except `files` and `disks`, which append.  An unknown
+key is an error listing the valid ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import DiskSpec, Profile
+from ..vmm.base import BootFile, VmSpec
+from .errors import ArgumentError
+from .execargs import to_bytes
+from .values import parse_duration, parse_size, type_name
+
+BOOT_KEYS = ("memory", "cpus", "kernel_cmdline", "kernel_cmdline_append", "rng_seed", "initial_time",
+             "files", "disks", "agent_boot_timeout")
+# The reference's spelling of the agent timeout; accepted as an alias.
+ALIASES = {"agent_timeout": "agent_boot_timeout"}
+
+
+@dataclass
+class BootOpts:
+    memory: int | None = None
+    cpus: int | None = None
+    kernel_cmdline: str | None = None
+    kernel_cmdline_append: str | None = None
+    rng_seed: int | None = None
+    initial_time: float | int | None = None
+    files: list[BootFile] = field(default_factory=list)
+    disks: list[DiskSpec] = field(default_factory=list)
+    agent_boot_timeout: float | None = None
+
+    def merged(self, over: "BootOpts") -> "BootOpts":
+        out = BootOpts()
+        for key in BOOT_KEYS:
+            if key in ("files", "disks"):
+                setattr(out, key, list(getattr(self, key)) + list(getattr(over, key)))
+            else:
+                v = getattr(over, key)
+                setattr(out, key, getattr(self, key) if v is None else v)
+        return out
+
+
+def _check_path(p: Any, i: int) -> str:
+    if not isinstance(p, str):
+        raise ArgumentError(f"boot_opts.files[{i}]: `path` must be a string, got {type_name(p)}")
+    parts = [c for c in p.split("/") if c]
+    if any(c in (".", "..") for c in parts):
+        raise ArgumentError(f"boot_opts.files: path `{p}` may not contain `.` or `..`")
+    if not parts:
+        raise ArgumentError(f"boot_opts.files: path `{p}` names no file")
+    return "/" + "/".join(parts)
+
+
+def _files(value: Any) -> list[BootFile]:
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
+        raise ArgumentError("boot_opts.files: expected an array of {path=, content=[, mode=]} tables, "
+                            f"got {type_name(value)}")
+    out = []
+    for i, f in enumerate(value, 1):
+        if not isinstance(f, Mapping):
+            raise ArgumentError(f"boot_opts.files[{i}]: expected a {{path=, content=[, mode=]}} table, got {type_name(f)}")
+        extra = [k for k in f if k not in ("path", "content", "mode")]
+        if extra:
+            raise ArgumentError(f"boot_opts.files[{i}]: unknown key `{extra[0]}` (valid: path, content, mode)")
+        if "path" not in f or "content" not in f:
+            raise ArgumentError(f"boot_opts.files[{i}]: needs both `path` and `content`")
+        path = _check_path(f["path"], i)
+        content = to_bytes(f["content"], f"boot_opts.files[{i}]", "content")
+        mode = f.get("mode", 0o644)
+        if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
+            raise ArgumentError(f"boot_opts.files: `mode` for `{f['path']}` must be an integer permission mask "
+                                f"(e.g. 0x1ed for 0755), got {type_name(mode) if not isinstance(mode, int) else mode}")
+        out.append(BootFile(path=path, content=content, mode=mode))
+    return out
+
+
+def _disks(value: Any, start: int) -> list[DiskSpec]:
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
+        raise ArgumentError(f"boot_opts.disks: expected an array of {{path=[, id=][, readonly=]}} tables, got {type_name(value)}")
+    out = []
+    for i, d in enumerate(value):
+        if not isinstance(d, Mapping):
+            raise ArgumentError(f"boot_opts.disks[{i + 1}]: expected a {{path=[, id=][, readonly=]}} table, got {type_name(d)}")
+        extra = [k for k in d if k not in ("path", "id", "readonly")]
+        if extra:
+            raise ArgumentError(f"boot_opts.disks[{i + 1}]: unknown key `{extra[0]}` (valid: path, id, readonly)")
+        path = d.get("path")
+        if not isinstance(path, str):
+            raise ArgumentError(f"boot_opts.disks[{i + 1}]: `path` must be a string, got {type_name(path)}")
+        if not path:
+            raise ArgumentError("boot_opts.disks: `path` must not be empty")
+        did = d.get("id", f"boot{start + i}")
+        if not isinstance(did, str) or not did:
+            raise ArgumentError(f"boot_opts.disks[{i + 1}]: `id` must be a non-empty string, got {type_name(did)}")
+        ro = d.get("readonly", False)
+        if not isinstance(ro, bool):
+            raise ArgumentError(f"boot_opts.disks[{i + 1}]: `readonly` must be a boolean, got {type_name(ro)}")
+        out.append(DiskSpec(path=path, id=did, readonly=ro))
+    return out
+
+
+def parse_boot_opts(opts: Mapping | None, where: str, *, disk_index: int = 0) -> BootOpts:
+    """`where` names the call (e.g. "vm `a`: boot") for errors; `disk_index` numbers
+    default disk ids after the ones already staged."""
+    out = BootOpts()
+    if opts is None:
+        return out
+    if not isinstance(opts, Mapping):
+        raise ArgumentError(f"{where}: boot options must be a table/dict, got {type_name(opts)}")
+    for raw_key, value in opts.items():
+        key = ALIASES.get(raw_key, raw_key)
+        if key not in BOOT_KEYS:
+            raise ArgumentError(f"{where}: unknown boot option `{raw_key}` (valid: {', '.join(BOOT_KEYS)})")
+        if value is None:
+            continue
+        if key == "memory":
+            out.memory = parse_size(value, "boot_opts.memory")
+            if out.memory < 1 << 20:
+                raise ArgumentError(f"boot_opts.memory: {out.memory} bytes is too small (at least 1M)")
+        elif key == "cpus":
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 255:
+                raise ArgumentError(f"boot_opts.cpus: expected an integer 1..255, got {value!r}")
+            out.cpus = value
+        elif key in ("kernel_cmdline", "kernel_cmdline_append"):
+            if not isinstance(value, str):
+                raise ArgumentError(f"boot_opts.{key}: expected a string, got {type_name(value)}")
+            setattr(out, key, value)
+        elif key == "rng_seed":
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**64:
+                raise ArgumentError(f"boot_opts.rng_seed: expected an integer 0..2^64-1, got {value!r}")
+            out.rng_seed = value
+        elif key == "initial_time":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ArgumentError("boot_opts.initial_time: expected number (seconds since epoch), "
+                                    f"got {type_name(value)}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ArgumentError("boot_opts.initial_time: NaN/inf not allowed")
+            out.initial_time = value
+        elif key == "files":
+            out.files = _files(value)
+        elif key == "disks":
+            out.disks = _disks(value, disk_index)
+        elif key == "agent_boot_timeout":
+            secs = parse_duration(value, f"boot_opts.{raw_key}")
+            if secs <= 0:
+                raise ArgumentError(f"boot_opts.{raw_key}: expected a positive number of seconds, got {value!r}")
+            out.agent_boot_timeout = secs
+    return out
+
+
+def make_spec(name: str, profile: Profile, opts: BootOpts, *, default_memory: int, default_cpus: int) -> VmSpec:
+    return VmSpec(
+        name=name,
+        profile=profile,
+        memory_bytes=opts.memory or profile.memory or default_memory,
+        cpus=opts.cpus or profile.cpus or default_cpus,
+        kernel_cmdline=opts.kernel_cmdline,
+        kernel_cmdline_append=opts.kernel_cmdline_append or "",
+        rng_seed=opts.rng_seed,
+        initial_time=opts.initial_time,
+        files=list(opts.files),
+        disks=list(opts.disks),
+        agent_boot_timeout=opts.agent_boot_timeout or profile.agent_boot_timeout,
+    )

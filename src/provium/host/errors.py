@@ -1,0 +1,103 @@
+"""Errors raised by the host model.
+
+Every error a test author can cause or see is a `ProviumError`; its message is
+the whole story (what, which object, what would be valid), so callers can show
+`str(err)` without a traceback.  The wording follows the reference where its
+tests grep for phrases (`VM not booted`, `cannot run`, `os: ...`, `agent: ...`).
+"""
+
+from __future__ import annotations
+
+
+class ProviumError(Exception):
+    """Base of every user-facing error of the host model."""
+
+
+class ArgumentError(ProviumError, ValueError):
+    """A method got a bad argument.  The message names the method, the argument
+    and what would have been valid."""
+
+
+class SessionError(ProviumError):
+    """The session cannot run the request (closed, misused, timed out)."""
+
+
+class Interrupted(SessionError):
+    """A blocking call was cancelled by `Session.interrupt()` (e.g. a test timeout)."""
+
+
+class VmError(ProviumError):
+    """Something about one VM failed."""
+
+
+_STATE_BODY = {
+    "created": "VM not booted",
+    "paused": "VM is paused; use resume()",
+    "shutdown": "VM is shutdown; create a new one",
+    "dead": "VM died; create a new one",
+}
+
+
+class WrongState(VmError):
+    """The op is not legal in the VM's current state.
+
+    Message shape (the reference's): ``vm `NAME`: BODY (cannot ACTION)``.
+    """
+
+    def __init__(self, vm_name: str, state: str, action: str) -> None:
+        self.vm_name = vm_name
+        self.state = state
+        self.action = action
+        if state == "booted" and action in ("boot", "merge_boot_opts", "restore"):
+            body = "VM already booted"
+        else:
+            body = _STATE_BODY.get(state, "VM is in an unexpected state for this op")
+        super().__init__(f"vm `{vm_name}`: {body} (cannot {action})")
+
+
+class AgentCommError(VmError):
+    """Talking to the agent failed, or it answered with an agent error ("agent: ...")."""
+
+
+class AgentGone(AgentCommError):
+    """The connection to the agent broke; the VM is now `dead`."""
+
+
+class VmmFailure(VmError):
+    """The VMM backend failed or does not implement the request ("vmm: ...")."""
+
+
+class GuestOsError(VmError):
+    """The guest OS refused an operation ("os: ..."); `errno` holds the number."""
+
+    def __init__(self, message: str, errno: int = 0) -> None:
+        self.errno = errno
+        super().__init__(message)
+
+
+class HandleError(ProviumError):
+    """A handle (file, process, worker, pending call) cannot do this any more."""
+
+
+class StreamError(ProviumError):
+    """A stream read did not find what it waited for."""
+
+
+class StreamTimeout(StreamError):
+    pass
+
+
+class StreamEof(StreamError):
+    pass
+
+
+class StreamClosed(StreamError):
+    pass
+
+
+class CommandFailed(ProviumError):
+    """`RunResult.assert_ok()` on a command that did not exit 0."""
+
+    def __init__(self, message: str, result=None) -> None:
+        self.result = result
+        super().__init__(message)

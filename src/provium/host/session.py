@@ -1,0 +1,212 @@
+"""A Session: one asyncio loop on a background thread, the VMM, the config.
+
+Every I/O of the host model (agent calls, VMM control) runs on the session's
+loop; the public API is synchronous and hands coroutines to it with `run()`.
+Keeping one loop per session means one thread owns every socket, and the
+caller's thread (the Lua interpreter's) only ever blocks on a future.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from typing import Any, Callable, Coroutine
+
+from ..config import Config
+from ..vmm.base import Vmm
+from .errors import Interrupted, SessionError
+
+EmitHook = Callable[..., None]
+SiteProvider = Callable[[], "tuple[tuple[str, int] | None, str | None]"]
+
+
+class Session:
+    """Owns the event loop thread, the VMM and every VM created through it.
+
+    `emit(kind, **payload)` forwards events (`vm_spawned`, `vm_shutdown`) to the
+    hook given as `emit=`; the hook is called as `hook(kind, **payload)` on the
+    thread that caused the event.
+
+    `site_provider`, when set, is called (on the caller's thread) whenever a
+    stream or file handle is created, and returns `(creation_site, test_name)`
+    where creation_site is `(file, line)` or None; the Lua layer sets it so
+    diagnostics can say where a still-open stream came from.
+    """
+
+    def __init__(self, vmm: Vmm, config: Config | None = None, *, emit: EmitHook | None = None,
+                 default_memory: int = 512 << 20, default_cpus: int = 1) -> None:
+        if config is None:
+            from ..config import load
+
+            config = load(None)
+        self.vmm = vmm
+        self.config = config
+        self.default_memory = default_memory
+        self.default_cpus = default_cpus
+        self.site_provider: SiteProvider | None = None
+        self._emit_hook = emit
+        self._vms: list = []
+        self._vms_lock = threading.Lock()
+        self._inflight: set[concurrent.futures.Future] = set()
+        self._inflight_lock = threading.Lock()
+        self._interrupt_reason: str | None = None
+        self._closed = False
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="provium-session", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+
+    # ---- the loop ----------------------------------------------------------------
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.call_soon(self._ready.set)
+        try:
+            self._loop.run_forever()
+        finally:
+            try:
+                tasks = [t for t in asyncio.all_tasks(self._loop) if not t.done()]
+                for t in tasks:
+                    t.cancel()
+                if tasks:
+                    self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+                self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            finally:
+                self._loop.close()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def on_loop_thread(self) -> bool:
+        return threading.get_ident() == self._thread.ident
+
+    def run(self, coro: Coroutine[Any, Any, Any], timeout: float | None = None) -> Any:
+        """Run `coro` on the session loop and return its result (or raise its error).
+
+        With `timeout`, a coroutine still running after that many seconds is
+        cancelled and `SessionError` is raised.
+        """
+        if self._loop.is_closed() or not self._thread.is_alive():
+            coro.close()
+            raise SessionError("session is closed; create a new Session")
+        if self.on_loop_thread():
+            coro.close()
+            raise SessionError("Session.run() called from the session's own loop thread "
+                               "(it would wait for itself); await the coroutine instead")
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        with self._inflight_lock:
+            self._inflight.add(fut)
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.CancelledError:
+            raise Interrupted(f"interrupted: {self._interrupt_reason or 'the operation was cancelled'}") from None
+        except TimeoutError:
+            # In 3.11 a coroutine's own asyncio.TimeoutError is this same class:
+            # only a future still running means *our* wait expired.
+            if fut.done():
+                raise
+            fut.cancel()
+            raise SessionError(f"operation did not finish within {timeout:g}s (cancelled)") from None
+        except BaseException:
+            # KeyboardInterrupt and friends: do not leave the coroutine running.
+            if not fut.done():
+                fut.cancel()
+            raise
+        finally:
+            with self._inflight_lock:
+                self._inflight.discard(fut)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future:
+        """Start `coro` on the loop without waiting; returns a concurrent Future."""
+        if self._loop.is_closed():
+            coro.close()
+            raise SessionError("session is closed; create a new Session")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Fire-and-forget `fn(*args)` on the loop (ignored once the loop is gone).
+        Safe from finalizers: never blocks."""
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            pass
+
+    def interrupt(self, reason: str = "interrupted") -> int:
+        """Cancel every call currently blocked in `run()` (from any thread).
+
+        Each cancelled caller gets `Interrupted(reason)`.  Returns how many were
+        cancelled.  Used by the runner when a test times out.
+        """
+        self._interrupt_reason = reason
+        with self._inflight_lock:
+            futs = list(self._inflight)
+        n = 0
+        for f in futs:
+            if f.cancel():
+                n += 1
+        return n
+
+    # ---- events and sites --------------------------------------------------------
+
+    def emit(self, kind: str, **payload: Any) -> None:
+        if self._emit_hook is not None:
+            self._emit_hook(kind, **payload)
+
+    def creation_site(self) -> tuple[tuple[str, int] | None, str | None]:
+        if self.site_provider is None:
+            return None, None
+        try:
+            return self.site_provider()
+        except Exception:
+            return None, None
+
+    # ---- VMs ---------------------------------------------------------------------
+
+    def _register(self, vm) -> None:
+        with self._vms_lock:
+            if self._closed:
+                raise SessionError("session is closed; create a new Session")
+            self._vms.append(vm)
+
+    @property
+    def vms(self) -> list:
+        with self._vms_lock:
+            return list(self._vms)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Shut down every VM created through this session, then stop the loop.
+        Idempotent; errors from individual VMs are swallowed (they are going
+        away regardless)."""
+        with self._vms_lock:
+            if self._closed:
+                return
+            self._closed = True
+            vms = list(self._vms)
+        if self._thread.is_alive():
+            for vm in reversed(vms):
+                try:
+                    vm.shutdown()
+                except Exception:
+                    pass
+            try:
+                self.run(self.vmm.close(), timeout=30)
+            except Exception:
+                pass
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Session(vmm={getattr(self.vmm, 'name', '?')}, vms={len(self._vms)}{', closed' if self._closed else ''})"

@@ -1,0 +1,180 @@
+"""`--vmm local`: run the guest agent as a subprocess of this host.
+
+Each "VM" is one `python -m provium.agent --fd N` process talking our
+protocol over a socketpair, so everything above the VMM (the host model, the
+Lua API, the runner) can be tested in milliseconds without QEMU.  Guest ops act
+on the host for real: files are the host's files, commands run on the host.
+The agent is started with PROVIUM_AGENT_LOCAL=1 so it refuses to set the clock
+(this process may be root; it must never move the host's time).
+
+What the local backend cannot do raises: pause/resume/reset/power_button/
+wakeup/snapshot (`Unimplemented`, "not yet implemented"), and the boot options
+that only make sense for a real guest kernel (`files`, `disks`,
+`initial_time`).  Memory, cpus, kernel command line and rng seed are ignored:
+there is no guest kernel to give them to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ...protocol.mux import ClientError, MuxClient
+from ..base import VmInstance, Vmm, VmmError, VmSpec
+
+# CIDs 0-2 are reserved in vsock; we mimic the numbering (never reused in a process).
+_CIDS = itertools.count(3)
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+DEFAULT_HELLO_TIMEOUT = 30.0
+GRACE = 1.0  # seconds the agent gets to exit on EOF before SIGKILL
+
+
+def _package_root() -> str:
+    import provium
+
+    return str(Path(provium.__file__).resolve().parent.parent)
+
+
+def _child_setup(parent_pid: int):
+    def setup() -> None:
+        # Runs in the child between fork and exec: die with the thread that forked
+        # us (the session's loop thread, which lives as long as the session).
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:  # parent already gone: the signal was missed
+            os._exit(1)
+
+    return setup
+
+
+class LocalInstance(VmInstance):
+    backend = "local"
+
+    def __init__(self, cid: int, proc: subprocess.Popen, client: MuxClient, sock: socket.socket) -> None:
+        self.cid = cid
+        self.proc = proc
+        self.pid = proc.pid
+        self.client = client
+        self._sock = sock
+        self._down = False
+
+    def alive(self) -> bool:
+        return not self._down and self.proc.poll() is None and self.client.lost is None
+
+    async def shutdown(self) -> None:
+        if self._down:
+            return
+        self._down = True
+        try:
+            await self.client.close()
+        finally:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+            await _stop(self.proc, GRACE)
+
+
+class LocalVmm(Vmm):
+    name = "local"
+
+    def __init__(self, *, python: str | None = None, env: dict | None = None, stderr=None) -> None:
+        """`python`: interpreter for the agent (default: this one); `env`: extra
+        environment for the agent; `stderr`: where its stderr goes (default: ours)."""
+        self.python = python or sys.executable
+        self.extra_env = dict(env or {})
+        self.stderr = stderr
+        self._instances: list[LocalInstance] = []
+
+    def _check_spec(self, spec: VmSpec) -> None:
+        for key, given in (("files", spec.files), ("disks", spec.disks), ("initial_time", spec.initial_time is not None)):
+            if given:
+                hint = {
+                    "files": "guest ops act on the host filesystem here; write them with vm:write_file after boot",
+                    "disks": "there is no guest kernel to attach a block device to",
+                    "initial_time": "it would set the host's clock",
+                }[key]
+                raise VmmError(f"vmm: the local backend cannot honour boot option `{key}` ({hint})")
+
+    async def launch(self, spec: VmSpec) -> LocalInstance:
+        self._check_spec(spec)
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = dict(os.environ)
+        env.update(self.extra_env)
+        env["PROVIUM_AGENT_LOCAL"] = "1"
+        root = _package_root()
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        argv = [self.python, "-m", "provium.agent", "--fd", str(child.fileno())]
+        try:
+            # Spawned from the session's loop thread on purpose: PDEATHSIG fires
+            # when the *thread* that forked the child exits.
+            proc = subprocess.Popen(argv, pass_fds=(child.fileno(),), env=env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=self.stderr, start_new_session=True,
+                                    preexec_fn=_child_setup(os.getpid()), close_fds=True)
+        except OSError as exc:
+            parent.close()
+            child.close()
+            raise VmmError(f"vmm: cannot start the local agent `{' '.join(argv)}`: {exc.strerror or exc}") from None
+        child.close()
+        try:
+            reader, writer = await asyncio.open_connection(sock=parent)
+            client = await MuxClient.connect(reader, writer, timeout=spec.agent_boot_timeout or DEFAULT_HELLO_TIMEOUT)
+        except (ClientError, OSError, asyncio.TimeoutError) as exc:
+            parent.close()
+            await _stop(proc, 0)
+            why = str(exc) or "no answer to hello"
+            if isinstance(exc, asyncio.TimeoutError):
+                why = f"no answer to hello within {spec.agent_boot_timeout or DEFAULT_HELLO_TIMEOUT:g}s"
+            code = proc.returncode
+            tail = f" (agent exited with status {code})" if code not in (None, -signal.SIGKILL) else ""
+            raise VmmError(f"vmm: local agent for `{spec.name}` did not start: {why}{tail}") from None
+        inst = LocalInstance(next(_CIDS), proc, client, parent)
+        self._instances.append(inst)
+        return inst
+
+    async def close(self) -> None:
+        for inst in self._instances:
+            try:
+                await inst.shutdown()
+            except Exception:
+                pass
+        self._instances.clear()
+
+
+async def _stop(proc: subprocess.Popen, grace: float) -> None:
+    """Give the agent `grace` seconds to exit, then SIGKILL its process group, then reap.
+
+    The group is killed while the leader is still unreaped (a zombie at worst),
+    so its id cannot have been recycled by an unrelated process.
+    """
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and not _exited(proc):
+        await asyncio.sleep(0.005)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    # Reaping a SIGKILLed process is immediate.
+    for _ in range(400):
+        if proc.poll() is not None:
+            return
+        await asyncio.sleep(0.005)
+    proc.wait()
+
+
+def _exited(proc: subprocess.Popen) -> bool:
+    if proc.returncode is not None:
+        return True
+    try:
+        info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return info is not None
