@@ -1,0 +1,9 @@
+"""Discovery, pool sizing and dispatch of test files to runner subprocesses."""
+
+from .discovery import Discovered, DiscoveryError, discover
+from .dispatch import Dispatcher, DispatchOptions
+from .pool import PoolSize, size_pool
+from .results import FileResult, TestResult
+
+__all__ = ["Discovered", "DiscoveryError", "discover", "Dispatcher", "DispatchOptions", "PoolSize", "size_pool",
+           "FileResult", "TestResult"]

@@ -1,0 +1,153 @@
+"""The `provium` command.
+
+There is no `run` subcommand: `provium [FLAGS] [PATH]...` runs tests, and the
+flags may come before, between or after the paths.  A first positional word
+that names a subcommand (`list`, `prepare`, ...) selects that subcommand
+instead; the top-level flags then go before it (`provium --config x.toml list`).
+
+Exit codes: 0 everything passed or was skipped, 1 a test/file failed or timed
+out, 2 bad usage or an error that stopped the run.  User errors never show a
+Python traceback (set PROVIUM_DEBUG=1 to see one for internal errors).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from importlib import metadata
+
+import click
+
+from provium import config as configmod
+
+from .options import COMMON_OPTIONS, flags_from, option_takes_value
+from .run import UserError, run_mode
+from . import subcommands
+
+
+def _version() -> str:
+    try:
+        return metadata.version("provium")
+    except metadata.PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+SUBCOMMANDS_HELP = """\b
+Subcommands (flags above go before the subcommand):
+  list [--fixtures] [PATH]...   list test files and their tests
+  prepare [PROFILE]             run profile build commands / build the default guest image
+  repl, console, fixture, lsp-setup   not implemented yet
+\b
+Exit codes: 0 all passed or skipped, 1 a failure or timeout, 2 usage or setup error.
+"""
+
+
+def _run_callback(**params):
+    return run_mode(flags_from(params))
+
+
+run_command = click.Command(
+    "provium",
+    params=[*COMMON_OPTIONS, click.Argument(["paths"], nargs=-1, metavar="[PATH]...")],
+    callback=_run_callback,
+    help="Run the *.test.lua files under PATH (files or directories; default: the config's roots, or .).",
+    epilog=SUBCOMMANDS_HELP,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+click.version_option(_version(), "-V", "--version", prog_name="provium", message="%(prog)s %(version)s")(run_command)
+
+
+@click.pass_context
+def _group_callback(ctx, **params):
+    ctx.obj = flags_from(params)
+    ctx.obj.check()
+
+
+group = click.Group(
+    "provium", params=list(COMMON_OPTIONS), callback=_group_callback,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+click.version_option(_version(), "-V", "--version", prog_name="provium", message="%(prog)s %(version)s")(group)
+subcommands.register(group, run_command)
+SUBCOMMANDS = set(group.commands)
+
+
+def _first_positional(args: list[str]) -> int | None:
+    """Index of the first word that is not an option or an option's value."""
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            return i + 1 if i + 1 < len(args) else None
+        if a.startswith("--") and "=" in a:
+            i += 1
+            continue
+        if a.startswith("-") and a != "-":
+            if option_takes_value(a):
+                i += 2
+            else:
+                i += 1
+            continue
+        return i
+    return None
+
+
+def _debug() -> bool:
+    return os.environ.get("PROVIUM_DEBUG", "") not in ("", "0")
+
+
+def dispatch(args: list[str]) -> int:
+    idx = _first_positional(args)
+    cmd = group if idx is not None and args[idx] in SUBCOMMANDS else run_command
+    try:
+        rv = cmd.main(args=args, prog_name="provium", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except click.UsageError as exc:
+        print(f"provium: {exc.format_message()}\n(see `provium --help`)", file=sys.stderr)
+        return 2
+    except click.ClickException as exc:
+        print(f"provium: {exc.format_message()}", file=sys.stderr)
+        return 2
+    except (click.Abort, KeyboardInterrupt):
+        print("provium: interrupted", file=sys.stderr)
+        return 2
+    except (UserError, configmod.ConfigError) as exc:
+        print(f"provium: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # `provium ... | head`: the reader left; nothing more to say.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 2
+    except Exception as exc:
+        if _debug():
+            traceback.print_exc()
+        print(f"provium: internal error: {type(exc).__name__}: {exc}"
+              + ("" if _debug() else " (set PROVIUM_DEBUG=1 for a traceback)"), file=sys.stderr)
+        return 2
+
+
+class _Entry:
+    """What `provium` (and click's CliRunner in tests) calls."""
+
+    name = "provium"
+
+    def main(self, args=None, prog_name=None, standalone_mode=True, **extra):
+        code = dispatch(list(sys.argv[1:] if args is None else args))
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+cli = _Entry()
+
+
+def main() -> None:
+    cli.main()
+
+
+if __name__ == "__main__":
+    main()

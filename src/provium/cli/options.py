@@ -1,0 +1,159 @@
+"""The top-level flags, shared by run mode and the subcommands, and their value parsers.
+
+Values are parsed here, at the edge, so a bad one is a usage error (exit 2)
+that names the flag and says what would be valid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import click
+
+from provium.host.errors import ArgumentError
+from provium.host.values import parse_duration, parse_size
+
+TIMEOUT_HELP = "seconds like `300`, or a number with a unit: `500ms`, `30s`, `10m`, `2h`; `0` disables"
+DEFAULT_TIMEOUT = 300.0
+
+
+def _timeout(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        secs = parse_duration(value, "--timeout")
+    except ArgumentError:
+        raise click.BadParameter(f"cannot parse `{value}` (use {TIMEOUT_HELP})") from None
+    return secs
+
+
+def _mem(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        n = parse_size(value, "--mem")
+    except ArgumentError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--mem: ")) from None
+    if n == 0:
+        raise click.BadParameter("the pool needs some memory (got 0)")
+    return n
+
+
+def _kv(ctx, param, values):
+    out: list[tuple[str, str]] = []
+    for raw in values:
+        key, sep, val = raw.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f'expected KEY=VALUE, got "{raw}" (KEY must be non-empty)')
+        out.append((key, val))
+    return out
+
+
+def _overcommit(ctx, param, value):
+    if value is None:
+        return 1.0
+    if value != value or value in (float("inf"), float("-inf")):
+        raise click.BadParameter("must be a finite number")
+    return value
+
+
+COMMON_OPTIONS = [
+    click.Option(["--config"], metavar="PATH", help="provium.toml to use (default: ./provium.toml if present)."),
+    click.Option(["--filter"], metavar="STR", help="Only files whose path under their root contains STR."),
+    click.Option(["--include-slow"], is_flag=True, help="Also run tests with meta.slow = true."),
+    click.Option(["--tag", "tags"], multiple=True, metavar="TAG", help="Only tests tagged TAG (repeat: any of them)."),
+    click.Option(["--no-tag", "no_tags"], multiple=True, metavar="TAG", help="Skip tests tagged TAG (wins over --tag)."),
+    click.Option(["--tag-meta"], multiple=True, metavar="KEY=VALUE", callback=_kv,
+                 help="Only tests whose meta KEY contains VALUE (OR within a key, AND across keys)."),
+    click.Option(["--no-tag-meta"], multiple=True, metavar="KEY=VALUE", callback=_kv,
+                 help="Skip tests whose meta KEY contains VALUE."),
+    click.Option(["--fail-fast"], is_flag=True, help="Stop starting files after the first failed file."),
+    click.Option(["--timeout"], metavar="DUR", callback=_timeout,
+                 help=f"Per-file wall-clock limit (default 300s; {TIMEOUT_HELP})."),
+    click.Option(["--json", "json_out"], is_flag=True, help="One JSON object per file on stdout."),
+    click.Option(["--junit"], metavar="PATH", help="Also write a JUnit XML report to PATH."),
+    click.Option(["--save-events"], metavar="PATH", help="Append msgpack event frames to PATH."),
+    click.Option(["--events-stdout"], is_flag=True, help="Msgpack event frames on stdout (text goes to stderr)."),
+    click.Option(["--events-socket"], metavar="PATH", help="Serve event frames on a unix socket at PATH."),
+    click.Option(["--coverage"], is_flag=True, help="After the run, report coverage by meta `spec`."),
+    click.Option(["--rerun-failed"], is_flag=True, help="Only files that failed in the previous run."),
+    click.Option(["--watch"], is_flag=True, help="Re-run whenever a test file changes."),
+    click.Option(["--since"], metavar="PATH", help="Only files modified after PATH."),
+    click.Option(["-v", "--verbose"], is_flag=True, help="List every test and show runner output."),
+    click.Option(["-q", "--quiet"], is_flag=True, help="Only failing files and the summary."),
+    click.Option(["--no-progress"], is_flag=True, help="No progress bar."),
+    click.Option(["--no-preflight"], is_flag=True, help="Skip the host prerequisite checks."),
+    click.Option(["--no-ksm"], is_flag=True, help="Accepted for compatibility; provium does not tune KSM."),
+    click.Option(["--no-build"], is_flag=True, help="Skip the profiles' build commands."),
+    click.Option(["--vmm"], type=click.Choice(["qemu", "local"]), default="qemu", show_default=True,
+                 help="Backend: real QEMU guests, or `local` (the agent runs on this host, no VM)."),
+    click.Option(["--accel"], type=click.Choice(["auto", "kvm", "tcg"]), default=None,
+                 help="QEMU acceleration (default: each profile's, normally auto)."),
+    click.Option(["--mem"], metavar="BYTES", callback=_mem,
+                 help="Pool memory (bytes or K/M/G/T; default 80% of RAM)."),
+    click.Option(["--cpus"], type=click.IntRange(min=1), metavar="N", help="Pool vCPUs (default: host CPUs)."),
+    click.Option(["--cpu-overcommit"], type=float, metavar="F", callback=_overcommit,
+                 help="Multiplier on the pool's CPUs, 0.5-8.0 (default 1.0)."),
+]
+
+
+@dataclass
+class Flags:
+    """The parsed top-level flags."""
+
+    paths: list[str] = field(default_factory=list)
+    config: str | None = None
+    filter: str | None = None
+    include_slow: bool = False
+    tags: tuple = ()
+    no_tags: tuple = ()
+    tag_meta: list = field(default_factory=list)
+    no_tag_meta: list = field(default_factory=list)
+    fail_fast: bool = False
+    timeout: float | None = None
+    json_out: bool = False
+    junit: str | None = None
+    save_events: str | None = None
+    events_stdout: bool = False
+    events_socket: str | None = None
+    coverage: bool = False
+    rerun_failed: bool = False
+    watch: bool = False
+    since: str | None = None
+    verbose: bool = False
+    quiet: bool = False
+    no_progress: bool = False
+    no_preflight: bool = False
+    no_ksm: bool = False
+    no_build: bool = False
+    vmm: str = "qemu"
+    accel: str | None = None
+    mem: int | None = None
+    cpus: int | None = None
+    cpu_overcommit: float = 1.0
+
+    @property
+    def file_timeout(self) -> float:
+        return DEFAULT_TIMEOUT if self.timeout is None else self.timeout
+
+    def check(self) -> None:
+        if self.verbose and self.quiet:
+            raise click.UsageError("-v/--verbose and -q/--quiet cannot be used together")
+        if self.json_out and self.events_stdout:
+            raise click.UsageError("--json and --events-stdout cannot be used together (both write to stdout)")
+
+
+def flags_from(params: dict) -> Flags:
+    known = Flags.__dataclass_fields__
+    f = Flags(**{k: v for k, v in params.items() if k in known})
+    f.paths = list(params.get("paths") or [])
+    return f
+
+
+def option_takes_value(name: str) -> bool | None:
+    """For splitting argv before click sees it: does option `name` take a value?
+    None when it is not one of ours."""
+    for opt in COMMON_OPTIONS:
+        if name in opt.opts or name in opt.secondary_opts:
+            return not opt.is_flag
+    return None

@@ -1,0 +1,338 @@
+"""Run mode: config → preflight → builds → discovery → dispatch → reports.
+
+Every user mistake surfaces as a `UserError` (printed as one `provium: ...`
+line, exit 2); test failures are exit 1; a clean run is exit 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from provium import config as configmod
+from provium.events import types as ev
+from provium.events.coverage import aggregate_stream
+from provium.events.reporters import NO_FILES_JSON, TextReporter, json_lines, write_junit
+from provium.events.sinks import CallbackSink, FileSink, MultiSink, Sink, StdoutSink, UnixSocketSink
+from provium.runner.settings import RunSettings
+from provium.scheduler import discovery
+from provium.scheduler.dispatch import Dispatcher, DispatchOptions
+from provium.scheduler.pool import size_pool
+from provium.scheduler.results import FileResult
+
+from . import rerun
+from .options import Flags
+from .progress import ProgressBar
+
+WATCH_INTERVAL = 0.5
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as `provium: <message>`, exit 2."""
+
+
+def load_config(flags: Flags) -> configmod.Config:
+    try:
+        if flags.config is not None:
+            return configmod.load(flags.config, explicit=True)
+        return configmod.load("provium.toml")
+    except configmod.ConfigError as exc:
+        raise UserError(str(exc)) from None
+
+
+def run_preflight(flags: Flags, cfg: configmod.Config) -> None:
+    """Host prerequisite checks for real guests; `--vmm local` boots none, so needs none."""
+    if flags.no_preflight or flags.vmm == "local":
+        return
+    try:
+        from provium import preflight
+    except ImportError:  # not written yet: nothing to check with
+        return
+    try:
+        preflight.run(cfg, vmm=flags.vmm, accel=flags.accel)
+    except Exception as exc:
+        if type(exc).__name__ in ("PreflightError", "ProviumError") or isinstance(exc, (OSError, ValueError)):
+            raise UserError(f"{exc}\n  (skip these checks with --no-preflight)") from None
+        raise
+
+
+def run_builds(flags: Flags, cfg: configmod.Config) -> None:
+    """Dynamic profiles' `build` commands, once per invocation, before anything boots."""
+    if flags.no_build:
+        return
+    names = sorted(n for n, p in cfg.profiles.items() if p.build)
+    if not names:
+        return
+    from provium import image
+
+    for name in names:
+        try:
+            image.prepare(cfg, name)
+        except Exception as exc:
+            raise UserError(str(exc)) from None
+
+
+def default_roots(flags: Flags, cfg: configmod.Config) -> list[str]:
+    return list(flags.paths) or list(cfg.roots) or ["."]
+
+
+def settings_for(flags: Flags, cfg: configmod.Config) -> RunSettings:
+    tag_meta: dict[str, list[str]] = {}
+    for k, v in flags.tag_meta:
+        tag_meta.setdefault(k, []).append(v)
+    no_tag_meta: dict[str, list[str]] = {}
+    for k, v in flags.no_tag_meta:
+        no_tag_meta.setdefault(k, []).append(v)
+    t = flags.file_timeout
+    return RunSettings(
+        vmm=flags.vmm, accel=flags.accel,
+        config_path=str(cfg.path.resolve()) if cfg.path else None,
+        include_slow=flags.include_slow, tags=list(flags.tags), no_tags=list(flags.no_tags),
+        tag_meta=tag_meta, no_tag_meta=no_tag_meta, filter=flags.filter,
+        file_timeout=t if t else None,
+        pool_memory=flags.mem, pool_cpus=flags.cpus, fail_fast=flags.fail_fast, verbose=flags.verbose,
+    )
+
+
+def test_filter_env(flags: Flags) -> str:
+    """PROVIUM_TEST_FILTER, the reference's way of handing test filters to runners."""
+    return json.dumps({
+        "include_slow": flags.include_slow, "tag": list(flags.tags), "no_tag": list(flags.no_tags),
+        "tag_meta": [{"key": k, "value": v} for k, v in flags.tag_meta],
+        "no_tag_meta": [{"key": k, "value": v} for k, v in flags.no_tag_meta],
+    })
+
+
+@dataclass
+class Streams:
+    """Where human text and machine output go for this run."""
+
+    human: object
+    interactive: bool
+
+    @classmethod
+    def for_flags(cls, flags: Flags) -> "Streams":
+        human = sys.stderr if flags.events_stdout else sys.stdout
+        interactive = sys.stderr.isatty() and not flags.json_out and not flags.events_stdout
+        return cls(human=human, interactive=interactive)
+
+
+class Run:
+    """One invocation of run mode (several iterations under --watch)."""
+
+    def __init__(self, flags: Flags, cfg: configmod.Config) -> None:
+        self.flags = flags
+        self.cfg = cfg
+        self.roots = default_roots(flags, cfg)
+        self.streams = Streams.for_flags(flags)
+        self.console = Console(file=self.streams.human, highlight=False, soft_wrap=True)
+        self.err_console = Console(file=sys.stderr, highlight=False, soft_wrap=True)
+        self.socket_sink: UnixSocketSink | None = None
+
+    # ---- selection -------------------------------------------------------------
+
+    def discover(self) -> list[discovery.Discovered]:
+        try:
+            return discovery.discover(self.roots, filter=self.flags.filter)
+        except discovery.DiscoveryError as exc:
+            raise UserError(str(exc)) from None
+
+    def select(self, files: list[discovery.Discovered], *, use_rerun: bool) -> list[discovery.Discovered] | None:
+        """Apply --rerun-failed and --since; None means "nothing to re-run" (already reported)."""
+        if use_rerun:
+            path = rerun.state_path()
+            state = rerun.load(path)
+            if not state:
+                print(f"provium --rerun-failed: no prior failure state at `{path}` — nothing to re-run. "
+                      f"Run `provium <paths>` once to populate.", file=sys.stderr)
+                return None
+            files = [f for f in files if rerun.canonical(f.path) in state]
+        if self.flags.since:
+            files = discovery.newer_than(files, self.flags.since)
+        return files
+
+    # ---- one iteration -----------------------------------------------------------
+
+    def sinks(self, *, truncate: bool, coverage_file: str | None) -> MultiSink:
+        f = self.flags
+        sinks: list[Sink] = []
+        try:
+            if f.save_events:
+                sinks.append(FileSink(f.save_events, truncate=truncate))
+            if f.events_stdout:
+                sinks.append(StdoutSink())
+            if coverage_file:
+                sinks.append(FileSink(coverage_file, truncate=True))
+            if f.events_socket:
+                if self.socket_sink is None:
+                    self.socket_sink = UnixSocketSink(f.events_socket)
+                sinks.append(self.socket_sink)
+        except OSError as exc:
+            for s in sinks:
+                if s is not self.socket_sink:
+                    s.close()
+            raise UserError(str(exc.strerror if exc.strerror else exc)) from None
+        return MultiSink(sinks)
+
+    def once(self, *, use_rerun: bool, truncate_events: bool) -> int:
+        f = self.flags
+        started = time.monotonic()
+        selected = self.select(self.discover(), use_rerun=use_rerun)
+        if selected is None:
+            return 0
+        if not selected:
+            if f.json_out:
+                print(json.dumps(NO_FILES_JSON), file=self.streams.human, flush=True)
+            else:
+                print("provium: no *.test.lua files found", file=self.streams.human, flush=True)
+            return 0
+
+        coverage_file = None
+        if f.coverage and not f.save_events:
+            coverage_file = os.path.join(tempfile.gettempdir(), f"provium-coverage-{os.getpid()}.msgpack")
+        sink = self.sinks(truncate=truncate_events, coverage_file=coverage_file)
+        work_dir = tempfile.mkdtemp(prefix="provium-run-")
+        try:
+            results = self.dispatch(selected, sink, work_dir)
+        finally:
+            for s in sink.sinks:
+                if s is not self.socket_sink:
+                    s.close()
+            shutil.rmtree(work_dir, ignore_errors=True)
+        elapsed = time.monotonic() - started
+
+        try:
+            self.report(results, elapsed)
+            try:
+                rerun.update(results)
+            except OSError as exc:
+                print(f"provium: could not save the rerun state: {exc}", file=sys.stderr)
+            if f.junit:
+                try:
+                    write_junit(f.junit, results, elapsed=elapsed)
+                except OSError as exc:
+                    raise UserError(f"--junit: cannot write `{f.junit}`: {exc.strerror or exc}") from None
+            code = 0 if all(r.passed for r in results) else 1
+            if f.coverage:
+                if not self.coverage_report(f.save_events or coverage_file):
+                    code = 1
+        finally:
+            if coverage_file:
+                try:
+                    os.unlink(coverage_file)
+                except FileNotFoundError:
+                    pass
+        return code
+
+    def dispatch(self, files: list[discovery.Discovered], sink: MultiSink, work_dir: str) -> list[FileResult]:
+        f = self.flags
+        pool = size_pool(vmm=f.vmm, memory=f.mem, cpus=f.cpus, overcommit=f.cpu_overcommit)
+        env = dict(os.environ)
+        env["PROVIUM_TEST_FILTER"] = test_filter_env(f)
+        opts = DispatchOptions(
+            settings_json=settings_for(f, self.cfg).to_json(), work_dir=work_dir, pool=pool,
+            file_timeout=f.file_timeout or None, fail_fast=f.fail_fast, env=env,
+        )
+        for d in files:
+            sink.emit(ev.FileDiscovered(path=d.path, fixture_refs=discovery.fixture_refs(d.path)))
+        reporter = TextReporter(self.console, verbose=f.verbose, quiet=f.quiet)
+        total = len(files)
+        done = 0
+        bar: ProgressBar | None = None
+        if self.streams.interactive and not f.no_progress and not f.verbose:
+            bar = ProgressBar(Console(file=sys.stderr), total)
+            sink.add(CallbackSink(bar.on_event))
+
+        def on_done(index: int, result: FileResult) -> None:
+            nonlocal done
+            done += 1
+            if not self.streams.interactive or not reporter.shows(result):
+                return
+            lines = reporter.file_lines(result, prefix=f"[{done}/{total}] ")
+            for line in lines:
+                (bar.print(line) if bar else self.console.print(line))
+
+        dispatcher = Dispatcher(sink, opts, on_file_done=on_done)
+        if bar:
+            with bar:
+                return dispatcher.run(files)
+        return dispatcher.run(files)
+
+    def report(self, results: list[FileResult], elapsed: float) -> None:
+        f = self.flags
+        if f.json_out:
+            self.streams.human.write(json_lines(results))
+            self.streams.human.flush()
+            return
+        reporter = TextReporter(self.console, verbose=f.verbose, quiet=f.quiet)
+        if not self.streams.interactive:
+            reporter.print_batch(results, fail_fast=f.fail_fast)
+        reporter.print_summary(results, elapsed)
+
+    def coverage_report(self, path: str | None) -> bool:
+        out = sys.stderr if (self.flags.json_out or self.flags.events_stdout) else self.streams.human
+        try:
+            with open(path, "rb") as fh:
+                report = aggregate_stream(fh, "spec")
+        except Exception as exc:
+            print(f"provium: --coverage: cannot read the event stream `{path}`: {exc}", file=sys.stderr)
+            return False
+        print(file=out)
+        print(report.render(), file=out, flush=True)
+        return True
+
+    # ---- watch ---------------------------------------------------------------------
+
+    def watch(self) -> int:
+        files = self.discover()
+        print(f"provium --watch: monitoring {len(files)} files" +
+              ("" if files else " (none yet; waiting for *.test.lua files to appear)"), file=sys.stderr, flush=True)
+        prev = discovery.snapshot_mtimes(files)
+        if files:
+            self.once(use_rerun=self.flags.rerun_failed, truncate_events=True)
+            prev = discovery.snapshot_mtimes(self.discover())
+        last_error = None
+        try:
+            while True:
+                time.sleep(WATCH_INTERVAL)
+                try:
+                    snap = discovery.snapshot_mtimes(self.discover())
+                    if snap == prev:
+                        continue
+                    print("provium --watch: change detected, re-running", file=sys.stderr, flush=True)
+                    self.once(use_rerun=False, truncate_events=True)
+                    prev = discovery.snapshot_mtimes(self.discover())
+                    last_error = None
+                except UserError as exc:
+                    if str(exc) != last_error:  # say it once, not every half second
+                        print(f"provium --watch: iteration failed: {exc}", file=sys.stderr, flush=True)
+                        last_error = str(exc)
+        except KeyboardInterrupt:
+            return 0
+
+    def close(self) -> None:
+        if self.socket_sink is not None:
+            self.socket_sink.close()
+            self.socket_sink = None
+
+
+def run_mode(flags: Flags) -> int:
+    flags.check()
+    cfg = load_config(flags)
+    run_preflight(flags, cfg)
+    run_builds(flags, cfg)
+    run = Run(flags, cfg)
+    try:
+        if flags.watch:
+            return run.watch()
+        return run.once(use_rerun=flags.rerun_failed, truncate_events=False)
+    finally:
+        run.close()

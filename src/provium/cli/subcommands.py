@@ -1,0 +1,118 @@
+"""Subcommands: `list`, `prepare`, `help`, and the ones that are not written yet.
+
+`repl`, `console`, `fixture` and `lsp-setup` are part of the CLI contract but
+belong to later work; they exist so that calling them says so (exit 2) instead
+of being mistaken for a test path.
+"""
+
+from __future__ import annotations
+
+import click
+
+from provium import config as configmod
+from provium.scheduler import discovery
+
+from .run import UserError, load_config, run_preflight, settings_for
+
+LATER = {
+    "repl": "an interactive Lua prompt against a booted VM",
+    "console": "a QEMU guest wired to this terminal",
+    "fixture": "fixture cache management (list/build/rebuild/clean/stale)",
+    "lsp-setup": "editor type stubs (.provium-meta/types.lua, .luarc.json)",
+}
+
+
+def _not_yet(name: str, what: str) -> click.Command:
+    def callback(args):
+        raise UserError(f"`provium {name}` ({what}) is not implemented yet")
+
+    return click.Command(
+        name, callback=callback, help=f"Not implemented yet: {what}.",
+        params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                          "help_option_names": []},
+    )
+
+
+def _list_tests():
+    """The runner's test lister, if the runner provides one."""
+    try:
+        from provium.runner.file_runner import list_tests
+    except ImportError:
+        return None
+    return list_tests
+
+
+@click.command("list", help="List test files (or fixture files) and the tests in each.")
+@click.option("--fixtures", is_flag=True, help="List *.fixture.lua files instead.")
+@click.argument("paths", nargs=-1, metavar="[PATH]...")
+@click.pass_obj
+def list_cmd(flags, fixtures, paths):
+    cfg = load_config(flags)
+    run_preflight(flags, cfg)
+    roots = list(paths) or list(flags.paths) or list(cfg.roots) or ["."]
+    suffix = discovery.FIXTURE_SUFFIX if fixtures else discovery.TEST_SUFFIX
+    try:
+        files = discovery.discover(roots, filter=flags.filter, suffix=suffix)
+    except discovery.DiscoveryError as exc:
+        raise UserError(str(exc)) from None
+    lister = None if fixtures else _list_tests()
+    settings = settings_for(flags, cfg)
+    n_tests = 0
+    for f in files:
+        click.echo(f"  {f.path}")
+        if lister is None:
+            continue
+        try:
+            tests = lister(f.path, settings)
+        except Exception as exc:  # a file that does not load is listed with its error
+            click.echo(f"      (cannot list: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+            continue
+        for t in tests:
+            name = t if isinstance(t, str) else getattr(t, "name", None) or (t.get("name") if isinstance(t, dict) else str(t))
+            click.echo(f"      {name}")
+            n_tests += 1
+    if fixtures:
+        click.echo(f"\n{len(files)} fixture(s) found")
+    elif lister is not None:
+        click.echo(f"\n{len(files)} test file(s), {n_tests} test(s) found")
+    else:
+        click.echo(f"\n{len(files)} test file(s) found")
+    return 0
+
+
+@click.command("prepare", help="Run profile build commands (all, or PROFILE's) and build guest images; no VM boots.")
+@click.argument("profile", required=False)
+@click.pass_obj
+def prepare_cmd(flags, profile):
+    cfg = load_config(flags)
+    if profile is not None:
+        try:
+            cfg.profile(profile)
+        except configmod.ConfigError as exc:
+            raise UserError(f"prepare: {exc}") from None
+    try:
+        from provium.image import prepare
+    except ImportError:
+        raise UserError("prepare: the image builder (provium.image.prepare) is not available in this build") from None
+    try:
+        prepare(cfg, profile)
+    except Exception as exc:
+        if type(exc).__module__.startswith("provium") or isinstance(exc, (OSError, ValueError)):
+            raise UserError(f"prepare: {exc}") from None
+        raise
+    return 0
+
+
+def register(group: click.Group, run_command: click.Command) -> None:
+    group.add_command(list_cmd)
+    group.add_command(prepare_cmd)
+    for name, what in LATER.items():
+        group.add_command(_not_yet(name, what))
+
+    @group.command("help", help="Show the help.")
+    @click.pass_context
+    def help_cmd(ctx):
+        with click.Context(run_command, info_name="provium") as c:
+            click.echo(run_command.get_help(c))
+        return 0

@@ -1,0 +1,265 @@
+"""Turning file results into what people and CI read: text, JSON lines, JUnit XML.
+
+The text layout follows the reference's runner output (`PASS path (N passed, ...)`,
+failing tests indented under their file, one summary line); colour comes from
+`rich` and disappears when the output is not a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from typing import Iterable
+
+from rich.console import Console
+from rich.text import Text
+
+from provium.scheduler.results import FileResult, TestResult
+
+_STYLE = {"PASS": "green", "FAIL": "bold red", "TIME": "bold yellow", "SKIP": "yellow", "NOT RUN": "yellow"}
+
+
+def _label(r: FileResult) -> str:
+    if r.not_run is not None:
+        return "NOT RUN"
+    if r.timed_out:
+        return "TIME"
+    return "PASS" if r.passed else "FAIL"
+
+
+def _indent(text: str, n: int) -> list[str]:
+    pad = " " * n
+    return [pad + line for line in (text.splitlines() or [""])]
+
+
+class TextReporter:
+    """Human-readable lines for one file, and the summary."""
+
+    def __init__(self, console: Console, *, verbose: bool = False, quiet: bool = False) -> None:
+        self.console = console
+        self.verbose = verbose
+        self.quiet = quiet
+
+    def shows(self, r: FileResult) -> bool:
+        return not self.quiet or not r.passed
+
+    def file_lines(self, r: FileResult, prefix: str = "") -> list[Text]:
+        label = _label(r)
+        head = Text(prefix)
+        head.append(label, style=_STYLE[label])
+        if r.not_run is not None:
+            head.append(f" {r.path} ({r.not_run})")
+            return [head]
+        if r.chunk_error is not None and not r.tests:
+            head.append(f" {r.path}")
+            lines = [head]
+            first, *rest = r.chunk_error.splitlines() or [""]
+            lines.append(Text(f"  chunk_error: {first}"))
+            lines += [Text(line) for line in _indent("\n".join(rest), 4)] if rest else []
+            return lines
+        p, f, s = r.counts
+        head.append(f" {r.path} ({p} passed, {f} failed, {s} skipped)")
+        lines = [head]
+        if r.chunk_error is not None:
+            first, *rest = r.chunk_error.splitlines() or [""]
+            lines.append(Text(f"  chunk_error: {first}"))
+            lines += [Text(line) for line in _indent("\n".join(rest), 4)] if rest else []
+        if r.timed_out and not any(t.status == "timed_out" for t in r.tests):
+            lines.append(Text("  file timeout exceeded; the runner was killed"))
+        for t in r.tests:
+            lines += self._test_lines(t)
+        if self.verbose and r.output.strip():
+            lines.append(Text("  output:", style="dim"))
+            lines += [Text(line, style="dim") for line in _indent(r.output.rstrip(), 4)]
+        return lines
+
+    def _test_lines(self, t: TestResult) -> list[Text]:
+        out: list[Text] = []
+        if t.failed:
+            label = "TIME" if t.status == "timed_out" else "FAIL"
+            line = Text("    ")
+            line.append(label, style=_STYLE[label])
+            line.append(f" {t.name}")
+            out.append(line)
+            if t.message:
+                out += [Text(x) for x in _indent(t.message, 8)]
+            for entry in t.log:
+                out += [Text(x, style="dim") for x in _indent(f"log: {entry}", 8)]
+        elif self.verbose:
+            line = Text("    ")
+            if t.status == "skipped":
+                line.append("SKIP", style=_STYLE["SKIP"])
+                line.append(f" {t.name} ({t.message or ''})")
+            else:
+                line.append("PASS", style=_STYLE["PASS"])
+                line.append(f" {t.name}")
+            out.append(line)
+            for entry in t.log:
+                out += [Text(x, style="dim") for x in _indent(f"log: {entry}", 8)]
+        return out
+
+    def print_file(self, r: FileResult, prefix: str = "") -> None:
+        if self.shows(r):
+            for line in self.file_lines(r, prefix):
+                self.console.print(line)
+
+    def print_batch(self, results: Iterable[FileResult], *, fail_fast: bool = False) -> None:
+        for r in results:
+            if r.not_run is not None:
+                continue  # summarised in the last line
+            self.print_file(r)
+            if fail_fast and not r.passed:
+                break  # as the reference: stop at the first failing file
+
+    def summary(self, results: list[FileResult], elapsed: float) -> Text:
+        ran = [r for r in results if r.not_run is None]
+        p = sum(r.counts[0] for r in ran)
+        f = sum(r.counts[1] for r in ran)
+        s = sum(r.counts[2] for r in ran)
+        errored = sum(1 for r in ran if r.errored)
+        not_run = len(results) - len(ran)
+        text = Text(f"{len(ran)} file(s); ")
+        text.append(f"{p} passed", style="green" if p else None)
+        text.append(", ")
+        text.append(f"{f} failed", style="bold red" if f else None)
+        text.append(f", {s} skipped")
+        if errored:
+            text.append(f", {errored} file(s) errored", style="bold red")
+        if not_run:
+            text.append(f", {not_run} file(s) not run (--fail-fast)", style="yellow")
+        text.append(f"; {elapsed:.2f}s")
+        return text
+
+    def print_summary(self, results: list[FileResult], elapsed: float) -> None:
+        self.console.print()
+        self.console.print(self.summary(results, elapsed))
+
+
+# ---- JSON lines --------------------------------------------------------------------
+
+
+def json_object(r: FileResult) -> dict:
+    chunk_error = r.chunk_error if r.not_run is None else r.not_run
+    return {
+        "path": r.path,
+        "timeout": "timed_out" if r.timed_out else "in_time",
+        "passed": r.passed,
+        "chunk_error": chunk_error,
+        "tests": [
+            {
+                "name": t.name,
+                # The reference has three statuses; a test cut short by a timeout is a failure.
+                "status": "failed" if t.status == "timed_out" else t.status,
+                "message": t.message,
+                "log": list(t.log),
+                "duration_ns": t.duration_ns,
+            }
+            for t in r.tests
+        ],
+        "duration_ns": r.duration_ns,
+    }
+
+
+def json_lines(results: Iterable[FileResult]) -> str:
+    return "".join(json.dumps(json_object(r), ensure_ascii=False) + "\n" for r in results)
+
+
+NO_FILES_JSON = {"type": "no_files", "message": "no *.test.lua files found"}
+
+
+# ---- JUnit XML ---------------------------------------------------------------------
+
+_XML_BAD = {c: None for c in range(0x20) if c not in (0x9, 0xA, 0xD)}
+
+
+def _xml_text(s: str | None) -> str:
+    """XML 1.0 cannot carry most control characters; drop them."""
+    return (s or "").translate(_XML_BAD)
+
+
+def _secs(ns: int) -> str:
+    return f"{ns / 1e9:.3f}"
+
+
+def junit_tree(results: list[FileResult], *, elapsed: float, suite_name: str = "provium") -> ET.ElementTree:
+    """One <testsuite> per file, one <testcase> per test.
+
+    A file-level problem (load error, crash, timeout, not run) becomes an
+    <error> on a testcase named after the file, so CI shows it as a red entry.
+    """
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    host = socket.gethostname()
+    root = ET.Element("testsuites", name=suite_name)
+    totals = dict(tests=0, failures=0, errors=0, skipped=0)
+    for r in results:
+        suite = ET.SubElement(root, "testsuite", name=r.path, timestamp=stamp, hostname=host)
+        counts = dict(tests=0, failures=0, errors=0, skipped=0)
+        classname = r.path.replace(os.sep, ".").removesuffix(".test.lua")
+        for t in r.tests:
+            case = ET.SubElement(suite, "testcase", name=_xml_text(t.name), classname=_xml_text(classname),
+                                 time=_secs(t.duration_ns))
+            counts["tests"] += 1
+            if t.failed:
+                counts["failures"] += 1
+                msg = t.message or ("test timed out" if t.status == "timed_out" else "test failed")
+                el = ET.SubElement(case, "failure", message=_xml_text(msg.splitlines()[0] if msg else ""),
+                                   type="timeout" if t.status == "timed_out" else "failure")
+                el.text = _xml_text(msg)
+            elif t.status == "skipped":
+                counts["skipped"] += 1
+                ET.SubElement(case, "skipped", message=_xml_text(t.message or ""))
+            if t.log:
+                out = ET.SubElement(case, "system-out")
+                out.text = _xml_text("\n".join(t.log))
+        problem = None
+        if r.not_run is not None:
+            problem = ("not_run", r.not_run)
+        elif r.timed_out:
+            problem = ("timeout", "file timeout exceeded; the runner was killed")
+        elif r.chunk_error is not None:
+            problem = ("crashed" if r.crashed else "chunk_error", r.chunk_error)
+        if problem is not None:
+            case = ET.SubElement(suite, "testcase", name="(file)", classname=_xml_text(classname),
+                                 time=_secs(r.duration_ns))
+            counts["tests"] += 1
+            counts["errors"] += 1
+            el = ET.SubElement(case, "error", message=_xml_text(problem[1].splitlines()[0] if problem[1] else ""),
+                               type=problem[0])
+            el.text = _xml_text(problem[1])
+        if r.output.strip():
+            out = ET.SubElement(suite, "system-out")
+            out.text = _xml_text(r.output)
+        for k, v in counts.items():
+            suite.set(k, str(v))
+            totals[k] += v
+        suite.set("time", _secs(r.duration_ns))
+        # JUnit readers expect the attribute order name, tests, failures, ...; ElementTree keeps insertion order.
+        suite.attrib = {k: suite.attrib[k] for k in
+                        ("name", "tests", "failures", "errors", "skipped", "time", "timestamp", "hostname")}
+    for k, v in totals.items():
+        root.set(k, str(v))
+    root.set("time", f"{elapsed:.3f}")
+    ET.indent(root)
+    return ET.ElementTree(root)
+
+
+def write_junit(path: str, results: list[FileResult], *, elapsed: float) -> None:
+    """Written to a temp file and renamed, so a CI job never reads half a report."""
+    tree = junit_tree(results, elapsed=elapsed)
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".junit-", suffix=".xml", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            tree.write(f, encoding="utf-8", xml_declaration=True)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

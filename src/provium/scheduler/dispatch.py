@@ -1,0 +1,313 @@
+"""Running test files: one runner subprocess per file, up to N at a time.
+
+Everything happens on the calling thread: one selector watches every running
+runner's event pipe and its pidfd (readable when the process exits), so there
+is no polling delay between a runner finishing and the next one starting.
+Runners are spawned from this one thread on purpose: PR_SET_PDEATHSIG fires
+when the *spawning thread* ends, so a runner dies with provium, never before.
+
+A runner is the leader of its own process group; the per-file watchdog kills
+the whole group.  A runner that crashes (non-zero exit, signal, missing or bad
+result file) fails its file with a chunk error; the run carries on.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from provium.events import types as ev
+from provium.events.sinks import Sink
+from provium.protocol import framing
+
+from .discovery import Discovered
+from .pool import PoolSize
+from .results import FileResult, ResultError, TestResult, load_outcome
+
+FAIL_FAST_REASON = "skipped: --fail-fast"
+OUTPUT_TAIL = 64 * 1024  # bytes of runner stdout/stderr kept per file
+POOL_STATE_INTERVAL = 1.0
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except Exception:
+        pass
+
+
+def default_runner_cmd() -> list[str]:
+    return [sys.executable, "-m", "provium.runner"]
+
+
+@dataclass
+class DispatchOptions:
+    settings_json: str  # RunSettings.to_json()
+    work_dir: str  # scratch for settings/result/log files (the caller removes it)
+    pool: PoolSize
+    file_timeout: float | None = None  # seconds; None or 0 = no watchdog
+    fail_fast: bool = False
+    runner_cmd: list[str] = field(default_factory=default_runner_cmd)
+    env: dict[str, str] | None = None
+
+
+@dataclass
+class _Running:
+    index: int
+    file: Discovered
+    proc: subprocess.Popen
+    rfd: int
+    pidfd: int
+    log_path: str
+    result_path: str
+    started: float
+    deadline: float | None
+    buf: bytearray = field(default_factory=bytearray)
+    # Tests seen on the event stream, so a killed runner still reports what ran.
+    seen: dict[str, TestResult] = field(default_factory=dict)
+    current: str | None = None
+    timed_out: bool = False
+
+
+def _signal_name(n: int) -> str:
+    try:
+        return signal.Signals(n).name
+    except ValueError:
+        return f"signal {n}"
+
+
+def _tail(path: str, limit: int = OUTPUT_TAIL) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - limit))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+class Dispatcher:
+    def __init__(self, sink: Sink, opts: DispatchOptions,
+                 on_file_done: Callable[[int, FileResult], None] | None = None) -> None:
+        self.sink = sink
+        self.opts = opts
+        self.on_file_done = on_file_done
+        self._settings_path = os.path.join(opts.work_dir, "settings.json")
+        Path(self._settings_path).write_text(opts.settings_json)
+        self._running: dict[int, _Running] = {}  # by index
+        self._sel = selectors.DefaultSelector()
+        self._stop = False
+
+    # ---- public ------------------------------------------------------------
+
+    def run(self, files: list[Discovered]) -> list[FileResult]:
+        """Run every file; results come back in input order."""
+        results: list[FileResult | None] = [None] * len(files)
+        queue = deque(range(len(files)))
+        blocked_sent: set[int] = set()
+        next_pool_state = 0.0
+        try:
+            while queue or self._running:
+                while queue and not self._stop and len(self._running) < self.opts.pool.slots:
+                    self._start(queue.popleft(), files)
+                if self._stop:
+                    while queue:
+                        i = queue.popleft()
+                        results[i] = FileResult(path=files[i].path, not_run=FAIL_FAST_REASON,
+                                                chunk_error=None)
+                for i in queue:
+                    if i not in blocked_sent:
+                        blocked_sent.add(i)
+                        self.sink.emit(ev.FileBlocked(path=files[i].path, waiting_for=self.opts.pool.per_file,
+                                                      reason="pool_full"))
+                now = time.monotonic()
+                if now >= next_pool_state:
+                    self._emit_pool_state()
+                    next_pool_state = now + POOL_STATE_INTERVAL
+                if not self._running:
+                    continue
+                wait = next_pool_state - now
+                for r in self._running.values():
+                    if r.deadline is not None:
+                        wait = min(wait, r.deadline - now)
+                for key, _ in self._sel.select(max(0.0, wait)):
+                    kind, r = key.data
+                    if kind == "events":
+                        self._read_events(r)
+                now = time.monotonic()
+                for r in list(self._running.values()):
+                    if r.proc.poll() is not None:
+                        results[r.index] = self._finish(r)
+                    elif r.deadline is not None and now >= r.deadline:
+                        r.timed_out = True
+                        self._kill(r)
+                        results[r.index] = self._finish(r)
+            self._emit_pool_state()
+        finally:
+            for r in list(self._running.values()):
+                self._kill(r)
+                self._close(r)
+            self._sel.close()
+        return [r for r in results if r is not None]
+
+    # ---- one runner ---------------------------------------------------------
+
+    def _start(self, index: int, files: list[Discovered]) -> None:
+        f = files[index]
+        rfd, wfd = os.pipe()
+        os.set_blocking(rfd, False)
+        log_path = os.path.join(self.opts.work_dir, f"{index}.log")
+        result_path = os.path.join(self.opts.work_dir, f"{index}.result.json")
+        cmd = [*self.opts.runner_cmd, "--settings", self._settings_path, "--result", result_path,
+               "--events-fd", str(wfd), f.path]
+        self.sink.emit(ev.FileDispatched(path=f.path, reservation=self.opts.pool.per_file))
+        started = time.monotonic()
+        with open(log_path, "wb") as log:
+            try:
+                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                        pass_fds=(wfd,), start_new_session=True, env=self.opts.env,
+                                        preexec_fn=_die_with_parent)
+            except OSError as exc:
+                os.close(rfd)
+                os.close(wfd)
+                raise OSError(exc.errno, f"cannot start the runner `{cmd[0]}`: {exc.strerror}") from None
+        os.close(wfd)
+        pidfd = os.pidfd_open(proc.pid)
+        t = self.opts.file_timeout
+        r = _Running(index=index, file=f, proc=proc, rfd=rfd, pidfd=pidfd, log_path=log_path,
+                     result_path=result_path, started=started,
+                     deadline=started + t if t else None)
+        self._sel.register(rfd, selectors.EVENT_READ, ("events", r))
+        self._sel.register(pidfd, selectors.EVENT_READ, ("exit", r))
+        self._running[index] = r
+
+    def _read_events(self, r: _Running, *, final: bool = False) -> None:
+        while True:
+            try:
+                chunk = os.read(r.rfd, 1 << 16)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            r.buf += chunk
+        self._parse_frames(r)
+
+    def _parse_frames(self, r: _Running) -> None:
+        buf = r.buf
+        pos = 0
+        while len(buf) - pos >= 4:
+            (n,) = framing.HEADER.unpack_from(buf, pos)
+            if n > framing.MAX_FRAME:
+                self._warn(r, f"event frame of {n} bytes exceeds the cap; ignoring the rest of its stream")
+                pos = len(buf)
+                break
+            if len(buf) - pos - 4 < n:
+                break
+            body = bytes(buf[pos + 4:pos + 4 + n])
+            pos += 4 + n
+            try:
+                frame = ev.EventFrame.decode(body)
+            except (ev.EventDecodeError, framing.FrameError) as exc:
+                self._warn(r, f"dropped an invalid event: {exc}")
+                continue
+            self._track(r, frame)
+            self.sink.emit_frame(frame)
+        del buf[:pos]
+
+    def _track(self, r: _Running, frame: ev.EventFrame) -> None:
+        p = frame.payload
+        if isinstance(p, ev.TestStarted):
+            r.current = p.name
+        elif isinstance(p, (ev.TestPassed, ev.TestFailed, ev.TestSkipped)):
+            status = {"test_passed": "passed", "test_failed": "failed", "test_skipped": "skipped"}[frame.kind]
+            msg = getattr(p, "reason", None) if status != "passed" else None
+            r.seen[p.name] = TestResult(name=p.name, status=status, message=msg or None,
+                                        duration_ns=getattr(p, "duration_ns", 0), meta=dict(p.meta))
+            if r.current == p.name:
+                r.current = None
+
+    def _kill(self, r: _Running) -> None:
+        try:
+            os.killpg(r.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            r.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def _close(self, r: _Running) -> None:
+        for fd in (r.rfd, r.pidfd):
+            try:
+                self._sel.unregister(fd)
+            except (KeyError, ValueError):
+                pass
+            os.close(fd)
+        self._running.pop(r.index, None)
+
+    def _finish(self, r: _Running) -> FileResult:
+        r.proc.wait()
+        # Whatever the runner wrote before exiting is already in the pipe.
+        self._read_events(r)
+        if r.buf:
+            self._warn(r, f"event stream ended mid-frame ({len(r.buf)} bytes dropped)")
+            r.buf.clear()
+        self._close(r)
+        duration_ns = int((time.monotonic() - r.started) * 1e9)
+        output = _tail(r.log_path)
+        result = self._outcome(r, output)
+        result.duration_ns = duration_ns
+        result.output = output
+        self.sink.emit(ev.FileCompleted(path=r.file.path, status=result.status, duration_ns=duration_ns))
+        if self.opts.fail_fast and not result.passed:
+            self._stop = True
+        if self.on_file_done is not None:
+            self.on_file_done(r.index, result)
+        return result
+
+    def _outcome(self, r: _Running, output: str) -> FileResult:
+        path = r.file.path
+        if r.timed_out:
+            tests = list(r.seen.values())
+            if r.current is not None and r.current not in r.seen:
+                tests.append(TestResult(name=r.current, status="timed_out",
+                                        message=f"file timeout ({self.opts.file_timeout:g}s) exceeded while this test ran"))
+            return FileResult(path=path, tests=tests, timed_out=True)
+        code = r.proc.returncode
+        why = None
+        if code < 0:
+            why = f"runner killed by {_signal_name(-code)}"
+        elif code != 0:
+            why = f"runner exited with status {code}"
+        else:
+            try:
+                return load_outcome(r.result_path, path)
+            except FileNotFoundError:
+                why = "runner exited without writing a result"
+            except (ResultError, OSError, ValueError) as exc:
+                why = f"runner wrote an unusable result ({exc})"
+        detail = output.strip()
+        if len(detail) > 2000:
+            detail = "…" + detail[-2000:]
+        msg = f"crashed: {why}" + (f"\n{detail}" if detail else "")
+        return FileResult(path=path, tests=list(r.seen.values()), chunk_error=msg, crashed=True)
+
+    def _emit_pool_state(self) -> None:
+        n = len(self._running)
+        self.sink.emit(ev.PoolState(used=self.opts.pool.used(n), available=self.opts.pool.available(n)))
+
+    def _warn(self, r: _Running, msg: str) -> None:
+        print(f"provium: {r.file.path}: {msg}", file=sys.stderr)
