@@ -1,0 +1,95 @@
+"""One request's channel: its reply, its cancellation, and (for streams) its credit.
+
+Every op runs on its own thread with a `Channel` as its context.  The host may
+cancel a channel at any time (it stopped listening); the op then stops what it
+can and its late reply is dropped.  A stream channel may only have `WINDOW`
+bytes of `stream_frame` data unacknowledged: the op waits for `credit` when the
+window is spent, so a slow host bounds the agent's memory instead of the other
+way round.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from provium.protocol.messages import StreamFrame
+from provium.protocol.types import StreamEnd
+
+if TYPE_CHECKING:
+    from .state import AgentState
+
+WINDOW = 1 << 20
+
+
+class Channel:
+    def __init__(self, session: Any, ch: int, state: "AgentState") -> None:
+        self.session = session  # anything with send(ch, kind, payload) -> bool
+        self.ch = ch
+        self.state = state
+        self.cancelled = False
+        self.window = WINDOW
+        self._cond = threading.Condition()
+
+    # ---- control from the reader loop ------------------------------------------
+
+    def cancel(self) -> None:
+        with self._cond:
+            self.cancelled = True
+            self._cond.notify_all()
+
+    def credit(self, n: int) -> None:
+        if n <= 0:
+            return
+        with self._cond:
+            self.window += n
+            self._cond.notify_all()
+
+    # ---- used by ops ---------------------------------------------------------------
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep unless cancelled first.  True when the full time passed."""
+        with self._cond:
+            if not self.cancelled and seconds > 0:
+                self._cond.wait_for(lambda: self.cancelled, seconds)
+            return not self.cancelled
+
+    def reserve(self, want: int) -> int:
+        """Block until some window is free; how many bytes may be sent (0 = cancelled)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.cancelled or self.window > 0)
+            if self.cancelled:
+                return 0
+            return min(want, self.window)
+
+    def reply(self, kind: str, payload: Any) -> bool:
+        if self.cancelled:
+            return False
+        return self._send(kind, payload)
+
+    def frame(self, data: bytes) -> bool:
+        """Send one stream_frame (the caller reserved its size).  False = stop streaming."""
+        with self._cond:
+            if self.cancelled:
+                return False
+            self.window -= len(data)
+        return self._send(StreamFrame.KIND, StreamFrame(data))
+
+    def end(self, end: StreamEnd) -> bool:
+        return self.reply("stream_end", end)
+
+    def _send(self, kind: str, payload: Any) -> bool:
+        if not self.session.send(self.ch, kind, payload):
+            self.cancel()
+            return False
+        return True
+
+
+class Detached(Channel):
+    """A context for ops run outside any connection (they can never be cancelled)."""
+
+    def __init__(self, state: "AgentState") -> None:
+        super().__init__(None, 0, state)
+
+    def _send(self, kind: str, payload: Any) -> bool:
+        return False

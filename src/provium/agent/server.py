@@ -1,0 +1,279 @@
+"""The agent's side of the channel multiplexer: one reader, one thread per request.
+
+`serve(rfile, wfile)` reads frames until a clean end of stream.  Each request
+runs on its own thread, so a long `wait` or `sleep_clock` never holds up another
+channel; every frame is written under one lock so frames never interleave.
+Bad input (a body that is not msgpack, an unknown op, a wrong field, an
+oversized length) is answered with `agent_error` and the session goes on.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from typing import Any
+
+from provium import __version__
+from provium.protocol.codec import WireError
+from provium.protocol.envelope import CONTROL, Envelope, decode_host
+from provium.protocol.framing import MAX_FRAME, DecodeError, FrameTooLarge, encode_frame, unpack
+from provium.protocol.messages import PROTOCOL_VERSION, STREAM_KINDS, HelloErr, HelloOk
+from provium.protocol.types import AgentError, AgentInfo, OsError, StreamEnd
+
+from . import ops
+from .base import BAD_REQUEST, INTERNAL, AgentFail, log
+from .channel import Channel
+from .state import AgentState
+
+_HEADER = struct.Struct(">I")
+_SKIP_CHUNK = 1 << 20
+
+
+def agent_info() -> AgentInfo:
+    import os
+
+    try:
+        kernel = os.uname().release
+    except OSError:
+        kernel = None
+    return AgentInfo(os="linux", agent_version=__version__, kernel=kernel, capabilities=[])
+
+
+class Session:
+    """One connection (or one reconnect-less run over a byte stream)."""
+
+    def __init__(self, rfile: Any, wfile: Any, state: AgentState, *, handshake: bool = True) -> None:
+        self._sock = None
+        if hasattr(rfile, "recv"):  # a socket: buffer its reads
+            self._sock = rfile
+            rfile = rfile.makefile("rb", buffering=1 << 16)
+        self._rfile = rfile
+        if hasattr(wfile, "sendall"):
+            self._write = wfile.sendall
+        else:
+            self._write = _file_writer(wfile)
+        self.state = state
+        self.handshake = handshake
+        self.ready = not handshake
+        self.dead = False
+        self._wlock = threading.Lock()
+        self._clock = threading.Lock()
+        self._channels: dict[int, Channel] = {}
+
+    # ---- writing ------------------------------------------------------------------
+
+    def send(self, ch: int, kind: str, payload: Any) -> bool:
+        try:
+            frame = encode_frame(Envelope(ch, kind, payload).to_wire())
+        except FrameTooLarge as exc:
+            msg = f"{kind}: the reply is {exc.length} bytes, over the {exc.limit}-byte frame cap"
+            frame = encode_frame(Envelope(ch, "agent_error", AgentError(INTERNAL, msg)).to_wire())
+        with self._wlock:
+            if self.dead:
+                return False
+            try:
+                self._write(frame)
+                return True
+            except (OSError, ValueError) as exc:
+                # The host went away.  Streams notice through their next send.
+                self.dead = True
+                log(f"connection write failed ({exc}); dropping replies")
+        self.cancel_all()
+        return False
+
+    def _error(self, ch: int, kind: Any, message: str) -> None:
+        self.send(ch, "agent_error", AgentError(kind, message))
+
+    def cancel_all(self) -> None:
+        with self._clock:
+            chans = list(self._channels.values())
+            self._channels.clear()
+        for c in chans:
+            c.cancel()
+
+    # ---- reading ------------------------------------------------------------------
+
+    def _read(self, n: int) -> bytes:
+        """Up to n bytes, fewer only at end of stream."""
+        parts = []
+        while n > 0:
+            chunk = self._rfile.read(n)
+            if not chunk:
+                break
+            parts.append(chunk)
+            n -= len(chunk)
+        return b"".join(parts)
+
+    def run(self) -> str:
+        """Serve until the stream ends.  Returns why: "eof", "truncated" or "error"."""
+        try:
+            while True:
+                header = self._read(_HEADER.size)
+                if not header:
+                    return "eof"
+                if len(header) < _HEADER.size:
+                    log(f"connection ended inside a frame header ({len(header)} of 4 bytes)")
+                    return "truncated"
+                (length,) = _HEADER.unpack(header)
+                if length > MAX_FRAME:
+                    self._error(CONTROL, BAD_REQUEST,
+                                f"frame length {length} exceeds the {MAX_FRAME}-byte cap; "
+                                "its body was skipped")
+                    if not self._skip(length):
+                        log(f"connection ended inside an oversized frame of {length} bytes")
+                        return "truncated"
+                    continue
+                body = self._read(length)
+                if len(body) < length:
+                    log(f"connection ended mid-frame ({len(body)} of {length} body bytes)")
+                    return "truncated"
+                self._on_frame(body)
+        except (OSError, ValueError) as exc:
+            log(f"connection read failed: {exc}")
+            return "error"
+        finally:
+            self.cancel_all()
+            if self._sock is not None:
+                try:
+                    self._rfile.close()
+                except Exception:
+                    pass
+
+    def _skip(self, n: int) -> bool:
+        while n > 0:
+            chunk = self._rfile.read(min(n, _SKIP_CHUNK))
+            if not chunk:
+                return False
+            n -= len(chunk)
+        return True
+
+    def _on_frame(self, body: bytes) -> None:
+        try:
+            value = unpack(body)
+        except DecodeError as exc:
+            self._error(CONTROL, BAD_REQUEST, f"frame body is not valid msgpack ({exc})")
+            return
+        try:
+            env = decode_host(value)
+        except WireError as exc:
+            ch = getattr(exc, "ch", None)
+            self._error(CONTROL if ch is None else ch, BAD_REQUEST, f"malformed request: {exc}")
+            return
+        except Exception as exc:  # e.g. absurdly nested values
+            self._error(CONTROL, BAD_REQUEST, f"malformed request: {type(exc).__name__}: {exc}")
+            return
+        self._dispatch(env)
+
+    # ---- dispatch -----------------------------------------------------------------
+
+    def _dispatch(self, env: Envelope) -> None:
+        kind = env.kind
+        if kind == "hello":
+            self._hello(env)
+            return
+        if not self.ready:
+            self._error(env.ch, BAD_REQUEST, f"received `{kind}` before handshake")
+            return
+        if kind == "cancel":
+            with self._clock:
+                chan = self._channels.pop(env.ch, None)
+            if chan is not None:
+                chan.cancel()
+            return
+        if kind == "credit":
+            with self._clock:
+                chan = self._channels.get(env.ch)
+            if chan is not None:
+                chan.credit(env.data.bytes)
+            return
+        if env.ch == CONTROL:
+            self._error(CONTROL, BAD_REQUEST,
+                        f"`{kind}` sent on channel 0, which carries only the handshake; "
+                        "send ops on channel 1 or above")
+            return
+        chan = Channel(self, env.ch, self.state)
+        with self._clock:
+            busy = env.ch in self._channels
+            if not busy:
+                self._channels[env.ch] = chan
+        if busy:
+            self._error(env.ch, BAD_REQUEST,
+                        f"channel {env.ch} already has a request in flight; use a fresh channel")
+            return
+        threading.Thread(target=self._run_op, args=(chan, env), daemon=True,
+                         name=f"ch{env.ch}-{kind}").start()
+
+    def _hello(self, env: Envelope) -> None:
+        if env.ch != CONTROL:
+            self._error(env.ch, BAD_REQUEST, "`hello` belongs on channel 0")
+            return
+        if not self.handshake:
+            self._error(CONTROL, BAD_REQUEST, "this is a worker link, which has no handshake")
+            return
+        # A hello on a live session means the host reconnected (e.g. after a VM
+        # restore): whoever listened on the old channels is gone.
+        self.cancel_all()
+        version = env.data.protocol_version
+        if version != PROTOCOL_VERSION:
+            self.ready = False
+            self.send(CONTROL, HelloErr.KIND, HelloErr(host_version=version, agent_version=PROTOCOL_VERSION))
+            return
+        self.ready = True
+        self.send(CONTROL, HelloOk.KIND, HelloOk(protocol_version=PROTOCOL_VERSION, agent=agent_info()))
+
+    def _run_op(self, chan: Channel, env: Envelope) -> None:
+        kind = env.kind
+        try:
+            if kind in STREAM_KINDS:
+                self._run_stream(chan, env)
+            else:
+                reply_kind, payload = ops.call(chan, kind, env.data)
+                chan.reply(reply_kind, payload)
+        except AgentFail as exc:
+            chan.reply("agent_error", AgentError(exc.kind, exc.message))
+        except Exception as exc:
+            log(f"{kind} on channel {chan.ch} failed: {type(exc).__name__}: {exc}")
+            chan.reply("agent_error", AgentError(INTERNAL, f"{kind}: {type(exc).__name__}: {exc}"))
+        finally:
+            with self._clock:
+                if self._channels.get(chan.ch) is chan:
+                    del self._channels[chan.ch]
+
+    def _run_stream(self, chan: Channel, env: Envelope) -> None:
+        reply_kind, ack, pump = ops.open_stream(chan, env.kind, env.data)
+        if not chan.reply(reply_kind, ack) or pump is None:
+            return
+        try:
+            pump(chan)
+        except Exception as exc:
+            # The ack is out: the host now only listens for frames and stream_end.
+            log(f"{env.kind} stream on channel {chan.ch} failed: {type(exc).__name__}: {exc}")
+            chan.end(StreamEnd("error", OsError(0, f"{env.kind}: {type(exc).__name__}: {exc}")))
+
+
+def _file_writer(wfile: Any):
+    def write(data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = wfile.write(view)
+            if n is None:  # non-blocking raw file with a full buffer
+                raise OSError("write would block")
+            view = view[n:]
+        flush = getattr(wfile, "flush", None)
+        if flush is not None:
+            flush()
+
+    return write
+
+
+def serve(rfile: Any, wfile: Any, state: AgentState | None = None, *, handshake: bool = True) -> str:
+    """Serve one byte stream until it ends; returns "eof", "truncated" or "error".
+
+    `rfile`/`wfile` are blocking binary file objects, or the same connected
+    socket twice.  Pass the same `state` to successive calls to keep files,
+    processes and workers across reconnects.  `handshake=False` is the worker
+    link: ops are accepted from the first frame.
+    """
+    if state is None:
+        state = AgentState()
+    return Session(rfile, wfile, state, handshake=handshake).run()
