@@ -36,7 +36,8 @@ def _walk(root: str, suffix: str) -> list[str]:
         dirnames.sort()
         for name in sorted(filenames):
             if name.endswith(suffix):
-                found.append(os.path.join(dirpath, name))
+                # normpath: a scan of "." reports `a.test.lua`, not `./a.test.lua`
+                found.append(os.path.normpath(os.path.join(dirpath, name)))
     return found
 
 
