@@ -1,0 +1,68 @@
+"""Errors of the Lua layer and how any exception becomes a Lua error message.
+
+Whatever goes wrong inside a Python function called from Lua reaches the test
+author as one line of text: the Lua side prefixes it with `file:line:`.  A
+Python traceback is never part of it; an unexpected exception (a bug in
+provium, not in the test) is still shown as one line naming its type, and the
+traceback goes to stderr only when PROVIUM_DEBUG is set.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+from ..config import ConfigError
+from ..host.errors import ArgumentError, ProviumError
+
+
+class LuaApiError(ArgumentError):
+    """A Lua-facing call got something it cannot use (wrong type, unknown key,
+    dot-call instead of colon-call...).  The message says which method and what
+    would be valid."""
+
+
+class NotYetImplemented(ProviumError):
+    """A documented part of the API that this version does not provide yet."""
+
+    def __init__(self, what: str, why: str = "") -> None:
+        msg = f"{what} is not yet implemented"
+        if why:
+            msg += f" ({why})"
+        super().__init__(msg)
+
+
+# Exceptions whose text is meant for the user as it is.
+_USER_ERRORS: tuple[type[BaseException], ...] = (ProviumError, ConfigError)
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    extra: list[type[BaseException]] = []
+    try:  # the VMM layer's own errors are user-facing too ("vmm: ...")
+        from ..vmm.base import VmmError
+
+        extra.append(VmmError)
+    except Exception:  # pragma: no cover - import-time problems elsewhere
+        pass
+    return _USER_ERRORS + tuple(extra)
+
+
+def message_of(exc: BaseException) -> str:
+    """The one-line (or few-line) text a test author sees for `exc`."""
+    from lupa import LuaError
+
+    if isinstance(exc, LuaError):
+        # Already a Lua error (raised by Lua code we called back into): keep its text.
+        return str(exc)
+    if isinstance(exc, _user_error_types()):
+        text = str(exc)
+        return text or type(exc).__name__
+    if isinstance(exc, RecursionError):
+        return "nesting too deep (Python recursion limit reached)"
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    if os.environ.get("PROVIUM_DEBUG"):
+        traceback.print_exception(exc, file=sys.stderr)
+    detail = str(exc)
+    return f"internal error ({type(exc).__name__}{': ' + detail if detail else ''})"

@@ -1,0 +1,340 @@
+"""Everything one test file's Lua world needs: the Lua state, the root lab,
+the scopes that own what tests open, and the hooks the runner drives.
+
+The runner calls, in order: `load(source)` (compile), `run_chunk()`, then for
+each test `begin_test(name)` ... `run_body()` ... `end_test()`, and finally
+`close()`.  The runner owns timing, filtering and events; this class owns the
+Lua side of those steps.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..host.file import File
+from ..host.lab import Account, Lab
+from ..host.process import Process
+from ..host.results import DirEntry, IoctlOutcome, RunResult, Stat, SyscallOutcome
+from ..host.streams import Stream
+from ..host.syscalls import PendingSyscall
+from ..host.vm import VM
+from ..host.worker import Worker
+from . import json as lua_json
+from .binding import Binding
+from .convert import lua_type
+from .errors import LuaApiError, NotYetImplemented
+from .lab import LabBinding
+from .objects import (
+    ClockBinding,
+    FileBinding,
+    PendingBinding,
+    ProcessBinding,
+    RunResultBinding,
+    StreamBinding,
+    VmBinding,
+    WorkerBinding,
+)
+from .runtime import LuaEnv
+
+# Scope teardown order: what depends on a VM goes before the VM.
+CLOSE_ORDER = {"stream": 1, "proc": 2, "file": 3, "worker": 4, "bridge": 5, "vm": 6}
+
+
+@dataclass
+class Scope:
+    """Resources opened while one test (or the file's top level) ran."""
+
+    name: str
+    items: list[tuple[str, Any]] = field(default_factory=list)
+
+    def add(self, kind: str, obj: Any) -> None:
+        self.items.append((kind, obj))
+
+    def close_all(self) -> list[str]:
+        """Close everything (streams, processes, files, workers, bridges, VMs;
+        declaration order within a kind); returns the errors, never raises."""
+        errors = []
+        ordered = sorted(enumerate(self.items), key=lambda p: (CLOSE_ORDER.get(p[1][0], 99), p[0]))
+        self.items = []
+        for _, (kind, obj) in ordered:
+            try:
+                obj.close()
+            except Exception as exc:  # noqa: BLE001 - teardown must reach every resource
+                errors.append(f"closing {kind}: {exc}")
+        return errors
+
+
+class FileState:
+    def __init__(self, path: str, session: Any, *, roots: list[str] | None = None,
+                 source_path: str | None = None) -> None:
+        self.path = path
+        self.source_path = os.path.abspath(source_path or path)
+        self.session = session
+        self.file_config: dict[str, Any] = {}
+        self.current_test: str | None = None
+        self._timed_out = threading.Event()
+        self._timeout_text = "test timeout exceeded"
+        self._wake = threading.Event()
+        self._bindings: dict[int, tuple[Any, Binding]] = {}
+        self.env = LuaEnv(
+            timed_out=self._timed_out.is_set,
+            timeout_message=lambda: self._timeout_text,
+            sleep=self._sleep,
+            now=time.monotonic,
+            host_wrapper=self._wrap_host,
+            before_call=self._before_call,
+        )
+        lua_json.install(self.env)
+        self.account = Account()
+        self.root = Lab(session, "provium", account=self.account)
+        self.root_binding = self.bind(self.root)
+        self.file_scope = Scope("file")
+        self.test_scope: Scope | None = None
+        self.test_lab: Lab | None = None
+        env = self.env
+        env.set_global("provium", self.root_binding)
+        env.set_global("_PROVIUM_SOURCE_PATH", self.source_path)
+        env.set_global("_provium_sleep", env.wrap(self._checked_sleep))
+        file_dir = os.path.dirname(self.source_path)
+        env.prepend_package_path([file_dir, *(roots or [])])
+        session.site_provider = self._site
+
+    # ---- bindings -------------------------------------------------------------------
+
+    def bind(self, obj: Any) -> Binding:
+        """The one binding standing for `obj` (VMs and labs keep their identity in Lua)."""
+        hit = self._bindings.get(id(obj))
+        if hit is not None and hit[0] is obj:
+            return hit[1]
+        b = self._new_binding(obj)
+        if isinstance(obj, (VM, Lab)):
+            self._bindings[id(obj)] = (obj, b)
+        return b
+
+    def _new_binding(self, obj: Any) -> Binding:
+        if isinstance(obj, VM):
+            return VmBinding(self, obj)
+        if isinstance(obj, Lab):
+            return LabBinding(self, obj)
+        if isinstance(obj, Process):
+            return ProcessBinding(self, obj)
+        if isinstance(obj, File):
+            return FileBinding(self, obj)
+        if isinstance(obj, Stream):
+            return StreamBinding(self, obj)
+        if isinstance(obj, Worker):
+            return WorkerBinding(self, obj)
+        if isinstance(obj, RunResult):
+            return RunResultBinding(self, obj)
+        if isinstance(obj, PendingSyscall):
+            return PendingBinding(self, obj)
+        raise TypeError(f"no Lua binding for {type(obj).__name__}")
+
+    def _wrap_host(self, obj: Any) -> Any:
+        if isinstance(obj, (Stat, DirEntry)):
+            return self.env.to_lua(obj.as_dict())
+        if isinstance(obj, (SyscallOutcome, IoctlOutcome)):
+            return self.env.to_lua(obj.as_dict())
+        if type(obj).__name__ == "Clock":
+            return ClockBinding(self, obj)
+        return self.bind(obj)
+
+    def register(self, kind: str, obj: Any) -> Binding:
+        """Hand `obj` to the current scope for closing, and return its binding."""
+        scope = self.test_scope if self.test_scope is not None else self.file_scope
+        scope.add(kind, obj)
+        return self.bind(obj)
+
+    def fixture_function(self, key: str) -> Any:
+        cached = getattr(self, "_fixture_fns", {})
+        if key not in cached:
+            def refuse(*args: Any) -> None:
+                raise NotYetImplemented(f"provium:{key} (fixtures)")
+
+            cached[key] = self.env.wrap(refuse)
+            self._fixture_fns = cached
+        return cached[key]
+
+    def call_lua(self, fn: Any, *args: Any) -> Any:
+        """Call a Lua function from Python (e.g. vm:batch's builder); a Lua error
+        propagates as LuaError with its message intact."""
+        return fn(*args)
+
+    def caller_dir(self) -> str:
+        src = self.env.H.caller_file()
+        if src:
+            return os.path.dirname(os.path.abspath(src.decode() if isinstance(src, bytes) else src))
+        return os.path.dirname(self.source_path)
+
+    def _site(self) -> tuple[tuple[str, int] | None, str | None]:
+        res = self.env.H.creation_site()
+        if isinstance(res, tuple) and len(res) == 2 and res[0] is not None:
+            src, line = res
+            return (src.decode("utf-8", "replace") if isinstance(src, bytes) else src, int(line)), self.current_test
+        return None, self.current_test
+
+    # ---- timeouts -----------------------------------------------------------------
+
+    def _sleep(self, secs: Any) -> None:
+        if isinstance(secs, (int, float)) and not isinstance(secs, bool) and secs > 0:
+            self._wake.wait(secs)
+
+    def _checked_sleep(self, *a: Any) -> None:
+        secs = a[0] if a else None
+        if isinstance(secs, bool) or not isinstance(secs, (int, float)) or secs != secs or secs < 0:
+            raise LuaApiError(f"_provium_sleep: expected a non-negative number of seconds, got {lua_type(secs)}")
+        self._sleep(secs)
+
+    def _before_call(self) -> None:
+        if self._timed_out.is_set():
+            raise LuaApiError(self._timeout_text)
+
+    def mark_timed_out(self, text: str) -> None:
+        """From the watchdog thread: make Lua code stop (hook, sleeps, host calls)."""
+        self._timeout_text = text
+        self._timed_out.set()
+        self._wake.set()
+
+    @property
+    def timed_out(self) -> bool:
+        return self._timed_out.is_set()
+
+    def clear_timeout(self) -> None:
+        self._timed_out.clear()
+        self._wake.clear()
+
+    # ---- running --------------------------------------------------------------------
+
+    def load(self, source: bytes) -> Any:
+        """Compile the file; raises LuaSyntax with Lua's message on a syntax error."""
+        res = self.env.H.load_chunk(source, ("@" + self.path).encode())
+        if isinstance(res, tuple):
+            fn, err = res[0], res[1] if len(res) > 1 else None
+        else:
+            fn, err = res, None
+        if fn is None:
+            msg = err.decode("utf-8", "replace") if isinstance(err, bytes) else str(err)
+            raise LuaChunkError(msg)
+        return fn
+
+    def run_chunk(self, fn: Any) -> None:
+        """Run the file's top level (registers the tests, sets file config)."""
+        self.env.H.arm_hook()
+        try:
+            ok, err = self._call(fn)
+        finally:
+            self.env.H.disarm_hook()
+        if not ok:
+            raise LuaChunkError(err)
+
+    def _call(self, fn: Any, *args: Any) -> tuple[bool, str | None]:
+        res = self.env.H.call(fn, *args)
+        if not isinstance(res, tuple):
+            res = (res,)
+        ok = bool(res[0])
+        err = None
+        if not ok:
+            e = res[1] if len(res) > 1 else b"error"
+            err = e.decode("utf-8", "replace") if isinstance(e, bytes) else str(e)
+        return ok, err
+
+    def tests(self) -> list[tuple[str, Any, Any]]:
+        """Registered tests in declaration order: (name, meta table, fn)."""
+        out = []
+        tbl = self.env.H.tests()
+        for i in range(1, len(tbl) + 1):
+            t = tbl[i]
+            name = t[b"name"]
+            out.append((name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name),
+                        t[b"meta"], t[b"fn"]))
+        return out
+
+    def file_skip(self) -> str | None:
+        v = self.env.H.file_skip()
+        if v is None:
+            return None
+        return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+    def begin_test(self, name: str, meta: Any) -> Any:
+        """Make the test scope (a lab `test:<name>` that falls through to the
+        root) the `provium` global and return a fresh `t`."""
+        self.current_test = name
+        self.test_scope = Scope(name)
+        self.test_lab = Lab(self.session, f"test:{name}", parents=[self.root], account=self.account)
+        self.env.set_global("provium", self.bind(self.test_lab))
+        self.env.H.set_current(name.encode())
+        return self.env.H.make_t(name.encode(), meta)
+
+    def run_body(self, fn: Any, t: Any) -> tuple[bool, str | None]:
+        self.env.H.arm_hook()
+        try:
+            res = self.env.H.run_body(fn, t)
+        finally:
+            self.env.H.disarm_hook()
+        if not isinstance(res, tuple):
+            res = (res, None)
+        ok, err = res[0], res[1] if len(res) > 1 else None
+        if isinstance(err, bytes):
+            err = err.decode("utf-8", "replace")
+        return bool(ok), err
+
+    def outcome(self, t: Any) -> tuple[str, str | None, bool, str | None, list[str]]:
+        outcome, reason, failed, failed_msg, log = self.env.H.outcome(t)
+
+        def s(v: Any) -> str | None:
+            return v.decode("utf-8", "replace") if isinstance(v, bytes) else (None if v is None else str(v))
+
+        lines = [s(log[i]) or "" for i in range(1, len(log) + 1)]
+        return s(outcome) or "pass", s(reason), bool(failed), s(failed_msg), lines
+
+    def end_test(self) -> list[str]:
+        """Close what the test opened, shut its lab down, restore `provium`."""
+        self.env.H.set_current(None)
+        errors: list[str] = []
+        if self.test_scope is not None:
+            errors += self.test_scope.close_all()
+        if self.test_lab is not None:
+            try:
+                self.test_lab.close()
+            except Exception as exc:  # noqa: BLE001
+                errors.append(str(exc))
+            self._bindings.pop(id(self.test_lab), None)
+        self.test_scope = None
+        self.test_lab = None
+        self.current_test = None
+        self.env.set_global("provium", self.root_binding)
+        self.env.H.collect_garbage()
+        return errors
+
+    def close(self) -> list[str]:
+        """File end: anything a test left, then the file scope, then every VM."""
+        errors: list[str] = []
+        if self.test_scope is not None:
+            errors += self.end_test()
+        errors += self.file_scope.close_all()
+        try:
+            self.root.close()
+        except Exception as exc:  # noqa: BLE001
+            errors.append(str(exc))
+        self.env.H.collect_garbage()
+        return errors
+
+    def vm_owner(self, vm_name: str) -> str:
+        """The name of the lab that holds a VM called `vm_name` right now (for
+        event `file` fields): the running test's scope first, then the root tree."""
+        if self.test_lab is not None and vm_name in self.test_lab.vm_names():
+            return self.test_lab.name
+        if vm_name in self.root.vm_names():
+            return self.root.name
+        for path, _ in self.root.all_vms():
+            if path.rsplit("/", 1)[-1] == vm_name and "/" in path:
+                return path.rsplit("/", 1)[0].rsplit("/", 1)[-1]
+        return self.root.name
+
+
+class LuaChunkError(Exception):
+    """The file could not be compiled or its top level raised."""

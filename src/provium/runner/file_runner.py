@@ -1,0 +1,387 @@
+"""Run one test file in this process: load it, run its tests in order, report.
+
+`run_file(path, settings, emit)` returns a `FileOutcome` and sends events
+(`test_started`, `test_passed`/`test_failed`/`test_skipped`, and the VMs'
+`vm_spawned`/`vm_shutdown`) to `emit`, a callable taking an event object from
+`provium.events.types`.
+
+Timeouts: each test gets a deadline (meta.timeout, else `provium.timeout`,
+else the run's default).  When it passes, a watchdog thread marks the Lua
+state as timed out (a Lua hook then unwinds even a pure-Lua busy loop),
+cancels the host call the test is blocked in, and shuts down every VM of the
+file; the test fails with `test timeout exceeded (<duration>)`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .. import config as config_mod
+from .. import vmm as vmm_mod
+from ..events import types as ev
+from ..host.errors import ArgumentError
+from ..host.session import Session
+from ..host.values import parse_duration
+from ..lua.convert import meta_map, to_py
+from ..lua.state import FileState, LuaChunkError
+from .filters import skip_reason
+from .outcome import FileOutcome, TestOutcome
+from .settings import RunSettings
+
+Emit = Callable[[Any], None]
+SKIP_SENTINEL = "__PROVIUM_SKIP__"
+CONSOLE_EXCERPT = 4096
+STUCK_GRACE = 15.0  # seconds a timed-out test gets to unwind before `on_stuck`
+
+
+def format_duration(secs: float) -> str:
+    """`30s`, `500ms`, `1.5s` (how timeouts are named in messages)."""
+    if secs < 1:
+        ms = secs * 1000
+        return f"{int(ms)}ms" if ms == int(ms) else f"{ms:g}ms"
+    if secs == int(secs):
+        return f"{int(secs)}s"
+    return f"{secs:g}s"
+
+
+class _Watchdog:
+    """Fires `on_fire` once `seconds` pass unless cancelled first; then, if the
+    test is still not back after STUCK_GRACE, calls `on_stuck`."""
+
+    def __init__(self, seconds: float, on_fire: Callable[[], None],
+                 on_stuck: Callable[[], None] | None = None) -> None:
+        self._done = threading.Event()
+        self.fired = False
+        self._on_fire = on_fire
+        self._on_stuck = on_stuck
+        self._thread = threading.Thread(target=self._run, args=(seconds,), name="provium-watchdog", daemon=True)
+        self._thread.start()
+
+    def _run(self, seconds: float) -> None:
+        if self._done.wait(seconds):
+            return
+        self.fired = True
+        try:
+            self._on_fire()
+        except Exception:  # noqa: BLE001 - the watchdog must not die silently mid-teardown
+            pass
+        if not self._done.wait(STUCK_GRACE) and self._on_stuck is not None:
+            self._on_stuck()
+
+    def cancel(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+
+
+@dataclass
+class _Ctx:
+    path: str
+    settings: RunSettings
+    emit: Emit
+    state: FileState | None = None
+    session: Session | None = None
+    outcome: FileOutcome | None = None
+    on_stuck: Callable[[FileOutcome], None] | None = None
+    file_deadline: float | None = None
+    log_prefix: list[str] = field(default_factory=list)
+
+
+def _safe_emit(emit: Emit | None) -> Emit:
+    def send(event: Any) -> None:
+        if emit is None:
+            return
+        try:
+            emit(event)
+        except Exception:  # noqa: BLE001 - events never fail a run
+            pass
+
+    return send
+
+
+def load_config(settings: RunSettings) -> config_mod.Config:
+    if settings.config_path:
+        return config_mod.load(settings.config_path, explicit=True)
+    return config_mod.load(None)
+
+
+def make_vmm(settings: RunSettings) -> Any:
+    opts = dict(settings.vmm_options)
+    if settings.vmm == "qemu" and settings.accel and "accel" not in opts:
+        opts["accel"] = settings.accel
+    return vmm_mod.create(settings.vmm, **opts)
+
+
+def run_file(path: str, settings: RunSettings | None = None, emit: Emit | None = None, *,
+             config: config_mod.Config | None = None, vmm: Any = None,
+             on_stuck: Callable[[FileOutcome], None] | None = None) -> FileOutcome:
+    """Run every test of `path`; never raises for anything the file does."""
+    settings = settings or RunSettings()
+    send = _safe_emit(emit)
+    started = time.monotonic_ns()
+    out = FileOutcome(path=path)
+    ctx = _Ctx(path=path, settings=settings, emit=send, outcome=out, on_stuck=on_stuck)
+    if settings.file_timeout:
+        ctx.file_deadline = time.monotonic() + settings.file_timeout
+    try:
+        try:
+            cfg = config if config is not None else load_config(settings)
+            backend = vmm if vmm is not None else make_vmm(settings)
+        except Exception as exc:  # noqa: BLE001 - a bad config is this file's chunk error
+            out.chunk_error = str(exc) or type(exc).__name__
+            return out
+        _run(ctx, cfg, backend)
+    finally:
+        out.duration_ns = time.monotonic_ns() - started
+    return out
+
+
+def _session_hook(ctx: _Ctx) -> Callable[..., None]:
+    def hook(kind: str, **payload: Any) -> None:
+        cls = ev.EVENT_TYPES.get(kind)
+        if cls is None:
+            return
+        if "file" not in payload and "file" in getattr(cls, "__dataclass_fields__", {}):
+            st = ctx.state
+            payload["file"] = st.vm_owner(payload.get("vm_name", "")) if st is not None else ctx.path
+        try:
+            ctx.emit(cls(**payload))
+        except TypeError:
+            pass
+
+    return hook
+
+
+def _run(ctx: _Ctx, cfg: config_mod.Config, backend: Any) -> None:
+    out = ctx.outcome
+    s = ctx.settings
+    session = Session(backend, cfg, emit=_session_hook(ctx),
+                      default_memory=s.vm_memory or (512 << 20), default_cpus=s.vm_cpus or 1)
+    ctx.session = session
+    try:
+        try:
+            source = open(ctx.path, "rb").read()
+        except OSError as exc:
+            out.chunk_error = f"read `{ctx.path}`: {exc.strerror or exc}"
+            return
+        state = FileState(ctx.path, session, roots=list(cfg.roots))
+        ctx.state = state
+        try:
+            chunk = state.load(source)
+            _guarded(ctx, None, lambda: state.run_chunk(chunk), "file scope")
+        except LuaChunkError as exc:
+            out.chunk_error = str(exc)
+            return
+        if state.timed_out:
+            out.chunk_error = state._timeout_text
+            out.timed_out = True
+            return
+        _run_tests(ctx, state)
+    finally:
+        try:
+            if ctx.state is not None:
+                ctx.state.close()
+        finally:
+            session.close()
+
+
+def _guarded(ctx: _Ctx, seconds: float | None, fn: Callable[[], Any], what: str) -> tuple[Any, bool]:
+    """Run fn under a watchdog of `seconds` (and the file deadline)."""
+    limit, label = _limit(ctx, seconds)
+    if limit is None:
+        return fn(), False
+    dog = _Watchdog(limit, lambda: _fire(ctx, label), lambda: _stuck(ctx))
+    try:
+        return fn(), dog.fired
+    finally:
+        dog.cancel()
+
+
+def _limit(ctx: _Ctx, seconds: float | None) -> tuple[float | None, str]:
+    """The watchdog period and the message it reports."""
+    limit, label = seconds, f"test timeout exceeded ({format_duration(seconds)})" if seconds else ""
+    if ctx.file_deadline is not None:
+        left = max(0.0, ctx.file_deadline - time.monotonic())
+        if limit is None or left < limit:
+            limit = left
+            label = f"file timeout exceeded ({format_duration(ctx.settings.file_timeout)})"
+    return limit, label
+
+
+def _fire(ctx: _Ctx, text: str) -> None:
+    """On the watchdog thread: stop the test and everything it waits on."""
+    st, session = ctx.state, ctx.session
+    if st is not None:
+        st.mark_timed_out(text)
+    if session is not None:
+        session.interrupt(text)
+        for vm in session.vms:
+            try:
+                vm.shutdown()
+            except Exception:  # noqa: BLE001 - shutting down is best effort here
+                pass
+
+
+def _stuck(ctx: _Ctx) -> None:
+    if ctx.on_stuck is not None and ctx.outcome is not None:
+        ctx.outcome.timed_out = True
+        ctx.on_stuck(ctx.outcome)
+
+
+def _test_timeout(meta: dict[str, Any], state: FileState, settings: RunSettings) -> float | None:
+    """meta.timeout, else provium.timeout, else the run's default (None = no limit)."""
+    if meta.get("timeout") is not None:
+        v = meta["timeout"]
+        secs = parse_duration(v, "meta.timeout")
+        if secs <= 0:
+            raise ArgumentError(f"meta.timeout must be a positive duration, got {v!r}")
+        return secs
+    file_value = state.file_config.get("timeout")
+    if file_value is not None:
+        secs = parse_duration(to_py(file_value), "provium.timeout")
+        if secs and secs > 0:
+            return secs
+    return settings.test_timeout or None
+
+
+def _console_excerpt(state: FileState) -> str:
+    parts = []
+    vms = [vm for _, vm in state.root.all_vms()]
+    if state.test_lab is not None:
+        vms += [vm for _, vm in state.test_lab.all_vms()]
+    for vm in vms:
+        try:
+            tail = vm.console_tail(CONSOLE_EXCERPT)
+        except Exception:  # noqa: BLE001
+            tail = b""
+        if tail:
+            parts.append(f"---- vm {vm.name} (last {len(tail)} bytes) ----\n"
+                         f"{tail.decode('utf-8', 'replace')}\n")
+    return "".join(parts)
+
+
+def _run_tests(ctx: _Ctx, state: FileState) -> None:
+    out, s, send = ctx.outcome, ctx.settings, ctx.emit
+    todo = state.file_skip()
+    for name, meta_tbl, fn in state.tests():
+        meta = meta_map(meta_tbl)
+        if ctx.file_deadline is not None and time.monotonic() >= ctx.file_deadline:
+            out.timed_out = True
+            break
+        reason = todo if todo is not None else skip_reason(meta, s)
+        if reason is not None:
+            out.tests.append(TestOutcome(name, "skipped", reason, meta=meta))
+            send(ev.TestSkipped(path=ctx.path, name=name, reason=reason, meta=meta))
+            continue
+        try:
+            timeout = _test_timeout(meta, state, s)
+        except ArgumentError as exc:
+            out.tests.append(TestOutcome(name, "failed", str(exc), meta=meta))
+            send(ev.TestStarted(path=ctx.path, name=name, meta=meta))
+            send(ev.TestFailed(path=ctx.path, name=name, reason=str(exc), meta=meta))
+            continue
+        result = _run_one(ctx, state, name, meta, meta_tbl, fn, timeout)
+        out.tests.append(result)
+        if state.timed_out and result.status == "timed_out" and result.message \
+                and result.message.startswith("file timeout"):
+            out.timed_out = True
+            break
+
+
+def _run_one(ctx: _Ctx, state: FileState, name: str, meta: dict, meta_tbl: Any, fn: Any,
+             timeout: float | None) -> TestOutcome:
+    send = ctx.emit
+    state.clear_timeout()
+    t = state.begin_test(name, meta_tbl)
+    send(ev.TestStarted(path=ctx.path, name=name, meta=meta))
+    began = time.monotonic_ns()
+    (ok, err), fired = _guarded(ctx, timeout, lambda: state.run_body(fn, t), "test")
+    duration = time.monotonic_ns() - began
+    outcome, skip_reason_, failed, failed_msg, log = state.outcome(t)
+    if fired or state.timed_out:
+        status = "timed_out"
+        message = state._timeout_text
+        if not ok and err and err != message and not err.endswith(message):
+            message += f"; op error: {err}"
+    elif outcome == "skip" or (not ok and err and SKIP_SENTINEL in err):
+        status, message = "skipped", skip_reason_
+    elif not ok:
+        status, message = "failed", err
+    elif failed:
+        status, message = "failed", failed_msg or "assertion failed (caught by pcall)"
+    else:
+        status, message = "passed", None
+    if status in ("failed", "timed_out"):
+        excerpt = _console_excerpt(state)
+        send(ev.TestFailed(path=ctx.path, name=name, duration_ns=duration, reason=message or "",
+                           console_excerpt=excerpt, meta=meta))
+        if excerpt and any(vm.state == "dead" for _, vm in state.root.all_vms()):
+            message = f"{message}\n{excerpt.rstrip()}"
+    elif status == "skipped":
+        send(ev.TestSkipped(path=ctx.path, name=name, reason=message or "", meta=meta))
+    else:
+        send(ev.TestPassed(path=ctx.path, name=name, duration_ns=duration, meta=meta))
+    errors = state.end_test()
+    log = list(log) + [f"teardown: {e}" for e in errors]
+    state.clear_timeout()
+    return TestOutcome(name, status, message, log, duration, meta)
+
+
+# ---- listing ----------------------------------------------------------------------------
+
+
+@dataclass
+class TestInfo:
+    __test__ = False
+    name: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class _ListingVmm(vmm_mod.Vmm):
+    """Listing never starts guests: a file that boots at top level is listed
+    from its source text instead."""
+
+    name = "listing"
+
+    async def launch(self, spec: Any) -> Any:
+        raise vmm_mod.VmmError("not booting VMs while listing tests")
+
+
+_TEST_CALL = re.compile(r"""(?<![\w.:])test\s*\(\s*(?:"((?:[^"\\\n]|\\.)*)"|'((?:[^'\\\n]|\\.)*)')""")
+
+
+def list_tests(path: str, settings: RunSettings | None = None) -> list[TestInfo]:
+    """The tests a file declares (name and meta), without booting anything.
+
+    The top level runs with a VMM that refuses to boot; if it fails (say it
+    boots a VM at file scope), the names are read from literal
+    `test("name", ...)` calls in the source instead (meta unknown).  A file
+    that cannot be read or compiled raises an error naming it.
+    """
+    settings = settings or RunSettings()
+    try:
+        source = open(path, "rb").read()
+    except OSError as exc:
+        raise OSError(exc.errno, f"read `{path}`: {exc.strerror}") from None
+    cfg = load_config(settings)
+    session = Session(_ListingVmm(), cfg)
+    state = None
+    try:
+        state = FileState(path, session, roots=list(cfg.roots))
+        chunk = state.load(source)  # a syntax error is an error here too
+        try:
+            state.run_chunk(chunk)
+        except LuaChunkError:
+            return [TestInfo(m.group(1) if m.group(1) is not None else m.group(2))
+                    for m in _TEST_CALL.finditer(source.decode("utf-8", "replace"))]
+        return [TestInfo(name, meta_map(meta)) for name, meta, _ in state.tests()]
+    finally:
+        if state is not None:
+            state.close()
+        session.close()
+
+
