@@ -1,0 +1,197 @@
+"""exec, run_async and the process ops, against the real agent subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from agent_client_util import spawn_agent
+from provium.protocol.messages import (
+    ExecArgs,
+    GetPidArgs,
+    GetTimeArgs,
+    KillArgs,
+    ProcStatusArgs,
+    ProcStdinCloseArgs,
+    ProcStdinWriteArgs,
+    ProcStreamArgs,
+    RunAsyncArgs,
+    WaitArgs,
+)
+from provium.protocol.types import ProcStreamChannel
+
+
+@pytest.fixture(scope="module")
+def agent():
+    c = spawn_agent()
+    yield c
+    assert c.close() == 0
+    assert c.bad_frames == []
+
+
+def gone(pid: int, timeout: float = 5.0) -> bool:
+    """True once pid no longer runs (gone, or a zombie not reaped yet)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_exec_output_status_stdin_env_cwd(agent, tmp_path):
+    r = agent.value(ExecArgs("sh", ["-c", "echo out; echo err >&2; exit 3"]))
+    assert (r.status.kind, r.status.value, r.stdout, r.stderr) == ("exited", 3, b"out\n", b"err\n")
+    r = agent.value(ExecArgs("cat", stdin=b"fed \x00 bytes"))
+    assert r.stdout == b"fed \x00 bytes"
+    big = os.urandom(300_000)  # more than a pipe holds: stdin and stdout must flow together
+    assert agent.value(ExecArgs("cat", stdin=big)).stdout == big
+    r = agent.value(ExecArgs("sh", ["-c", "echo $FOO-$HOME"], env={"FOO": "bar"}))
+    assert r.stdout == f"bar-{os.environ.get('HOME', '')}\n".encode()
+    r = agent.value(ExecArgs("/usr/bin/env", env={"ONLY": "1"}, env_clear=True))
+    assert r.stdout == b"ONLY=1\n"
+    r = agent.value(ExecArgs("pwd", cwd=str(tmp_path)))
+    assert r.stdout == f"{tmp_path}\n".encode()
+    r = agent.value(ExecArgs("sh", ["-c", "kill -9 $$"]))
+    assert (r.status.kind, r.status.value) == ("signalled", 9)
+    r = agent.value(ExecArgs("head", ["-c", "1"], stdin=b"x" * 1_000_000))  # stops reading early
+    assert r.stdout == b"x" and r.status.kind == "exited"
+
+
+def test_exec_spawn_failures_are_os_errors(agent, tmp_path):
+    res = agent.ok(ExecArgs("/nonexistent/binary"))
+    assert not res.ok and res.value.errno == 2 and "/nonexistent/binary" in res.value.message
+    script = tmp_path / "noexec"
+    script.write_text("#!/bin/sh\n")
+    os.chmod(script, 0o644)
+    res = agent.ok(ExecArgs(str(script)))
+    assert not res.ok and res.value.errno == 13
+    res = agent.ok(ExecArgs("true", cwd=str(tmp_path / "nowhere")))
+    assert not res.ok and res.value.errno == 2 and "nowhere" in res.value.message
+    res = agent.ok(RunAsyncArgs("/nonexistent/binary"))
+    assert not res.ok and "No such file" in res.value.message
+
+
+def test_exec_timeout_kills_the_whole_process_group(agent):
+    t0 = time.monotonic()
+    r = agent.value(ExecArgs("sh", ["-c", "sleep 30 & echo $!; sleep 30"], timeout_ms=300))
+    assert time.monotonic() - t0 < 3
+    assert r.status.kind == "timed_out"
+    grandchild = int(r.stdout.split()[0])  # partial output survives the kill
+    assert gone(grandchild)
+
+
+def test_exec_deadline_also_covers_pipes_held_by_leftovers(agent):
+    # The child exits at once but leaves a background job holding stdout.
+    t0 = time.monotonic()
+    r = agent.value(ExecArgs("sh", ["-c", "sleep 30 & echo $!"], timeout_ms=400))
+    assert time.monotonic() - t0 < 3
+    assert r.status.kind == "timed_out"
+    assert gone(int(r.stdout.split()[0]))
+
+
+def test_run_async_wait_and_one_shot(agent):
+    h = agent.value(RunAsyncArgs("sh", ["-c", "echo a; echo b >&2; exit 4"]))
+    r = agent.value(WaitArgs(h))
+    assert (r.status.value, r.stdout, r.stderr) == (4, b"a\n", b"b\n")
+    err = agent.error(WaitArgs(h))
+    assert err.kind.value == "unknown_handle" and f"proc#{h}" in err.message
+    assert agent.value(ProcStatusArgs(h)).value == "unknown"  # not an error
+    assert agent.error(GetPidArgs(h)).kind.value == "unknown_handle"
+
+
+def test_wait_timeout_kills_the_group(agent):
+    h = agent.value(RunAsyncArgs("sh", ["-c", "sleep 30 & echo $!; sleep 30"]))
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    r = agent.value(WaitArgs(h, timeout_ms=200))
+    assert time.monotonic() - t0 < 3
+    assert r.status.kind == "timed_out"
+    assert gone(int(r.stdout.split()[0]))
+
+
+def test_kill_pid_status_and_stdin(agent):
+    h = agent.value(RunAsyncArgs("cat"))
+    pid = agent.value(GetPidArgs(h))
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    assert int(fields[2]) == pid  # its own process group
+    assert agent.value(ProcStatusArgs(h)).value == "running"
+    assert agent.value(ProcStdinWriteArgs(h, b"ping\n")).written == 5
+    assert agent.ok(ProcStdinCloseArgs(h)).ok
+    res = agent.ok(ProcStdinWriteArgs(h, b"late"))
+    assert not res.ok and res.value.errno == 9
+    r = agent.value(WaitArgs(h, timeout_ms=5000))
+    assert (r.status.kind, r.stdout) == ("exited", b"ping\n")
+
+    h = agent.value(RunAsyncArgs("sleep", ["30"]))
+    assert agent.ok(KillArgs(h, signal.SIGTERM)).ok
+    r = agent.value(WaitArgs(h, timeout_ms=5000))
+    assert (r.status.kind, r.status.value) == ("signalled", 15)
+
+    h = agent.value(RunAsyncArgs("true"))
+    deadline = time.monotonic() + 5
+    while agent.value(ProcStatusArgs(h)).value != "exited":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert agent.ok(KillArgs(h, signal.SIGKILL)).ok  # already exited: tolerated
+    res = agent.ok(KillArgs(h, 1000))
+    assert res.ok  # reaped: nothing is signalled, whatever the number
+    agent.value(WaitArgs(h))
+    assert agent.error(KillArgs(h, 15)).kind.value == "unknown_handle"
+
+
+def test_kill_with_a_bad_signal_number_is_an_os_error(agent):
+    h = agent.value(RunAsyncArgs("sleep", ["30"]))
+    res = agent.ok(KillArgs(h, 1000))
+    assert not res.ok and res.value.errno == 22
+    agent.ok(KillArgs(h, signal.SIGKILL))
+    agent.value(WaitArgs(h))
+
+
+def test_a_long_wait_does_not_block_other_channels(agent):
+    h = agent.value(RunAsyncArgs("sleep", ["0.6"]))
+    ch = agent.new_ch()
+    agent.send(ch, "wait", WaitArgs(h))
+    t0 = time.monotonic()
+    assert agent.value(GetTimeArgs()).ns > 0
+    assert agent.value(ProcStatusArgs(h)).value == "running"
+    assert time.monotonic() - t0 < 0.4
+    env = agent.recv(ch)
+    assert env.kind == "wait_result" and env.data.value.status.kind == "exited"
+
+
+def test_proc_stream_replays_and_follows_then_wait_still_has_everything(agent):
+    h = agent.value(RunAsyncArgs("sh", ["-c", "echo one; sleep 0.3; echo two; echo e >&2"]))
+    time.sleep(0.1)
+    ch, ack = agent.open_stream(ProcStreamArgs(h, ProcStreamChannel.STDOUT))
+    assert ack.ok
+    data, end = agent.read_stream(ch)
+    assert data == b"one\ntwo\n" and end.reason == "eof"
+    ch2, ack = agent.open_stream(ProcStreamArgs(h, ProcStreamChannel.STDERR))
+    data, end = agent.read_stream(ch2)
+    assert data == b"e\n" and end.reason == "eof"
+    r = agent.value(WaitArgs(h))
+    assert r.stdout == b"one\ntwo\n" and r.stderr == b"e\n"
+    res = agent.open_stream(ProcStreamArgs(h))[1]
+    assert not res.ok and res.value.errno == 9 and "BEFORE proc:wait" in res.value.message
+
+
+def test_proc_stream_of_a_large_output_respects_the_window(agent):
+    h = agent.value(RunAsyncArgs("head", ["-c", str(3 << 20), "/dev/zero"]))
+    ch, ack = agent.open_stream(ProcStreamArgs(h))
+    data, end = agent.read_stream(ch, 1 << 20)
+    assert len(data) == 1 << 20 and end is None
+    agent.recv_none(ch, 0.3)
+    agent.send(ch, "credit", {"bytes": 8 << 20})
+    rest, end = agent.read_stream(ch)
+    assert len(data) + len(rest) == 3 << 20 and end.reason == "eof"
+    assert len(agent.value(WaitArgs(h)).stdout) == 3 << 20
