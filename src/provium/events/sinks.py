@@ -175,11 +175,23 @@ class UnixSocketSink(Sink):
         except OSError as exc:
             raise OSError(exc.errno, f"cannot replace `{self.path}`: {exc.strerror}") from None
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Bind under a temporary name and rename once listening, so a client that
+        # sees the path can always connect.
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            self._listener.bind(str(self.path))
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+            self._listener.bind(str(tmp))
             self._listener.listen(16)
+            os.rename(tmp, self.path)
         except OSError as exc:
             self._listener.close()
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
             raise OSError(exc.errno, f"cannot listen on `{self.path}`: {exc.strerror}") from None
         self._listener.setblocking(False)
         # A pipe wakes the accept thread on close, so close() never waits on a timeout.

@@ -37,6 +37,16 @@ FAIL_FAST_REASON = "skipped: --fail-fast"
 OUTPUT_TAIL = 64 * 1024  # bytes of runner stdout/stderr kept per file
 POOL_STATE_INTERVAL = 1.0
 
+
+def kill_grace(timeout: float) -> float:
+    """How long past the file timeout before the runner is killed.
+
+    The runner enforces the same timeout itself (it unwinds the running test,
+    shuts its VMs down and reports what ran); the scheduler's kill is the
+    backstop for a runner that cannot, so it waits a little longer.
+    """
+    return max(2.0, min(10.0, timeout * 0.1))
+
 PR_SET_PDEATHSIG = 1
 
 
@@ -189,7 +199,7 @@ class Dispatcher:
         t = self.opts.file_timeout
         r = _Running(index=index, file=f, proc=proc, rfd=rfd, pidfd=pidfd, log_path=log_path,
                      result_path=result_path, started=started,
-                     deadline=started + t if t else None)
+                     deadline=started + t + kill_grace(t) if t else None)
         self._sel.register(rfd, selectors.EVENT_READ, ("events", r))
         self._sel.register(pidfd, selectors.EVENT_READ, ("exit", r))
         self._running[index] = r

@@ -102,7 +102,10 @@ def parse_outcome(data: Any, path: str) -> FileResult:
             log=[str(x) for x in log], duration_ns=int(t.get("duration_ns") or 0),
             meta=meta if isinstance(meta, dict) else {},
         ))
-    if data.get("timed_out") is True:  # a runner that enforced the file timeout itself
+    # The runner enforces the file timeout itself and says so with `timed_out`;
+    # a test cut short by the *file* timeout also means the file timed out.
+    if data.get("timed_out") is True or any(
+            t.status == "timed_out" and (t.message or "").startswith("file timeout") for t in out.tests):
         out.timed_out = True
     return out
 
