@@ -195,3 +195,71 @@ def test_proc_stream_of_a_large_output_respects_the_window(agent):
     rest, end = agent.read_stream(ch)
     assert len(data) + len(rest) == 3 << 20 and end.reason == "eof"
     assert len(agent.value(WaitArgs(h)).stdout) == 3 << 20
+
+
+def test_reap_once_takes_orphans_but_never_our_own_children():
+    import subprocess
+
+    from provium.agent import reaper
+
+    stray = subprocess.Popen(["true"])  # not registered: looks like an orphan
+    with reaper.SPAWN_LOCK:
+        ours = subprocess.Popen(["sh", "-c", "exit 7"])
+        reaper.register(ours.pid)
+    deadline = time.monotonic() + 5
+    while not (_is_zombie(stray.pid) and _is_zombie(ours.pid)):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert reaper.reap_once() >= 1
+    assert not os.path.exists(f"/proc/{stray.pid}")
+    assert _is_zombie(ours.pid)  # left for its own wait, exit status intact
+    assert ours.wait() == 7
+    reaper.unregister(ours.pid)
+    stray.wait()
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_as_pid_1_the_agent_reaps_orphans():
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    from agent_client_util import AgentConn, agent_env
+
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs unshare and root for a PID namespace")
+    ours, theirs = socket.socketpair()
+    proc = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m", "provium.agent",
+         "--fd", str(theirs.fileno())],
+        pass_fds=(theirs.fileno(),), env=agent_env(),
+    )
+    theirs.close()
+    c = AgentConn(ours, proc=proc)
+    try:
+        assert c.hello().kind == "hello_ok"
+        from provium.protocol.messages import SyscallArgs
+
+        assert c.ok(SyscallArgs(39)).ret == 1  # we really are PID 1 in there
+        r = c.value(ExecArgs("sh", ["-c", "sleep 0.1 </dev/null >/dev/null 2>&1 & echo $!"]))
+        orphan = int(r.stdout)
+        time.sleep(0.3)  # the orphan exited; it is our zombie now
+        deadline = time.monotonic() + 5
+        while True:
+            r = c.value(ExecArgs("cat", [f"/proc/{orphan}/stat"]))
+            if r.status.value != 0:
+                break  # reaped
+            assert time.monotonic() < deadline, r.stdout
+            time.sleep(0.1)
+        for _ in range(20):  # our own children keep their exit codes
+            assert c.value(ExecArgs("sh", ["-c", "exit 7"])).status.value == 7
+    finally:
+        assert c.close() == 0

@@ -10,18 +10,18 @@ from byte 0 and then follows it, each reader with its own cursor.
 from __future__ import annotations
 
 import os
-import signal as _signal
 import threading
 import time
 
 from provium.protocol.messages import ExecOk, WrittenOk
 from provium.protocol.types import ExitStatus, OpResult, ProcessLiveStatus
 
-from . import workers
+from . import reaper, workers
 from .base import UNKNOWN_HANDLE, AgentFail, os_fail
 
 WAIT_SLICE = 0.1  # how often a blocked wait looks at its deadline / cancellation
 DRAIN_GRACE = 1.0  # after a kill, how long to wait for the pipes to empty
+SIGKILL = 9  # the same on every Linux architecture; spares importing `signal`
 EBADF = 9
 EINVAL = 22
 EPIPE = 32
@@ -93,7 +93,7 @@ class Proc:
         for pipe, buf in ((popen.stdout, self.out), (popen.stderr, self.err)):
             threading.Thread(target=_drain, args=(pipe, buf), daemon=True, name=f"drain-{self.pid}").start()
 
-    def killpg(self, sig: int = _signal.SIGKILL) -> None:
+    def killpg(self, sig: int = SIGKILL) -> None:
         try:
             os.killpg(self.pid, sig)
         except OSError:
@@ -124,6 +124,7 @@ class Proc:
             for buf in (self.out, self.err):
                 buf.wait_done(DRAIN_GRACE)
         self.close_stdin()
+        reaper.unregister(self.pid)
         return ExecOk(status=_status(self.popen, timed_out), stdout=self.out.snapshot(),
                       stderr=self.err.snapshot())
 
@@ -135,6 +136,7 @@ class Proc:
             except Exception:
                 pass
         self.close_stdin()
+        reaper.unregister(self.pid)
 
 
 def spawn(op_name: str, cmd: str, args: list[str], env: dict, env_clear: bool, cwd: str | None):
@@ -144,10 +146,13 @@ def spawn(op_name: str, cmd: str, args: list[str], env: dict, env_clear: bool, c
     full_env = {} if env_clear else dict(os.environ)
     full_env.update(env)
     try:
-        return subprocess.Popen(
-            [cmd, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=full_env, cwd=cwd, process_group=0, close_fds=True,
-        )
+        with reaper.SPAWN_LOCK:
+            popen = subprocess.Popen(
+                [cmd, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=full_env, cwd=cwd, process_group=0, close_fds=True,
+            )
+            reaper.register(popen.pid)
+        return popen
     except OSError as exc:
         what = exc.filename if exc.filename is not None else cmd
         if cwd is not None and what == cwd:
@@ -206,7 +211,7 @@ def _run_to_end(ctx, popen, stdin: bytes, deadline: float | None) -> ExecOk:
 
     def killpg() -> None:
         try:
-            os.killpg(popen.pid, _signal.SIGKILL)
+            os.killpg(popen.pid, SIGKILL)
         except OSError:
             pass
 
@@ -270,6 +275,7 @@ def _run_to_end(ctx, popen, stdin: bytes, deadline: float | None) -> ExecOk:
         killpg()
         timed_out = _past(deadline)
     popen.wait()
+    reaper.unregister(popen.pid)
     return ExecOk(status=_status(popen, timed_out), stdout=bytes(out), stderr=bytes(err))
 
 

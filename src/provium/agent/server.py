@@ -20,7 +20,7 @@ from provium.protocol.framing import MAX_FRAME, DecodeError, FrameTooLarge, enco
 from provium.protocol.messages import PROTOCOL_VERSION, STREAM_KINDS, HelloErr, HelloOk
 from provium.protocol.types import AgentError, AgentInfo, OsError, StreamEnd
 
-from . import ops
+from . import ops, reaper
 from .base import BAD_REQUEST, INTERNAL, AgentFail, log
 from .channel import Channel
 from .state import AgentState
@@ -59,6 +59,7 @@ class Session:
         self._wlock = threading.Lock()
         self._clock = threading.Lock()
         self._channels: dict[int, Channel] = {}
+        reaper.ensure_started()  # only does something when we are PID 1
 
     # ---- writing ------------------------------------------------------------------
 
@@ -132,6 +133,10 @@ class Session:
             log(f"connection read failed: {exc}")
             return "error"
         finally:
+            with self._wlock:
+                # Late replies of this session must not reach whoever uses the
+                # stream next (a guest re-serves the same port after a reconnect).
+                self.dead = True
             self.cancel_all()
             if self._sock is not None:
                 try:

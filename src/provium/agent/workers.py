@@ -26,7 +26,7 @@ from provium.protocol.messages import (
 )
 from provium.protocol.types import AgentErrorKind, OpResult
 
-from . import syscalls
+from . import reaper, syscalls
 from .base import BAD_REQUEST, INTERNAL, UNKNOWN_HANDLE, AgentFail, os_fail
 
 STARTUP_TIMEOUT = 60.0  # a Python start inside a TCG guest takes a second or two
@@ -141,6 +141,7 @@ class WorkerLink:
         except subprocess.TimeoutExpired:
             self.popen.kill()  # it did not leave on EOF: make it
             rc = self.popen.wait()
+        reaper.unregister(self.pid)
         try:
             self.sock.close()
         except OSError:
@@ -195,8 +196,10 @@ def spawn_worker(ctx, op):
     if ctx.state.local:
         cmd.append("--local")
     try:
-        popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                 pass_fds=(child.fileno(),), close_fds=True)
+        with reaper.SPAWN_LOCK:
+            popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     pass_fds=(child.fileno(),), close_fds=True)
+            reaper.register(popen.pid)
     except OSError as exc:
         parent.close()
         return os_fail("spawn_worker", exc, argv[0])
