@@ -120,11 +120,17 @@ end
 local HOOK_EVERY = 20000
 local timed_out = PY.timed_out
 local timeout_message = PY.timeout_message
+local PRELUDE_SOURCE = dgetinfo(1, "S").source
 local hook
 hook = function()
   if timed_out() then
     dsethook(hook, "", 1)
-    error(timeout_message(), 0)
+    -- Raise only in user code: the prelude's own frames (the runner's pcall
+    -- around the body, the call wrappers) must be able to finish unwinding.
+    local info = dgetinfo(2, "S")
+    if info and info.source ~= PRELUDE_SOURCE then
+      error(timeout_message(), 0)
+    end
   end
 end
 function H.arm_hook() dsethook(hook, "", HOOK_EVERY) end

@@ -23,6 +23,7 @@ from .convert import key_text, lua_type
 from .errors import LuaApiError, message_of
 
 LuaError = lupa_mod.LuaError
+PRELUDE_CHUNK = b"=provium-prelude"  # the prelude's source name; the timeout hook spares it
 
 
 def _prelude_source() -> bytes:
@@ -58,7 +59,7 @@ class LuaEnv:
             b"sleep": sleep,
             b"now": now,
         })
-        H = self.rt.execute(_prelude_source(), py)
+        H = self.rt.execute(_prelude_source(), py, name=PRELUDE_CHUNK)
         g[b"python"] = None
         # Fetch every prelude helper now: attribute access on a Lua table from
         # inside a Lua->Python callback misbehaves in lupa (returns a tuple).

@@ -40,6 +40,8 @@ from .objects import (
 )
 from .runtime import LuaEnv
 
+LUA_IDSIZE = 60  # luaconf.h: the buffer for a chunk's short name, NUL included
+
 # Scope teardown order: what depends on a VM goes before the VM.
 CLOSE_ORDER = {"stream": 1, "proc": 2, "file": 3, "worker": 4, "bridge": 5, "vm": 6}
 
@@ -209,6 +211,14 @@ class FileState:
 
     # ---- running --------------------------------------------------------------------
 
+    def fix_positions(self, text: str | None) -> str | None:
+        """Lua shortens a chunk name longer than 59 bytes to `...` + its last 56
+        bytes in every `file:line:` it writes; put the file's full path back."""
+        if text is None or len(self.path.encode()) <= LUA_IDSIZE - 1:
+            return text
+        short = "..." + self.path.encode()[-(LUA_IDSIZE - 4):].decode("utf-8", "replace")
+        return text.replace(short, self.path)
+
     def load(self, source: bytes) -> Any:
         """Compile the file; raises LuaSyntax with Lua's message on a syntax error."""
         res = self.env.H.load_chunk(source, ("@" + self.path).encode())
@@ -218,7 +228,7 @@ class FileState:
             fn, err = res, None
         if fn is None:
             msg = err.decode("utf-8", "replace") if isinstance(err, bytes) else str(err)
-            raise LuaChunkError(msg)
+            raise LuaChunkError(self.fix_positions(msg))
         return fn
 
     def run_chunk(self, fn: Any) -> None:
@@ -229,7 +239,7 @@ class FileState:
         finally:
             self.env.H.disarm_hook()
         if not ok:
-            raise LuaChunkError(err)
+            raise LuaChunkError(self.fix_positions(err))
 
     def _call(self, fn: Any, *args: Any) -> tuple[bool, str | None]:
         res = self.env.H.call(fn, *args)
@@ -280,7 +290,7 @@ class FileState:
         ok, err = res[0], res[1] if len(res) > 1 else None
         if isinstance(err, bytes):
             err = err.decode("utf-8", "replace")
-        return bool(ok), err
+        return bool(ok), self.fix_positions(err)
 
     def outcome(self, t: Any) -> tuple[str, str | None, bool, str | None, list[str]]:
         outcome, reason, failed, failed_msg, log = self.env.H.outcome(t)
@@ -289,7 +299,7 @@ class FileState:
             return v.decode("utf-8", "replace") if isinstance(v, bytes) else (None if v is None else str(v))
 
         lines = [s(log[i]) or "" for i in range(1, len(log) + 1)]
-        return s(outcome) or "pass", s(reason), bool(failed), s(failed_msg), lines
+        return s(outcome) or "pass", s(reason), bool(failed), self.fix_positions(s(failed_msg)), lines
 
     def end_test(self) -> list[str]:
         """Close what the test opened, shut its lab down, restore `provium`."""

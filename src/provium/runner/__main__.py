@@ -1,0 +1,121 @@
+"""`python -m provium.runner --settings S.json --result R.json --events-fd N FILE`
+
+Runs one test file in this process and writes its FileOutcome as JSON to
+R.json (atomically) and event frames to fd N.  Exit status 0 whenever a
+result was written, failed tests included; 2 when the runner itself could not
+do its job (bad arguments, unreadable settings, an internal crash).
+
+The process makes itself a process-group leader and asks the kernel to kill it
+when its parent (the dispatcher) dies, so a dead dispatcher never leaves a
+runner, and through it a QEMU, behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import signal
+import sys
+import tempfile
+import threading
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass  # already a group/session leader (started with start_new_session)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        parent = os.getppid()
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(2)
+    except OSError:
+        pass
+
+
+def _write_result(path: str, text: str) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".result-", dir=d)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m provium.runner",
+                                 description="Run one provium test file (used by the dispatcher).")
+    ap.add_argument("--settings", required=True, help="RunSettings JSON file")
+    ap.add_argument("--result", required=True, help="where to write the FileOutcome JSON")
+    ap.add_argument("--events-fd", type=int, default=None, help="file descriptor for event frames")
+    ap.add_argument("file", help="the *.test.lua file")
+    args = ap.parse_args(argv)
+
+    _die_with_parent()
+
+    from ..events.sinks import FdSink, NullSink
+    from .file_runner import run_file
+    from .settings import RunSettings, SettingsError
+
+    try:
+        with open(args.settings, encoding="utf-8") as f:
+            settings = RunSettings.from_json(f.read())
+    except (OSError, SettingsError) as exc:
+        print(f"provium runner: cannot read settings `{args.settings}`: {exc}", file=sys.stderr)
+        return 2
+
+    sink = FdSink(args.events_fd, close_fd=True) if args.events_fd is not None else NullSink()
+    written = threading.Lock()
+    done = {"flag": False}
+
+    def write_once(outcome) -> None:
+        with written:
+            if done["flag"]:
+                return
+            done["flag"] = True
+            _write_result(args.result, outcome.to_json())
+
+    def on_stuck(outcome) -> None:
+        # A timed-out test did not unwind: report what we have and leave; the
+        # kernel's death signal takes our children with us.
+        try:
+            write_once(outcome)
+        finally:
+            sys.stderr.flush()
+            os._exit(0)
+
+    def on_term(signum, frame):  # a polite kill: let `finally` blocks shut VMs down
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        outcome = run_file(args.file, settings, sink.emit, on_stuck=on_stuck)
+        write_once(outcome)
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - report any crash in one line
+        print(f"provium runner: internal error while running `{args.file}`: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        if os.environ.get("PROVIUM_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        return 2
+    finally:
+        sink.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

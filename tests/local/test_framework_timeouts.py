@@ -1,0 +1,78 @@
+"""Per-test timeouts: meta.timeout > provium.timeout > the run default, and the
+watchdog stops pure-Lua loops and blocked host calls alike."""
+
+import time
+
+from test_lua_support import run_lua
+
+
+def test_busy_loops_are_stopped(tmp_path):
+    t0 = time.monotonic()
+    r = run_lua(tmp_path, '''
+        test("busy", {timeout = "200ms"}, function(t) while true do end end)
+        test("pcall loop", {timeout = 0.2}, function(t)
+          while true do pcall(function() for i = 1, 1e5 do end end) end
+        end)
+        test("coroutine", {timeout = "200ms"}, function(t)
+          coroutine.wrap(function() while true do end end)()
+        end)
+        test("wait_until", {timeout = "200ms"}, function(t)
+          wait_until(function() return false end, {timeout = 60, interval = 0.05})
+        end)
+        test("still runs", function(t) t:log("alive") end)
+    ''')
+    assert time.monotonic() - t0 < 10
+    for name in ("busy", "pcall loop", "coroutine", "wait_until"):
+        assert r.status(name) == "timed_out", (name, r.message(name))
+        assert r.message(name) == "test timeout exceeded (200ms)"
+    assert r.status("still runs") == "passed" and r.test("still runs").log == ["alive"]
+    ev = next(e for e in r.kinds("test_failed") if e.name == "busy")
+    assert ev.reason == "test timeout exceeded (200ms)"
+
+
+def test_blocked_host_call_is_interrupted_and_vms_torn_down(tmp_path):
+    t0 = time.monotonic()
+    r = run_lua(tmp_path, '''
+        local vm = provium:vm("a", "linux"):boot()
+        test("blocked", {timeout = "400ms"}, function(t) vm:run("sleep 30") end)
+        test("after", function(t) t:assert_eq(vm:state(), "shutdown") end)
+    ''')
+    assert time.monotonic() - t0 < 15
+    assert r.status("blocked") == "timed_out"
+    assert r.message("blocked").startswith("test timeout exceeded (400ms)")
+    assert r.status("after") == "passed"
+    assert [e.vm_name for e in r.kinds("vm_shutdown")] == ["a"]
+
+
+def test_timeout_precedence(tmp_path):
+    r = run_lua(tmp_path, '''
+        provium.timeout = "300ms"
+        test("file default", function(t) while true do end end)
+        test("meta wins", {timeout = 0.1}, function(t) while true do end end)
+        test("fast", function(t) end)
+    ''', test_timeout=60)
+    assert r.message("file default") == "test timeout exceeded (300ms)"
+    assert r.message("meta wins") == "test timeout exceeded (100ms)"
+    assert r.status("fast") == "passed"
+    r = run_lua(tmp_path, 'test("run default", function(t) while true do end end)', test_timeout=0.15)
+    assert r.message("run default") == "test timeout exceeded (150ms)"
+
+
+def test_bad_timeouts_are_clear_errors(tmp_path):
+    r = run_lua(tmp_path, 'test("bad", {timeout = "5fortnights"}, function(t) end)')
+    assert r.status("bad") == "failed"
+    assert "meta.timeout: cannot parse `5fortnights`" in r.message("bad")
+    r = run_lua(tmp_path, 'provium.timeout = -1\ntest("x", function(t) end)')
+    assert "provium.timeout" in r.outcome.chunk_error and "non-negative" in r.outcome.chunk_error
+    r = run_lua(tmp_path, 'provium.timeout = 0\ntest("x", function(t) end)')
+    assert "provium.timeout must be a positive duration" in r.outcome.chunk_error
+
+
+def test_file_timeout_stops_the_file(tmp_path):
+    r = run_lua(tmp_path, '''
+        test("one", function(t) while true do end end)
+        test("two", function(t) end)
+    ''', file_timeout=0.3)
+    assert r.outcome.timed_out
+    assert r.status("one") == "timed_out" and r.message("one") == "file timeout exceeded (300ms)"
+    assert [t.name for t in r.outcome.tests] == ["one"]
