@@ -68,6 +68,12 @@ WORKER_KEYS = ("uid", "gid", "groups", "thread")
 
 
 def os_error(action: str, err: OsError) -> GuestOsError:
+    """`os: <agent message> (errno N)`, with our context in front unless the
+    agent's message already names the path (it usually does: "stat: /x: ...")."""
+    start, end = action.find("`"), action.rfind("`")
+    subject = action[start + 1:end] if 0 <= start < end else None
+    if subject and subject in err.message:
+        return GuestOsError(f"os: {err}", errno=err.errno)
     return GuestOsError(f"os: {action}: {err}", errno=err.errno)
 
 
