@@ -83,7 +83,6 @@ class Lab:
         self._vms: dict[str, VM] = {}
         self._sub_labs: dict[str, Lab] = {}
         self._lock = threading.RLock()
-        self._anon = 0
 
     # ---- lookups -----------------------------------------------------------------
 
@@ -148,10 +147,11 @@ class Lab:
     def lab(self, name: str | None = None) -> "Lab":
         with self._lock:
             if name is None:
-                while f"__lab_{self._anon}" in self._sub_labs:
-                    self._anon += 1
-                name = f"__lab_{self._anon}"
-                self._anon += 1
+                # `__lab_<N>`, N = how many sub-labs this lab has (skipping taken names).
+                n = len(self._sub_labs)
+                while f"__lab_{n}" in self._sub_labs:
+                    n += 1
+                name = f"__lab_{n}"
             check_name(name, "lab:lab")
             if name in self._sub_labs:
                 raise LabError(f"sub-lab name `{name}` already used in this lab")
@@ -192,6 +192,10 @@ class Lab:
                 self._sub_labs[member.name] = member
             else:
                 raise ArgumentError(f"lab:include: expected vm, bridge, or lab, got {type_name(member)}")
+
+    def contains_lab(self, other: "Lab") -> bool:
+        """`other` is this lab or one of its sub-labs (recursively)."""
+        return other is self or other in self._descendants()
 
     def _descendants(self) -> list["Lab"]:
         out: list[Lab] = []

@@ -29,9 +29,11 @@ def lua_type(value: Any) -> str:
         return "number"
     if isinstance(value, (bytes, str)):
         return "string"
+    if type(value).__name__ in ("_LuaThread", "_LuaCoroutineFunction"):
+        return "thread"  # lupa hands a not-yet-started coroutine over as a "coroutine function"
     kind = lupa_mod.lua_type(value)
     if kind is not None:
-        return "thread" if kind == "thread" else kind
+        return kind
     return "userdata"  # a Python object handed to Lua
 
 
@@ -40,7 +42,7 @@ def is_table(value: Any) -> bool:
 
 
 def is_function(value: Any) -> bool:
-    return lupa_mod.lua_type(value) == "function"
+    return lua_type(value) == "function"
 
 
 def text(value: bytes | str, what: str) -> str:

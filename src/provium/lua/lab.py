@@ -97,8 +97,7 @@ class LabBinding(Binding):
         if opts is not None and not is_table(opts):
             raise LuaApiError(f"lab:vm: opts must be a table, got {lua_type(opts)}")
         vm = self.host.create_vm(name, profile, to_py(opts, empty="dict"))
-        self._state.register("vm", vm)
-        return self._state.bind(vm)
+        return self._state.register_vm(vm, self.host)
 
     @method()
     def lab(self, *a: Any) -> Any:

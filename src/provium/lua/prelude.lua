@@ -64,6 +64,7 @@ function H.patch_pyobject_meta(sample)
     if not ok then error(errtext(e), 2) end
   end
   mt.__metatable = "provium object"  -- getmetatable() from user code sees only this
+  mt.__name = "provium object"       -- how Lua names the type in "bad argument" errors
 end
 
 -- `lab:pack(fmt, ...)` and `lab.pack(fmt, ...)` both work: a lab passed as

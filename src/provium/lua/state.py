@@ -151,6 +151,14 @@ class FileState:
         scope.add(kind, obj)
         return self.bind(obj)
 
+    def register_vm(self, vm: Any, lab: Lab) -> Binding:
+        """A VM belongs to the scope of the lab it was created in: one made in the
+        test's lab (or a sub-lab made there) ends with the test; one made through
+        a handle to the file's labs lives until the file ends."""
+        in_test = self.test_lab is not None and self.test_lab.contains_lab(lab)
+        (self.test_scope if in_test and self.test_scope is not None else self.file_scope).add("vm", vm)
+        return self.bind(vm)
+
     def fixture_function(self, key: str) -> Any:
         cached = getattr(self, "_fixture_fns", {})
         if key not in cached:
