@@ -1,0 +1,172 @@
+"""The agent's life inside a VM, after /sbin/provium-agent has started Python.
+
+Find our virtio-serial port (no udev in the guest: scan
+/sys/class/virtio-ports/vport*/name for the port name and open the matching
+/dev/vportNpM, polling until the driver has created it), then serve the host
+on it.  When the host goes away (QEMU's chardev loses its client: the port
+reads EOF and polls POLLHUP) wait for the next host and serve again on the
+same descriptor, with the same agent state; a new `hello` re-handshakes.  That
+is how the host gets back in after a reset, a restore, or its own restart.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import sys
+import time
+
+PORT_NAME = "org.provium.agent"
+PORTS_DIR = "/sys/class/virtio-ports"
+RNG_SEED = "/sys/firmware/qemu_fw_cfg/by_name/opt/provium/rng-seed/raw"
+FIND_POLL = 0.01  # the port appears once virtio_console has probed; check often
+RECONNECT_POLL = 0.02
+# A 0-byte read can race with the "host connected" event the driver processes on its
+# own work queue: only call it EOF if the port still looks disconnected after this.
+EOF_GRACE = 0.1
+
+
+def log(message: str) -> None:
+    try:
+        sys.stderr.write(f"provium-agent[{os.getpid()}]: {message}\n")
+        sys.stderr.flush()
+    except Exception:
+        pass
+
+
+def find_port(name: str = PORT_NAME, ports_dir: str = PORTS_DIR) -> str | None:
+    """/dev path of the virtio-serial port called `name`, or None if not (yet) there."""
+    try:
+        entries = sorted(os.listdir(ports_dir))
+    except OSError:
+        return None
+    for entry in entries:
+        try:
+            with open(f"{ports_dir}/{entry}/name", "rb") as f:
+                if f.read().strip().decode(errors="replace") != name:
+                    continue
+        except OSError:
+            continue
+        dev = f"/dev/{entry}"
+        if os.path.exists(dev):
+            return dev
+    return None
+
+
+def wait_for_port(name: str = PORT_NAME, ports_dir: str = PORTS_DIR) -> str:
+    announced = time.monotonic() + 10
+    while True:
+        dev = find_port(name, ports_dir)
+        if dev is not None:
+            return dev
+        if time.monotonic() > announced:
+            log(f"still waiting for virtio-serial port `{name}` under {ports_dir} "
+                "(is virtio_console loaded and /sys, /dev mounted?)")
+            announced = time.monotonic() + 30
+        time.sleep(FIND_POLL)
+
+
+def _hung_up(fd: int, timeout_ms: int = 0) -> tuple[bool, bool]:
+    """(host disconnected, data readable) for the port."""
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    events = 0
+    for _, ev in p.poll(timeout_ms):
+        events |= ev
+    return bool(events & select.POLLHUP), bool(events & select.POLLIN)
+
+
+class PortReader:
+    """Blocking reads from the port; `b""` only once the host has really gone."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def read(self, n: int = 65536) -> bytes:
+        while True:
+            data = os.read(self.fd, max(1, min(n, 1 << 20)))
+            if data:
+                return data
+            deadline = time.monotonic() + EOF_GRACE
+            while True:
+                hup, readable = _hung_up(self.fd)
+                if readable or not hup:
+                    break
+                if time.monotonic() >= deadline:
+                    return b""
+                time.sleep(0.01)
+
+
+class PortWriter:
+    """Whole writes: the port may accept less than asked in one write()."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        total = len(view)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+        return total
+
+    def flush(self) -> None:
+        pass
+
+
+def wait_for_host(fd: int) -> None:
+    """Return once a host is connected to the port (or has already sent data)."""
+    while True:
+        hup, readable = _hung_up(fd, 1000)
+        if readable or not hup:
+            return
+        time.sleep(RECONNECT_POLL)
+
+
+def _stdin_to_devnull() -> None:
+    # Started by PID 1 with the console as stdin: never compete with a console shell.
+    try:
+        null = os.open("/dev/null", os.O_RDWR)
+    except OSError:
+        return
+    os.dup2(null, 0)
+    if null != 0:
+        os.close(null)
+
+
+def _mix_rng_seed() -> None:
+    """Feed the boot's `rng_seed` (fw_cfg, when given) into the guest's entropy pool."""
+    try:
+        with open(RNG_SEED, "rb") as f:
+            seed = f.read()
+        with open("/dev/urandom", "wb") as f:
+            f.write(seed)
+    except OSError:
+        pass
+
+
+def main() -> int:
+    from .server import serve
+    from .state import AgentState
+
+    name = os.environ.get("PROVIUM_AGENT_PORT_NAME", PORT_NAME)
+    dev = wait_for_port(name)
+    _stdin_to_devnull()
+    _mix_rng_seed()
+    fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
+    state = AgentState()
+    while True:
+        wait_for_host(fd)
+        try:
+            why = serve(PortReader(fd), PortWriter(fd), state)
+        except Exception as exc:  # never let one bad session end the agent
+            log(f"session failed: {type(exc).__name__}: {exc}")
+            why = "error"
+        if why != "eof":
+            log(f"host connection ended ({why}); waiting for the host to reconnect")
+        time.sleep(RECONNECT_POLL)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

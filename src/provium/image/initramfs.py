@@ -1,0 +1,141 @@
+"""The built-in `linux` profile's initramfs: busybox-static, the kernel's virtio modules, an /init.
+
+/init mounts the pseudo filesystems, loads the modules (so the agent's virtio-serial
+port, disks and NICs appear) and hands PID 1 to busybox `init`, which reaps orphans,
+keeps a shell on the serial console and runs `acpid`, so an ACPI power-button press
+powers the guest off.  The agent overlay is appended on top of this image at boot.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from . import cache
+from .cpio import CpioWriter, gzip_bytes
+from .errors import ImageError
+from .kernel import GUEST_MODULES, HostKernel, module_load_order, read_module
+
+BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
+
+INIT = """#!/bin/sh
+# provium built-in guest: mount, load the virtio drivers, then busybox init as PID 1.
+export PATH=/sbin:/usr/sbin:/bin:/usr/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+for m in {modules}; do insmod /lib/modules/provium/$m.ko; done
+exec /sbin/init
+"""
+
+INITTAB = """\
+::respawn:/sbin/acpid -f -c /etc/acpi
+::respawn:/bin/cttyhack /bin/sh -l
+::shutdown:/bin/sync
+"""
+
+# busybox acpid maps the power button's key press to the event path PWRF/00000080,
+# relative to its -c directory, and runs the file found there.
+POWER_BUTTON = """#!/bin/sh
+exec /sbin/poweroff
+"""
+
+PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+GROUP = "root:x:0:\nnogroup:x:65534:\n"
+
+
+def find_busybox() -> Path:
+    for c in BUSYBOX_CANDIDATES:
+        p = Path(c)
+        if p.is_file() and _is_static(p):
+            return p
+    found = shutil.which("busybox")
+    if found and _is_static(Path(found)):
+        return Path(found)
+    raise ImageError("no statically linked busybox found on this host (looked in "
+                     f"{', '.join(BUSYBOX_CANDIDATES)} and PATH)\n  → apt-get install busybox-static")
+
+
+def _is_static(path: Path) -> bool:
+    """True when the ELF has no PT_INTERP (so it runs without a loader or libc in the guest)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if head[:4] != b"\x7fELF" or head[4] != 2:
+                return False
+            phoff = int.from_bytes(head[32:40], "little")
+            phentsize = int.from_bytes(head[54:56], "little")
+            phnum = int.from_bytes(head[56:58], "little")
+            f.seek(phoff)
+            table = f.read(phentsize * phnum)
+    except OSError:
+        return False
+    return all(int.from_bytes(table[i * phentsize: i * phentsize + 4], "little") != 3 for i in range(phnum))
+
+
+def busybox_applets(busybox: Path) -> list[str]:
+    try:
+        out = subprocess.run([str(busybox), "--list-full"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise ImageError(f"`{busybox} --list-full` failed: {exc}") from None
+    return [l.strip() for l in out.splitlines() if "/" in l.strip()]
+
+
+def add_busybox(w: CpioWriter, busybox: Path, applets: list[str], prefix: str = "") -> None:
+    """busybox at <prefix>/bin/busybox and every applet as a symlink to it."""
+    w.add_file(f"{prefix}/bin/busybox", busybox.read_bytes(), 0o755)
+    for a in applets:
+        if a.endswith("/busybox"):
+            continue
+        w.add_symlink(f"{prefix}/{a}", f"{prefix}/bin/busybox" if prefix else "/bin/busybox")
+
+
+def build(kernel: HostKernel, *, modules: tuple[str, ...] = GUEST_MODULES, init: str | None = None) -> bytes:
+    """The gzip'd cpio of the built-in initramfs.  `init` replaces /init (benchmarks use it)."""
+    busybox = find_busybox()
+    mods = module_load_order(kernel.modules_dir, modules)
+    w = CpioWriter()
+    for d in ("dev", "proc", "sys", "tmp", "run", "root", "mnt", "var/log", "etc"):
+        w.add_dir(d)
+    w.add_dir("tmp", 0o1777)
+    w.add_chardev("dev/console", 5, 1, 0o600)
+    w.add_chardev("dev/null", 1, 3, 0o666)
+    add_busybox(w, busybox, busybox_applets(busybox))
+    names = []
+    for m in mods:
+        name = m.name.split(".ko")[0]
+        names.append(name)
+        w.add_file(f"lib/modules/provium/{name}.ko", read_module(m), 0o644)
+    w.add_file("init", (init or INIT.format(modules=" ".join(names))).encode(), 0o755)
+    w.add_file("etc/inittab", INITTAB.encode())
+    w.add_file("etc/acpi/PWRF/00000080", POWER_BUTTON.encode(), 0o755)
+    w.add_file("etc/passwd", PASSWD.encode())
+    w.add_file("etc/group", GROUP.encode())
+    w.add_file("etc/hostname", b"provium\n")
+    return gzip_bytes(bytes(w))
+
+
+def cache_key(kernel: HostKernel, modules: tuple[str, ...] = GUEST_MODULES, init: str | None = None) -> str:
+    h = cache.Hasher("initramfs")
+    h.add("builder", Path(__file__).read_bytes())
+    h.add("cpio", (Path(__file__).parent / "cpio.py").read_bytes())
+    h.add("kernel-version", kernel.version.encode())
+    h.add_file("busybox", find_busybox())
+    for m in module_load_order(kernel.modules_dir, modules):
+        h.add_file(f"module:{m.name}", m)
+    h.add("init", (init or "").encode())
+    return h.hexdigest()
+
+
+def ensure(kernel: HostKernel, cache_dir=None, *, modules: tuple[str, ...] = GUEST_MODULES,
+           init: str | None = None) -> Path:
+    """Path of the cached initramfs for `kernel`, building it on a miss."""
+    key = cache_key(kernel, modules, init)
+    path = cache.image_dir(cache_dir) / f"initramfs-{kernel.version}-{key[:16]}.cpio.gz"
+    if not path.exists():
+        cache.atomic_write(path, build(kernel, modules=modules, init=init))
+    return path

@@ -1,0 +1,127 @@
+"""The host's packaged kernel and its modules, as the built-in `linux` profile uses them."""
+
+from __future__ import annotations
+
+import gzip
+import lzma
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ImageError
+
+BOOT_DIR = Path("/boot")
+MODULES_ROOT = Path("/lib/modules")
+_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
+
+# What the built-in guest needs: virtio transports (PCI for q35, MMIO for microvm), the
+# agent's serial port, disks and NICs, the ACPI power button seen through evdev (so
+# busybox acpid can power off), and fw_cfg (so the guest can read the boot's rng seed).
+GUEST_MODULES = (
+    "virtio_ring", "virtio", "virtio_mmio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev",
+    "virtio_pci", "virtio_console", "virtio_blk", "failover", "net_failover", "virtio_net",
+    "button", "evdev", "qemu_fw_cfg",
+)
+
+
+@dataclass(frozen=True)
+class HostKernel:
+    path: Path
+    version: str
+
+    @property
+    def modules_dir(self) -> Path:
+        return MODULES_ROOT / self.version
+
+
+def _version_key(v: str) -> list:
+    # "6.1.0-56-cloud-amd64" sorts numerically by its number runs.
+    return [(0, int(t)) if t.isdigit() else (1, t) for t in re.findall(r"\d+|[^\d]+", v)]
+
+
+def find_kernel(boot_dir: Path = BOOT_DIR) -> HostKernel:
+    """The newest `/boot/vmlinuz-<version>` that has a matching `/lib/modules/<version>`."""
+    found = sorted(boot_dir.glob("vmlinuz-*"), key=lambda p: _version_key(p.name[8:]), reverse=True)
+    if not found:
+        raise ImageError(
+            f"built-in profile `linux`: no kernel found in {boot_dir} (looked for vmlinuz-*)\n"
+            "  → apt-get install linux-image-cloud-amd64, or set `kernel`/`initrd` in a provium.toml profile")
+    with_modules = [p for p in found if (MODULES_ROOT / p.name[8:]).is_dir()]
+    path = (with_modules or found)[0]
+    version = path.name[8:]
+    if not os.access(path, os.R_OK):
+        raise ImageError(
+            f"built-in profile `linux`: kernel `{path}` is not readable by this user\n"
+            f"  → chmod a+r {path} (Ubuntu installs kernels 0600), or run provium as root")
+    return HostKernel(path, version)
+
+
+def _mod_name(file_name: str) -> str:
+    base = file_name.rsplit("/", 1)[-1]
+    for suf in _SUFFIXES:
+        if base.endswith(suf):
+            base = base[: -len(suf)]
+            break
+    return base.replace("-", "_")
+
+
+def module_load_order(modules_dir: Path, wanted: tuple[str, ...] = GUEST_MODULES) -> list[Path]:
+    """Module files to `insmod`, dependencies first, computed from `modules.dep`.
+
+    Modules built into the kernel (`modules.builtin`) need no file and are skipped.
+    """
+    dep_file = modules_dir / "modules.dep"
+    try:
+        lines = dep_file.read_text().splitlines()
+    except OSError as exc:
+        raise ImageError(f"built-in profile `linux`: cannot read `{dep_file}`: {exc.strerror or exc}\n"
+                         "  → reinstall the kernel package (its modules are missing)") from None
+    deps: dict[str, tuple[str, list[str]]] = {}
+    for line in lines:
+        if ":" not in line:
+            continue
+        mod, rest = line.split(":", 1)
+        deps[_mod_name(mod)] = (mod.strip(), rest.split())
+    builtin: set[str] = set()
+    try:
+        builtin = {_mod_name(l.strip()) for l in (modules_dir / "modules.builtin").read_text().splitlines() if l.strip()}
+    except OSError:
+        pass
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(name: str, chain: tuple[str, ...]) -> None:
+        if name in seen:
+            return
+        if name not in deps:
+            if name in builtin:
+                seen.add(name)
+                return
+            raise ImageError(f"built-in profile `linux`: kernel module `{name}` not found in `{dep_file}`"
+                             + (f" (needed by {chain[-1]})" if chain else ""))
+        seen.add(name)
+        rel, needs = deps[name]
+        # modules.dep lists the deepest dependency last; visit in reverse so it loads first.
+        for d in reversed(needs):
+            visit(_mod_name(d), chain + (name,))
+        order.append(rel)
+
+    for w in wanted:
+        visit(w, ())
+    return [modules_dir / rel for rel in order]
+
+
+def read_module(path: Path) -> bytes:
+    """A module's ELF bytes: busybox insmod in the guest cannot decompress, so we do it here."""
+    data = path.read_bytes()
+    name = path.name
+    if name.endswith(".xz"):
+        return lzma.decompress(data)
+    if name.endswith(".gz"):
+        return gzip.decompress(data)
+    if name.endswith(".zst"):
+        import zstandard
+
+        return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    return data

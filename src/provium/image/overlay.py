@@ -1,0 +1,86 @@
+"""The agent overlay: a gzip'd cpio appended to any initrd that makes it run our agent.
+
+It carries `/sbin/provium-agent` (a script for the bundled static busybox), the
+busybox, and the Python runtime and agent under /provium.  The kernel is told
+`rdinit=/sbin/provium-agent`; the script then decides:
+
+* chain mode (we are PID 1 and the initrd has an /init): start the agent in the
+  background and exec /init, so the guest's own init keeps PID 1.  Nothing is
+  mounted here: the real init mounts, and may `switch_root`, which would fail
+  with EBUSY if we had mounted anything first;
+* standalone (no /init: the overlay is the whole initrd): mount /dev, /proc,
+  /sys and /tmp ourselves and exec the agent as PID 1 (it reaps orphans then).
+
+The agent re-executes itself for workers with the argv in $PROVIUM_AGENT_EXEC.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+from . import cache, runtime
+from .cpio import CpioWriter, gzip_bytes
+from .initramfs import find_busybox
+
+AGENT_PATH = "/sbin/provium-agent"
+BUSYBOX = "/provium/bin/busybox"
+
+SCRIPT = """#!{busybox} sh
+# provium agent launcher (see provium/image/overlay.py)
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PROVIUM_AGENT_EXEC={exec_json}
+if [ "$$" = 1 ] && [ -e /init ] && [ "$0" != /init ]; then
+    {guest} &
+    exec /init "$@"
+    echo "provium-agent: exec /init failed" >&2
+    exit 1
+fi
+b={busybox}
+$b mkdir -p /dev /proc /sys /tmp
+$b mount -t devtmpfs devtmpfs /dev || echo "provium-agent: mount /dev failed" >&2
+$b mount -t proc proc /proc || echo "provium-agent: mount /proc failed" >&2
+$b mount -t sysfs sysfs /sys || echo "provium-agent: mount /sys failed" >&2
+$b mount -t tmpfs -o mode=1777 tmpfs /tmp || echo "provium-agent: mount /tmp failed" >&2
+exec {guest}
+"""
+
+
+def launcher_script(rt: runtime.Runtime) -> str:
+    exec_argv = rt.argv("-m", "provium.agent")
+    guest = " ".join(shlex.quote(a) for a in rt.argv("-m", "provium.agent.guest"))
+    return SCRIPT.format(busybox=BUSYBOX, exec_json=shlex.quote(json.dumps(exec_argv, separators=(",", ":"))),
+                         guest=guest)
+
+
+def build() -> bytes:
+    rt = runtime.collect()
+    w = CpioWriter()
+    for d in ("dev", "proc", "sys", "tmp", "sbin"):
+        w.add_dir(d)
+    w.add_dir("tmp", 0o1777)
+    w.add_file(BUSYBOX, find_busybox().read_bytes(), 0o755)
+    for path, (data, mode) in sorted(rt.files.items()):
+        w.add_file(path, data, mode)
+    w.add_file(AGENT_PATH, launcher_script(rt).encode(), 0o755)
+    return gzip_bytes(bytes(w))
+
+
+def cache_key() -> str:
+    h = cache.Hasher("agent-overlay")
+    for f in (Path(__file__), Path(__file__).with_name("cpio.py")):
+        h.add(f.name, f.read_bytes())
+    for i, f in enumerate(runtime.inputs()):
+        h.add_file(f"input{i}:{f.name}", f)
+    h.add_file("busybox", find_busybox())
+    return h.hexdigest()
+
+
+def ensure(cache_dir=None) -> Path:
+    """Path of the cached overlay for the current agent sources and host Python."""
+    key = cache_key()
+    path = cache.image_dir(cache_dir) / f"agent-overlay-{key[:16]}.cpio.gz"
+    if not path.exists():
+        cache.atomic_write(path, build())
+    return path
