@@ -197,6 +197,10 @@ class MuxClient:
             return await asyncio.wait_for(fut, timeout)
         finally:
             self._pending.pop(ch, None)
+            # A failed send marks every pending future lost, this one included,
+            # and nobody awaits it: retrieve it so asyncio does not log it at GC.
+            if fut.done() and not fut.cancelled():
+                fut.exception()
 
     async def call(self, op: Any, timeout: float | None = None) -> Any:
         """Send one op, return its reply payload (an OpResult, SyscallResult, ...)."""

@@ -46,9 +46,11 @@ def _package_root() -> str:
 
 def _child_setup(parent_pid: int):
     def setup() -> None:
-        # Runs in the child between fork and exec: die with the thread that forked
-        # us (the session's loop thread, which lives as long as the session).
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        # Runs in the child between fork and exec: get a signal when the thread
+        # that forked us (the session's loop thread, which lives as long as the
+        # session) dies.  SIGTERM, not SIGKILL: the agent then kills every process
+        # it started before exiting, which SIGKILL would not let it do.
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
         if os.getppid() != parent_pid:  # parent already gone: the signal was missed
             os._exit(1)
 
