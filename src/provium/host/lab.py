@@ -233,7 +233,7 @@ class Lab:
     def members(self) -> list[dict[str, str]]:
         """Direct members: VMs, then bridges, then sub-labs, each sorted by name."""
         return ([{"kind": "vm", "name": n} for n in sorted(self._vms)]
-                + [{"kind": "lab", "name": n} for n in sorted(self._sub_labs)])
+                + [{"kind": "sub_lab", "name": n} for n in sorted(self._sub_labs)])
 
     def vms(self) -> list[VM]:
         return [self._vms[n] for n in sorted(self._vms)]
