@@ -25,8 +25,9 @@ class Session:
     """Owns the event loop thread, the VMM and every VM created through it.
 
     `emit(kind, **payload)` forwards events (`vm_spawned`, `vm_shutdown`) to the
-    hook given as `emit=`; the hook is called as `hook(kind, **payload)` on the
-    thread that caused the event.
+    hook given as `emit=`; the hook is called as `hook(kind, **payload)`, often
+    on the session's loop thread (VM lifecycle runs there), so it must be quick
+    and must not call `Session.run`.
 
     `site_provider`, when set, is called (on the caller's thread) whenever a
     stream or file handle is created, and returns `(creation_site, test_name)`
