@@ -53,6 +53,22 @@ def bare_spawns(n: int, parallel: int) -> float:
     return time.perf_counter() - t0
 
 
+def bare_runners(files: list[Path], parallel: int, work: Path) -> float:
+    """The runner subprocess alone (`python -m provium.runner`), no scheduler around it."""
+    settings = work / "settings.json"
+    settings.write_text('{"vmm": "local"}')
+
+    def one(i_f):
+        i, f = i_f
+        subprocess.run([sys.executable, "-m", "provium.runner", "--settings", str(settings),
+                        "--result", str(work / f"r{i}.json"), str(f)], check=True)
+
+    t0 = time.perf_counter()
+    with cf.ThreadPoolExecutor(max_workers=parallel) as ex:
+        list(ex.map(one, enumerate(files)))
+    return time.perf_counter() - t0
+
+
 def slots() -> int:
     from provium.scheduler.pool import size_pool
 
@@ -87,17 +103,19 @@ def main() -> None:
 
         n_slots = slots()
         provium_run([str(single)], env)  # warm the page cache and .pyc files
-        fixed, files_t, wide_t, base_par, base_seq = [], [], [], [], []
+        fixed, files_t, wide_t, base_par, base_seq, runners = [], [], [], [], [], []
+        many_files = sorted(many.glob("*.test.lua"))
         for _ in range(a.repeat):
             fixed.append(provium_run([str(single)], env))
             files_t.append(provium_run([str(many)], env))
             wide_t.append(provium_run([str(one)], env))
             base_par.append(bare_spawns(a.files, n_slots))
             base_seq.append(bare_spawns(a.files, 1))
+            runners.append(bare_runners(many_files, n_slots, tmp))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    fx, ft, wt, bp, bs = map(median, (fixed, files_t, wide_t, base_par, base_seq))
+    fx, ft, wt, bp, bs, rn = map(median, (fixed, files_t, wide_t, base_par, base_seq, runners))
     per_file = (ft - fx) / (a.files - 1) if a.files > 1 else ft
     per_test = (wt - fx) / (a.tests - 1) if a.tests > 1 else wt
     spawn_par = bp / a.files
@@ -108,6 +126,9 @@ def main() -> None:
         (f"baseline: {a.files} x `python -c pass`, {n_slots} at a time", f"{bp:.2f} s = {spawn_par * 1000:.0f} ms each"),
         (f"baseline: {a.files} x `python -c pass`, one at a time", f"{bs:.2f} s = {bs / a.files * 1000:.0f} ms each"),
         ("per-file cost / bare spawn cost (same parallelism)", f"{per_file / spawn_par:.1f}x"),
+        (f"the runner alone, {a.files} x `python -m provium.runner`, {n_slots} at a time",
+         f"{rn:.2f} s = {rn / a.files * 1000:.0f} ms each"),
+        ("scheduler's own cost per file (per-file cost - runner alone)", f"{per_file * 1000 - rn / a.files * 1000:.0f} ms"),
         (f"1 file with {a.tests} trivial tests", f"{wt:.2f} s"),
         ("cost per extra test", f"{per_test * 1000:.2f} ms"),
     ]
@@ -142,11 +163,13 @@ Machine: {cpu} cores, {os_name}, Python {platform.python_version()}; {today}.
 |---|---|
 {table}
 
-Reading it: a test file costs roughly one Python interpreter start plus the
-imports of the runner (Lua, the host model, the local agent), and files run
-{'in parallel, one per core' if (cpu or 1) > 1 else 'one at a time'}.  A test inside a file costs
-well under a millisecond, so grouping many small tests into one file is cheap;
-splitting them over many files pays the per-file cost each time.
+Reading it: nearly all of a file's cost is starting its runner subprocess (a
+Python interpreter importing Lua, the host model and the local agent); the
+scheduler around it (pipes, event forwarding, result parsing) adds little.
+Files run {'in parallel, one per core' if (cpu or 1) > 1 else 'one at a time'}.  A test inside a file costs about a
+millisecond, so many small tests in one file are cheap, while splitting them
+over many files pays the start-up each time.  A pre-forked runner ("zygote")
+would remove most of the start-up; not done yet.
 """
     text = README.read_text() if README.exists() else "# Benchmarks\n\nEach section is written by its benchmark script (`--write-readme`).\n"
     pattern = re.compile(r"^## runner\n.*?(?=^## |\Z)", re.S | re.M)

@@ -89,6 +89,7 @@ class _Running:
     seen: dict[str, TestResult] = field(default_factory=dict)
     current: str | None = None
     timed_out: bool = False
+    eof: bool = False
 
 
 def _signal_name(n: int) -> str:
@@ -204,13 +205,17 @@ class Dispatcher:
         self._sel.register(pidfd, selectors.EVENT_READ, ("exit", r))
         self._running[index] = r
 
-    def _read_events(self, r: _Running, *, final: bool = False) -> None:
-        while True:
+    def _read_events(self, r: _Running) -> None:
+        while not r.eof:
             try:
                 chunk = os.read(r.rfd, 1 << 16)
             except BlockingIOError:
                 break
             if not chunk:
+                # The runner closed its end (it is exiting); stop watching the pipe,
+                # or the selector would report it readable in a tight loop.
+                r.eof = True
+                self._sel.unregister(r.rfd)
                 break
             r.buf += chunk
         self._parse_frames(r)
