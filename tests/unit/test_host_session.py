@@ -230,3 +230,37 @@ def test_session_close_shuts_down_booted_vms():
     s.close()
     assert a.state == "shutdown" and b.state == "shutdown"
     assert vmm.instances[0].down == 1
+
+
+class ResettableInstance(OneShotInstance):
+    async def reset(self):
+        self.resets = getattr(self, "resets", 0) + 1
+
+
+class ResettableVmm(OneShotVmm):
+    async def launch(self, spec):
+        inst = ResettableInstance()
+        self.instances.append(inst)
+        return inst
+
+
+def test_handles_from_before_a_reset_refuse_to_act():
+    from provium.host.errors import HandleError
+    from provium.host.file import File
+    from provium.host.process import Process
+    from provium.host.worker import Worker
+
+    with Session(ResettableVmm(), config()) as s:
+        vm = VM(s, "r", "p").boot()
+        f, p, w = File(vm, 1, "/x"), Process(vm, 1), Worker(vm, 1)
+        vm._registry.add_file(1, None)
+        vm.reset()
+        assert vm.state == "booted" and vm.generation == 1 and vm.open_file_count() == 0
+        for op, what in ((lambda: f.read(1), "file `/x`"), (p.pid, "process proc#1"), (p.stdout_stream, "proc#1"),
+                         (lambda: w.run("true"), "worker #1")):
+            with pytest.raises(HandleError) as ei:
+                op()
+            assert what in str(ei.value) and "before its reset" in str(ei.value)
+        f.close()  # no wire traffic for a stale handle; never raises
+        p.close()
+        w.close()

@@ -80,10 +80,12 @@ class File:
         self._handle: int | None = handle
         self.path = path
         self._cursor = 0
+        self._generation = vm.generation
 
     def _live(self, op: str) -> int:
         if self._handle is None:
             raise HandleError("file is closed")
+        self._vm._check_generation(self._generation, f"file `{self.path}`")
         return self._handle
 
     def read(self, n: int) -> bytes:
@@ -134,7 +136,7 @@ class File:
             return
         h, self._handle = self._handle, None
         try:
-            if self._vm.state == "booted":
+            if self._vm.state == "booted" and self._generation == self._vm.generation:
                 self._vm._file_op("close", CloseArgs(h), self.path)
         finally:
             self._vm._registry.remove_file(h)

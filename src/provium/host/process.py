@@ -40,10 +40,15 @@ class Process:
         self._handle = handle
         self._owner = owner
         self._consumed = False
-        self._guard = weakref.finalize(self, _drop_guard, vm, handle)
+        self._generation = vm.generation
+        self._guard = weakref.finalize(self, _drop_guard, vm, handle, vm.generation)
 
     def handle(self) -> int:
         return self._handle
+
+    def _agent(self, kind: str, op) -> Any:
+        self._vm._check_generation(self._generation, f"process proc#{self._handle}")
+        return self._vm._agent(kind, op)
 
     def wait(self, timeout: Any = None) -> RunResult:
         """Wait for exit.  With a timeout the agent kills the process group when
@@ -57,7 +62,7 @@ class Process:
                                "(proc:wait is one-shot — capture the result)", errno=9)
         op = WaitArgs(self._handle, None if t is None else duration_ms(t))
         try:
-            res = self._vm._agent("wait", op)
+            res = self._agent("wait", op)
         except GuestOsError:
             self._mark_consumed()
             raise
@@ -77,34 +82,34 @@ class Process:
         num = parse_signal(sig, "kill")
         if self._consumed:
             return
-        self._vm._unwrap("proc:kill", self._vm._agent("kill", KillArgs(self._handle, num)))
+        self._vm._unwrap("proc:kill", self._agent("kill", KillArgs(self._handle, num)))
 
     def signal(self, sig: Any) -> None:
         num = parse_signal(sig, "proc:signal", required=True)
         if self._consumed:
             return
-        self._vm._unwrap("proc:signal", self._vm._agent("kill", KillArgs(self._handle, num)))
+        self._vm._unwrap("proc:signal", self._agent("kill", KillArgs(self._handle, num)))
 
     def pid(self) -> int:
         """The guest kernel's PID of the process (a round trip)."""
-        return self._vm._unwrap("proc:pid", self._vm._agent("get_pid", GetPidArgs(self._handle)))
+        return self._vm._unwrap("proc:pid", self._agent("get_pid", GetPidArgs(self._handle)))
 
     def status(self) -> str:
         """"running" or "exited" (a process already waited on reports "exited")."""
         if self._consumed:
             return "exited"
-        st = self._vm._unwrap("proc:status", self._vm._agent("proc_status", ProcStatusArgs(self._handle)))
+        st = self._vm._unwrap("proc:status", self._agent("proc_status", ProcStatusArgs(self._handle)))
         return "running" if st == ProcessLiveStatus.RUNNING else "exited"
 
     def stdin_write(self, data: Any) -> int:
         buf = to_bytes(data, "proc:stdin_write", "data")
-        res = self._vm._agent("proc_stdin_write", ProcStdinWriteArgs(self._handle, buf))
+        res = self._agent("proc_stdin_write", ProcStdinWriteArgs(self._handle, buf))
         return self._vm._unwrap("proc:stdin_write", res).written
 
     write = stdin_write
 
     def close_stdin(self) -> None:
-        self._vm._unwrap("proc:close_stdin", self._vm._agent("proc_stdin_close", ProcStdinCloseArgs(self._handle)))
+        self._vm._unwrap("proc:close_stdin", self._agent("proc_stdin_close", ProcStdinCloseArgs(self._handle)))
 
     def stdout_stream(self) -> "Tail":
         return self._stream(ProcStreamChannel.STDOUT)
@@ -116,6 +121,7 @@ class Process:
     stderr = stderr_stream
 
     def _stream(self, channel: ProcStreamChannel) -> "Tail":
+        self._vm._check_generation(self._generation, f"process proc#{self._handle}")
         kind = f"proc_{channel.value}_stream"
         return self._vm._open_stream(kind, str(self._handle), ProcStreamArgs(self._handle, channel),
                                      f"proc:{channel.value}_stream")
@@ -126,12 +132,12 @@ class Process:
         if self._consumed:
             return
         try:
-            if self._vm.state == "booted":
+            if self._vm.state == "booted" and self._generation == self._vm.generation:
                 try:
-                    self._vm._agent("kill", KillArgs(self._handle, 15))
+                    self._agent("kill", KillArgs(self._handle, 15))
                 except Exception:
                     pass
-                self._vm._agent("wait", WaitArgs(self._handle, CLOSE_WAIT_MS))
+                self._agent("wait", WaitArgs(self._handle, CLOSE_WAIT_MS))
         except Exception:
             pass
         self._mark_consumed()
@@ -146,8 +152,8 @@ class Process:
         return f"process(proc#{self._handle})"
 
 
-def _drop_guard(vm: "VM", handle: int) -> None:
+def _drop_guard(vm: "VM", handle: int, generation: int) -> None:
     """Best effort, never blocks: runs from the garbage collector."""
-    if vm.state != "booted":
+    if vm.state != "booted" or vm.generation != generation:
         return
     vm._session.call_soon(vm._background_reap, handle)

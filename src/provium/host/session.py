@@ -17,6 +17,8 @@ from ..config import Config
 from ..vmm.base import Vmm
 from .errors import Interrupted, SessionError
 
+CLOSE_VM_TIMEOUT = 60.0  # a backend that hangs in shutdown must not hang close()
+
 EmitHook = Callable[..., None]
 SiteProvider = Callable[[], "tuple[tuple[str, int] | None, str | None]"]
 
@@ -193,7 +195,7 @@ class Session:
         if self._thread.is_alive():
             for vm in reversed(vms):
                 try:
-                    vm.shutdown()
+                    self.run(vm.ashutdown(), timeout=CLOSE_VM_TIMEOUT)
                 except Exception:
                     pass
             try:

@@ -45,6 +45,7 @@ from .errors import (
     AgentGone,
     ArgumentError,
     GuestOsError,
+    HandleError,
     ProviumError,
     VmError,
     VmmFailure,
@@ -127,6 +128,10 @@ class VM:
         self._boot_ns = 0
         self._spec = None
         self._registry = Registry()
+        # Bumped whenever the guest's agent state is lost while the VM lives on
+        # (reset): handles from before refuse to act instead of hitting a new
+        # agent's possibly re-used handle numbers.
+        self.generation = 0
         session._register(self)
 
     # ---- accessors ---------------------------------------------------------------
@@ -277,7 +282,7 @@ class VM:
     async def areset(self) -> None:
         self._require("reset")
         await self._control("reset", self._inst.reset())
-        self._registry.clear()
+        self._forget_handles()
 
     def wakeup(self) -> None:
         self._session.run(self.awakeup())
@@ -380,6 +385,15 @@ class VM:
                 pass
 
         asyncio.ensure_future(reap())
+
+    def _forget_handles(self) -> None:
+        self._registry.clear()
+        self.generation += 1
+
+    def _check_generation(self, generation: int, what: str) -> None:
+        if generation != self.generation:
+            raise HandleError(f"{what} belongs to vm `{self.name}` from before its reset; the guest lost it "
+                              "(open it again)")
 
     def _meta(self, kind: str, detail: str) -> ResourceMeta:
         site, test = self._session.creation_site()

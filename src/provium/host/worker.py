@@ -35,6 +35,7 @@ class Worker:
         self._vm = vm
         self._handle = handle
         self._joined = False
+        self._generation = vm.generation
 
     def handle(self) -> int:
         return self._handle
@@ -47,6 +48,7 @@ class Worker:
         if self._joined:
             raise HandleError(f"worker:{op}: worker #{self._handle} was already joined "
                               "(a joined worker is gone; spawn a new one)")
+        self._vm._check_generation(self._generation, f"worker #{self._handle}")
         return self._handle
 
     def run(self, cmd: Any, opts: Mapping | None = None, **kw: Any) -> RunResult:
@@ -114,7 +116,7 @@ class Worker:
         if self._joined:
             return
         try:
-            if self._vm.state == "booted":
+            if self._vm.state == "booted" and self._generation == self._vm.generation:
                 try:
                     self.kill()
                 except Exception:
