@@ -76,3 +76,9 @@ def test_file_timeout_stops_the_file(tmp_path):
     assert r.outcome.timed_out
     assert r.status("one") == "timed_out" and r.message("one") == "file timeout exceeded (300ms)"
     assert [t.name for t in r.outcome.tests] == ["one"]
+
+
+def test_stuck_top_level_is_a_timed_out_chunk_error(tmp_path):
+    r = run_lua(tmp_path, "while true do end\n", file_timeout=0.3)
+    assert r.outcome.chunk_error == "file timeout exceeded (300ms)"
+    assert r.outcome.timed_out and r.outcome.tests == []

@@ -113,19 +113,19 @@ function H.collect_garbage()
 end
 
 -- ---------------------------------------------------------------------------
--- Timeouts.  A count hook asks Python every so often whether the test's
--- deadline has passed; once it has, the hook fires on every instruction so even
--- a loop around pcall() is unwound back to the runner.
+-- Timeouts.  The hook below is registered for every Lua thread but kept
+-- switched off; when a test's time is up the watchdog switches it on from
+-- Python (see interrupt.py) and it raises on the next instruction of user code.
 -- ---------------------------------------------------------------------------
 
-local HOOK_EVERY = 20000
 local timed_out = PY.timed_out
 local timeout_message = PY.timeout_message
+local thread_started = PY.thread_started
+local running = coroutine.running
 local PRELUDE_SOURCE = dgetinfo(1, "S").source
-local hook
-hook = function()
+local NEVER = 0x7fffffff
+local hook = function()
   if timed_out() then
-    dsethook(hook, "", 1)
     -- Raise only in user code: the prelude's own frames (the runner's pcall
     -- around the body, the call wrappers) must be able to finish unwinding.
     local info = dgetinfo(2, "S")
@@ -134,17 +134,38 @@ hook = function()
     end
   end
 end
-function H.arm_hook() dsethook(hook, "", HOOK_EVERY) end
-function H.disarm_hook() dsethook() end
 
--- Coroutines have their own hooks in Lua 5.4: give every new one ours.
+-- Registers `hook` for the running thread (Python switches it off at once)
+-- and keeps the thread alive until its scope is forgotten, so the address
+-- Python holds stays valid.
+local threads = {}      -- thread -> scope tag
+local scope_tag = "file"
+local function register_thread()
+  local co = running()
+  dsethook(hook, "", NEVER)
+  threads[co] = scope_tag
+  thread_started(sformat("%p", co), scope_tag)
+end
+
+function H.main_thread()
+  dsethook(hook, "", NEVER)
+  return sformat("%p", running())
+end
+
+function H.set_scope_tag(tag) scope_tag = tag end
+function H.forget_threads(tag)
+  for co, t in pairs(threads) do
+    if t == tag then threads[co] = nil end
+  end
+end
+
 coroutine.create = function(f)
   if type(f) ~= "function" then return co_create(f) end
-  return co_create(function(...) dsethook(hook, "", HOOK_EVERY) return f(...) end)
+  return co_create(function(...) register_thread() return f(...) end)
 end
 coroutine.wrap = function(f)
   if type(f) ~= "function" then return co_wrap(f) end
-  return co_wrap(function(...) dsethook(hook, "", HOOK_EVERY) return f(...) end)
+  return co_wrap(function(...) register_thread() return f(...) end)
 end
 
 -- ---------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import lupa.lua54 as lupa_mod
 from .binding import Binding, Multi
 from .convert import key_text, lua_type
 from .errors import LuaApiError, message_of
+from .interrupt import Interrupter, parse_address
 
 LuaError = lupa_mod.LuaError
 PRELUDE_CHUNK = b"=provium-prelude"  # the prelude's source name; the timeout hook spares it
@@ -52,12 +53,18 @@ class LuaEnv:
             attribute_handlers=(self._getattr, self._setattr),
         )
         self._methods: dict[tuple[type, str], Any] = {}
+        self.interrupter = Interrupter()
         g = self.rt.globals()
+
+        def thread_started(addr: bytes, tag: bytes) -> None:
+            self.interrupter.thread_started(parse_address(addr), tag.decode())
+
         py = self.rt.table_from({
             b"timed_out": timed_out,
             b"timeout_message": lambda: timeout_message().encode(),
             b"sleep": sleep,
             b"now": now,
+            b"thread_started": thread_started,
         })
         H = self.rt.execute(_prelude_source(), py, name=PRELUDE_CHUNK)
         g[b"python"] = None
@@ -66,6 +73,7 @@ class LuaEnv:
         self.H = _Helpers({k.decode(): v for k, v in H.items()})
         # Any Python object shares lupa's metatable; patch it once.
         self.H.patch_pyobject_meta(_Sample(None))
+        self.interrupter.adopt_main(parse_address(self.H.main_thread()))
         self.g = g
 
     # ---- access control ------------------------------------------------------------

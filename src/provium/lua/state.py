@@ -208,6 +208,7 @@ class FileState:
         self._timeout_text = text
         self._timed_out.set()
         self._wake.set()
+        self.env.interrupter.arm()
 
     @property
     def timed_out(self) -> bool:
@@ -241,11 +242,10 @@ class FileState:
 
     def run_chunk(self, fn: Any) -> None:
         """Run the file's top level (registers the tests, sets file config)."""
-        self.env.H.arm_hook()
         try:
             ok, err = self._call(fn)
         finally:
-            self.env.H.disarm_hook()
+            self.env.interrupter.disarm()
         if not ok:
             raise LuaChunkError(self.fix_positions(err))
 
@@ -285,14 +285,14 @@ class FileState:
         self.test_lab = Lab(self.session, f"test:{name}", parents=[self.root], account=self.account)
         self.env.set_global("provium", self.bind(self.test_lab))
         self.env.H.set_current(name.encode())
+        self.env.H.set_scope_tag(b"test")
         return self.env.H.make_t(name.encode(), meta)
 
     def run_body(self, fn: Any, t: Any) -> tuple[bool, str | None]:
-        self.env.H.arm_hook()
         try:
             res = self.env.H.run_body(fn, t)
         finally:
-            self.env.H.disarm_hook()
+            self.env.interrupter.disarm()
         if not isinstance(res, tuple):
             res = (res, None)
         ok, err = res[0], res[1] if len(res) > 1 else None
@@ -312,6 +312,10 @@ class FileState:
     def end_test(self) -> list[str]:
         """Close what the test opened, shut its lab down, restore `provium`."""
         self.env.H.set_current(None)
+        self.env.interrupter.disarm()
+        self.env.interrupter.forget("test")
+        self.env.H.forget_threads(b"test")
+        self.env.H.set_scope_tag(b"file")
         errors: list[str] = []
         if self.test_scope is not None:
             errors += self.test_scope.close_all()

@@ -175,6 +175,7 @@ def _run(ctx: _Ctx, cfg: config_mod.Config, backend: Any) -> None:
             _guarded(ctx, None, lambda: state.run_chunk(chunk), "file scope")
         except LuaChunkError as exc:
             out.chunk_error = str(exc)
+            out.timed_out = state.timed_out
             return
         if state.timed_out:
             out.chunk_error = state._timeout_text
