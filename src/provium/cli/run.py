@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,18 +200,18 @@ class Run:
         coverage_file = None
         if f.coverage and not f.save_events:
             coverage_file = os.path.join(tempfile.gettempdir(), f"provium-coverage-{os.getpid()}.msgpack")
-        sink = self.sinks(truncate=truncate_events, coverage_file=coverage_file)
-        work_dir = tempfile.mkdtemp(prefix="provium-run-")
         try:
-            results = self.dispatch(selected, sink, work_dir)
-        finally:
-            for s in sink.sinks:
-                if s is not self.socket_sink:
-                    s.close()
-            shutil.rmtree(work_dir, ignore_errors=True)
-        elapsed = time.monotonic() - started
+            sink = self.sinks(truncate=truncate_events, coverage_file=coverage_file)
+            work_dir = tempfile.mkdtemp(prefix="provium-run-")
+            try:
+                results = self.dispatch(selected, sink, work_dir)
+            finally:
+                for s in sink.sinks:
+                    if s is not self.socket_sink:
+                        s.close()
+                shutil.rmtree(work_dir, ignore_errors=True)
+            elapsed = time.monotonic() - started
 
-        try:
             self.report(results, elapsed)
             try:
                 rerun.update(results)
@@ -324,8 +326,15 @@ class Run:
             self.socket_sink = None
 
 
+def _terminate_as_interrupt(signum, frame):
+    # SIGTERM unwinds like Ctrl-C, so runners are killed and temp files removed.
+    raise KeyboardInterrupt
+
+
 def run_mode(flags: Flags) -> int:
     flags.check()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     cfg = load_config(flags)
     run_preflight(flags, cfg)
     run_builds(flags, cfg)

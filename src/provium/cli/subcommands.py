@@ -43,6 +43,22 @@ def _list_tests():
     return list_tests
 
 
+def _describe(meta: dict) -> str:
+    """`  [smoke, net] slow` — what selection flags will see."""
+    bits = []
+    tags = meta.get("tags")
+    tags = [tags] if isinstance(tags, str) else [x for x in tags if isinstance(x, str)] if isinstance(tags, list) else []
+    if tags:
+        bits.append("[" + ", ".join(tags) + "]")
+    if meta.get("slow") is True or (isinstance(meta.get("slow"), int) and meta.get("slow") not in (0, False)):
+        bits.append("slow")
+    if meta.get("skip") not in (None, False, 0):
+        bits.append("skip")
+    if isinstance(meta.get("spec"), str):
+        bits.append(f"spec={meta['spec']}")
+    return ("  " + " ".join(bits)) if bits else ""
+
+
 @click.command("list", help="List test files (or fixture files) and the tests in each.")
 @click.option("--fixtures", is_flag=True, help="List *.fixture.lua files instead.")
 @click.argument("paths", nargs=-1, metavar="[PATH]...")
@@ -69,8 +85,8 @@ def list_cmd(flags, fixtures, paths):
             click.echo(f"      (cannot list: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
             continue
         for t in tests:
-            name = t if isinstance(t, str) else getattr(t, "name", None) or (t.get("name") if isinstance(t, dict) else str(t))
-            click.echo(f"      {name}")
+            name = getattr(t, "name", t)
+            click.echo(f"      {name}{_describe(getattr(t, 'meta', None) or {})}")
             n_tests += 1
     if fixtures:
         click.echo(f"\n{len(files)} fixture(s) found")
