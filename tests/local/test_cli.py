@@ -339,3 +339,33 @@ def test_default_config_is_picked_up_and_checked(tmp_path):
     write(tmp_path / "provium.toml", '[provium]\nroots = ["."]\n')
     r = provium(*LOCAL, cwd=tmp_path)
     assert r.returncode == 0, text(r)
+
+
+def test_sigterm_stops_runners_and_cleans_up(tmp_path):
+    write(tmp_path / "spin.test.lua", """
+test("spins", function(t) local t0 = os.time() while os.time() - t0 < 60 do end end)
+""")
+    env = dict(os.environ, TMPDIR=str(tmp_path / "tmp"), PROVIUM_RERUN_STATE=str(tmp_path / "rr.json"))
+    (tmp_path / "tmp").mkdir()
+    p = subprocess.Popen([sys.executable, "-m", "provium.cli.main", *LOCAL, "spin.test.lua"], cwd=tmp_path,
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while not list((tmp_path / "tmp").glob("provium-run-*/0.log")):
+            assert time.monotonic() < deadline, "the runner never started"
+            time.sleep(0.05)
+        runner = subprocess.run(["pgrep", "-f", f"provium.runner.*{tmp_path}"], capture_output=True, text=True)
+        assert runner.stdout.split(), "no runner process found"
+        time.sleep(0.3)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=15) == 2
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert b"interrupted" in p.stderr.read()
+    assert list((tmp_path / "tmp").iterdir()) == []  # work dir removed
+    time.sleep(0.2)
+    for pid in runner.stdout.split():
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text(), \
+            f"runner {pid} outlived provium"
