@@ -190,3 +190,19 @@ def test_scope_rules(tmp_path):
         end)
     ''')
     r.assert_all_passed()
+
+
+def test_included_members_survive_a_test_scope(tmp_path):
+    r = run_lua(tmp_path, '''
+        local dc1 = provium:lab("dc1")
+        local web = dc1:vm("web", "linux"):boot()
+        test("include into the test's lab", function(t)
+          provium:include(web)
+          t:assert_eq(provium.web, web)
+        end)
+        test("still running", function(t)
+          t:assert_eq(web:state(), "booted")
+          t:assert_eq(provium.web, nil)
+        end)
+    ''')
+    r.assert_all_passed()

@@ -82,6 +82,9 @@ class Lab:
         self._vm_factory = vm_factory or VM
         self._vms: dict[str, VM] = {}
         self._sub_labs: dict[str, Lab] = {}
+        # What this lab created (as opposed to included): what `close()` tears down.
+        self._owned_vms: list[VM] = []
+        self._owned_labs: list[Lab] = []
         self._lock = threading.RLock()
 
     # ---- lookups -----------------------------------------------------------------
@@ -142,6 +145,7 @@ class Lab:
                                "to reuse the parent-scope VM.")
             vm = self._vm_factory(self.session, name, profile, opts)
             self._vms[name] = vm
+            self._owned_vms.append(vm)
             return vm
 
     def lab(self, name: str | None = None) -> "Lab":
@@ -161,6 +165,7 @@ class Lab:
                                f"(lab `{owner.name}`). Pick a different name.")
             sub = Lab(self.session, name, account=self.account, vm_factory=self._vm_factory)
             self._sub_labs[name] = sub
+            self._owned_labs.append(sub)
             return sub
 
     def include(self, member: Any) -> None:
@@ -286,9 +291,13 @@ class Lab:
         self._batch("resume", lambda vm: True, lambda vm: vm.aresume())
 
     def close(self) -> None:
-        """Shut every member down, ignoring errors (scope teardown)."""
-        for _, vm in self.all_vms():
+        """Shut down every VM this lab (or a sub-lab it made) created, ignoring
+        errors (scope teardown).  Members it only included belong elsewhere and
+        are left alone."""
+        for vm in list(self._owned_vms):
             vm.close()
+        for sub in list(self._owned_labs):
+            sub.close()
 
     # ---- claims ----------------------------------------------------------------------
 

@@ -82,6 +82,7 @@ class FileState:
         self._timeout_text = "test timeout exceeded"
         self._wake = threading.Event()
         self._bindings: dict[int, tuple[Any, Binding]] = {}
+        self._lua_thread = threading.get_ident()
         self.env = LuaEnv(
             timed_out=self._timed_out.is_set,
             timeout_message=lambda: self._timeout_text,
@@ -181,6 +182,8 @@ class FileState:
         return os.path.dirname(self.source_path)
 
     def _site(self) -> tuple[tuple[str, int] | None, str | None]:
+        if threading.get_ident() != self._lua_thread:
+            return None, self.current_test  # the Lua state may only be touched from its own thread
         res = self.env.H.creation_site()
         if isinstance(res, tuple) and len(res) == 2 and res[0] is not None:
             src, line = res
