@@ -70,6 +70,7 @@ def test_methods_fields_and_values(run):
     ("local x = thing.double.__globals__", "chunk.lua:1: attempt to index a function value"),
     ("local x = thing.double(5)", "thing:double: call it with a colon"),
     ("local x = thing:boom()", "chunk.lua:1: internal error (ValueError: internal detail)"),
+    ("local x = thing(1)", "chunk.lua:1: attempt to call a thing value"),
     ("local x = python.builtins", "chunk.lua:1: attempt to index a nil value (global 'python')"),
 ])
 def test_access_is_restricted(run, code, msg):

@@ -62,6 +62,9 @@ class Binding:
     def lua_newindex(self, key: str, value: Any) -> None:
         raise LuaApiError(f"{self.KIND}: cannot set field `{key}` (a {self.KIND} has no assignable fields)")
 
+    def __call__(self, *args: Any) -> Any:
+        raise LuaApiError(f"attempt to call a {self.KIND} value (use its methods, e.g. {self.KIND}:method(...))")
+
     def unknown_key(self, key: str) -> LuaApiError:
         names = ", ".join(sorted(self.LUA_METHODS))
         return LuaApiError(f"{self.KIND}: no method or field `{key}` (methods: {names})")

@@ -27,9 +27,11 @@ local H = {}  -- returned to Python
 -- through Python, e.g. from a callback).
 -- ---------------------------------------------------------------------------
 
+local call_py = nil  -- lupa's own __call for Python objects, set by patch_pyobject_meta
+
 function H.wrap(pyfn)
   return function(...)
-    local r = pack(pyfn(...))
+    local r = pack(call_py(pyfn, ...))
     if r[1] == true then return unpack(r, 2, r.n) end
     if r[1] == false then error(r[2], 2) end  -- at the line that called the method
     error(r[2], 0)
@@ -62,6 +64,13 @@ function H.patch_pyobject_meta(sample)
   mt.__newindex = function(obj, key, value)
     local ok, e = pcall(raw_newindex, obj, key, value)
     if not ok then error(errtext(e), 2) end
+  end
+  local raw_call = mt.__call
+  call_py = raw_call  -- the wrappers call Python directly: they never raise through it
+  mt.__call = function(obj, ...)
+    local r = pack(pcall(raw_call, obj, ...))
+    if r[1] then return unpack(r, 2, r.n) end
+    error(errtext(r[2]), 2)
   end
   mt.__metatable = "provium object"  -- getmetatable() from user code sees only this
   mt.__name = "provium object"       -- how Lua names the type in "bad argument" errors
