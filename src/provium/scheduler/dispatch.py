@@ -71,6 +71,7 @@ class DispatchOptions:
     fail_fast: bool = False
     runner_cmd: list[str] = field(default_factory=default_runner_cmd)
     env: dict[str, str] | None = None
+    kill_grace: float | None = None  # seconds past the timeout before the kill; None = kill_grace(timeout)
 
 
 @dataclass
@@ -200,10 +201,13 @@ class Dispatcher:
         t = self.opts.file_timeout
         r = _Running(index=index, file=f, proc=proc, rfd=rfd, pidfd=pidfd, log_path=log_path,
                      result_path=result_path, started=started,
-                     deadline=started + t + kill_grace(t) if t else None)
+                     deadline=started + t + self._grace(t) if t else None)
         self._sel.register(rfd, selectors.EVENT_READ, ("events", r))
         self._sel.register(pidfd, selectors.EVENT_READ, ("exit", r))
         self._running[index] = r
+
+    def _grace(self, t: float) -> float:
+        return kill_grace(t) if self.opts.kill_grace is None else self.opts.kill_grace
 
     def _read_events(self, r: _Running) -> None:
         while not r.eof:
