@@ -196,3 +196,30 @@ def test_close_terminates_unless_waited(vm):
     assert not pid_alive(pid)
     p.close()
     assert p.status() == "exited"
+
+
+def test_interrupting_a_blocked_run_stops_the_command(vm, tmp_path):
+    import threading
+
+    from provium.host.errors import Interrupted
+
+    pidfile = tmp_path / "pid"
+    errors = []
+
+    def blocked():
+        try:
+            vm.run(f"echo $$ > {pidfile}; exec sleep 30")
+        except Interrupted as exc:
+            errors.append(str(exc))
+
+    t = threading.Thread(target=blocked)
+    t.start()
+    deadline = time.monotonic() + 5
+    while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    pid = int(pidfile.read_text())
+    assert vm.session.interrupt("test timed out") == 1
+    t.join(5)
+    assert errors == ["interrupted: test timed out"]
+    assert wait_gone(pid), "the agent kept running a command nobody waits for"
+    assert vm.run("echo ok").stdout == b"ok\n"

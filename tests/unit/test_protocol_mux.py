@@ -407,3 +407,28 @@ def test_unattributable_agent_error_fails_inflight_requests():
         await agent.close()
 
     arun(go())
+
+
+def test_cancelled_call_tells_the_agent():
+    async def handler(agent, env):
+        pass  # never answers
+
+    async def go():
+        client, agent = await pair(handler)
+        task = asyncio.ensure_future(client.call(GetTimeArgs()))
+        while not any(e.kind == "get_time" for e in agent.received):
+            await asyncio.sleep(0.005)
+        ch = [e.ch for e in agent.received if e.kind == "get_time"][0]
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(200):
+            if ch in agent.cancelled:
+                break
+            await asyncio.sleep(0.005)
+        assert ch in agent.cancelled
+        assert client.lost is None
+        await client.close()
+        await agent.close()
+
+    arun(go())

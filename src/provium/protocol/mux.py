@@ -209,14 +209,20 @@ class MuxClient:
         ch = next(self._ids)
         try:
             reply = await self._request(ch, op, timeout)
-        except asyncio.TimeoutError:
-            # The agent may still answer; tell it we stopped listening.
-            try:
-                await self._send(Envelope(ch, Cancel.KIND, Cancel()))
-            except ClientError:
-                pass
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            # The agent may still be working on it (a command, a blocked wait):
+            # tell it we stopped listening, so it can stop too.  A task, because
+            # a cancelled caller must not wait for the write.
+            if self.lost is None and not self.closed:
+                asyncio.get_running_loop().create_task(self._send_cancel(ch))
             raise
         return self._check(op, reply)
+
+    async def _send_cancel(self, ch: int) -> None:
+        try:
+            await self._send(Envelope(ch, Cancel.KIND, Cancel()))
+        except ClientError:
+            pass
 
     def _check(self, op: Any, reply: Envelope) -> Any:
         if reply.kind == "agent_error":
