@@ -369,3 +369,25 @@ test("spins", function(t) local t0 = os.time() while os.time() - t0 < 60 do end 
     for pid in runner.stdout.split():
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text(), \
             f"runner {pid} outlived provium"
+
+
+def test_unknown_profile_in_a_test_file(tmp_path):
+    write(tmp_path / "p.test.lua", """
+test("uses a profile that does not exist", function(t)
+  provium:vm("x", "no-such-profile"):boot()
+end)
+""")
+    r = provium(*LOCAL, "--json", "p.test.lua", cwd=tmp_path)
+    assert r.returncode == 1, text(r)
+    (obj,) = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    msg = obj["tests"][0]["message"] if obj["tests"] else obj["chunk_error"]
+    assert "no-such-profile" in msg and "not found" in msg
+    assert "Traceback" not in text(r)
+
+
+def test_cpu_overcommit_clamp_notice(tmp_path):
+    write(tmp_path / "a.test.lua", PASSING)
+    r = provium(*LOCAL, "--cpu-overcommit", "100", "a.test.lua", cwd=tmp_path)
+    assert r.returncode == 0 and "clamped to 8" in r.stderr.decode()
+    r = provium(*LOCAL, "--cpu-overcommit", "1.5", "a.test.lua", cwd=tmp_path)
+    assert r.returncode == 0 and "clamped" not in r.stderr.decode()

@@ -221,3 +221,11 @@ def test_unix_socket_sink_replaces_stale_file(tmp_path):
     assert path.is_socket()
     sink.close()
     assert not path.exists()
+
+
+def test_waiting_for_uses_memory_bytes_key():
+    frame = ev.EventFrame.of(ev.FileBlocked(path="p", waiting_for=ev.ResourceAmount(memory_bytes=52428800, cpus=0),
+                                            reason="pool_full"), ts=5)
+    body = msgpack.unpackb(frame.encode()[4:], raw=False)
+    assert body["payload"]["waiting_for"] == {"memory_bytes": 52428800, "cpus": 0}
+    assert body["payload"]["reason"] == "pool_full"
