@@ -208,8 +208,13 @@ class VM:
             raise
         except ClientError as exc:
             raise AgentCommError(f"vm `{self.name}`: boot failed: {exc}") from None
-        except (VmmError, ConfigError, OSError, asyncio.TimeoutError) as exc:
-            raise VmmFailure(f"vm `{self.name}`: boot failed: {_vmm_text(exc)}") from None
+        except Exception as exc:
+            # Our own error types (vmm, image, config, ...) and OS errors are the
+            # user's story; anything else is a bug and keeps its traceback.
+            if isinstance(exc, (VmmError, ConfigError, OSError, asyncio.TimeoutError)) or \
+                    type(exc).__module__.startswith("provium."):
+                raise VmmFailure(f"vm `{self.name}`: boot failed: {_vmm_text(exc)}") from None
+            raise
         finally:
             self._booting = False
         if self._state != "created":
