@@ -94,7 +94,9 @@ def test_batch_reply_conversion():
     ok, err, agent_err, sysc = b.items
     assert ok.convert(AgentMessage("read_file_result", OpResult.success(DataOk(b"x")))) == {"ok": b"x"}
     assert err.convert(AgentMessage("read_file_result", OpResult.failure(2, "read_file: /b: nope"))) == \
-        {"err": "read_file `/b`: read_file: /b: nope (errno 2)"}
+        {"err": "read_file: /b: nope (errno 2)"}
+    assert ok.convert(AgentMessage("read_file_result", OpResult.failure(5, "I/O error"))) == \
+        {"err": "read_file `/a`: I/O error (errno 5)"}
     assert agent_err.convert(AgentMessage("agent_error", AgentError(AgentErrorKind.INTERNAL, "boom"))) == \
         {"err": "agent error (internal): boom"}
     assert "expected `syscall_result`" in sysc.convert(AgentMessage("stat_result", None))["err"]

@@ -38,7 +38,9 @@ class Item:
         payload = msg.data
         if isinstance(payload, OpResult):
             if not payload.ok:
-                return {"err": f"{self.what}: {payload.value}"}
+                from .vm import os_error_text
+
+                return {"err": os_error_text(self.what, payload.value)}
             payload = payload.value
         return {"ok": self.ok(payload)}
 

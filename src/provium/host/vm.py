@@ -68,14 +68,19 @@ STATES = ("created", "booted", "paused", "shutdown", "dead")
 WORKER_KEYS = ("uid", "gid", "groups", "thread")
 
 
-def os_error(action: str, err: OsError) -> GuestOsError:
-    """`os: <agent message> (errno N)`, with our context in front unless the
-    agent's message already names the path (it usually does: "stat: /x: ...")."""
+def os_error_text(action: str, err: OsError) -> str:
+    """The agent's error display, with our context in front unless the agent's
+    message already names the subject (it usually does: "stat: /x: ...")."""
     start, end = action.find("`"), action.rfind("`")
     subject = action[start + 1:end] if 0 <= start < end else None
     if subject and subject in err.message:
-        return GuestOsError(f"os: {err}", errno=err.errno)
-    return GuestOsError(f"os: {action}: {err}", errno=err.errno)
+        return str(err)
+    return f"{action}: {err}"
+
+
+def os_error(action: str, err: OsError) -> GuestOsError:
+    """`os: <message> (errno N)`."""
+    return GuestOsError(f"os: {os_error_text(action, err)}", errno=err.errno)
 
 
 def _path(path: Any, method: str, what: str = "path") -> str:
