@@ -391,3 +391,33 @@ def test_cpu_overcommit_clamp_notice(tmp_path):
     assert r.returncode == 0 and "clamped to 8" in r.stderr.decode()
     r = provium(*LOCAL, "--cpu-overcommit", "1.5", "a.test.lua", cwd=tmp_path)
     assert r.returncode == 0 and "clamped" not in r.stderr.decode()
+
+
+def test_runners_die_with_a_killed_provium(tmp_path):
+    write(tmp_path / "spin.test.lua", """
+test("spins", function(t) local t0 = os.time() while os.time() - t0 < 60 do end end)
+""")
+    env = dict(os.environ, TMPDIR=str(tmp_path / "tmp"), PROVIUM_RERUN_STATE=str(tmp_path / "rr.json"))
+    (tmp_path / "tmp").mkdir()
+    p = subprocess.Popen([sys.executable, "-m", "provium.cli.main", *LOCAL, "spin.test.lua"], cwd=tmp_path,
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        pids = []
+        while not pids:
+            assert time.monotonic() < deadline, "the runner never started"
+            time.sleep(0.1)
+            pids = subprocess.run(["pgrep", "-f", f"provium.runner.*{tmp_path}"], capture_output=True,
+                                  text=True).stdout.split()
+        time.sleep(0.5)  # let the runner get past its start-up
+        p.kill()
+        p.wait()
+        deadline = time.monotonic() + 10
+        for pid in pids:
+            while Path(f"/proc/{pid}").exists() and "(zombie)" not in Path(f"/proc/{pid}/status").read_text():
+                assert time.monotonic() < deadline, f"runner {pid} outlived a SIGKILLed provium"
+                time.sleep(0.05)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
