@@ -146,18 +146,33 @@ def _mix_rng_seed() -> None:
         pass
 
 
+def _milestone(what: str) -> None:
+    """With PROVIUM_AGENT_DEBUG=1 (e.g. on the kernel cmdline), log start-up timing."""
+    if os.environ.get("PROVIUM_AGENT_DEBUG") == "1":
+        try:
+            with open("/proc/uptime") as f:
+                up = f.read().split()[0]
+        except OSError:
+            up = "?"
+        log(f"{what} at uptime {up} s")
+
+
 def main() -> int:
+    _milestone("started")
     from .server import serve
     from .state import AgentState
 
     name = os.environ.get("PROVIUM_AGENT_PORT_NAME", PORT_NAME)
+    _milestone("imported")
     dev = wait_for_port(name)
+    _milestone(f"found {dev}")
     _stdin_to_devnull()
     _mix_rng_seed()
     fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
     state = AgentState()
     while True:
         wait_for_host(fd)
+        _milestone("host connected")
         try:
             why = serve(PortReader(fd), PortWriter(fd), state)
         except Exception as exc:  # never let one bad session end the agent

@@ -48,8 +48,8 @@ exec {guest}
 
 
 def launcher_script(rt: runtime.Runtime) -> str:
-    exec_argv = rt.argv("-m", "provium.agent")
-    guest = " ".join(shlex.quote(a) for a in rt.argv("-m", "provium.agent.guest"))
+    exec_argv = rt.argv("provium.agent")
+    guest = " ".join(shlex.quote(a) for a in rt.argv("provium.agent.guest"))
     return SCRIPT.format(busybox=BUSYBOX, exec_json=shlex.quote(json.dumps(exec_argv, separators=(",", ":"))),
                          guest=guest)
 

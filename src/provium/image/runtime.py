@@ -1,40 +1,43 @@
 """The Python runtime the agent overlay carries, taken from the host.
 
-The guest gets the interpreter that runs provium itself (so the bytecode we compile
-here is the bytecode it runs), the shared libraries it links, run through its own
-`ld-linux` with `--library-path` so nothing lands in the guest's /lib, the
-extension modules the agent imports, and one stored (uncompressed: zlib itself may
-be an extension module) zip of precompiled stdlib and agent modules.
+The guest gets a host interpreter of the same major.minor version as the one
+running provium, the shared libraries it links (run through its own `ld-linux`
+with `--library-path`, so nothing lands in the guest's /lib), the extension
+modules the agent imports, and one stored zip (uncompressed: zlib itself may be
+an extension module) of precompiled stdlib and agent modules.
 
-Which stdlib modules: measured, not guessed.  A host subprocess of the same
+Which stdlib modules: measured, not guessed.  A host subprocess of the chosen
 interpreter imports every agent module plus every module named by an `import`
 anywhere in the agent's source (function-level ones too), and we ship what
-`sys.modules` then holds.
+`sys.modules` then holds.  The same subprocess compiles everything, so the
+bytecode is the guest interpreter's own, and records the code `dataclasses`
+compiles while the agent imports (see guest_boot.py).
 """
 
 from __future__ import annotations
 
 import ast
-import importlib.util
 import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-import sysconfig
+import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ImageError
 
-GUEST_ROOT = "provium"  # everything but /sbin/provium-agent lives under /provium
-GUEST_LIB = f"/{GUEST_ROOT}/lib"
-GUEST_PYTHON = f"/{GUEST_ROOT}/bin/python3"
-GUEST_DYNLOAD = f"{GUEST_LIB}/python3/lib-dynload"
-GUEST_SITE = f"{GUEST_LIB}/python3/site-packages"
+GUEST_LIB = "/provium/lib"
+GUEST_PYTHON = "/provium/bin/python3"
+GUEST_PYDIR = f"{GUEST_LIB}/python3"
+GUEST_DYNLOAD = f"{GUEST_PYDIR}/lib-dynload"
+GUEST_SITE = f"{GUEST_PYDIR}/site-packages"
 GUEST_ZIP = f"{GUEST_LIB}/python3.zip"
+GUEST_CODE_CACHE = f"{GUEST_PYDIR}/dataclass-code.bin"
+BOOT_MODULE = "provium_boot"
 # `python3._pth` beside the interpreter fixes sys.path and implies isolated mode and
 # no `site`: the guest's PYTHON* variables and any Python of its own cannot interfere.
 PTH = "../lib/python3.zip\n../lib/python3/lib-dynload\n../lib/python3/site-packages\n"
@@ -45,7 +48,7 @@ STDLIB_EXTRA = (
     "runpy", "encodings.utf_8", "encodings.ascii", "encodings.latin_1", "encodings.utf_8_sig",
     "traceback", "linecache", "tokenize", "ctypes", "subprocess", "selectors", "signal",
     "threading", "socket", "select", "errno", "fcntl", "struct", "json", "json.decoder",
-    "json.encoder", "json.scanner",
+    "json.encoder", "json.scanner", "marshal",
 )
 
 AGENT_PACKAGE = "provium.agent"
@@ -57,19 +60,51 @@ class Runtime:
 
     files: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     loader: str = ""  # guest path of ld-linux
-    modules: list[str] = field(default_factory=list)  # stdlib modules in the zip (for reports)
+    python: Path | None = None  # the host interpreter shipped
+    modules: list[str] = field(default_factory=list)  # stdlib modules in the zip
 
-    def argv(self, *args: str) -> list[str]:
-        return [self.loader, "--library-path", GUEST_LIB, GUEST_PYTHON, "-X", "utf8", *args]
+    def argv(self, module: str, *args: str) -> list[str]:
+        """Guest argv running `python -m module args` through the bundled loader."""
+        return [self.loader, "--library-path", GUEST_LIB, GUEST_PYTHON, "-X", "utf8",
+                "-m", BOOT_MODULE, module, *args]
 
 
-def host_python() -> Path:
+def _version_of(python: Path) -> str | None:
+    try:
+        out = subprocess.run([str(python), "-I", "-S", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def running_python() -> Path:
     """The real interpreter binary behind this process (a venv's python is a symlink to it)."""
     exe = getattr(sys, "_base_executable", None) or sys.executable
     path = Path(os.path.realpath(exe))
     if not path.is_file():
         raise ImageError(f"cannot locate the host Python interpreter (sys.executable = {sys.executable!r})")
     return path
+
+
+def host_python() -> Path:
+    """The interpreter to ship.
+
+    $PROVIUM_GUEST_PYTHON if set; else the distribution's `/usr/bin/pythonX.Y` when
+    it is the same X.Y as ours (distributions build it with optimisations and a
+    static libpython, which starts markedly faster under TCG); else our own.
+    """
+    env = os.environ.get("PROVIUM_GUEST_PYTHON")
+    want = "%d.%d" % sys.version_info[:2]
+    if env:
+        p = Path(os.path.realpath(env))
+        if _version_of(p) != want:
+            raise ImageError(f"$PROVIUM_GUEST_PYTHON `{env}` is not a Python {want} (the agent's bytecode needs the same version)")
+        return p
+    system = Path(f"/usr/bin/python{want}")
+    if system.is_file() and os.access(system, os.X_OK) and _version_of(system) == want and elf_deps(system)[1]:
+        return Path(os.path.realpath(system))
+    return running_python()
 
 
 def elf_deps(path: Path) -> tuple[list[Path], Path | None]:
@@ -100,12 +135,10 @@ def elf_deps(path: Path) -> tuple[list[Path], Path | None]:
 
 
 def _strip(data: bytes, name: str) -> bytes:
-    """Drop symbols and debug info (libpython shrinks ~4x); unchanged if `strip` is absent."""
+    """Drop symbols and debug info (a pyenv libpython shrinks ~4x); unchanged without `strip`."""
     strip = shutil.which("strip")
     if not strip:
         return data
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="provium-strip-") as d:
         src, dst = Path(d) / name, Path(d) / (name + ".out")
         src.write_bytes(data)
@@ -113,7 +146,7 @@ def _strip(data: bytes, name: str) -> bytes:
         return dst.read_bytes() if r.returncode == 0 and dst.exists() else data
 
 
-def _agent_source_roots() -> Path:
+def _src_root() -> Path:
     import provium
 
     return Path(provium.__file__).resolve().parent.parent
@@ -126,15 +159,15 @@ def _agent_files(src_root: Path) -> list[Path]:
 
 
 def _input_files(src_root: Path) -> list[Path]:
-    """Sources that may end up in the overlay: agent, protocol and the package root."""
+    """Sources that may end up in the overlay: agent, protocol, the package root, the boot shim."""
     proto = src_root / "provium" / "protocol"
     return [src_root / "provium" / "__init__.py", *_agent_files(src_root),
-            *sorted(p for p in proto.rglob("*.py") if "__pycache__" not in p.parts)]
+            *sorted(p for p in proto.rglob("*.py") if "__pycache__" not in p.parts),
+            Path(__file__).with_name("guest_boot.py")]
 
 
 def _module_name(src_root: Path, path: Path) -> str:
-    rel = path.relative_to(src_root).with_suffix("")
-    parts = list(rel.parts)
+    parts = list(path.relative_to(src_root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -165,35 +198,68 @@ def _imports_in(path: Path, modname: str) -> set[str]:
     return out
 
 
+# Runs in the interpreter being shipped.  argv[1]: JSON request; argv[2]: output file.
 _MEASURE = r"""
-import importlib, json, sys
-sys.path[:0] = json.loads(sys.argv[1])
+import builtins, importlib, json, sys
+req = json.loads(sys.argv[1])
+sys.path[:0] = req["paths"]
+import dataclasses
+recorded = {}
+real_exec = builtins.exec
+def recording_exec(source, globals=None, locals=None):
+    if isinstance(source, str):
+        code = recorded.get(source)
+        if code is None:
+            code = recorded[source] = compile(source, "<string>", "exec", dont_inherit=True)
+        return real_exec(code, globals, locals)
+    return real_exec(source, globals, locals)
+dataclasses.exec = recording_exec
 failed = {}
-for name in json.loads(sys.argv[2]):
+for name in req["modules"]:
     try:
         importlib.import_module(name)
-    except Exception as exc:  # `from x import name` where name is not a module, etc.
+    except Exception as exc:  # `from x import name` where name is no module, etc.
         failed[name] = repr(exc)
-mods = {n: getattr(m, "__file__", None) for n, m in list(sys.modules.items())}
-print(json.dumps({"modules": mods, "failed": failed}))
+modules = {n: getattr(m, "__file__", None) for n, m in list(sys.modules.items())}
+# What the measuring itself needs is imported only now, so it is not counted.
+import importlib.util, marshal, os, sysconfig
+from importlib._bootstrap_external import _code_to_hash_pyc
+stdlib = os.path.realpath(sysconfig.get_paths()["stdlib"])
+def pyc(path, guest_name):
+    with open(path, "rb") as f:
+        src = f.read()
+    code = compile(src, guest_name, "exec", dont_inherit=True)
+    # unchecked hash-based: never revalidated against a source (the guest has none)
+    return bytes(_code_to_hash_pyc(code, importlib.util.source_hash(src), checked=False))
+compiled = {}
+for name, file in modules.items():
+    if not file or not file.endswith(".py"):
+        continue
+    real = os.path.realpath(file)
+    if real.startswith(stdlib + os.sep) and "site-packages" not in real and "dist-packages" not in real:
+        rel = real[len(stdlib) + 1:]
+        compiled["stdlib/" + rel[:-3] + ".pyc"] = pyc(real, req["zip"] + "/" + rel)
+for path, guest_name in req["compile"]:
+    compiled[path] = pyc(path, guest_name)
+dynload = os.path.join(stdlib, "lib-dynload")
+with open(sys.argv[2], "wb") as f:
+    marshal.dump({"modules": modules, "failed": failed, "stdlib": stdlib, "dynload": dynload,
+                  "compiled": compiled, "dataclass_code": marshal.dumps(recorded)}, f)
 """
 
 
-def measure_modules(python: Path, paths: list[str], names: list[str]) -> dict[str, str | None]:
-    """Run `python` (isolated, no site), import `names`, return sys.modules as {name: file}."""
-    proc = subprocess.run([str(python), "-I", "-S", "-X", "utf8", "-c", _MEASURE, json.dumps(paths), json.dumps(sorted(names))],
-                          capture_output=True, text=True, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
-    if proc.returncode != 0:
-        raise ImageError(f"measuring the agent's imports with {python} failed:\n{proc.stderr.strip()[-2000:]}")
-    return json.loads(proc.stdout)["modules"]
+def _measure(python: Path, paths: list[str], names: list[str], compile_files: list[tuple[str, str]]) -> dict:
+    import marshal
 
-
-def _pyc(source: bytes, guest_filename: str) -> bytes:
-    """An unchecked-hash .pyc: never revalidated against a source (there is none in the guest)."""
-    code = compile(source, guest_filename, "exec", dont_inherit=True)
-    from importlib._bootstrap_external import _code_to_hash_pyc  # the one stdlib encoder of the pyc header
-
-    return bytes(_code_to_hash_pyc(code, importlib.util.source_hash(source), checked=False))
+    req = {"paths": paths, "modules": sorted(names), "compile": compile_files, "zip": GUEST_ZIP}
+    with tempfile.TemporaryDirectory(prefix="provium-measure-") as d:
+        out = Path(d) / "out.marshal"
+        proc = subprocess.run([str(python), "-I", "-S", "-X", "utf8", "-c", _MEASURE, json.dumps(req), str(out)],
+                              capture_output=True, text=True, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                              cwd=d)
+        if proc.returncode != 0 or not out.exists():
+            raise ImageError(f"measuring the agent's imports with {python} failed:\n{proc.stderr.strip()[-2000:]}")
+        return marshal.loads(out.read_bytes())
 
 
 def _zip(entries: dict[str, bytes]) -> bytes:
@@ -206,81 +272,69 @@ def _zip(entries: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def _rel_in(path: str | None, root: str) -> str | None:
-    if not path:
-        return None
-    p = os.path.realpath(path)
-    root = os.path.realpath(root)
-    if p.startswith(root + os.sep):
-        return p[len(root) + 1:]
-    return None
-
-
 def inputs() -> list[Path]:
     """Host files whose change must rebuild the overlay (for its cache key)."""
-    src = _agent_source_roots()
-    python = host_python()
-    out = [python, *elf_deps(python)[0], *_input_files(src), Path(__file__)]
     import msgpack
 
+    python = host_python()
+    out = [python, *elf_deps(python)[0], *_input_files(_src_root()), Path(__file__)]
     out += sorted(p for p in Path(msgpack.__file__).parent.iterdir() if p.suffix in (".py", ".so"))
     return out
 
 
 def collect() -> Runtime:
-    """Gather the runtime files (reads the host; takes ~1 s)."""
+    """Gather the runtime files (reads the host; takes a second or two)."""
+    import msgpack
+
     python = host_python()
-    src_root = _agent_source_roots()
+    src_root = _src_root()
     agent_files = _agent_files(src_root)
-    names: set[str] = set(STDLIB_EXTRA) | {"msgpack", "provium.agent.guest"}
+    names: set[str] = set(STDLIB_EXTRA) | {"msgpack", "provium.agent.guest", "provium.agent.__main__"}
     for f in agent_files:
         mod = _module_name(src_root, f)
         names.add(mod)
         names |= _imports_in(f, mod)
-    import msgpack
-
     msgpack_dir = Path(msgpack.__file__).resolve().parent
-    modules = measure_modules(python, [str(src_root), str(msgpack_dir.parent)], sorted(names))
-
-    stdlib = sysconfig.get_paths()["stdlib"]
-    # The venv's sysconfig points at the base installation's stdlib; lib-dynload is under it.
-    dynload = os.path.join(stdlib, "lib-dynload")
-    rt = Runtime()
-    zip_entries: dict[str, bytes] = {}
-    dyn_so: list[Path] = []
-    provium_files: set[Path] = set(agent_files)
-    for name, file in sorted(modules.items()):
-        top = name.split(".")[0]
-        if top == "provium" and file:
+    boot_src = Path(__file__).with_name("guest_boot.py")
+    # Provium sources are compiled in a second pass, once we know which were imported.
+    first = _measure(python, [str(src_root), str(msgpack_dir.parent)], sorted(names), [])
+    provium_files = set(agent_files)
+    for name, file in first["modules"].items():
+        if name.split(".")[0] == "provium" and file:
             provium_files.add(Path(file).resolve())
-        if top in ("provium", "msgpack"):
-            continue
-        rel = _rel_in(file, dynload)
-        if rel is not None:
-            dyn_so.append(Path(file))
-            continue
-        rel = _rel_in(file, stdlib)
-        if rel is None or not rel.endswith(".py") or rel.startswith("site-packages"):
-            continue  # built in, frozen, or not stdlib
-        zip_entries[rel[:-3] + ".pyc"] = _pyc(Path(file).read_bytes(), f"{GUEST_ZIP}/{rel}")
-        rt.modules.append(name)
-    for f in sorted(provium_files):
-        rel = f.relative_to(src_root).as_posix()
-        zip_entries[rel[:-3] + ".pyc"] = _pyc(f.read_bytes(), f"{GUEST_ZIP}/{rel}")
-    rt.files[GUEST_ZIP] = (_zip(zip_entries), 0o644)
+    compile_files = [(str(f), f"{GUEST_ZIP}/{f.relative_to(src_root).as_posix()}") for f in sorted(provium_files)]
+    compile_files.append((str(boot_src), f"{GUEST_ZIP}/{BOOT_MODULE}.py"))
+    msgpack_py = sorted(p for p in msgpack_dir.iterdir() if p.suffix == ".py")
+    compile_files += [(str(p), f"{GUEST_SITE}/msgpack/{p.name}") for p in msgpack_py]
+    m = _measure(python, [str(src_root), str(msgpack_dir.parent)], sorted(names), compile_files)
 
-    # msgpack as a directory: its C extension cannot be imported from a zip.  If the
-    # extension fails to load in the guest, msgpack falls back to its pure-Python code.
+    rt = Runtime(python=python)
+    zip_entries: dict[str, bytes] = {}
+    for key, data in m["compiled"].items():
+        if key.startswith("stdlib/"):
+            zip_entries[key[len("stdlib/"):]] = data
+    for f in provium_files:
+        zip_entries[f.relative_to(src_root).with_suffix(".pyc").as_posix()] = m["compiled"][str(f)]
+    zip_entries[f"{BOOT_MODULE}.pyc"] = m["compiled"][str(boot_src)]
+    rt.files[GUEST_ZIP] = (_zip(zip_entries), 0o644)
+    rt.files[GUEST_CODE_CACHE] = (m["dataclass_code"], 0o644)
+    rt.modules = sorted(n for n, f in m["modules"].items() if f and os.path.realpath(f).startswith(m["stdlib"] + os.sep))
+
     elf: list[Path] = [python]
+    dyn = m["dynload"]
+    for name, file in sorted(m["modules"].items()):
+        if file and os.path.realpath(file).startswith(dyn + os.sep):
+            so = Path(os.path.realpath(file))
+            rt.files[f"{GUEST_DYNLOAD}/{so.name}"] = (_strip(so.read_bytes(), so.name), 0o755)
+            elf.append(so)
+    # msgpack as a directory: its C extension cannot load from a zip.  Should the
+    # extension not load in the guest, msgpack falls back to its pure-Python code.
+    for p in msgpack_py:
+        rt.files[f"{GUEST_SITE}/msgpack/{p.stem}.pyc"] = (m["compiled"][str(p)], 0o644)
     for p in sorted(msgpack_dir.iterdir()):
-        if p.suffix == ".py":
-            rt.files[f"{GUEST_SITE}/msgpack/{p.stem}.pyc"] = (_pyc(p.read_bytes(), f"{GUEST_SITE}/msgpack/{p.name}"), 0o644)
-        elif p.suffix == ".so":
+        if p.suffix == ".so":
             rt.files[f"{GUEST_SITE}/msgpack/{p.name}"] = (_strip(p.read_bytes(), p.name), 0o755)
             elf.append(p)
-    for so in dyn_so:
-        rt.files[f"{GUEST_DYNLOAD}/{so.name}"] = (_strip(so.read_bytes(), so.name), 0o755)
-        elf.append(so)
 
     libs: dict[str, Path] = {}
     loader: Path | None = None
@@ -291,7 +345,7 @@ def collect() -> Runtime:
         loader = loader or ld
     if loader is None:
         raise ImageError(f"{python} is statically linked; provium needs a dynamically linked Python "
-                         "(its loader runs it in the guest)")
+                         "(its own loader runs it in the guest)")
     for soname, path in sorted(libs.items()):
         rt.files[f"{GUEST_LIB}/{soname}"] = (_strip(path.read_bytes(), soname), 0o755)
     rt.loader = f"{GUEST_LIB}/{loader.name}"
@@ -299,4 +353,3 @@ def collect() -> Runtime:
     rt.files[GUEST_PYTHON] = (_strip(python.read_bytes(), "python3"), 0o755)
     rt.files[GUEST_PYTHON + "._pth"] = (PTH.encode(), 0o644)
     return rt
-

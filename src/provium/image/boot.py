@@ -1,0 +1,155 @@
+"""What a profile boots: kernel, initrd (profile's || agent overlay || per-boot files), cmdline.
+
+Linux unpacks concatenated (compressed) cpio archives in order, later entries
+replacing earlier ones, so injecting the agent never rewrites the user's initrd:
+we append to it.  The merged image is cached by the hash of its parts; the
+per-boot `files` segment is written into the VM's scratch directory instead,
+being different on almost every boot.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..config import Profile
+from . import cache, initramfs, overlay
+from .cpio import CpioError, CpioWriter, gzip_bytes, norm_path
+from .errors import ImageError
+from .kernel import find_kernel
+
+RDINIT = "rdinit=/sbin/provium-agent"
+
+
+@dataclass
+class BootImages:
+    kernel: Path
+    initrd: Path | None
+    cmdline: str
+
+
+def prepare_profile(profile: Profile, cache_dir: str | os.PathLike | None = None) -> tuple[Path, Path | None]:
+    """(kernel, initrd) of a profile, before agent injection.
+
+    The built-in `linux` profile gets the host's newest packaged kernel and an
+    initramfs built (once, then cached) from busybox-static and its modules.
+    Other profiles' paths are checked to exist and be readable.
+    """
+    if profile.builtin and not profile.kernel:
+        k = find_kernel()
+        return k.path, initramfs.ensure(k, cache_dir)
+    kernel = profile.resolve(profile.kernel)
+    if kernel is None:
+        raise ImageError(f"profile `{profile.name}`: no `kernel` set")
+    _check_readable(profile, "kernel", kernel)
+    initrd = profile.resolve(profile.initrd)
+    if initrd is not None:
+        _check_readable(profile, "initrd", initrd)
+    return kernel, initrd
+
+
+def _check_readable(profile: Profile, key: str, path: Path) -> None:
+    hint = " (run `provium prepare` to build it)" if profile.build else ""
+    if not path.exists():
+        raise ImageError(f"profile `{profile.name}`: {key} `{path}` does not exist{hint}")
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise ImageError(f"profile `{profile.name}`: {key} `{path}` is not a readable file")
+
+
+def overlay_path(profile: Profile, cache_dir=None) -> Path:
+    """The profile's `agent_overlay_path`, or the overlay provium builds from its own agent."""
+    if profile.agent_overlay_path:
+        p = profile.resolve(profile.agent_overlay_path)
+        _check_readable(profile, "agent_overlay_path", p)
+        return p
+    return overlay.ensure(cache_dir)
+
+
+def agent_initrd(profile: Profile, initrd: Path | None, cache_dir=None) -> Path:
+    """initrd || overlay (or the overlay alone), cached by the hash of both parts."""
+    ov = overlay_path(profile, cache_dir)
+    if initrd is None:
+        return ov
+    h = cache.Hasher("merged-initrd").add_file("initrd", initrd).add_file("overlay", ov)
+    path = cache.image_dir(cache_dir) / f"merged-{h.hexdigest()[:24]}.cpio.gz"
+    if not path.exists():
+        cache.concat_files(path, [initrd, ov])
+    return path
+
+
+def boot_cmdline(profile: Profile, override: str | None, append: str, *, inject_agent: bool) -> str:
+    """Profile cmdline (or the boot's replacement) + append + agent rdinit + console=ttyS0."""
+    base = override if override is not None else profile.full_cmdline()
+    words = base.split() + append.split()
+    if inject_agent:
+        rdinits = [w for w in words if w.startswith("rdinit=")]
+        wrong = [w for w in rdinits if w != RDINIT]
+        if wrong:
+            raise ImageError(
+                f"profile `{profile.name}`: the kernel cmdline sets `{wrong[0]}`, but provium starts its agent "
+                f"with `{RDINIT}`; remove the `rdinit=` from the cmdline, or set `inject_agent = false` "
+                "in the profile if the initrd starts the agent itself")
+        if not rdinits:
+            words.append(RDINIT)
+    if not any(w == "console=ttyS0" or w.startswith("console=ttyS0,") for w in words):
+        words.append("console=ttyS0")
+    return " ".join(words)
+
+
+def files_segment(files: Iterable[Any]) -> bytes:
+    """The per-boot files as a gzip'd newc cpio (ancestors 0755 first, files 0644 by default).
+
+    gzip-wrapped because the kernel only takes an uncompressed segment at a 4-byte
+    aligned offset, and the segments before it end wherever they end.
+    """
+    w = CpioWriter()
+    entries = []
+    for f in files:
+        path = getattr(f, "path", None)
+        try:
+            name = norm_path(path, "boot_opts.files: path")
+        except CpioError as exc:
+            raise ImageError(str(exc)) from None
+        mode = getattr(f, "mode", 0o644)
+        if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
+            raise ImageError(f"boot_opts.files: `mode` for `{path}` must be an integer permission mask "
+                             f"(e.g. 0x1ed for 0755), got {mode!r}")
+        content = getattr(f, "content", b"")
+        if isinstance(content, str):
+            content = content.encode()
+        entries.append((name, bytes(content), mode))
+    dirs = sorted({"/".join(n.split("/")[:i]) for n, _, _ in entries for i in range(1, n.count("/") + 1)})
+    for d in dirs:
+        w.add_dir(d, 0o755)
+    seen: dict[str, int] = {}
+    for i, (name, content, mode) in enumerate(entries):
+        if name in dirs:
+            raise ImageError(f"boot_opts.files: `{name}` is both a file and the directory of another file")
+        seen[name] = i  # a later entry for the same path wins, as it would in the guest
+    for name, i in sorted(seen.items(), key=lambda kv: kv[1]):
+        _, content, mode = entries[i]
+        w.add_file(name, content, mode)
+    return gzip_bytes(bytes(w))
+
+
+def compose(profile: Profile, *, kernel_cmdline: str | None = None, kernel_cmdline_append: str = "",
+            files: Iterable[Any] = (), scratch: Path, cache_dir=None) -> BootImages:
+    """Everything QEMU's -kernel/-initrd/-append need for one boot of `profile`."""
+    kernel, initrd = prepare_profile(profile, cache_dir)
+    cmdline = boot_cmdline(profile, kernel_cmdline, kernel_cmdline_append, inject_agent=profile.inject_agent)
+    if profile.inject_agent:
+        initrd = agent_initrd(profile, initrd, cache_dir)
+    files = list(files)
+    if files:
+        segment = files_segment(files)
+        out = scratch / "initrd.img"
+        cache.concat_files(out, ([initrd] if initrd else []) + [segment])
+        initrd = out
+    return BootImages(kernel, initrd, cmdline)
+
+
+def describe(images: BootImages) -> str:
+    return f"kernel {images.kernel}, initrd {images.initrd or '(none)'}, cmdline {shlex.quote(images.cmdline)}"

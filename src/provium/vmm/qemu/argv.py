@@ -1,0 +1,94 @@
+"""The QEMU command line for one VM (pure: no I/O, so tests can pin it)."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from pathlib import Path
+
+AGENT_PORT = "org.provium.agent"
+RNG_SEED_FW_CFG = "opt/provium/rng-seed"
+# microvm's defaults leave no timer a stock distribution kernel can calibrate against
+# (it hangs at "tsc: Unable to calibrate"); the legacy PIT/PIC/RTC make it boot.
+MICROVM = "microvm,pit=on,pic=on,rtc=on"
+
+
+@dataclass
+class Disk:
+    id: str
+    path: str
+    readonly: bool = False
+
+
+@dataclass
+class QemuConfig:
+    qemu: str
+    machine: str  # "q35" | "microvm"
+    accel: str  # "kvm" | "tcg"
+    memory_bytes: int
+    cpus: int
+    kernel: Path
+    initrd: Path | None
+    cmdline: str
+    scratch: Path
+    rng_seed: int | None = None
+    initial_time: float | None = None
+    disks: list[Disk] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)  # e.g. NIC arguments from the network layer
+
+
+def _q(path: str | Path) -> str:
+    """A path inside a QEMU option value: commas are doubled."""
+    return str(path).replace(",", ",,")
+
+
+def rtc_base(initial_time: float | None) -> str | None:
+    """`-rtc base=` text for a unix time, or None when QEMU cannot express it."""
+    if initial_time is None:
+        return None
+    try:
+        t = datetime.datetime.fromtimestamp(int(initial_time), tz=datetime.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+    if not 1970 <= t.year <= 9999:
+        return None
+    return t.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def build(c: QemuConfig) -> list[str]:
+    mib = max(1, c.memory_bytes >> 20)
+    pci = c.machine != "microvm"
+    machine = MICROVM if c.machine == "microvm" else "q35"
+    s = c.scratch
+    argv = [
+        c.qemu,
+        "-M", f"{machine},accel={c.accel}",
+        *(["-cpu", "host"] if c.accel == "kvm" else []),
+        "-m", f"{mib}M",
+        "-smp", str(max(1, c.cpus)),
+        "-nodefaults", "-no-reboot", "-display", "none", "-no-user-config",
+        "-kernel", _q(c.kernel),
+        *(["-initrd", _q(c.initrd)] if c.initrd else []),
+        "-append", c.cmdline,
+        "-qmp", f"unix:{_q(s / 'qmp.sock')},server=on,wait=off",
+        "-chardev", f"socket,id=console,path={_q(s / 'console.sock')},server=on,wait=off,"
+                    f"logfile={_q(s / 'console.log')},logappend=on",
+        "-serial", "chardev:console",
+        "-device", "virtio-serial-pci,id=vser0" if pci else "virtio-serial-device,id=vser0",
+        "-chardev", f"socket,id=agent,path={_q(s / 'agent.sock')},server=on,wait=off",
+        "-device", f"virtserialport,bus=vser0.0,chardev=agent,name={AGENT_PORT}",
+    ]
+    base = rtc_base(c.initial_time)
+    if base is not None:
+        argv += ["-rtc", f"base={base},clock=host"]
+    if c.rng_seed is not None:
+        argv += ["-fw_cfg", f"name={RNG_SEED_FW_CFG},string={c.rng_seed & (2**64 - 1):016x}"]
+    blk = "virtio-blk-pci" if pci else "virtio-blk-device"
+    for i, d in enumerate(c.disks):
+        # QEMU ids are restricted; the user's id goes in the serial (the guest sees it
+        # in /sys/block/vdX/serial), the attachment order gives vda, vdb, ...
+        ro = ",readonly=on" if d.readonly else ""
+        argv += ["-drive", f"if=none,id=drive{i},format=raw,file={_q(d.path)}{ro}",
+                 "-device", f"{blk},drive=drive{i},serial={_q(d.id[:20])}"]
+    argv += c.extra
+    return argv

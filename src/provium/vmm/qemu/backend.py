@@ -1,0 +1,385 @@
+"""The QEMU backend: one `qemu-system-x86_64` per VM, driven over QMP, agent over virtio-serial.
+
+Per VM a scratch directory `$TMPDIR/provium-qemu-<our pid>/vm-<cid>/` holds the
+QMP socket, the agent's chardev socket, the console socket and log, QEMU's
+stderr and the per-boot initrd.  It goes away at shutdown, and the whole
+`provium-qemu-<pid>` root at `close()`; roots left by a process that was killed
+are swept the next time a backend starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import shlex
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from ... import image
+from ...config import VALID_ACCEL
+from ...protocol.mux import ClientError, ConnectionLost, MuxClient
+from ..base import VmInstance, Vmm, VmmError, VmSpec
+from . import accel as accel_mod
+from . import argv as argv_mod
+from . import process
+from .qmp import Qmp, QmpError
+
+DEFAULT_QEMU = "qemu-system-x86_64"
+DEFAULT_BOOT_TIMEOUT = 30.0
+QMP_CONNECT_TIMEOUT = 5.0
+QUIT_GRACE = 2.0
+RESET_EVENT_TIMEOUT = 10.0
+CONSOLE_TAIL = 4096
+KEEP_CONSOLE = 256 << 10  # kept in memory after shutdown, when the log file is gone
+
+_cids = itertools.count(3)  # process-wide, like vsock CIDs (0-2 are reserved there)
+
+
+def console_block(tail: bytes) -> str:
+    text = tail.decode("utf-8", "replace")
+    return f"\n--- guest console (last bytes) ---\n{text}\n--- end guest console ---"
+
+
+def _tail(path: Path, n: int) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - n))
+            return f.read()
+    except OSError:
+        return b""
+
+
+def sweep_stale_roots(tmp: Path) -> None:
+    """Remove scratch roots of provium processes that no longer exist (killed ones)."""
+    try:
+        entries = list(tmp.glob("provium-qemu-*"))
+    except OSError:
+        return
+    for d in entries:
+        try:
+            pid = int(d.name.rsplit("-", 1)[1])
+        except ValueError:
+            continue
+        if pid == os.getpid() or d.stat().st_uid != os.getuid():
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # still running
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:
+            continue
+
+
+class QemuVmm(Vmm):
+    name = "qemu"
+
+    def __init__(self, *, accel: str | None = None, qemu: str | None = None, cache_dir: str | None = None,
+                 boot_timeout: float | None = None, scratch_root: str | None = None) -> None:
+        if accel is not None and accel not in VALID_ACCEL:
+            raise VmmError(f"qemu backend: accel {accel!r} is not valid (valid: {', '.join(VALID_ACCEL)})")
+        self.accel = accel
+        self.qemu = qemu or DEFAULT_QEMU
+        self.cache_dir = cache_dir
+        self.boot_timeout = boot_timeout
+        self._scratch_root_base = Path(scratch_root) if scratch_root else Path(tempfile.gettempdir())
+        self._root: Path | None = None
+        self._instances: set[QemuInstance] = set()
+        self.accel_notes: list[str] = []
+
+    # ---- helpers ---------------------------------------------------------------------
+
+    def qemu_binary(self) -> str:
+        found = shutil.which(self.qemu)
+        if not found:
+            raise VmmError(f"qemu backend: `{self.qemu}` not found on PATH\n"
+                           "  → apt-get install qemu-system-x86 (or use --vmm local to run without VMs)")
+        return found
+
+    def _scratch_root(self) -> Path:
+        if self._root is None:
+            sweep_stale_roots(self._scratch_root_base)
+            root = self._scratch_root_base / f"provium-qemu-{os.getpid()}"
+            # Unix socket paths are limited to 107 bytes; long $TMPDIRs fall back to /tmp.
+            if len(str(root / "vm-999999" / "console.sock")) > 100:
+                root = Path("/tmp") / f"provium-qemu-{os.getpid()}"
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._root = root
+        return self._root
+
+    def _disks(self, spec: VmSpec) -> list[argv_mod.Disk]:
+        out: list[argv_mod.Disk] = []
+        seen: dict[str, str] = {}
+        for i, d in enumerate(spec.profile.disks):
+            did = d.id or f"disk{i}"
+            path = spec.profile.resolve(d.path)
+            self._check_disk(did, d, path)
+            seen[did] = "profile"
+            out.append(argv_mod.Disk(did, str(path), bool(d.readonly)))
+        for i, d in enumerate(spec.disks):
+            did = getattr(d, "id", None) or f"boot{i}"
+            if did in seen:
+                raise VmmError(f"disk id `{did}` is already attached by the profile; give the boot's disk a different id")
+            path = Path(os.path.expanduser(d.path))
+            self._check_disk(did, d, path)
+            seen[did] = "boot"
+            out.append(argv_mod.Disk(did, str(path), bool(getattr(d, "readonly", False))))
+        return out
+
+    @staticmethod
+    def _check_disk(did: str, d, path: Path | None) -> None:
+        if getattr(d, "mediated", False):
+            raise VmmError(f"disk `{did}`: mediated (fault-injectable) disks are not yet implemented on the qemu backend")
+        if path is None or not path.is_file():
+            raise VmmError(f"disk `{did}`: no image at `{path}` (provium does not create one)")
+
+    @staticmethod
+    def _nic_args(spec: VmSpec, pci: bool) -> list[str]:
+        out: list[str] = []
+        for nic in spec.nics:
+            fn = getattr(nic, "qemu_args", None)
+            if fn is None:
+                raise VmmError(f"NIC {nic!r}: the qemu backend does not know how to attach it")
+            out += list(fn(pci))
+        return out
+
+    # ---- launch ----------------------------------------------------------------------
+
+    async def launch(self, spec: VmSpec) -> "QemuInstance":
+        qemu = self.qemu_binary()
+        cid = next(_cids)
+        scratch = self._scratch_root() / f"vm-{cid}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(mode=0o700)
+        try:
+            inst = await self._launch(spec, qemu, cid, scratch)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        self._instances.add(inst)
+        return inst
+
+    async def _launch(self, spec: VmSpec, qemu: str, cid: int, scratch: Path) -> "QemuInstance":
+        profile = spec.profile
+        try:
+            images = await asyncio.to_thread(
+                image.compose, profile, kernel_cmdline=spec.kernel_cmdline,
+                kernel_cmdline_append=spec.kernel_cmdline_append or "", files=spec.files,
+                scratch=scratch, cache_dir=self.cache_dir)
+        except image.ImageError as exc:
+            raise VmmError(str(exc)) from None
+        requested = spec.accel or self.accel or profile.accel or "auto"
+        accel, why = await asyncio.to_thread(accel_mod.resolve, requested, qemu=qemu, kernel=images.kernel,
+                                             cache_dir=self.cache_dir)
+        if requested == "auto" and accel == "tcg" and why and why not in self.accel_notes:
+            self.accel_notes.append(why)
+        pci = profile.machine != "microvm"
+        cfg = argv_mod.QemuConfig(
+            qemu=qemu, machine=profile.machine, accel=accel, memory_bytes=spec.memory_bytes, cpus=spec.cpus,
+            kernel=images.kernel, initrd=images.initrd, cmdline=images.cmdline, scratch=scratch,
+            rng_seed=spec.rng_seed, initial_time=spec.initial_time, disks=self._disks(spec),
+            extra=self._nic_args(spec, pci))
+        argv = argv_mod.build(cfg)
+        (scratch / "qemu.argv").write_text(shlex.join(argv) + "\n")
+        timeout = spec.agent_boot_timeout or profile.agent_boot_timeout or self.boot_timeout or DEFAULT_BOOT_TIMEOUT
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        started = time.monotonic()
+        proc = process.spawn(argv, stderr_path=scratch / "qemu.stderr", cwd=scratch)
+        inst = QemuInstance(self, spec, cid, proc, scratch, accel, timeout)
+        try:
+            await inst._qmp_connect(min(QMP_CONNECT_TIMEOUT, timeout))
+            inst.client = await inst._connect_agent(deadline)
+        except BaseException as exc:
+            detail = inst._failure_text(exc, timeout)
+            await inst._kill()
+            if isinstance(exc, (VmmError, ClientError, OSError, asyncio.TimeoutError)):
+                raise VmmError(detail) from None
+            raise
+        inst.boot_seconds = time.monotonic() - started
+        return inst
+
+    async def close(self) -> None:
+        for inst in list(self._instances):
+            try:
+                await inst.shutdown()
+            except Exception:
+                pass
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = None
+
+
+class QemuInstance(VmInstance):
+    backend = "qemu"
+
+    def __init__(self, vmm: QemuVmm, spec: VmSpec, cid: int, proc, scratch: Path, accel: str,
+                 boot_timeout: float) -> None:
+        self.vmm = vmm
+        self.spec = spec
+        self.cid = cid
+        self.proc = proc
+        self.pid = proc.pid
+        self.scratch = scratch
+        self.accel = accel
+        self.boot_timeout = boot_timeout
+        self.console_log = scratch / "console.log"
+        self.console_socket = scratch / "console.sock"
+        self.agent_socket = scratch / "agent.sock"
+        self.qmp = Qmp(f"provium-{spec.name}")
+        self.client = None  # type: ignore[assignment]
+        self.boot_seconds = 0.0
+        self._closed = False
+        self._saved_console: bytes | None = None
+        self._lock = asyncio.Lock()
+
+    # ---- start-up --------------------------------------------------------------------
+
+    async def _qmp_connect(self, timeout: float) -> None:
+        connect = asyncio.ensure_future(self.qmp.connect(self.scratch / "qmp.sock", timeout))
+        while not connect.done():
+            if self.proc.poll() is not None:
+                connect.cancel()
+                raise VmmError("QEMU exited during start-up")
+            await asyncio.wait({connect}, timeout=0.05)
+        connect.result()
+
+    async def _connect_agent(self, deadline: float) -> MuxClient:
+        """Connect to the agent's chardev and complete one hello before `deadline`.
+
+        One hello on one connection is enough: until the guest opens its end of the
+        port, QEMU leaves our bytes in the socket, so the hello waits for the agent.
+        (Repeating it would queue hellos that reset channels the agent has already
+        opened for us.)  Meanwhile QEMU is watched, so a guest that dies fails fast.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            reader, writer = await asyncio.open_unix_connection(str(self.agent_socket))
+            client = MuxClient(reader, writer)
+            client.start()
+            hello = asyncio.ensure_future(client.hello(timeout=None))
+            try:
+                while not hello.done():
+                    if self.proc.poll() is not None:
+                        raise VmmError(f"QEMU exited (status {self.proc.returncode}) before the agent answered")
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        raise asyncio.TimeoutError()
+                    await asyncio.wait({hello}, timeout=min(0.05, left))
+                hello.result()
+                return client
+            except (ConnectionLost, ConnectionError) as exc:
+                # QEMU refuses a new client until it has noticed the previous one
+                # left (after a reset we reconnect at once): try again.
+                await client.close()
+                if self.proc.poll() is not None or loop.time() >= deadline:
+                    raise VmmError(f"agent connection failed: {exc}") from None
+                await asyncio.sleep(0.05)
+            except BaseException:
+                hello.cancel()
+                await client.close()
+                raise
+
+    def _failure_text(self, exc: BaseException, timeout: float) -> str:
+        if isinstance(exc, asyncio.TimeoutError):
+            what = f"the guest agent did not answer within {timeout:g}s"
+        else:
+            what = str(exc)
+        rc = self.proc.poll()
+        if rc is not None:
+            err = _tail(self.scratch / "qemu.stderr", 2048).decode("utf-8", "replace").strip()
+            if err:
+                what += f"\nQEMU said: {err}"
+        return f"{what}{console_block(self.console_tail(CONSOLE_TAIL))}"
+
+    # ---- control ---------------------------------------------------------------------
+
+    async def pause(self) -> None:
+        await self.qmp.execute("stop")
+
+    async def resume(self) -> None:
+        await self.qmp.execute("cont")
+
+    async def wakeup(self) -> None:
+        await self.qmp.execute("system_wakeup")
+
+    async def reset(self) -> None:
+        """Hard reset; returns once the agent of the rebooted guest has answered."""
+        async with self._lock:
+            mark = self.qmp.mark()
+            # -no-reboot turns every reset into a shutdown, and the firmware resets once
+            # more on its way up: allow resets until the new agent has answered.
+            await self.qmp.execute("set-action", {"reboot": "reset"})
+            old, self.client = self.client, None
+            try:
+                if old is not None:
+                    await old.close()
+                await self.qmp.execute("system_reset")
+                if await self.qmp.wait_event(("RESET",), mark, RESET_EVENT_TIMEOUT) is None:
+                    raise VmmError(f"reset: QEMU reported no RESET within {RESET_EVENT_TIMEOUT:g}s")
+                loop = asyncio.get_running_loop()
+                try:
+                    self.client = await self._connect_agent(loop.time() + self.boot_timeout)
+                except asyncio.TimeoutError:
+                    raise VmmError(f"reset: the guest agent did not answer within {self.boot_timeout:g}s"
+                                   + console_block(self.console_tail(CONSOLE_TAIL))) from None
+            finally:
+                if self.proc.poll() is None:
+                    try:
+                        await self.qmp.execute("set-action", {"reboot": "shutdown"})
+                    except QmpError:
+                        pass
+
+    async def power_button(self, timeout: float) -> None:
+        """ACPI power button; returns once QEMU has exited (the guest powered off)."""
+        await self.qmp.execute("system_powerdown")
+        rc = await process.wait_exit(self.proc, timeout)
+        if rc is None:
+            raise VmmError(f"power_button: the guest did not power off within {timeout:g}s"
+                           + console_block(self.console_tail(CONSOLE_TAIL)))
+
+    # ---- teardown --------------------------------------------------------------------
+
+    async def _kill(self) -> None:
+        self._save_console()
+        if self.client is not None:
+            await self.client.close()
+        await self.qmp.close()
+        await process.kill(self.proc)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def _save_console(self) -> None:
+        if self._saved_console is None:
+            self._saved_console = _tail(self.console_log, KEEP_CONSOLE)
+
+    async def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._save_console()
+        if self.client is not None:
+            await self.client.close()
+        if self.proc.poll() is None:
+            try:
+                await self.qmp.execute("quit", timeout=0.5)
+            except QmpError:
+                pass
+        await self.qmp.close()
+        if await process.wait_exit(self.proc, QUIT_GRACE) is None:
+            await process.kill(self.proc)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        self.vmm._instances.discard(self)
+
+    def alive(self) -> bool:
+        if self._closed or self.proc.poll() is not None:
+            return False
+        return self.client is None or self.client.lost is None
+
+    def console_tail(self, n: int = 4096) -> bytes:
+        if self._saved_console is not None:
+            return self._saved_console[-n:] if n else b""
+        return _tail(self.console_log, n) if n else b""

@@ -1,0 +1,109 @@
+"""QMP through the `qemu.qmp` library, plus an event log with marks.
+
+Every event QEMU sends is appended to one log.  A caller that is about to
+trigger something takes `mark()` first and then `wait_event(names, mark)`
+looks only at events after it, so an old RESET or SHUTDOWN can never satisfy
+a new wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any, Iterable
+
+from qemu.qmp import EventListener, QMPClient, QMPError
+
+from ..base import VmmError
+
+COMMAND_TIMEOUT = 30.0
+
+# The library logs every dropped connection (QEMU closes QMP when it quits, which is
+# how every VM ends); we report what matters ourselves.
+logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
+
+
+class QmpError(VmmError):
+    pass
+
+
+class _Log(EventListener):
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[dict] = []
+        self.changed = asyncio.Event()
+
+    async def put(self, event: Any) -> None:  # called by QMPClient for every event
+        self.events.append(dict(event))
+        self.changed.set()
+
+
+class Qmp:
+    def __init__(self, name: str) -> None:
+        self._client = QMPClient(name)
+        self._log = _Log()
+        self._client.register_listener(self._log)
+        self.name = name
+
+    async def connect(self, path: Path, timeout: float) -> None:
+        """Connect, retrying until QEMU listens (it creates the socket early in its start-up)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        last: Exception | None = None
+        while loop.time() < deadline:
+            if path.exists():
+                try:
+                    await asyncio.wait_for(self._client.connect(str(path)), max(0.1, deadline - loop.time()))
+                    return
+                except (QMPError, OSError, asyncio.TimeoutError) as exc:
+                    last = exc
+                    try:
+                        await self._client.disconnect()
+                    except Exception:
+                        pass
+            await asyncio.sleep(0.02)
+        raise QmpError(f"QMP: could not connect to {path} within {timeout:g}s" + (f" ({last})" if last else ""))
+
+    async def execute(self, cmd: str, args: dict | None = None, timeout: float = COMMAND_TIMEOUT) -> Any:
+        try:
+            return await asyncio.wait_for(self._client.execute(cmd, args), timeout)
+        except asyncio.TimeoutError:
+            raise QmpError(f"QMP `{cmd}`: no answer within {timeout:g}s") from None
+        except QMPError as exc:
+            raise QmpError(f"QMP `{cmd}` failed: {exc}") from None
+        except (OSError, EOFError) as exc:
+            raise QmpError(f"QMP `{cmd}`: connection lost ({exc})") from None
+
+    def mark(self) -> int:
+        return len(self._log.events)
+
+    async def wait_event(self, names: Iterable[str], mark: int, timeout: float) -> dict | None:
+        """First event named in `names` logged after `mark`, or None after `timeout`."""
+        wanted = set(names)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        pos = mark
+        while True:
+            self._log.changed.clear()  # before scanning: an event logged after the scan wakes us
+            while pos < len(self._log.events):
+                ev = self._log.events[pos]
+                pos += 1
+                if ev.get("event") in wanted:
+                    return ev
+            left = deadline - loop.time()
+            if left <= 0:
+                return None
+            try:
+                await asyncio.wait_for(self._log.changed.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+
+    def events_since(self, mark: int) -> list[dict]:
+        return list(self._log.events[mark:])
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self._client.disconnect(), 2.0)
+        except Exception:
+            pass
