@@ -54,6 +54,7 @@ def _write_result(path: str, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _die_with_parent()  # first: no window in which a dead dispatcher leaves us running
     ap = argparse.ArgumentParser(prog="python -m provium.runner",
                                  description="Run one provium test file (used by the dispatcher).")
     ap.add_argument("--settings", required=True, help="RunSettings JSON file")
@@ -61,8 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events-fd", type=int, default=None, help="file descriptor for event frames")
     ap.add_argument("file", help="the *.test.lua file")
     args = ap.parse_args(argv)
-
-    _die_with_parent()
 
     from ..events.sinks import FdSink, NullSink
     from .file_runner import run_file
