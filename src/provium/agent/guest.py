@@ -34,7 +34,7 @@ def log(message: str) -> None:
         pass
 
 
-def find_port(name: str = PORT_NAME, ports_dir: str = PORTS_DIR) -> str | None:
+def find_port(name: str = PORT_NAME, ports_dir: str = PORTS_DIR, dev_dir: str = "/dev") -> str | None:
     """/dev path of the virtio-serial port called `name`, or None if not (yet) there."""
     try:
         entries = sorted(os.listdir(ports_dir))
@@ -47,7 +47,7 @@ def find_port(name: str = PORT_NAME, ports_dir: str = PORTS_DIR) -> str | None:
                     continue
         except OSError:
             continue
-        dev = f"/dev/{entry}"
+        dev = f"{dev_dir}/{entry}"
         if os.path.exists(dev):
             return dev
     return None

@@ -102,11 +102,11 @@ class QemuVmm(Vmm):
 
     def _scratch_root(self) -> Path:
         if self._root is None:
-            sweep_stale_roots(self._scratch_root_base)
             root = self._scratch_root_base / f"provium-qemu-{os.getpid()}"
             # Unix socket paths are limited to 107 bytes; long $TMPDIRs fall back to /tmp.
             if len(str(root / "vm-999999" / "console.sock")) > 100:
                 root = Path("/tmp") / f"provium-qemu-{os.getpid()}"
+            sweep_stale_roots(root.parent)
             root.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._root = root
         return self._root

@@ -1,0 +1,85 @@
+"""The QEMU command line and the accel choice (pure: no VM boots here)."""
+
+from pathlib import Path
+
+import pytest
+
+from provium.vmm import VmmError, create
+from provium.vmm.qemu import accel
+from provium.vmm.qemu.argv import Disk, QemuConfig, build, rtc_base
+
+
+def _cfg(**kw):
+    base = dict(qemu="qemu-system-x86_64", machine="q35", accel="tcg", memory_bytes=512 << 20, cpus=2,
+                kernel=Path("/k"), initrd=Path("/i,x"), cmdline="console=ttyS0 rdinit=/sbin/provium-agent",
+                scratch=Path("/s"))
+    base.update(kw)
+    return QemuConfig(**base)
+
+
+def _opt(argv, flag):
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_q35_argv():
+    argv = build(_cfg())
+    assert _opt(argv, "-M") == ["q35,accel=tcg"] and "-cpu" not in argv
+    assert _opt(argv, "-m") == ["512M"] and _opt(argv, "-smp") == ["2"]
+    assert {"-nodefaults", "-no-reboot"} <= set(argv)
+    assert _opt(argv, "-initrd") == ["/i,,x"]  # commas doubled inside option values
+    assert _opt(argv, "-append") == ["console=ttyS0 rdinit=/sbin/provium-agent"]
+    assert _opt(argv, "-qmp") == ["unix:/s/qmp.sock,server=on,wait=off"]
+    assert "socket,id=agent,path=/s/agent.sock,server=on,wait=off" in _opt(argv, "-chardev")
+    assert "virtio-serial-pci,id=vser0" in _opt(argv, "-device")
+    assert "virtserialport,bus=vser0.0,chardev=agent,name=org.provium.agent" in _opt(argv, "-device")
+    console = [c for c in _opt(argv, "-chardev") if c.startswith("socket,id=console")][0]
+    assert "logfile=/s/console.log" in console and "logappend=on" in console
+    assert _opt(argv, "-serial") == ["chardev:console"]
+    assert not any("vsock" in a for a in argv)
+
+
+def test_microvm_kvm_and_extras():
+    argv = build(_cfg(machine="microvm", accel="kvm", memory_bytes=100, initrd=None, rng_seed=42,
+                      initial_time=1_900_000_000.7, disks=[Disk("data", "/d.img", True)]))
+    assert _opt(argv, "-M") == ["microvm,pit=on,pic=on,rtc=on,accel=kvm"] and _opt(argv, "-cpu") == ["host"]
+    assert _opt(argv, "-m") == ["1M"] and "-initrd" not in argv
+    assert "virtio-serial-device,id=vser0" in _opt(argv, "-device")
+    assert _opt(argv, "-fw_cfg") == ["name=opt/provium/rng-seed,string=000000000000002a"]
+    assert _opt(argv, "-rtc") == ["base=2030-03-17T17:46:40,clock=host"]
+    assert _opt(argv, "-drive") == ["if=none,id=drive0,format=raw,file=/d.img,readonly=on"]
+    assert "virtio-blk-device,drive=drive0,serial=data" in _opt(argv, "-device")
+
+
+def test_rtc_base_limits():
+    assert rtc_base(None) is None
+    assert rtc_base(0) == "1970-01-01T00:00:00"
+    assert rtc_base(-5) is None
+    assert rtc_base(1e20) is None
+
+
+def test_bad_accel_option():
+    with pytest.raises(VmmError, match="accel 'fast' is not valid"):
+        create("qemu", accel="fast")
+
+
+def test_auto_accel_probes_once_and_remembers(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(accel, "kvm_openable", lambda: (True, ""))
+    monkeypatch.setattr(accel, "qemu_version", lambda q: "QEMU emulator version 7.2.99")
+    monkeypatch.setattr(accel, "_known", {})
+
+    def probe(qemu, kernel, timeout):
+        calls.append(kernel)
+        return False, "a KVM guest did not boot within 3s"
+
+    monkeypatch.setattr(accel, "_probe", probe)
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"k")
+    assert accel.resolve("auto", qemu="q", kernel=kernel, cache_dir=tmp_path) == ("tcg", "a KVM guest did not boot within 3s")
+    monkeypatch.setattr(accel, "_known", {})  # a new process: the verdict comes from disk
+    assert accel.resolve("auto", qemu="q", kernel=kernel, cache_dir=tmp_path)[0] == "tcg"
+    assert len(calls) == 1
+    assert (tmp_path / "kvm-probe.json").is_file()
+    assert accel.resolve("kvm", qemu="q", kernel=kernel) == ("kvm", "")  # explicit: no probe
+    monkeypatch.setattr(accel, "kvm_openable", lambda: (False, "/dev/kvm does not exist"))
+    assert accel.resolve("auto", qemu="q", kernel=kernel) == ("tcg", "/dev/kvm does not exist")

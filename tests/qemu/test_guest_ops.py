@@ -1,0 +1,124 @@
+"""The built-in `linux` profile booted under QEMU, driven through provium.host."""
+
+import re
+import time
+
+import pytest
+
+from provium.host import VM
+
+from qemu_util import needs_qemu
+
+pytestmark = [pytest.mark.qemu, needs_qemu]
+
+BOOT_FILES = [
+    {"path": "/etc/provium-test/hello.txt", "content": b"hello from the host\n", "mode": 0o600},
+    {"path": "opt/tool.sh", "content": b"#!/bin/sh\necho tool-ran $1\n", "mode": 0o755},
+]
+
+
+@pytest.fixture(scope="module")
+def vm(session):
+    v = VM(session, "ops", "linux")
+    v.boot({"files": BOOT_FILES})
+    yield v
+    v.shutdown()
+
+
+def test_runs_commands(vm):
+    r = vm.run("echo out; echo err >&2; exit 3")
+    assert (r.status, r.exit_code, r.stdout, r.stderr) == ("exited", 3, b"out\n", b"err\n")
+    r = vm.run("uname -s; id -u; cat /proc/1/comm")
+    assert r.stdout.split() == [b"Linux", b"0", b"init"]  # busybox init kept PID 1 (chain mode)
+    assert vm.run("ls /sys/class/virtio-ports/").stdout.strip().startswith(b"vport")
+
+
+def test_per_boot_files_are_in_the_guest(vm):
+    assert vm.read_file("/etc/provium-test/hello.txt") == b"hello from the host\n"
+    st = vm.stat("/etc/provium-test/hello.txt")
+    assert (st.entry_type, st.perm, st.size) == ("file", 0o600, 20)
+    assert vm.stat("/opt/tool.sh").perm == 0o755
+    assert vm.run("/opt/tool.sh x").stdout == b"tool-ran x\n"
+
+
+def test_files_stat_listdir_mkdir(vm):
+    vm.mkdir("/tmp/a/b/c", {"parents": True})
+    vm.write_file("/tmp/a/b/c/f.bin", bytes(range(256)) * 10)
+    assert vm.read_file("/tmp/a/b/c/f.bin") == bytes(range(256)) * 10
+    assert vm.stat("/tmp/a/b").entry_type == "directory"
+    names = {e.name: e.entry_type for e in vm.listdir("/tmp/a/b/c")}
+    assert names == {"f.bin": "file"}
+    vm.rename("/tmp/a/b/c/f.bin", "/tmp/a/g.bin")
+    vm.unlink("/tmp/a/g.bin")
+    assert not vm.exists("/tmp/a/g.bin")
+
+
+def test_syscalls(vm):
+    pid = vm.syscall(39)  # getpid: the agent's own pid
+    assert pid.errno == 0 and pid.ret > 1
+    assert vm.run(f"cat /proc/{pid.ret}/cmdline").stdout.count(b"provium") >= 1
+    uts = vm.syscall(63, {"args": [0], "bufs": [b"\0" * 390], "ptrs": [0]})  # uname(&buf)
+    assert uts.ret == 0
+    fields = [f.rstrip(b"\0") for f in (uts.out_bufs[0][i * 65:(i + 1) * 65] for i in range(6))]
+    assert fields[0] == b"Linux"
+    assert fields[2] == vm.run("uname -r").stdout.strip()
+    bad = vm.syscall(2, {"args": [0, 0], "bufs": [b"/nonexistent\0"], "ptrs": [0]})  # open()
+    assert bad.ret == -1 and bad.errno == 2
+
+
+def test_processes_and_streams(vm):
+    p = vm.run_async("for i in 1 2 3; do echo line$i; sleep 0.1; done; echo done >&2")
+    out = p.stdout_stream()
+    got = out.read_until("line3", 20)
+    assert b"line1" in got and b"line3" in got
+    r = p.wait(20)
+    assert r.exit_code == 0 and r.stderr == b"done\n"
+    out.close()
+    vm.write_file("/tmp/log.txt", b"first\n")
+    with vm.tail_file("/tmp/log.txt", {"start": "beginning"}) as tail:
+        assert tail.read_until("first", 10).endswith(b"first")
+        vm.run("echo second >> /tmp/log.txt")
+        assert b"second" in tail.read_until("second", 10)
+
+
+def test_worker_runs_as_another_uid(vm):
+    w = vm.spawn_worker({"uid": 1000, "gid": 1000})
+    try:
+        assert w.run("id -u").stdout == b"1000\n"
+        assert w.run("id -g").stdout == b"1000\n"
+        assert vm.run("id -u").stdout == b"0\n"
+        assert w.syscall(39).ret != vm.syscall(39).ret  # a separate process
+    finally:
+        w.close()
+
+
+def test_clock_set_and_advance_seen_by_date(vm):
+    clock = vm.clock()
+    clock.set(2_000_000_000)
+    t = int(vm.run("date +%s").stdout)
+    assert 2_000_000_000 <= t < 2_000_000_000 + 30
+    clock.advance(86_400)
+    t2 = int(vm.run("date +%s").stdout)
+    assert 2_000_000_000 + 86_400 <= t2 < 2_000_000_000 + 86_400 + 60
+    assert vm.run("date -u +%Y").stdout.strip() == b"2033"
+    assert abs(clock.get() - t2) < 30
+
+
+def test_pause_and_resume(vm):
+    inst = vm.instance
+    vm.pause()
+    assert vm.state == "paused"
+    status = vm.session.run(inst.qmp.execute("query-status"))
+    assert status["status"] == "paused"
+    time.sleep(0.3)
+    vm.resume()
+    assert vm.state == "booted"
+    assert vm.session.run(inst.qmp.execute("query-status"))["status"] == "running"
+    assert vm.run("echo back").stdout == b"back\n"
+
+
+def test_console_has_the_guest_output(vm):
+    tail = vm.console_tail(4096)
+    assert tail, "the serial console log is empty"
+    # busybox init's respawned console shell prints its banner there
+    assert re.search(rb"BusyBox v[\d.]+", vm.instance.console_tail(1 << 20))

@@ -1,0 +1,109 @@
+"""Kernel lookup, module load order from modules.dep, and the built-in initramfs."""
+
+import gzip
+import lzma
+import stat
+
+import pytest
+
+from provium.image import initramfs
+from provium.image.cpio import parse
+from provium.image.errors import ImageError
+from provium.image.kernel import find_kernel, module_load_order, read_module
+
+
+def _modules_dir(tmp_path, compressed=False):
+    d = tmp_path / "6.1.0-test"
+    ext = ".ko.xz" if compressed else ".ko"
+    dep = {
+        "kernel/drivers/virtio/virtio_ring": [],
+        "kernel/drivers/virtio/virtio": ["kernel/drivers/virtio/virtio_ring"],
+        "kernel/drivers/virtio/virtio_pci_modern_dev": [],
+        "kernel/drivers/virtio/virtio_pci": ["kernel/drivers/virtio/virtio_pci_modern_dev",
+                                             "kernel/drivers/virtio/virtio", "kernel/drivers/virtio/virtio_ring"],
+        "kernel/drivers/char/hw_random/virtio-rng": ["kernel/drivers/virtio/virtio", "kernel/drivers/virtio/virtio_ring"],
+    }
+    lines = []
+    for mod, deps in dep.items():
+        lines.append(f"{mod}{ext}: " + " ".join(x + ext for x in deps))
+        f = d / (mod + ext)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        body = b"\x7fELF" + mod.encode()
+        f.write_bytes(lzma.compress(body) if compressed else body)
+    (d / "modules.dep").write_text("\n".join(lines) + "\n")
+    (d / "modules.builtin").write_text("kernel/drivers/tty/serial/8250/8250.ko\n")
+    return d
+
+
+def test_dependencies_load_first(tmp_path):
+    d = _modules_dir(tmp_path)
+    order = [p.name for p in module_load_order(d, ("virtio_pci", "virtio_rng"))]
+    assert order == ["virtio_ring.ko", "virtio.ko", "virtio_pci_modern_dev.ko", "virtio_pci.ko", "virtio-rng.ko"]
+
+
+def test_builtin_modules_are_skipped_and_unknown_ones_named(tmp_path):
+    d = _modules_dir(tmp_path)
+    assert [p.name for p in module_load_order(d, ("8250", "virtio"))] == ["virtio_ring.ko", "virtio.ko"]
+    with pytest.raises(ImageError, match="kernel module `nosuch` not found"):
+        module_load_order(d, ("nosuch",))
+
+
+def test_compressed_modules_are_decompressed(tmp_path):
+    d = _modules_dir(tmp_path, compressed=True)
+    mods = module_load_order(d, ("virtio",))
+    assert [p.name for p in mods] == ["virtio_ring.ko.xz", "virtio.ko.xz"]
+    assert read_module(mods[1]) == b"\x7fELFkernel/drivers/virtio/virtio"
+
+
+def test_find_kernel_picks_newest_with_modules(tmp_path, monkeypatch):
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    for v in ("6.1.0-9-amd64", "6.1.0-10-amd64", "6.2.0-1-amd64"):
+        (boot / f"vmlinuz-{v}").write_bytes(b"k")
+    mods = tmp_path / "modules"
+    (mods / "6.1.0-10-amd64").mkdir(parents=True)
+    monkeypatch.setattr("provium.image.kernel.MODULES_ROOT", mods)
+    k = find_kernel(boot)
+    assert k.version == "6.1.0-10-amd64"  # 6.2 has no modules installed
+    with pytest.raises(ImageError, match="apt-get install linux-image"):
+        find_kernel(tmp_path / "empty")
+
+
+def _host_kernel():
+    try:
+        return find_kernel()
+    except ImageError:
+        return None
+
+
+@pytest.mark.skipif(_host_kernel() is None, reason="no packaged kernel on this host")
+def test_builtin_initramfs_contents(tmp_path):
+    k = _host_kernel()
+    path = initramfs.ensure(k, tmp_path)
+    assert path.parent == tmp_path / "images"
+    assert initramfs.ensure(k, tmp_path) == path  # cache hit by content hash
+    entries = {n: (m, d) for n, m, d in parse(gzip.decompress(path.read_bytes()))}
+    init_mode, init = entries["init"]
+    assert stat.S_IMODE(init_mode) == 0o755
+    text = init.decode()
+    assert "mount -t proc" in text and "exec /sbin/init" in text
+    # modules in dependency order, as files the init loads
+    loads = text.split("for m in ", 1)[1].split(";", 1)[0].split()
+    assert loads.index("virtio_ring") < loads.index("virtio") < loads.index("virtio_pci") < loads.index("virtio_console")
+    for m in loads:
+        assert entries[f"lib/modules/provium/{m}.ko"][1][:4] == b"\x7fELF"
+    for applet in ("bin/sh", "sbin/ip", "bin/ping", "bin/mount", "bin/dd", "bin/date", "usr/bin/id", "bin/cat",
+                   "sbin/acpid", "sbin/poweroff"):
+        mode, target = entries[applet]
+        assert stat.S_ISLNK(mode) and target == b"/bin/busybox", applet
+    assert stat.S_ISCHR(entries["dev/console"][0])
+    assert b"acpid" in entries["etc/inittab"][1]
+    assert b"poweroff" in entries["etc/acpi/PWRF/00000080"][1]
+
+
+def test_missing_busybox_is_actionable(monkeypatch):
+    monkeypatch.setattr(initramfs, "BUSYBOX_CANDIDATES", ("/nonexistent/busybox",))
+    monkeypatch.setattr(initramfs.shutil, "which", lambda name: None)
+    with pytest.raises(ImageError, match="apt-get install busybox-static"):
+        initramfs.find_busybox()
+

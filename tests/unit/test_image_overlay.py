@@ -1,0 +1,126 @@
+"""The agent overlay: its launcher, and its Python runtime actually serving the agent.
+
+The runtime is relocatable (sys.path comes from `python3._pth`, relative to the
+interpreter), so it runs from an unpacked copy on the host too: that proves the
+zip, the extension modules and the libraries are enough for the agent.
+"""
+
+import asyncio
+import gzip
+import json
+import os
+import socket
+import stat
+import subprocess
+
+import pytest
+
+from provium.image import overlay, runtime
+from provium.image.cpio import parse
+from provium.protocol.messages import ExecArgs, SpawnWorkerArgs, WorkerExecArgs
+from provium.protocol.mux import MuxClient
+
+
+@pytest.fixture(scope="module")
+def unpacked(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    path = overlay.ensure(cache)
+    assert overlay.ensure(cache) == path  # content-hash cache hit
+    root = tmp_path_factory.mktemp("overlay")
+    entries = parse(gzip.decompress(path.read_bytes()))
+    for name, mode, data in entries:
+        dest = root / name
+        if stat.S_ISDIR(mode):
+            dest.mkdir(exist_ok=True)
+        elif stat.S_ISLNK(mode):
+            dest.symlink_to(data.decode())
+        elif stat.S_ISREG(mode):
+            dest.write_bytes(data)
+            dest.chmod(stat.S_IMODE(mode))
+    return root, {n: (m, d) for n, m, d in entries}
+
+
+def test_overlay_carries_launcher_and_runtime_but_no_init(unpacked):
+    _, entries = unpacked
+    assert "init" not in entries  # never shadows the profile's /init
+    mode, script = entries["sbin/provium-agent"]
+    assert stat.S_IMODE(mode) == 0o755
+    text = script.decode()
+    assert text.startswith("#!/provium/bin/busybox sh\n")
+    assert 'if [ "$$" = 1 ] && [ -e /init ]' in text and 'exec /init "$@"' in text
+    assert "mount -t devtmpfs" in text and "mount -t proc" in text and "mount -t sysfs" in text
+    for needed in ("provium/bin/busybox", "provium/bin/python3", "provium/bin/python3._pth",
+                   "provium/lib/python3.zip", "provium/lib/python3/dataclass-code.bin"):
+        assert needed in entries, needed
+    assert any(n.startswith("provium/lib/ld-linux") for n in entries)
+    assert any(n.startswith("provium/lib/libc.so") for n in entries)
+    assert any("_ctypes" in n for n in entries) or "_ctypes" in runtime.sys.builtin_module_names
+    for d in ("dev", "proc", "sys", "tmp"):
+        assert stat.S_ISDIR(entries[d][0])
+
+
+def test_exec_argv_is_json_and_points_into_the_overlay(unpacked):
+    _, entries = unpacked
+    text = entries["sbin/provium-agent"][1].decode()
+    line = next(l for l in text.splitlines() if l.startswith("export PROVIUM_AGENT_EXEC="))
+    argv = json.loads(line.split("=", 1)[1].strip("'"))
+    assert argv[0].startswith("/provium/lib/ld-linux") and argv[1:3] == ["--library-path", "/provium/lib"]
+    assert argv[3] == "/provium/bin/python3" and argv[-3:] == ["-m", "provium_boot", "provium.agent"]
+    for a in argv:
+        if a.startswith("/provium/"):
+            assert a.lstrip("/") in entries, a
+
+
+def _host_argv(root, module):
+    lib = root / "provium" / "lib"
+    loader = next(lib.glob("ld-linux*"))
+    return [str(loader), "--library-path", str(lib), str(root / "provium/bin/python3"), "-X", "utf8",
+            "-m", "provium_boot", module]
+
+
+def test_packed_runtime_has_what_the_agent_imports(unpacked):
+    root, _ = unpacked
+    code = ("import sys, provium.agent.server, provium.agent.workers, provium.agent.syscalls, ctypes, msgpack;"
+            "print(sys.path[0].endswith('python3.zip'), 'site' in sys.modules, sys.flags.isolated)")
+    lib = root / "provium" / "lib"
+    loader = next(lib.glob("ld-linux*"))
+    out = subprocess.run([str(loader), "--library-path", str(lib), str(root / "provium/bin/python3"), "-c", code],
+                         capture_output=True, text=True, env={"PYTHONPATH": "/nonexistent", "PATH": "/usr/bin:/bin"},
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False", "1"]  # our zip first, no site, isolated from env
+
+
+def test_packed_runtime_serves_the_agent(unpacked):
+    root, _ = unpacked
+    host_end, agent_end = socket.socketpair()
+    exec_argv = json.dumps(_host_argv(root, "provium.agent"))
+    proc = subprocess.Popen(_host_argv(root, "provium.agent") + ["--fd", str(agent_end.fileno())],
+                            pass_fds=[agent_end.fileno()], env={"PATH": "/usr/bin:/bin", "PROVIUM_AGENT_EXEC": exec_argv},
+                            stderr=subprocess.PIPE)
+    agent_end.close()
+
+    async def talk():
+        reader, writer = await asyncio.open_unix_connection(sock=host_end)
+        client = await MuxClient.connect(reader, writer, timeout=60)
+        try:
+            r = await client.call(ExecArgs(cmd="/bin/sh", args=["-c", "echo packed-ok"]), timeout=60)
+            assert r.ok and r.value.stdout == b"packed-ok\n"
+            # a worker is the agent re-executed through $PROVIUM_AGENT_EXEC
+            w = await client.call(SpawnWorkerArgs(), timeout=60)
+            assert w.ok, w
+            r = await client.call(WorkerExecArgs(w.value, ExecArgs(cmd="/bin/sh", args=["-c", "echo $$"])), timeout=60)
+            assert r.ok and int(r.value.stdout) != os.getpid()
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(talk())
+    finally:
+        host_end.close()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, proc.stderr.read().decode(errors="replace")
