@@ -77,7 +77,7 @@ def run_builds(flags: Flags, cfg: configmod.Config) -> None:
 
     for name in names:
         try:
-            image.prepare(cfg, name)
+            image.run_build(cfg.profiles[name])
         except Exception as exc:
             raise UserError(str(exc)) from None
 
