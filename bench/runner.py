@@ -14,6 +14,7 @@ Usage: .venv/bin/python bench/runner.py [--files N] [--tests N] [--repeat R] [--
 from __future__ import annotations
 
 import argparse
+import json
 import concurrent.futures as cf
 import datetime
 import os
@@ -33,13 +34,40 @@ PROVIUM = [sys.executable, "-m", "provium.cli.main"]
 FLAGS = ["--vmm", "local", "--no-preflight", "--no-progress", "-q"]
 
 
-def provium_run(paths: list[str], env: dict) -> float:
-    t0 = time.perf_counter()
-    r = subprocess.run([*PROVIUM, *FLAGS, *paths], capture_output=True, text=True, env=env)
-    dt = time.perf_counter() - t0
-    if r.returncode != 0:
-        sys.exit(f"provium failed (exit {r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return dt
+# Runs provium in a fresh interpreter and reports, from inside it, the CPU time of
+# the provium process itself and of the runners it reaped: CPU time is far less
+# sensitive than wall time to other work on a shared machine.
+_WRAPPER = """
+import json, resource, sys, time
+out = sys.argv[1]
+t0 = time.perf_counter()
+from provium.cli.main import dispatch
+code = dispatch(sys.argv[2:])
+wall = time.perf_counter() - t0
+me = resource.getrusage(resource.RUSAGE_SELF)
+kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+json.dump({"code": code, "wall": wall, "self_cpu": me.ru_utime + me.ru_stime,
+           "children_cpu": kids.ru_utime + kids.ru_stime}, open(out, "w"))
+"""
+
+
+def provium_run(paths: list[str], env: dict) -> dict:
+    fd, out = tempfile.mkstemp(suffix=".json")
+    os.close(fd)
+    try:
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, "-c", _WRAPPER, out, *FLAGS, *paths], capture_output=True, text=True,
+                           env=env)
+        wall = time.perf_counter() - t0
+        if r.returncode != 0:
+            sys.exit(f"provium failed (exit {r.returncode}):\n{r.stdout}\n{r.stderr}")
+        data = json.loads(Path(out).read_text())
+    finally:
+        os.unlink(out)
+    if data["code"] != 0:
+        sys.exit(f"provium exited {data['code']}:\n{r.stdout}\n{r.stderr}")
+    data["total_wall"] = wall
+    return data
 
 
 def bare_spawns(n: int, parallel: int) -> float:
@@ -115,22 +143,29 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    fx, ft, wt, bp, bs, rn = map(median, (fixed, files_t, wide_t, base_par, base_seq, runners))
-    per_file = (ft - fx) / (a.files - 1) if a.files > 1 else ft
-    per_test = (wt - fx) / (a.tests - 1) if a.tests > 1 else wt
+    def med(runs, key):
+        return median([r[key] for r in runs])
+
+    fx, ft, wt = (med(x, "total_wall") for x in (fixed, files_t, wide_t))
+    bp, bs, rn = map(median, (base_par, base_seq, runners))
+    per_file = (ft - fx) / (a.files - 1)
     spawn_par = bp / a.files
+    sched_cpu = (med(files_t, "self_cpu") - med(fixed, "self_cpu")) / (a.files - 1)
+    runner_cpu = (med(files_t, "children_cpu") - med(fixed, "children_cpu")) / (a.files - 1)
+    test_cpu = (med(wide_t, "children_cpu") - med(fixed, "children_cpu")) / (a.tests - 1)
     rows = [
-        ("run of 1 file, 1 test (fixed cost)", f"{fx * 1000:.0f} ms"),
-        (f"{a.files} files, 1 trivial test each", f"{ft:.2f} s = {a.files / ft:.1f} files/s"),
-        ("cost per extra file (wall, pool of %d)" % n_slots, f"{per_file * 1000:.0f} ms"),
+        ("run of 1 file, 1 test (wall, incl. provium start-up)", f"{fx * 1000:.0f} ms"),
+        (f"{a.files} files, 1 trivial test each (wall)", f"{ft:.2f} s = {a.files / ft:.1f} files/s"),
+        (f"wall cost per extra file (pool of {n_slots})", f"{per_file * 1000:.0f} ms"),
         (f"baseline: {a.files} x `python -c pass`, {n_slots} at a time", f"{bp:.2f} s = {spawn_par * 1000:.0f} ms each"),
         (f"baseline: {a.files} x `python -c pass`, one at a time", f"{bs:.2f} s = {bs / a.files * 1000:.0f} ms each"),
-        ("per-file cost / bare spawn cost (same parallelism)", f"{per_file / spawn_par:.1f}x"),
-        (f"the runner alone, {a.files} x `python -m provium.runner`, {n_slots} at a time",
+        ("wall per file / wall per bare spawn (same parallelism)", f"{per_file / spawn_par:.1f}x"),
+        (f"the runner alone: {a.files} x `python -m provium.runner`, {n_slots} at a time",
          f"{rn:.2f} s = {rn / a.files * 1000:.0f} ms each"),
-        ("scheduler's own cost per file (per-file cost - runner alone)", f"{per_file * 1000 - rn / a.files * 1000:.0f} ms"),
-        (f"1 file with {a.tests} trivial tests", f"{wt:.2f} s"),
-        ("cost per extra test", f"{per_test * 1000:.2f} ms"),
+        ("CPU per extra file in the provium process (scheduler)", f"{sched_cpu * 1000:.1f} ms"),
+        ("CPU per extra file in its runner subprocess", f"{runner_cpu * 1000:.0f} ms"),
+        (f"1 file with {a.tests} trivial tests (wall)", f"{wt:.2f} s"),
+        ("CPU per extra test (in the runner)", f"{test_cpu * 1000:.2f} ms"),
     ]
     for k, v in rows:
         print(f"{k:<58} {v}")
@@ -155,7 +190,8 @@ def write_readme(rows, a) -> None:
 `bench/runner.py`: what the scheduler and a runner subprocess cost per test file
 and per test with `--vmm local` (no VM; the guest agent runs on the host), next
 to a bare `python -c pass` spawn measured in the same run.  Medians of
-{a.repeat} runs; each provium run is a fresh `python -m provium.cli.main` process.
+{a.repeat} runs; each provium run is a fresh interpreter.  Reproduce:
+`.venv/bin/python bench/runner.py --write-readme`.
 
 Machine: {cpu} cores, {os_name}, Python {platform.python_version()}; {today}.
 
@@ -163,12 +199,14 @@ Machine: {cpu} cores, {os_name}, Python {platform.python_version()}; {today}.
 |---|---|
 {table}
 
-Reading it: nearly all of a file's cost is starting its runner subprocess (a
-Python interpreter importing Lua, the host model and the local agent); the
-scheduler around it (pipes, event forwarding, result parsing) adds little.
-Files run {'in parallel, one per core' if (cpu or 1) > 1 else 'one at a time'}.  A test inside a file costs about a
-millisecond, so many small tests in one file are cheap, while splitting them
-over many files pays the start-up each time.  A pre-forked runner ("zygote")
+Reading it: nearly all of a file's cost is its runner subprocess (a Python
+interpreter importing Lua, the host model and the local agent); the scheduler
+in the provium process (spawning, pipes, event forwarding, result parsing)
+adds about a millisecond of CPU per file.  CPU rows are steadier than wall rows
+when other work shares the machine.
+Files run {'in parallel, one per core' if (cpu or 1) > 1 else 'one at a time'}.  A test inside a file costs well under a
+millisecond of CPU, so many small tests in one file are cheap, while splitting
+them over many files pays the start-up each time.  A pre-forked runner ("zygote")
 would remove most of the start-up; not done yet.
 """
     text = README.read_text() if README.exists() else "# Benchmarks\n\nEach section is written by its benchmark script (`--write-readme`).\n"
