@@ -138,6 +138,8 @@ class Run:
         self.console = Console(file=self.streams.human, highlight=False, soft_wrap=True)
         self.err_console = Console(file=sys.stderr, highlight=False, soft_wrap=True)
         self.socket_sink: UnixSocketSink | None = None
+        # Sized once: under --watch a clamp notice is said once, not per iteration.
+        self.pool = size_pool(vmm=flags.vmm, memory=flags.mem, cpus=flags.cpus, overcommit=flags.cpu_overcommit)
 
     # ---- selection -------------------------------------------------------------
 
@@ -236,7 +238,7 @@ class Run:
 
     def dispatch(self, files: list[discovery.Discovered], sink: MultiSink, work_dir: str) -> list[FileResult]:
         f = self.flags
-        pool = size_pool(vmm=f.vmm, memory=f.mem, cpus=f.cpus, overcommit=f.cpu_overcommit)
+        pool = self.pool
         env = dict(os.environ)
         env["PROVIUM_TEST_FILTER"] = test_filter_env(f)
         opts = DispatchOptions(
@@ -298,11 +300,11 @@ class Run:
         print(f"provium --watch: monitoring {len(files)} files" +
               ("" if files else " (none yet; waiting for *.test.lua files to appear)"), file=sys.stderr, flush=True)
         prev = discovery.snapshot_mtimes(files)
-        if files:
-            self.once(use_rerun=self.flags.rerun_failed, truncate_events=True)
-            prev = discovery.snapshot_mtimes(self.discover())
         last_error = None
         try:
+            if files:
+                self.once(use_rerun=self.flags.rerun_failed, truncate_events=True)
+                prev = discovery.snapshot_mtimes(self.discover())
             while True:
                 time.sleep(WATCH_INTERVAL)
                 try:
