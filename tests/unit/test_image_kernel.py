@@ -97,7 +97,10 @@ def test_builtin_initramfs_contents(tmp_path):
         mode, target = entries[applet]
         assert stat.S_ISLNK(mode) and target == b"/bin/busybox", applet
     assert stat.S_ISCHR(entries["dev/console"][0])
-    assert b"acpid" in entries["etc/inittab"][1]
+    assert b"/etc/init.d/late" in entries["etc/inittab"][1]
+    late = entries["etc/init.d/late"][1].decode()
+    assert "button" in late and "evdev" in late and "acpid" in late
+    assert "button" not in loads
     assert b"poweroff" in entries["etc/acpi/PWRF/00000080"][1]
 
 

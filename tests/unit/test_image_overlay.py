@@ -9,6 +9,7 @@ import asyncio
 import gzip
 import json
 import os
+import shlex
 import socket
 import stat
 import subprocess
@@ -63,19 +64,20 @@ def test_exec_argv_is_json_and_points_into_the_overlay(unpacked):
     _, entries = unpacked
     text = entries["sbin/provium-agent"][1].decode()
     line = next(l for l in text.splitlines() if l.startswith("export PROVIUM_AGENT_EXEC="))
-    argv = json.loads(line.split("=", 1)[1].strip("'"))
+    argv = json.loads(shlex.split(line.split("=", 1)[1])[0])
     assert argv[0].startswith("/provium/lib/ld-linux") and argv[1:3] == ["--library-path", "/provium/lib"]
-    assert argv[3] == "/provium/bin/python3" and argv[-3:] == ["-m", "provium_boot", "provium.agent"]
+    assert argv[3] == "/provium/bin/python3"
+    assert argv[-2:] == ["-c", "import provium_boot; provium_boot.run('provium.agent.__main__:main')"]
     for a in argv:
         if a.startswith("/provium/"):
             assert a.lstrip("/") in entries, a
 
 
-def _host_argv(root, module):
+def _host_argv(root, target):
     lib = root / "provium" / "lib"
     loader = next(lib.glob("ld-linux*"))
     return [str(loader), "--library-path", str(lib), str(root / "provium/bin/python3"), "-X", "utf8",
-            "-m", "provium_boot", module]
+            "-c", f"import provium_boot; provium_boot.run({target!r})"]
 
 
 def test_packed_runtime_has_what_the_agent_imports(unpacked):
@@ -94,8 +96,8 @@ def test_packed_runtime_has_what_the_agent_imports(unpacked):
 def test_packed_runtime_serves_the_agent(unpacked):
     root, _ = unpacked
     host_end, agent_end = socket.socketpair()
-    exec_argv = json.dumps(_host_argv(root, "provium.agent"))
-    proc = subprocess.Popen(_host_argv(root, "provium.agent") + ["--fd", str(agent_end.fileno())],
+    exec_argv = json.dumps(_host_argv(root, "provium.agent.__main__:main"))
+    proc = subprocess.Popen(_host_argv(root, "provium.agent.__main__:main") + ["--fd", str(agent_end.fileno())],
                             pass_fds=[agent_end.fileno()], env={"PATH": "/usr/bin:/bin", "PROVIUM_AGENT_EXEC": exec_argv},
                             stderr=subprocess.PIPE)
     agent_end.close()

@@ -147,8 +147,8 @@ def _mix_rng_seed() -> None:
 
 
 def _milestone(what: str) -> None:
-    """With PROVIUM_AGENT_DEBUG=1 (e.g. on the kernel cmdline), log start-up timing."""
-    if os.environ.get("PROVIUM_AGENT_DEBUG") == "1":
+    """With PROVIUM_AGENT_DEBUG set (e.g. =1 on the kernel cmdline), log start-up timing."""
+    if os.environ.get("PROVIUM_AGENT_DEBUG", "0") != "0":
         try:
             with open("/proc/uptime") as f:
                 up = f.read().split()[0]
@@ -158,12 +158,18 @@ def _milestone(what: str) -> None:
 
 
 def main() -> int:
-    _milestone("started")
+    if os.environ.get("PROVIUM_AGENT_DEBUG", "0") != "0":
+        try:
+            with open("/proc/self/stat") as f:  # field 22: start time in clock ticks since boot
+                ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+            log(f"process started at uptime {ticks / os.sysconf('SC_CLK_TCK'):.2f} s")
+        except (OSError, ValueError, IndexError):
+            pass
+    _milestone("imported the agent")
     from .server import serve
     from .state import AgentState
 
     name = os.environ.get("PROVIUM_AGENT_PORT_NAME", PORT_NAME)
-    _milestone("imported")
     dev = wait_for_port(name)
     _milestone(f"found {dev}")
     _stdin_to_devnull()

@@ -1,13 +1,19 @@
-"""Shipped into the guest as the top-level module `provium_boot`: `python -m provium_boot MODULE ARGS...`.
+"""Shipped into the guest as the top-level module `provium_boot`.
 
-Runs MODULE as `__main__` (like `python -m MODULE ARGS...`) after one start-up
-shortcut.  `dataclasses` builds each class's methods by compiling generated
-source text at import time; under TCG that compiling is a large share of the
-agent's start.  The overlay builder ran the agent's imports on the host with
-the same interpreter and kept every such code object, keyed by its source
-text, in a marshal file; here `dataclasses` gets an `exec` that looks the text
-up there first and compiles only what it does not find.  Same text, same
-interpreter, same code object: the classes come out identical.
+    python -c 'import provium_boot; provium_boot.run("package.module:function")' ARGS...
+
+imports the module, calls the function (argv is `["-c", ARGS...]`, as the function
+would see it under `python -m`) and exits with its return value.  Not `-m`:
+that would import runpy and importlib.util first, a measurable share of a
+start-up under TCG.
+
+Before that, one start-up shortcut: `dataclasses` builds each class's methods by
+compiling generated source text at import time, and under TCG that compiling
+is a large share of the agent's start.  The overlay builder ran the agent's
+imports on the host with the same interpreter and kept every such code object,
+keyed by its source text, in a marshal file; `dataclasses` gets an `exec` that
+looks the text up there first and compiles only what it does not find.  Same
+text, same interpreter, same code object: the classes come out identical.
 
 Stdlib only: it runs before anything else is importable.
 """
@@ -40,17 +46,10 @@ def install(path: str = CODE_CACHE) -> None:
     dataclasses.exec = exec_  # a module global shadows the builtin for dataclasses only
 
 
-def main() -> None:
-    if len(sys.argv) < 2:
-        sys.stderr.write("usage: python -m provium_boot MODULE [ARGS...]\n")
-        sys.exit(2)
+def run(target: str) -> None:
+    module, _, func = target.partition(":")
     install()
-    import runpy
+    import importlib
 
-    target = sys.argv[1]
-    del sys.argv[1]
-    runpy.run_module(target, run_name="__main__", alter_sys=True)
-
-
-if __name__ == "__main__":
-    main()
+    rc = getattr(importlib.import_module(module), func or "main")()
+    sys.exit(rc)

@@ -15,12 +15,12 @@ from pathlib import Path
 from . import cache
 from .cpio import CpioWriter, gzip_bytes
 from .errors import ImageError
-from .kernel import GUEST_MODULES, HostKernel, module_load_order, read_module
+from .kernel import GUEST_MODULES, LATE_MODULES, HostKernel, module_load_order, read_module
 
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 
 INIT = """#!/bin/sh
-# provium built-in guest: mount, load the virtio drivers, then busybox init as PID 1.
+# provium built-in guest: mount, load the drivers, then busybox init as PID 1.
 export PATH=/sbin:/usr/sbin:/bin:/usr/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -33,9 +33,17 @@ exec /sbin/init
 """
 
 INITTAB = """\
-::respawn:/sbin/acpid -f -c /etc/acpi
+::once:/etc/init.d/late
 ::respawn:/bin/cttyhack /bin/sh -l
 ::shutdown:/bin/sync
+"""
+
+# What the power button needs is loaded after init has started (and the agent with
+# it), at low priority: on one emulated CPU every module loaded first delays the agent.
+LATE = """#!/bin/sh
+renice -n 10 -p $$ >/dev/null
+for m in {modules}; do insmod /lib/modules/provium/$m.ko; done
+exec /sbin/acpid -f -c /etc/acpi
 """
 
 # busybox acpid maps the power button's key press to the event path PWRF/00000080,
@@ -94,12 +102,17 @@ def add_busybox(w: CpioWriter, busybox: Path, applets: list[str], prefix: str = 
         w.add_symlink(f"{prefix}/{a}", f"{prefix}/bin/busybox" if prefix else "/bin/busybox")
 
 
-def build(kernel: HostKernel, *, modules: tuple[str, ...] = GUEST_MODULES, init: str | None = None) -> bytes:
-    """The gzip'd cpio of the built-in initramfs.  `init` replaces /init (benchmarks use it)."""
+def build(kernel: HostKernel, *, modules: tuple[str, ...] = GUEST_MODULES, init: str | None = None,
+          extra: dict[str, tuple[bytes, int]] | None = None) -> bytes:
+    """The gzip'd cpio of the built-in initramfs.
+
+    `init` replaces /init and `extra` adds files (guest path -> (bytes, mode));
+    benchmarks use both to build variants of the same image.
+    """
     busybox = find_busybox()
-    mods = module_load_order(kernel.modules_dir, modules)
+    mods = module_load_order(kernel.modules_dir, modules + LATE_MODULES)
     w = CpioWriter()
-    for d in ("dev", "proc", "sys", "tmp", "run", "root", "mnt", "var/log", "etc"):
+    for d in ("dev", "proc", "sys", "run", "root", "mnt", "var/log", "etc"):
         w.add_dir(d)
     w.add_dir("tmp", 0o1777)
     w.add_chardev("dev/console", 5, 1, 0o600)
@@ -110,12 +123,17 @@ def build(kernel: HostKernel, *, modules: tuple[str, ...] = GUEST_MODULES, init:
         name = m.name.split(".ko")[0]
         names.append(name)
         w.add_file(f"lib/modules/provium/{name}.ko", read_module(m), 0o644)
-    w.add_file("init", (init or INIT.format(modules=" ".join(names))).encode(), 0o755)
+    late = [n for n in names if n.replace("-", "_") in LATE_MODULES]
+    early = [n for n in names if n not in late]
+    w.add_file("init", (init or INIT.format(modules=" ".join(early))).encode(), 0o755)
     w.add_file("etc/inittab", INITTAB.encode())
+    w.add_file("etc/init.d/late", LATE.format(modules=" ".join(late)).encode(), 0o755)
     w.add_file("etc/acpi/PWRF/00000080", POWER_BUTTON.encode(), 0o755)
     w.add_file("etc/passwd", PASSWD.encode())
     w.add_file("etc/group", GROUP.encode())
     w.add_file("etc/hostname", b"provium\n")
+    for path, (data, mode) in sorted((extra or {}).items()):
+        w.add_file(path, data, mode)
     return gzip_bytes(bytes(w))
 
 
@@ -125,7 +143,7 @@ def cache_key(kernel: HostKernel, modules: tuple[str, ...] = GUEST_MODULES, init
     h.add("cpio", (Path(__file__).parent / "cpio.py").read_bytes())
     h.add("kernel-version", kernel.version.encode())
     h.add_file("busybox", find_busybox())
-    for m in module_load_order(kernel.modules_dir, modules):
+    for m in module_load_order(kernel.modules_dir, modules + LATE_MODULES):
         h.add_file(f"module:{m.name}", m)
     h.add("init", (init or "").encode())
     return h.hexdigest()

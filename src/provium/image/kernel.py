@@ -15,14 +15,17 @@ BOOT_DIR = Path("/boot")
 MODULES_ROOT = Path("/lib/modules")
 _SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 
-# What the built-in guest needs: virtio transports (PCI for q35, MMIO for microvm), the
-# agent's serial port, disks and NICs, the ACPI power button seen through evdev (so
-# busybox acpid can power off), and fw_cfg (so the guest can read the boot's rng seed).
+# What the built-in guest needs at once: virtio transports (PCI for q35, MMIO for
+# microvm), the agent's serial port first, then disks and NICs, and fw_cfg (so the
+# guest can read the boot's rng seed).
 GUEST_MODULES = (
-    "virtio_ring", "virtio", "virtio_mmio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev",
-    "virtio_pci", "virtio_console", "virtio_blk", "failover", "net_failover", "virtio_net",
-    "button", "evdev", "qemu_fw_cfg",
+    "virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci",
+    "virtio_mmio", "virtio_console", "virtio_blk", "failover", "net_failover", "virtio_net",
+    "qemu_fw_cfg",
 )
+# ... and once the agent is up: the ACPI power button seen through evdev (so busybox
+# acpid can power the guest off).
+LATE_MODULES = ("button", "evdev")
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,8 @@ SCRIPT = """#!{busybox} sh
 # provium agent launcher (see provium/image/overlay.py)
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PROVIUM_AGENT_EXEC={exec_json}
+x=  # PROVIUM_AGENT_DEBUG=importtime on the kernel cmdline profiles the agent's imports
+[ "$PROVIUM_AGENT_DEBUG" = importtime ] && x="-X importtime"
 if [ "$$" = 1 ] && [ -e /init ] && [ "$0" != /init ]; then
     {guest} &
     exec /init "$@"
@@ -48,8 +50,10 @@ exec {guest}
 
 
 def launcher_script(rt: runtime.Runtime) -> str:
-    exec_argv = rt.argv("provium.agent")
-    guest = " ".join(shlex.quote(a) for a in rt.argv("provium.agent.guest"))
+    exec_argv = rt.argv("provium.agent.__main__:main")
+    argv = rt.argv("provium.agent.guest:main")
+    # $x (unquoted: empty, or two words) goes right after the interpreter's path
+    guest = " ".join([*(shlex.quote(a) for a in argv[:4]), "$x", *(shlex.quote(a) for a in argv[4:])])
     return SCRIPT.format(busybox=BUSYBOX, exec_json=shlex.quote(json.dumps(exec_argv, separators=(",", ":"))),
                          guest=guest)
 

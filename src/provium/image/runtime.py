@@ -45,7 +45,7 @@ PTH = "../lib/python3.zip\n../lib/python3/lib-dynload\n../lib/python3/site-packa
 # Imported by the interpreter or by `-m` before any agent code runs, or lazily
 # by stdlib code the agent calls (so an import scan of the agent cannot see them).
 STDLIB_EXTRA = (
-    "runpy", "encodings.utf_8", "encodings.ascii", "encodings.latin_1", "encodings.utf_8_sig",
+    "encodings.utf_8", "encodings.ascii", "encodings.latin_1", "encodings.utf_8_sig",
     "traceback", "linecache", "tokenize", "ctypes", "subprocess", "selectors", "signal",
     "threading", "socket", "select", "errno", "fcntl", "struct", "json", "json.decoder",
     "json.encoder", "json.scanner", "marshal",
@@ -63,10 +63,10 @@ class Runtime:
     python: Path | None = None  # the host interpreter shipped
     modules: list[str] = field(default_factory=list)  # stdlib modules in the zip
 
-    def argv(self, module: str, *args: str) -> list[str]:
-        """Guest argv running `python -m module args` through the bundled loader."""
+    def argv(self, target: str, *args: str) -> list[str]:
+        """Guest argv calling `target` ("module:function") through the bundled loader."""
         return [self.loader, "--library-path", GUEST_LIB, GUEST_PYTHON, "-X", "utf8",
-                "-m", BOOT_MODULE, module, *args]
+                "-c", f"import {BOOT_MODULE}; {BOOT_MODULE}.run({target!r})", *args]
 
 
 def _version_of(python: Path) -> str | None:

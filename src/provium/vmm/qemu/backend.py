@@ -53,6 +53,23 @@ def _tail(path: Path, n: int) -> bytes:
         return b""
 
 
+def host_tsc_khz() -> int | None:
+    """The host's TSC rate, which a TCG guest's TSC follows.
+
+    microvm has no HPET or ACPI PM timer, and under TCG the kernel's PIT calibration
+    of the TSC fails (emulation is too irregular), after which it hangs; handing it
+    the rate with `tsc_early_khz=` skips that calibration.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("cpu MHz"):
+                    return int(float(line.split(":", 1)[1]) * 1000)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def sweep_stale_roots(tmp: Path) -> None:
     """Remove scratch roots of provium processes that no longer exist (killed ones)."""
     try:
@@ -79,13 +96,17 @@ class QemuVmm(Vmm):
     name = "qemu"
 
     def __init__(self, *, accel: str | None = None, qemu: str | None = None, cache_dir: str | None = None,
-                 boot_timeout: float | None = None, scratch_root: str | None = None) -> None:
+                 boot_timeout: float | None = None, scratch_root: str | None = None,
+                 extra_args: list[str] | None = None) -> None:
         if accel is not None and accel not in VALID_ACCEL:
             raise VmmError(f"qemu backend: accel {accel!r} is not valid (valid: {', '.join(VALID_ACCEL)})")
         self.accel = accel
         self.qemu = qemu or DEFAULT_QEMU
         self.cache_dir = cache_dir
         self.boot_timeout = boot_timeout
+        # Appended to every QEMU command line ("{scratch}" is the VM's scratch dir);
+        # for experiments and benchmarks, like `provium console -- ARGS`.
+        self.extra_args = list(extra_args or [])
         self._scratch_root_base = Path(scratch_root) if scratch_root else Path(tempfile.gettempdir())
         self._root: Path | None = None
         self._instances: set[QemuInstance] = set()
@@ -178,11 +199,16 @@ class QemuVmm(Vmm):
         if requested == "auto" and accel == "tcg" and why and why not in self.accel_notes:
             self.accel_notes.append(why)
         pci = profile.machine != "microvm"
+        cmdline = images.cmdline
+        if not pci and accel == "tcg" and "tsc_early_khz=" not in cmdline:
+            khz = host_tsc_khz()
+            if khz:
+                cmdline += f" tsc_early_khz={khz}"
         cfg = argv_mod.QemuConfig(
             qemu=qemu, machine=profile.machine, accel=accel, memory_bytes=spec.memory_bytes, cpus=spec.cpus,
-            kernel=images.kernel, initrd=images.initrd, cmdline=images.cmdline, scratch=scratch,
+            kernel=images.kernel, initrd=images.initrd, cmdline=cmdline, scratch=scratch,
             rng_seed=spec.rng_seed, initial_time=spec.initial_time, disks=self._disks(spec),
-            extra=self._nic_args(spec, pci))
+            extra=self._nic_args(spec, pci) + [a.replace("{scratch}", str(scratch)) for a in self.extra_args])
         argv = argv_mod.build(cfg)
         (scratch / "qemu.argv").write_text(shlex.join(argv) + "\n")
         timeout = spec.agent_boot_timeout or profile.agent_boot_timeout or self.boot_timeout or DEFAULT_BOOT_TIMEOUT

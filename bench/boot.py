@@ -1,0 +1,340 @@
+"""Boot and command latency of the built-in `linux` guest under QEMU.
+
+    .venv/bin/python bench/boot.py [--boots N] [--runs N] [--machine q35|microvm] [--write-readme]
+
+1. boot to agent ready (QEMU start -> the agent's hello answered) against the same
+   kernel and initramfs booting to a trivial /init that only prints a marker on the
+   console (QEMU start -> marker seen in the console log): the agent's whole cost;
+2. `vm.run("true")` round trips, and the transport alone (`get_time`, the cheapest op);
+3. `vm.run` against qemu-guest-agent's `guest-exec` on the same VM: Debian's qemu-ga
+   is placed in the initramfs with its libraries and listens on a second
+   virtio-serial port, `org.qemu.guest_agent.0`.
+
+Boots alternate between the two kinds, after one unmeasured warm-up of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from provium import vmm as vmm_mod  # noqa: E402
+from provium.config import Profile, builtin_linux_profile, load  # noqa: E402
+from provium.host import VM, Session  # noqa: E402
+from provium.image import initramfs, runtime  # noqa: E402
+from provium.image.kernel import find_kernel, module_load_order  # noqa: E402
+from provium.protocol.messages import GetTimeArgs  # noqa: E402
+from provium.vmm.qemu import argv as argv_mod  # noqa: E402
+from provium.vmm.qemu import process  # noqa: E402
+
+README = ROOT / "bench" / "README.md"
+MARK = "PROVIUM-BENCH-INIT-REACHED"
+TRIVIAL_INIT = f"""#!/bin/sh
+echo {MARK}
+exec sleep 100000
+"""
+QGA_PORT = "org.qemu.guest_agent.0"
+QGA_START = f"""#!/bin/sh
+# wait for the port (virtio_console may still be probing), give it its udev-style name
+while [ ! -e /sys/class/virtio-ports ] || ! grep -qx {QGA_PORT} /sys/class/virtio-ports/*/name 2>/dev/null; do
+    sleep 0.05
+done
+mkdir -p /dev/virtio-ports
+for d in /sys/class/virtio-ports/vport*; do
+    ln -sf ../$(basename $d) /dev/virtio-ports/$(cat $d/name)
+done
+exec /qga/lib/LOADER --library-path /qga/lib /qga/qemu-ga -m virtio-serial -p /dev/virtio-ports/{QGA_PORT} -t /run
+"""
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p * (len(xs) - 1))))]
+
+
+# ---- boots ------------------------------------------------------------------------
+
+async def boot_trivial(qemu: str, kernel: Path, initrd: Path, cmdline: str, machine: str, timeout: float = 60) -> float:
+    """Seconds from QEMU's start to the trivial /init's marker on the console."""
+    scratch = Path(tempfile.mkdtemp(prefix="provium-bench-"))
+    cfg = argv_mod.QemuConfig(qemu=qemu, machine=machine, accel="tcg", memory_bytes=512 << 20, cpus=1,
+                              kernel=kernel, initrd=initrd, cmdline=cmdline, scratch=scratch)
+    started = time.monotonic()
+    proc = process.spawn(argv_mod.build(cfg), stderr_path=scratch / "qemu.stderr", cwd=scratch)
+    log = scratch / "console.log"
+    try:
+        while time.monotonic() - started < timeout:
+            if log.exists() and MARK.encode() in log.read_bytes():
+                return time.monotonic() - started
+            if proc.poll() is not None:
+                raise RuntimeError(f"QEMU exited: {(scratch / 'qemu.stderr').read_text()}")
+            await asyncio.sleep(0.005)
+        raise RuntimeError("the trivial /init never printed its marker")
+    finally:
+        await process.kill(proc)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def boot_agent(session: Session, profile: str) -> tuple[VM, float]:
+    vm = VM(session, f"bench-{time.monotonic_ns()}", profile).boot()
+    return vm, vm.instance.boot_seconds
+
+
+# ---- the qemu-ga image ------------------------------------------------------------
+
+def qga_initramfs(kernel, cache_dir) -> Path:
+    qga = Path(shutil.which("qemu-ga") or "/usr/sbin/qemu-ga")
+    if not qga.is_file():
+        raise SystemExit("qemu-ga not found: apt-get install qemu-guest-agent")
+    libs, loader = runtime.elf_deps(qga)
+    extra = {"qga/qemu-ga": (qga.read_bytes(), 0o755)}
+    for lib in libs:
+        extra[f"qga/lib/{lib.name}"] = (lib.read_bytes(), 0o755)
+    extra[f"qga/lib/{loader.name}"] = (loader.read_bytes(), 0o755)
+    extra["qga/start"] = (QGA_START.replace("LOADER", loader.name).encode(), 0o755)
+    names = [m.name.split(".ko")[0] for m in module_load_order(kernel.modules_dir)]
+    init = initramfs.INIT.format(modules=" ".join(names)).replace("exec /sbin/init", "/qga/start &\nexec /sbin/init")
+    data = initramfs.build(kernel, init=init, extra=extra)
+    path = Path(cache_dir) / "bench-qga-initramfs.cpio.gz"
+    path.write_bytes(data)
+    return path
+
+
+class Qga:
+    """A minimal QMP-style JSON client for qemu-ga over its chardev socket."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_unix_connection(str(self.path))
+        # guest-sync-delimited flushes whatever is in flight; its answer starts with 0xFF.
+        await self.call("guest-sync", {"id": 4242}, timeout=60)
+
+    async def call(self, cmd: str, args: dict | None = None, timeout: float = 10) -> dict:
+        msg = {"execute": cmd}
+        if args is not None:
+            msg["arguments"] = args
+        self.writer.write(json.dumps(msg).encode() + b"\n")
+        await self.writer.drain()
+        while True:
+            line = await asyncio.wait_for(self.reader.readline(), timeout)
+            if not line:
+                raise RuntimeError("qemu-ga closed the connection")
+            line = line.strip(b"\xff").strip()
+            if not line:
+                continue
+            reply = json.loads(line)
+            if "error" in reply:
+                raise RuntimeError(f"qemu-ga {cmd}: {reply['error']}")
+            if "return" in reply:
+                return reply["return"]
+
+    async def exec_true(self) -> None:
+        pid = (await self.call("guest-exec", {"path": "/bin/sh", "arg": ["-c", "true"], "capture-output": True}))["pid"]
+        while True:
+            st = await self.call("guest-exec-status", {"pid": pid})
+            if st.get("exited"):
+                if st.get("exitcode") != 0:
+                    raise RuntimeError(f"guest-exec: {st}")
+                return
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+# ---- main ---------------------------------------------------------------------------
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--boots", type=int, default=5, help="measured boots of each kind (default 5)")
+    ap.add_argument("--runs", type=int, default=200, help="vm.run round trips (default 200)")
+    ap.add_argument("--machine", choices=("q35", "microvm"), default="q35")
+    ap.add_argument("--write-readme", action="store_true", help="record the results in bench/README.md")
+    a = ap.parse_args()
+
+    qemu = shutil.which("qemu-system-x86_64")
+    if not qemu:
+        print("qemu-system-x86_64 not found: apt-get install qemu-system-x86", file=sys.stderr)
+        return 2
+    cache = Path(tempfile.mkdtemp(prefix="provium-bench-cache-"))
+    k = find_kernel()
+    base = builtin_linux_profile()
+    cmdline = base.cmdline  # the built-in profile's (it has console=ttyS0); the agent boot adds rdinit=
+    trivial = initramfs.ensure(k, cache, init=TRIVIAL_INIT)
+
+    cfg = load(None)
+    cfg.profiles["linux"].machine = a.machine
+    qga_profile = Profile(name="bench-qga", kernel=str(k.path), initrd=str(qga_initramfs(k, cache)),
+                          cmdline=base.cmdline, machine=a.machine)
+    cfg.profiles["bench-qga"] = qga_profile
+    qga_args = ["-chardev", "socket,id=qga,path={scratch}/qga.sock,server=on,wait=off",
+                "-device", f"virtserialport,bus=vser0.0,chardev=qga,name={QGA_PORT}"]
+    results: dict = {}
+    try:
+        with Session(vmm_mod.create("qemu", accel="tcg", cache_dir=str(cache)), cfg) as s:
+            print("warming up (builds the images, first boots)...", flush=True)
+            asyncio.run(boot_trivial(qemu, k.path, trivial, cmdline, a.machine))
+            vm, _ = boot_agent(s, "linux")
+            vm.shutdown()
+            trivial_s, agent_s = [], []
+            for i in range(a.boots):
+                trivial_s.append(asyncio.run(boot_trivial(qemu, k.path, trivial, cmdline, a.machine)))
+                vm, t = boot_agent(s, "linux")
+                agent_s.append(t)
+                vm.shutdown()
+                print(f"  boot {i + 1}: trivial /init {trivial_s[-1]:.2f} s, agent ready {agent_s[-1]:.2f} s", flush=True)
+            results["trivial"] = trivial_s
+            results["agent"] = agent_s
+
+            vm, _ = boot_agent(s, "linux")
+            inst = vm.instance
+            for _ in range(10):
+                vm.run("true")
+            run_ms = []
+            for _ in range(a.runs):
+                t = time.perf_counter()
+                vm.run("true")
+                run_ms.append((time.perf_counter() - t) * 1000)
+            nop_ms = []
+            for _ in range(a.runs):
+                t = time.perf_counter()
+                s.run(inst.client.call(GetTimeArgs()))
+                nop_ms.append((time.perf_counter() - t) * 1000)
+            results["run"] = run_ms
+            results["nop"] = nop_ms
+            vm.shutdown()
+
+        with Session(vmm_mod.create("qemu", accel="tcg", cache_dir=str(cache), extra_args=qga_args), cfg) as s:
+            vm, _ = boot_agent(s, "bench-qga")
+            qga = Qga(vm.instance.scratch / "qga.sock")
+
+            async def qga_times(n: int) -> list[float]:
+                await qga.open()
+                for _ in range(5):
+                    await qga.exec_true()
+                out = []
+                for _ in range(n):
+                    t = time.perf_counter()
+                    await qga.exec_true()
+                    out.append((time.perf_counter() - t) * 1000)
+                qga.close()
+                return out
+
+            results["qga"] = s.run(qga_times(max(20, a.runs // 2)), timeout=600)
+            for _ in range(5):
+                vm.run("true")
+            same_vm = []
+            for _ in range(max(20, a.runs // 2)):
+                t = time.perf_counter()
+                vm.run("true")
+                same_vm.append((time.perf_counter() - t) * 1000)
+            results["run_same_vm"] = same_vm
+            vm.shutdown()
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+    rows = report(results, a)
+    if a.write_readme:
+        write_readme(rows, results, a)
+    return 0
+
+
+def report(r: dict, a) -> list[tuple[str, str]]:
+    tri, ag = statistics.median(r["trivial"]), statistics.median(r["agent"])
+    run_med, run_p95 = statistics.median(r["run"]), pct(r["run"], 0.95)
+    nop_med, nop_p95 = statistics.median(r["nop"]), pct(r["nop"], 0.95)
+    qga_med, qga_p95 = statistics.median(r["qga"]), pct(r["qga"], 0.95)
+    same_med, same_p95 = statistics.median(r["run_same_vm"]), pct(r["run_same_vm"], 0.95)
+    rows = [
+        (f"boot to a trivial /init (marker on the console), median of {len(r['trivial'])}",
+         f"{tri:.2f} s (min {min(r['trivial']):.2f}, max {max(r['trivial']):.2f})"),
+        (f"boot to agent ready (hello answered), median of {len(r['agent'])}",
+         f"{ag:.2f} s (min {min(r['agent']):.2f}, max {max(r['agent']):.2f})"),
+        ("agent boot / trivial boot (target <= 1.5x)", f"**{ag / tri:.2f}x**"),
+        (f"`vm.run(\"true\")`, {len(r['run'])} calls", f"median {run_med:.1f} ms, p95 {run_p95:.1f} ms"),
+        (f"transport + agent no-op (`get_time`), {len(r['nop'])} calls", f"median {nop_med:.2f} ms, p95 {nop_p95:.2f} ms"),
+        (f"qemu-ga `guest-exec` + `guest-exec-status` of `sh -c true`, {len(r['qga'])} calls",
+         f"median {qga_med:.1f} ms, p95 {qga_p95:.1f} ms"),
+        (f"`vm.run(\"true\")` on that same VM, {len(r['run_same_vm'])} calls", f"median {same_med:.1f} ms, p95 {same_p95:.1f} ms"),
+        ("qemu-ga time / vm.run time (> 1 means vm.run is faster)", f"**{qga_med / same_med:.2f}x**"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k_, v in rows:
+        print(f"{k_:<{width}}  {v}")
+    return rows
+
+
+def write_readme(rows, r, a) -> None:
+    os_name = "unknown"
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                os_name = line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    qemu_v = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    kernel = find_kernel()
+    try:
+        load1 = os.getloadavg()[0]
+    except OSError:
+        load1 = float("nan")
+    guest_py = runtime.host_python()
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    section = f"""## boot
+
+`bench/boot.py`: the built-in `linux` profile under QEMU, TCG, machine `{a.machine}`, 1 vCPU,
+512 MiB.  "Trivial /init" boots the same kernel and the same initramfs with `/init`
+replaced by a script that prints a marker on the serial console (no modules, no
+agent); "agent ready" is the normal provium boot, until the agent has answered the
+host's `hello`.  Both are timed from QEMU's start; boots alternate.  Then command
+round trips on a booted guest, and the same command through qemu-guest-agent
+(Debian's `qemu-ga`, put into the initramfs with its libraries, on a second
+virtio-serial port) on one VM.  Reproduce: `.venv/bin/python bench/boot.py --write-readme`.
+
+Machine: {os.cpu_count()} cores, {os_name}, {qemu_v}, guest kernel {kernel.version},
+guest Python {guest_py}; {datetime.date.today().isoformat()}; load average at the end {load1:.1f}
+(other work shared the cores: treat small differences as noise).
+
+| measurement | result |
+|---|---|
+{table}
+
+Where the agent's boot time goes (from `PROVIUM_AGENT_DEBUG=1` on the kernel
+command line and `python -X importtime` in the guest): the kernel unpacks a larger
+initrd (the overlay adds the Python runtime), the init loads the virtio modules,
+and Python starts (about 0.3 s for a bare interpreter under TCG) and imports the
+agent (about 0.9 s, mostly `dataclasses`/`inspect`/`enum`/`re` and the protocol
+module's ~70 dataclasses; the overlay ships the code `dataclasses` would compile,
+which saved about a third of that).  Everything runs on one emulated CPU, so these
+add up.  `vm.run("true")` is dominated by the guest side: a thread per request
+and a fork+exec of `sh` under emulation; the transport and the agent's dispatch
+are the `get_time` row.
+"""
+    text = README.read_text() if README.exists() else "# Benchmarks\n\nEach section is written by its benchmark script (`--write-readme`).\n"
+    pattern = re.compile(r"^## boot\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda m: section + "\n", text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    README.write_text(text)
+    print(f"wrote the boot section of {README}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
