@@ -119,3 +119,27 @@ def test_agent_initrd_appends_the_given_overlay(tmp_path):
     missing = Profile(name="y", cmdline="x", agent_overlay_path="nope.gz", base_dir=str(tmp_path))
     with pytest.raises(ImageError, match="agent_overlay_path"):
         agent_initrd(missing, initrd, cache_dir=tmp_path / "cache")
+
+
+def test_unused_images_are_pruned_when_a_new_one_is_built(tmp_path):
+    import os
+    import time
+
+    from provium.image import cache
+
+    d = tmp_path / "images"
+    d.mkdir()
+    old, recent, other = d / "merged-old", d / "merged-recent", d / "agent-overlay-old"
+    for p in (old, recent, other):
+        p.write_bytes(b"x")
+    week_ago = time.time() - 7 * 24 * 3600
+    os.utime(old, (week_ago, week_ago))
+    os.utime(other, (week_ago, week_ago))
+    new = d / "merged-new"
+    new.write_bytes(b"y")
+    cache.prune(d, "merged-", keep=new)
+    assert not old.exists() and recent.exists() and new.exists() and other.exists()
+    os.utime(recent, (week_ago, week_ago))
+    cache.use(recent)  # a cache hit counts as a use
+    cache.prune(d, "merged-", keep=new)
+    assert recent.exists()

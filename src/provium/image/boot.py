@@ -75,8 +75,10 @@ def agent_initrd(profile: Profile, initrd: Path | None, cache_dir=None) -> Path:
         return ov
     h = cache.Hasher("merged-initrd").add_file("initrd", initrd).add_file("overlay", ov)
     path = cache.image_dir(cache_dir) / f"merged-{h.hexdigest()[:24]}.cpio.gz"
-    if not path.exists():
-        cache.concat_files(path, [initrd, ov])
+    if path.exists():
+        return cache.use(path)
+    cache.concat_files(path, [initrd, ov])
+    cache.prune(path.parent, "merged-", keep=path)
     return path
 
 

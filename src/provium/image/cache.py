@@ -11,7 +11,12 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from pathlib import Path
+
+# Images are small next to fixtures, but each agent or kernel change makes new ones:
+# a kind's images not used for this long are removed when a new one is built.
+UNUSED_TTL = 3 * 24 * 3600
 
 
 def default_cache_dir() -> Path:
@@ -100,3 +105,29 @@ def concat_files(path: Path, sources: list[Path | bytes]) -> Path:
     for s in sources:
         parts.append(s if isinstance(s, (bytes, bytearray)) else Path(s).read_bytes())
     return atomic_write(path, parts)
+
+
+def use(path: Path) -> Path:
+    """Mark a cache hit as used now (its mtime is the last use), for `prune`."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+    return path
+
+
+def prune(directory: Path, prefix: str, keep: Path, ttl: float = UNUSED_TTL) -> None:
+    """Delete `prefix*` files in `directory` unused for `ttl` seconds (never `keep`)."""
+    now = time.time()
+    try:
+        entries = list(directory.glob(prefix + "*"))
+    except OSError:
+        return
+    for p in entries:
+        if p == keep or p.name.startswith("."):
+            continue
+        try:
+            if now - p.stat().st_mtime > ttl:
+                p.unlink()
+        except OSError:
+            pass

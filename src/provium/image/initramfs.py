@@ -154,6 +154,8 @@ def ensure(kernel: HostKernel, cache_dir=None, *, modules: tuple[str, ...] = GUE
     """Path of the cached initramfs for `kernel`, building it on a miss."""
     key = cache_key(kernel, modules, init)
     path = cache.image_dir(cache_dir) / f"initramfs-{kernel.version}-{key[:16]}.cpio.gz"
-    if not path.exists():
-        cache.atomic_write(path, build(kernel, modules=modules, init=init))
+    if path.exists():
+        return cache.use(path)
+    cache.atomic_write(path, build(kernel, modules=modules, init=init))
+    cache.prune(path.parent, "initramfs-", keep=path)
     return path

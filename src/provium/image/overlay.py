@@ -8,8 +8,10 @@ busybox, and the Python runtime and agent under /provium.  The kernel is told
   background and exec /init, so the guest's own init keeps PID 1.  Nothing is
   mounted here: the real init mounts, and may `switch_root`, which would fail
   with EBUSY if we had mounted anything first;
-* standalone (no /init: the overlay is the whole initrd): mount /dev, /proc,
-  /sys and /tmp ourselves and exec the agent as PID 1 (it reaps orphans then).
+* standalone (no /init: the overlay is the whole initrd, or the initrd only
+  carries modules): mount /dev, /proc, /sys and /tmp ourselves, load the virtio
+  console driver if it is a module there, and exec the agent as PID 1 (it reaps
+  orphans then).
 
 The agent re-executes itself for workers with the argv in $PROVIUM_AGENT_EXEC.
 """
@@ -45,6 +47,9 @@ $b mount -t devtmpfs devtmpfs /dev || echo "provium-agent: mount /dev failed" >&
 $b mount -t proc proc /proc || echo "provium-agent: mount /proc failed" >&2
 $b mount -t sysfs sysfs /sys || echo "provium-agent: mount /sys failed" >&2
 $b mount -t tmpfs -o mode=1777 tmpfs /tmp || echo "provium-agent: mount /tmp failed" >&2
+# Our port needs virtio_console: load it (and a transport) if the initrd carries them
+# as modules under /lib/modules/<release>/; built-in drivers make this a no-op.
+[ -e /lib/modules/$($b uname -r)/modules.dep ] && $b modprobe -qa virtio_pci virtio_mmio virtio_console
 exec {guest}
 """
 
@@ -85,6 +90,8 @@ def ensure(cache_dir=None) -> Path:
     """Path of the cached overlay for the current agent sources and host Python."""
     key = cache_key()
     path = cache.image_dir(cache_dir) / f"agent-overlay-{key[:16]}.cpio.gz"
-    if not path.exists():
-        cache.atomic_write(path, build())
+    if path.exists():
+        return cache.use(path)
+    cache.atomic_write(path, build())
+    cache.prune(path.parent, "agent-overlay-", keep=path)
     return path
