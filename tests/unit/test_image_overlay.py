@@ -58,6 +58,8 @@ def test_overlay_carries_launcher_and_runtime_but_no_init(unpacked):
     assert any("_ctypes" in n for n in entries) or "_ctypes" in runtime.sys.builtin_module_names
     for d in ("dev", "proc", "sys", "tmp"):
         assert stat.S_ISDIR(entries[d][0])
+    for node in ("dev/urandom", "dev/null", "dev/console"):  # usable before anything mounts /dev
+        assert stat.S_ISCHR(entries[node][0]), node
 
 
 def test_exec_argv_is_json_and_points_into_the_overlay(unpacked):

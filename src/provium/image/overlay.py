@@ -69,6 +69,14 @@ def build() -> bytes:
     for d in ("dev", "proc", "sys", "tmp", "sbin"):
         w.add_dir(d)
     w.add_dir("tmp", 0o1777)
+    # In chain mode Python starts before the guest's init has mounted /dev, and it
+    # needs /dev/urandom when the kernel's entropy pool is not ready yet (always, this
+    # early under TCG): "Fatal Python error: _Py_HashRandomization_Init".  Nodes in
+    # the rootfs work from the start; a devtmpfs mounted later simply covers them.
+    w.add_chardev("dev/null", 1, 3, 0o666)
+    w.add_chardev("dev/random", 1, 8, 0o666)
+    w.add_chardev("dev/urandom", 1, 9, 0o666)
+    w.add_chardev("dev/console", 5, 1, 0o600)
     w.add_file(BUSYBOX, find_busybox().read_bytes(), 0o755)
     for path, (data, mode) in sorted(rt.files.items()):
         w.add_file(path, data, mode)
