@@ -17,6 +17,7 @@ compiles while the agent imports (see guest_boot.py).
 from __future__ import annotations
 
 import ast
+import functools
 import io
 import json
 import os
@@ -88,13 +89,18 @@ def running_python() -> Path:
 
 
 def host_python() -> Path:
+    """The interpreter to ship (see _choose_python); remembered per process and setting."""
+    return _choose_python(os.environ.get("PROVIUM_GUEST_PYTHON"))
+
+
+@functools.lru_cache(maxsize=None)
+def _choose_python(env: str | None) -> Path:
     """The interpreter to ship.
 
     $PROVIUM_GUEST_PYTHON if set; else the distribution's `/usr/bin/pythonX.Y` when
     it is the same X.Y as ours (distributions build it with optimisations and a
     static libpython, which starts markedly faster under TCG); else our own.
     """
-    env = os.environ.get("PROVIUM_GUEST_PYTHON")
     want = "%d.%d" % sys.version_info[:2]
     if env:
         p = Path(os.path.realpath(env))

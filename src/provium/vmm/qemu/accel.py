@@ -11,6 +11,7 @@ probe once.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import subprocess
@@ -38,6 +39,7 @@ def kvm_openable() -> tuple[bool, str]:
     return True, ""
 
 
+@functools.lru_cache(maxsize=None)
 def qemu_version(qemu: str) -> str:
     try:
         out = subprocess.run([qemu, "--version"], capture_output=True, text=True, timeout=10)
