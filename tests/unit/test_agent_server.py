@@ -264,6 +264,22 @@ def test_cli_exits_zero_on_eof_and_kills_what_it_started():
     assert _gone(pid)
 
 
+def test_cli_exit_also_kills_what_exec_left_running():
+    from provium.protocol.messages import ExecArgs
+
+    c = spawn_agent()
+    r = c.value(ExecArgs("sh", ["-c", "sleep 60 & echo $!"]))
+    daemon = int(r.stdout)
+    r = c.value(ExecArgs("sh", ["-c", "setsid sleep 60 >/dev/null 2>&1 & echo $!"]))
+    escaped = int(r.stdout)  # left our process group: not ours to track
+    try:
+        assert not _gone(daemon, timeout=0.2)  # exec returned with the daemon running
+        assert c.close() == 0
+        assert _gone(daemon)
+    finally:
+        os.kill(escaped, 9)
+
+
 def test_cli_on_sigterm_kills_its_children_and_dies_by_the_signal():
     import signal
 

@@ -25,10 +25,6 @@ USAGE = (
 )
 
 
-class _Terminated(BaseException):
-    pass
-
-
 class UsageError(Exception):
     pass
 
@@ -91,8 +87,63 @@ def _open(fd: int):
     return sock, sock, sock
 
 
-def _on_sigterm(signum, frame) -> None:
-    raise _Terminated()
+def _no_inherit_fds() -> None:
+    """Make every inherited descriptor above stderr close-on-exec.
+
+    Children are started without closing descriptors (see children.spawn), so
+    what our parent passed us (above all the served socket) must not reach
+    them: a daemon holding the host's socket would keep the host from ever
+    seeing this agent end.
+    """
+    try:
+        fds = [int(n) for n in os.listdir("/proc/self/fd")]
+    except OSError:
+        return
+    for fd in fds:
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass  # the listing's own descriptor, already closed
+
+
+def _serve_until_sigterm(run) -> bool:
+    """Run `run()` on a thread until it returns (False) or SIGTERM arrives (True).
+
+    The signal handler does nothing but let the C-level handler write the
+    signal number to a wake-up pipe; the main thread only reads that pipe.  No
+    exception is ever raised into running code (which could land inside a lock
+    operation of a thread being started), and the cleanup runs on the main
+    thread in plain sequence.
+    """
+    import signal
+    import threading
+
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    failure: list[BaseException] = []
+
+    def session() -> None:
+        try:
+            run()
+        except BaseException as exc:  # re-raised on the main thread
+            failure.append(exc)
+        finally:
+            os.write(wake_w, b"\0")  # signal numbers are never 0
+
+    threading.Thread(target=session, daemon=True, name="session").start()
+    while True:
+        data = os.read(wake_r, 64)
+        if bytes([signal.SIGTERM]) in data:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish cleaning up first
+            return True
+        if b"\0" in data:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            if failure:
+                raise failure[0]
+            return False
 
 
 def _die_by_sigterm() -> None:
@@ -136,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(USAGE + (__doc__ or ""))
         return 0
 
-    import signal
+    _no_inherit_fds()
 
     from .base import log
     from .server import serve
@@ -172,14 +223,9 @@ def main(argv: list[str] | None = None) -> int:
                 _worker_startup_failed(sock, msg)
             return exc.errno if isinstance(exc.errno, int) and 0 < exc.errno < 128 else 1
 
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    terminated = False
     try:
-        serve(rfile, wfile, state, handshake=not worker)
-    except _Terminated:
-        terminated = True
+        terminated = _serve_until_sigterm(lambda: serve(rfile, wfile, state, handshake=not worker))
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish cleaning up first
         state.shutdown()
     if terminated:
         _die_by_sigterm()

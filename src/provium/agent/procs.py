@@ -1,10 +1,10 @@
 """Processes: exec (run to completion) and run_async + wait/kill/stdin/status.
 
-Every child gets its own process group, so a timeout can kill what it started
-too (a shell's background jobs, a test server's helpers), and three pipes.
-Drain threads copy stdout/stderr into an `OutputBuffer` that keeps everything:
-the final `wait` returns the whole output, and a `proc_stream` reader replays it
-from byte 0 and then follows it, each reader with its own cursor.
+Starting, exit watching and output collection live in `children`.  exec
+collects on the request's own thread.  run_async hands the collection to a
+pool thread that keeps everything in an `OutputBuffer`: the final `wait`
+returns the whole output, and a `proc_stream` reader replays it from byte 0
+and then follows it, each reader with its own cursor.
 """
 
 from __future__ import annotations
@@ -16,143 +16,82 @@ import time
 from provium.protocol.messages import ExecOk, WrittenOk
 from provium.protocol.types import ExitStatus, OpResult, ProcessLiveStatus
 
-from . import reaper, workers
+from . import workers
 from .base import UNKNOWN_HANDLE, AgentFail, os_fail
+from .children import EXIT_GRACE_MAX, KILL_GRACE, Child, OutputBuffer, collect, spawn
+from .pool import POOL
 
-WAIT_SLICE = 0.1  # how often a blocked wait looks at its deadline / cancellation
-DRAIN_GRACE = 1.0  # after a kill, how long to wait for the pipes to empty
-SIGKILL = 9  # the same on every Linux architecture; spares importing `signal`
 EBADF = 9
 EINVAL = 22
-EPIPE = 32
-
-
-class OutputBuffer:
-    """Everything one pipe produced, growing; `done` once the pipe hit EOF."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.done = False
-        self.cond = threading.Condition()
-
-    def append(self, chunk: bytes) -> None:
-        with self.cond:
-            self.data += chunk
-            self.cond.notify_all()
-
-    def finish(self) -> None:
-        with self.cond:
-            self.done = True
-            self.cond.notify_all()
-
-    def wait_done(self, timeout: float | None) -> bool:
-        with self.cond:
-            return self.cond.wait_for(lambda: self.done, timeout)
-
-    def wait_past(self, pos: int, timeout: float) -> None:
-        with self.cond:
-            self.cond.wait_for(lambda: self.done or len(self.data) > pos, timeout)
-
-    def read(self, pos: int, limit: int) -> bytes:
-        with self.cond:
-            return bytes(self.data[pos:pos + limit])
-
-    def snapshot(self) -> bytes:
-        with self.cond:
-            return bytes(self.data)
-
-
-def _drain(pipe, buf: OutputBuffer) -> None:
-    fd = pipe.fileno()
-    try:
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            buf.append(chunk)
-    except OSError:
-        pass
-    finally:
-        buf.finish()
-        try:
-            pipe.close()
-        except OSError:
-            pass
 
 
 class Proc:
-    def __init__(self, popen) -> None:
-        self.popen = popen
-        self.pid = popen.pid
+    """A run_async process: its Child, its output so far, and who may touch stdin."""
+
+    def __init__(self, child: Child) -> None:
+        self.child = child
+        self.pid = child.pid
         self.out = OutputBuffer()
         self.err = OutputBuffer()
         self.lock = threading.Lock()
         self.stdin_lock = threading.Lock()  # a write blocked on a full pipe must not block kill
-        self.stdin = popen.stdin
         self.waiting = False
-        for pipe, buf in ((popen.stdout, self.out), (popen.stderr, self.err)):
-            threading.Thread(target=_drain, args=(pipe, buf), daemon=True, name=f"drain-{self.pid}").start()
+        self.collected = threading.Event()
+        # The collector's own pidfd: wait may close the child's while it still polls.
+        pidfd = os.dup(child.pidfd) if child.pidfd is not None else None
+        POOL.submit(self._collect, pidfd)
 
-    def killpg(self, sig: int = SIGKILL) -> None:
+    def _collect(self, pidfd: int | None) -> None:
         try:
-            os.killpg(self.pid, sig)
-        except OSError:
-            pass  # the group is already gone
+            collect(self.child, self.out, self.err, pidfd=pidfd)
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+            self.collected.set()
 
     def close_stdin(self) -> None:
         with self.stdin_lock:
-            pipe, self.stdin = self.stdin, None
-        if pipe is not None:
+            fd, self.child.stdin = self.child.stdin, -1
+        if fd >= 0:
             try:
-                pipe.close()
+                os.close(fd)
             except OSError:
                 pass
 
     def finish(self, deadline: float | None) -> ExecOk:
-        """Wait for the pipes to close and the child to exit; kill the group at the deadline."""
+        """Wait for the child to exit (kill the group at the deadline), then for its output."""
+        child = self.child
         timed_out = False
-        # Pipe EOF wakes us the moment the child is done (a condition, not a poll).
-        for buf in (self.out, self.err):
-            while not timed_out and not buf.wait_done(_step(deadline)):
-                if _past(deadline):
-                    timed_out = True
-        if not timed_out:
-            timed_out = not _reap(self.popen, deadline)
-        if timed_out:
-            self.killpg()
-            self.popen.wait()
-            for buf in (self.out, self.err):
-                buf.wait_done(DRAIN_GRACE)
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not child.wait_exit(left):
+            child.killpg()
+            timed_out = True
+            child.wait_exit(None)
+        child.reap()
+        # The collector stops at most EXIT_GRACE_MAX after the exit (sooner when
+        # the pipes close); the bound only guards against a bug.
+        self.collected.wait(EXIT_GRACE_MAX + KILL_GRACE + 5)
         self.close_stdin()
-        reaper.unregister(self.pid)
-        return ExecOk(status=_status(self.popen, timed_out), stdout=self.out.snapshot(),
+        child.close_pidfd()
+        return ExecOk(status=_status(child, timed_out), stdout=self.out.snapshot(),
                       stderr=self.err.snapshot())
 
     def destroy(self) -> None:
-        if self.popen.returncode is None:
-            self.killpg()
-            try:
-                self.popen.wait(timeout=5)
-            except Exception:
-                pass
+        child = self.child
+        if child.returncode is None:
+            child.killpg()
+            if child.wait_exit(5):
+                child.reap()
         self.close_stdin()
-        reaper.unregister(self.pid)
 
 
-def spawn(op_name: str, cmd: str, args: list[str], env: dict, env_clear: bool, cwd: str | None):
-    """Start `cmd args` in a new process group with three pipes; a Popen or an err OpResult."""
-    import subprocess
-
+def _start(op_name: str, ctx, cmd: str, args: list[str], env: dict, env_clear: bool,
+           cwd: str | None) -> Child | OpResult:
+    """Start the command (see children.spawn); a Child, or an err OpResult saying why not."""
     full_env = {} if env_clear else dict(os.environ)
     full_env.update(env)
     try:
-        with reaper.SPAWN_LOCK:
-            popen = subprocess.Popen(
-                [cmd, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=full_env, cwd=cwd, process_group=0, close_fds=True,
-            )
-            reaper.register(popen.pid)
-        return popen
+        child = spawn(cmd, args, full_env, cwd)
     except OSError as exc:
         what = exc.filename if exc.filename is not None else cmd
         if cwd is not None and what == cwd:
@@ -160,130 +99,46 @@ def spawn(op_name: str, cmd: str, args: list[str], env: dict, env_clear: bool, c
         return os_fail(op_name, exc, str(what))
     except (ValueError, TypeError) as exc:  # e.g. a NUL byte in an argument
         return OpResult.failure(EINVAL, f"{op_name}: {cmd}: {exc}")
+    ctx.state.track_group(child.pid)
+    return child
 
 
-def exec_(ctx, op):
-    popen = spawn("exec", op.cmd, op.args, op.env, op.env_clear, op.cwd)
-    if isinstance(popen, OpResult):
-        return popen
-    deadline = None if op.timeout_ms is None else time.monotonic() + max(0, op.timeout_ms) / 1000
-    return OpResult.success(_run_to_end(ctx, popen, op.stdin, deadline))
-
-
-def _step(deadline: float | None) -> float:
-    if deadline is None:
-        return WAIT_SLICE
-    return max(0.0, min(WAIT_SLICE, deadline - time.monotonic()))
-
-
-def _past(deadline: float | None) -> bool:
-    return deadline is not None and time.monotonic() >= deadline
-
-
-def _reap(popen, deadline: float | None, ctx=None) -> bool:
-    """Wait for exit until the deadline (or cancellation); False if it did not exit."""
-    import subprocess
-
-    while True:
-        try:
-            popen.wait(timeout=_step(deadline))
-            return True
-        except subprocess.TimeoutExpired:
-            if _past(deadline) or (ctx is not None and ctx.cancelled):
-                return False
-
-
-def _status(popen, timed_out: bool) -> ExitStatus:
+def _status(child: Child, timed_out: bool) -> ExitStatus:
     if timed_out:
         return ExitStatus.timed_out()
-    rc = popen.returncode
+    rc = child.returncode
     return ExitStatus.signalled(-rc) if rc < 0 else ExitStatus.exited(rc)
 
 
-def _run_to_end(ctx, popen, stdin: bytes, deadline: float | None) -> ExecOk:
-    """exec's loop: feed stdin, drain both pipes, enforce the deadline, reap.
-
-    One poll loop on the request's own thread (no helper threads), so a short
-    command costs little more than its fork and exec.  A cancelled channel
-    kills the group too: nobody is left who could collect this process.
-    """
-    import select
-
-    def killpg() -> None:
-        try:
-            os.killpg(popen.pid, SIGKILL)
-        except OSError:
-            pass
-
-    out, err = bytearray(), bytearray()
-    bufs = {popen.stdout.fileno(): out, popen.stderr.fileno(): err}
-    poller = select.poll()
-    for fd in bufs:
-        poller.register(fd, select.POLLIN)
-    in_fd = None
-    view = memoryview(stdin)
-    if stdin:
-        in_fd = popen.stdin.fileno()
-        os.set_blocking(in_fd, False)
-        poller.register(in_fd, select.POLLOUT)
-    else:
-        popen.stdin.close()
-    timed_out = killed = False
-    limit = deadline
+def exec_(ctx, op):
+    child = _start("exec", ctx, op.cmd, op.args, op.env, op.env_clear, op.cwd)
+    if isinstance(child, OpResult):
+        return child
+    deadline = None if op.timeout_ms is None else time.monotonic() + max(0, op.timeout_ms) / 1000
+    out, err = OutputBuffer(), OutputBuffer()
     try:
-        while bufs:
-            if limit is not None and time.monotonic() >= limit:
-                if killed:
-                    break  # a holder outside the group keeps the pipe: stop listening
-                killpg()
-                killed = timed_out = True
-                limit = time.monotonic() + DRAIN_GRACE
-                continue
-            if ctx.cancelled and not killed:
-                killpg()
-                killed = True
-                limit = time.monotonic() + DRAIN_GRACE
-            for fd, _ in poller.poll(int(_step(limit) * 1000) + 1):
-                if fd == in_fd:
-                    try:
-                        view = view[os.write(fd, view[:65536]):]
-                    except BlockingIOError:
-                        continue
-                    except OSError:
-                        view = view[:0]  # the child stopped reading; what it got is what it wanted
-                    if not view:
-                        poller.unregister(fd)
-                        popen.stdin.close()
-                        in_fd = None
-                    continue
-                try:
-                    chunk = os.read(fd, 65536)
-                except OSError:
-                    chunk = b""
-                if chunk:
-                    bufs[fd] += chunk
-                else:
-                    poller.unregister(fd)
-                    del bufs[fd]
+        # On the request's own thread (no helper threads): a short command costs
+        # little more than its start.
+        timed_out, killed = collect(child, out, err, pidfd=child.pidfd, feed=op.stdin,
+                                    deadline=deadline, ctx=ctx)
+        if not killed:
+            # The pipes closed (or went quiet) but the child may still run.
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not child.wait_exit(left, ctx):
+                child.killpg()
+                timed_out = deadline is not None and time.monotonic() >= deadline
+        child.reap()
     finally:
-        for pipe in (popen.stdin, popen.stdout, popen.stderr):
-            try:
-                pipe.close()
-            except OSError:
-                pass
-    if not killed and not _reap(popen, deadline, ctx):
-        killpg()
-        timed_out = _past(deadline)
-    popen.wait()
-    reaper.unregister(popen.pid)
-    return ExecOk(status=_status(popen, timed_out), stdout=bytes(out), stderr=bytes(err))
+        child.close_pidfd()
+    return OpResult.success(ExecOk(status=_status(child, timed_out), stdout=bytes(out.data),
+                                   stderr=bytes(err.data)))
 
 
 def run_async(ctx, op):
-    popen = spawn("run_async", op.cmd, op.args, op.env, op.env_clear, op.cwd)
-    if isinstance(popen, OpResult):
-        return popen
-    return OpResult.success(ctx.state.add(ctx.state.procs, Proc(popen)))
+    child = _start("run_async", ctx, op.cmd, op.args, op.env, op.env_clear, op.cwd)
+    if isinstance(child, OpResult):
+        return child
+    return OpResult.success(ctx.state.add(ctx.state.procs, Proc(child)))
 
 
 def unknown_proc(op_name: str, handle: int) -> AgentFail:
@@ -318,17 +173,14 @@ def kill(ctx, op):
     if op.handle in ctx.state.worker_procs:
         return workers.relay_proc_op(ctx, "kill", op)
     proc = _proc(ctx, "kill", op.handle)
-    with proc.lock:
-        if proc.popen.returncode is not None:
-            return OpResult.success(None)  # reaped: the pid may be someone else's now
-        try:
-            os.kill(proc.pid, op.signal)  # the child only, not its group
-        except ProcessLookupError:
-            pass
-        except OSError as exc:
-            return os_fail("kill", exc, f"proc#{op.handle} (pid {proc.pid}) with signal {op.signal}")
-        except (OverflowError, ValueError):
-            return OpResult.failure(EINVAL, f"kill: {op.signal} is not a signal number")
+    try:
+        proc.child.kill(op.signal)  # the child only, not its group; a reaped one is left alone
+    except ProcessLookupError:
+        pass
+    except OSError as exc:
+        return os_fail("kill", exc, f"proc#{op.handle} (pid {proc.pid}) with signal {op.signal}")
+    except (OverflowError, ValueError):
+        return OpResult.failure(EINVAL, f"kill: {op.signal} is not a signal number")
     return OpResult.success(None)
 
 
@@ -343,11 +195,11 @@ def proc_stdin_write(ctx, op):
         return workers.relay_proc_op(ctx, "proc_stdin_write", op)
     proc = _proc(ctx, "proc_stdin_write", op.handle)
     with proc.stdin_lock:  # held across the write so a concurrent close cannot free the fd
-        pipe = proc.stdin
-        if pipe is None:
+        fd = proc.child.stdin
+        if fd < 0:
             return OpResult.failure(EBADF, f"proc_stdin_write: proc#{op.handle}: stdin is already closed")
         try:
-            return OpResult.success(WrittenOk(os.write(pipe.fileno(), op.data)))
+            return OpResult.success(WrittenOk(os.write(fd, op.data)))
         except OSError as exc:
             return os_fail("proc_stdin_write", exc, f"proc#{op.handle} stdin")
 
@@ -365,7 +217,7 @@ def proc_status(ctx, op):
     proc = ctx.state.get(ctx.state.procs, op.handle)
     if proc is None:
         return OpResult.success(ProcessLiveStatus.UNKNOWN)  # not an error, by design
-    running = proc.popen.poll() is None
+    running = not proc.child.exited()
     return OpResult.success(ProcessLiveStatus.RUNNING if running else ProcessLiveStatus.EXITED)
 
 

@@ -14,6 +14,9 @@ import threading
 from typing import Any
 
 
+_PRUNE_AT = 64
+
+
 class FileEntry:
     __slots__ = ("fd", "path")
 
@@ -36,6 +39,11 @@ class AgentState:
         self.worker_procs: dict[int, tuple[int, int]] = {}  # our handle -> (worker, its handle)
         self.async_calls: dict[int, Any] = {}  # worker_syscall_begin ids run here
         self._next_async = 1
+        # Process groups of the children we started: what they left running
+        # (a daemon started with `&`) is killed with the agent.  Groups found
+        # empty are dropped as the set grows.
+        self.groups: set[int] = set()
+        self._prune_at = _PRUNE_AT
 
     def new_handle(self) -> int:
         with self.lock:
@@ -58,6 +66,20 @@ class AgentState:
         with self.lock:
             return table.pop(handle, None)
 
+    def track_group(self, pgid: int) -> None:
+        with self.lock:
+            self.groups.add(pgid)
+            if len(self.groups) < self._prune_at:
+                return
+            groups = list(self.groups)
+        from .children import group_alive
+
+        dead = {g for g in groups if not group_alive(g)}
+        with self.lock:
+            self.groups -= dead
+            # Many live groups (daemons) must not make every spawn scan them all.
+            self._prune_at = max(_PRUNE_AT, 2 * len(self.groups))
+
     def new_async_id(self) -> int:
         with self.lock:
             n = self._next_async
@@ -65,7 +87,7 @@ class AgentState:
             return n
 
     def shutdown(self) -> None:
-        """Release everything: kill tracked process groups, close files, join workers.
+        """Release everything: kill our processes and what they left running, close files, join workers.
 
         Called when a local-backend agent or a worker ends, so nothing it started
         outlives it.  (A guest agent keeps its state across reconnects instead.)
@@ -78,11 +100,17 @@ class AgentState:
             self.files.clear()
             self.workers.clear()
             self.worker_procs.clear()
+            groups = list(self.groups)
+            self.groups.clear()
         for p in procs:
             try:
                 p.destroy()
             except Exception:
                 pass
+        from .children import kill_leftover_group
+
+        for g in groups:
+            kill_leftover_group(g)
         for f in files:
             try:
                 os.close(f.fd)

@@ -1,0 +1,456 @@
+"""Child processes: starting them, noticing their exit, collecting their output.
+
+Every child leads a new process group (so a timeout can kill what it started
+too) and gets three pipes.  Its exit is watched through a pidfd, which polls
+readable the moment the process ends, next to the pipes: no sleeping loops.
+
+What a child leaves behind may keep its pipes open: a daemon started with
+`&`, or the `sleep` a killed `sh -c` was waiting for.  Those descendants are
+not what the op asked about, so once the direct child has exited we read on
+only until the pipes close or go quiet (`EXIT_GRACE`), return what we have, and
+hand the pipes to a sink thread that drains and drops whatever still comes, so
+the daemon neither blocks on a full pipe nor dies of SIGPIPE.  They keep
+running; the local backend kills their groups when the agent itself ends.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+import time
+
+from . import reaper
+
+# After the direct child exits its pipes close at once, unless a descendant
+# holds them.  We keep listening while output still flows from such a helper
+# (one that is finishing too usually has its last words in flight) and stop
+# once the pipes have been idle this long: a few scheduler ticks even in a
+# loaded TCG guest, yet short enough that `exec("mydaemon &")` still feels
+# instant.
+EXIT_GRACE = 0.15
+# ... but never longer than this after the exit, however chatty the helper.
+EXIT_GRACE_MAX = 1.0
+KILL_GRACE = 1.0  # after SIGKILL to the group, how long to wait for the child to go
+SLICE = 0.1  # how often a blocked loop looks at cancellation (and, without pidfd, at the exit)
+SIGKILL = 9  # the same on every Linux architecture
+CHUNK = 65536
+_POLLIN = select.POLLIN
+_POLLOUT = select.POLLOUT
+
+
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # kernel < 5.3, or a sandbox forbids it: poll instead
+        return None
+
+
+class Child:
+    """One spawned process: pid, our ends of its pipes, and its exit code once reaped.
+
+    `lock` guards reaping: `kill` holds it too, so a signal can never reach a
+    pid that was reaped (and possibly reused) in between.
+    """
+
+    def __init__(self, pid: int, stdin: int, stdout: int, stderr: int, popen=None) -> None:
+        self.pid = pid
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self.returncode: int | None = None
+        self.lock = threading.Lock()
+        # A subprocess.Popen (cwd given) is kept alive and told the exit code, so
+        # its finaliser never reaps the child behind our back.
+        self._popen = popen
+        self.pidfd = _pidfd(pid)
+
+    def exited(self) -> bool:
+        """Whether the child has ended (reaped or not); never reaps it."""
+        if self.returncode is not None:
+            return True
+        try:
+            return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:
+            return True
+
+    def wait_exit(self, timeout: float | None, ctx=None) -> bool:
+        """Block until the child has ended (True), `timeout` passed or ctx was cancelled (False)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        poller = None
+        fd = self.pidfd
+        if fd is not None:
+            poller = select.poll()
+            poller.register(fd, _POLLIN)
+        while not self.exited():
+            step = SLICE if ctx is not None or poller is None else 1.0
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                step = min(step, left)
+            if ctx is not None and ctx.cancelled:
+                return False
+            if poller is not None:
+                poller.poll(int(step * 1000) + 1)
+            else:
+                time.sleep(min(step, 0.02))
+        return True
+
+    def reap(self) -> int:
+        """Collect the exit code (blocks until the child ends): -N for signal N."""
+        with self.lock:
+            if self.returncode is None:
+                try:
+                    _, status = os.waitpid(self.pid, 0)
+                    self.returncode = os.waitstatus_to_exitcode(status)
+                except ChildProcessError:  # reaped elsewhere: the status is lost
+                    self.returncode = 255
+                reaper.unregister(self.pid)
+                if self._popen is not None:
+                    self._popen.returncode = self.returncode
+            return self.returncode
+
+    def kill(self, sig: int) -> None:
+        """Signal the child only.  Raises OSError; one that has ended is left alone."""
+        with self.lock:
+            if not self.exited():
+                os.kill(self.pid, sig)
+
+    def killpg(self, sig: int = SIGKILL) -> None:
+        try:
+            os.killpg(self.pid, sig)
+        except OSError:
+            pass  # the group is already gone
+
+    def close_pidfd(self) -> None:
+        with self.lock:
+            fd, self.pidfd = self.pidfd, None
+        if fd is not None:
+            os.close(fd)
+
+
+# ---- starting ----------------------------------------------------------------------
+
+_SIGDEF: tuple = ()
+
+
+def _sigdef() -> tuple:
+    # Python ignores SIGPIPE and SIGXFSZ; an ignored signal stays ignored across
+    # exec, so a child would never die of a closed pipe.  Give it the defaults.
+    global _SIGDEF
+    if not _SIGDEF:
+        import signal
+
+        _SIGDEF = tuple(getattr(signal, n) for n in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, n))
+    return _SIGDEF
+
+
+def spawn(cmd: str, args: list[str], env: dict, cwd: str | None) -> Child:
+    """Start `cmd args` in a new process group with three pipes.
+
+    Raises OSError (with `filename` = the command) when it cannot start, or
+    ValueError/TypeError for arguments the OS cannot take (a NUL byte).  A
+    bare name is looked up in the PATH of `env`, as exec(3p) would.
+
+    posix_spawn (a vfork underneath) when possible: much less work per start
+    than subprocess, which counts inside a slow guest.  Everything the agent
+    opens is close-on-exec, so the child inherits only its three pipes.
+    `cwd` needs subprocess (posix_spawn has no chdir before Python 3.13).
+    """
+    if cwd is not None:
+        return _spawn_popen(cmd, args, env, cwd)
+    fds = os.pipe() + os.pipe() + os.pipe()
+    (in_r, in_w, out_r, out_w, err_r, err_w) = fds
+    if min(fds) < 3:  # our own 0/1/2 are closed: dup2 onto them could clobber a source
+        for fd in fds:
+            os.close(fd)
+        return _spawn_popen(cmd, args, env, cwd)
+    try:
+        actions = [(os.POSIX_SPAWN_DUP2, in_r, 0), (os.POSIX_SPAWN_DUP2, out_w, 1),
+                   (os.POSIX_SPAWN_DUP2, err_w, 2)]
+        with reaper.SPAWN_LOCK:
+            pid = _spawn_path(cmd, [cmd, *args], env, actions)
+            reaper.register(pid)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    os.close(in_r)
+    os.close(out_w)
+    os.close(err_w)
+    return Child(pid, in_w, out_r, err_r)
+
+
+def _spawn_path(cmd: str, argv: list[str], env: dict, actions: list) -> int:
+    if "/" in cmd:
+        candidates = [cmd]
+    else:
+        candidates = [os.path.join(d, cmd) for d in os.get_exec_path(env)]
+    saved: OSError | None = None
+    for path in candidates:
+        if len(candidates) > 1:
+            try:
+                os.stat(path)  # one cheap look instead of a failed spawn per PATH entry
+            except PermissionError as exc:
+                saved = saved or exc
+                continue
+            except (OSError, ValueError):
+                continue
+        try:
+            return os.posix_spawn(path, argv, env, file_actions=actions, setpgroup=0,
+                                  setsigdef=_sigdef())
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            if len(candidates) == 1:
+                saved = exc
+        except PermissionError as exc:  # like execvp: remember it, try the rest of PATH
+            saved = saved or exc
+    if saved is None:
+        saved = FileNotFoundError(2, os.strerror(2))
+    raise OSError(saved.errno, saved.strerror, cmd)
+
+
+def _spawn_popen(cmd: str, args: list[str], env: dict, cwd: str | None) -> Child:
+    import subprocess
+
+    with reaper.SPAWN_LOCK:
+        p = subprocess.Popen([cmd, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=env, cwd=cwd, process_group=0, close_fds=True)
+        reaper.register(p.pid)
+    fds = []
+    for f in (p.stdin, p.stdout, p.stderr):
+        fds.append(os.dup(f.fileno()))  # plain descriptors, like the posix_spawn path
+        f.close()
+    return Child(p.pid, *fds, popen=p)
+
+
+# ---- collecting output -------------------------------------------------------------
+
+
+class OutputBuffer:
+    """Everything one pipe produced, growing; `done` once we stopped reading it."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.done = False
+        self.cond = threading.Condition()
+
+    def append(self, chunk: bytes) -> None:
+        with self.cond:
+            self.data += chunk
+            self.cond.notify_all()
+
+    def finish(self) -> None:
+        with self.cond:
+            self.done = True
+            self.cond.notify_all()
+
+    def wait_past(self, pos: int, timeout: float) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: self.done or len(self.data) > pos, timeout)
+
+    def read(self, pos: int, limit: int) -> bytes:
+        with self.cond:
+            return bytes(self.data[pos:pos + limit])
+
+    def snapshot(self) -> bytes:
+        with self.cond:
+            return bytes(self.data)
+
+
+def collect(child: Child, out: OutputBuffer, err: OutputBuffer, *, pidfd: int | None,
+            feed: bytes | None = None, deadline: float | None = None, ctx=None) -> tuple[bool, bool]:
+    """Read stdout/stderr into `out`/`err` until they close, or until they went
+    quiet for EXIT_GRACE after the child exited.  Returns (timed_out, killed).
+
+    `feed`: bytes to write to stdin, which is then closed (exec); None leaves
+    stdin to its owner (run_async).  At `deadline` while the child still runs,
+    the whole group is killed (timed_out); a cancelled `ctx` kills it too.
+    `pidfd` is polled for the exit; the caller owns it.  Pipes still open at
+    the end go to the sink; either way `out` and `err` end up `done`.
+    """
+    poller = select.poll()
+    bufs = {child.stdout: out, child.stderr: err}
+    for fd in bufs:
+        poller.register(fd, _POLLIN)
+    if pidfd is not None:
+        poller.register(pidfd, _POLLIN)
+    in_fd = None
+    view = memoryview(feed or b"")
+    if feed:
+        in_fd = child.stdin
+        os.set_blocking(in_fd, False)
+        poller.register(in_fd, _POLLOUT)
+    elif feed is not None:
+        _close_stdin(child)
+    exited_at = None
+    last = 0.0
+    timed_out = killed = False
+    limit = deadline
+    monotonic = time.monotonic
+    try:
+        while bufs:
+            now = monotonic()
+            if exited_at is None and pidfd is None and child.exited():
+                exited_at = last = now
+            if exited_at is not None:
+                stop = min(last + EXIT_GRACE, exited_at + EXIT_GRACE_MAX)
+                if now >= stop:
+                    break  # a descendant holds the pipes: not ours to wait for
+                timeout = stop - now
+            else:
+                if limit is not None and now >= limit:
+                    if killed:
+                        break  # SIGKILL did not end it (stuck in the kernel): stop listening
+                    child.killpg()
+                    killed = timed_out = True
+                    limit = now + KILL_GRACE
+                    continue
+                if ctx is not None and ctx.cancelled and not killed:
+                    child.killpg()  # nobody is left who could collect this process
+                    killed = True
+                    limit = now + KILL_GRACE
+                timeout = -1.0 if ctx is None and pidfd is not None else SLICE
+                if limit is not None:
+                    timeout = limit - now if timeout < 0 else min(timeout, limit - now)
+            for fd, _ in poller.poll(-1 if timeout < 0 else int(timeout * 1000) + 1):
+                if fd == pidfd:
+                    poller.unregister(fd)
+                    exited_at = last = monotonic()
+                    if in_fd is not None:  # nobody reads stdin any more
+                        poller.unregister(in_fd)
+                        in_fd = None
+                        _close_stdin(child)
+                    continue
+                if fd == in_fd:
+                    try:
+                        view = view[os.write(fd, view[:CHUNK]):]
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        view = view[:0]  # the child stopped reading; what it got is what it wanted
+                    if not view:
+                        poller.unregister(fd)
+                        in_fd = None
+                        _close_stdin(child)
+                    continue
+                buf = bufs.get(fd)
+                if buf is None:
+                    continue
+                try:
+                    chunk = os.read(fd, CHUNK)
+                except OSError:
+                    chunk = b""
+                if chunk:
+                    buf.append(chunk)
+                    last = monotonic()
+                else:
+                    poller.unregister(fd)
+                    del bufs[fd]
+                    os.close(fd)
+                    buf.finish()
+    finally:
+        if in_fd is not None:
+            _close_stdin(child)
+        for fd, buf in bufs.items():
+            buf.finish()
+            SINK.adopt(fd)
+    return timed_out, killed
+
+
+def _close_stdin(child: Child) -> None:
+    fd, child.stdin = child.stdin, -1
+    if fd >= 0:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+class _Sink:
+    """Drains and drops what descendants still write into pipes nobody collects.
+
+    One thread for all of them, started on first use; a pipe is closed once
+    its last writer has gone.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._new: list[int] = []
+        self._wake: int | None = None
+        self.open = 0  # pipes still held by descendants (for tests and debugging)
+
+    def adopt(self, fd: int) -> None:
+        with self._lock:
+            if self._wake is None:
+                r, w = os.pipe()
+                os.set_blocking(w, False)
+                self._wake = w
+                threading.Thread(target=self._run, args=(r,), daemon=True, name="pipe-sink").start()
+            self._new.append(fd)
+            self.open += 1
+        try:
+            os.write(self._wake, b"!")
+        except BlockingIOError:
+            pass  # a wake-up is already pending
+
+    def _run(self, wake: int) -> None:
+        poller = select.poll()
+        poller.register(wake, _POLLIN)
+        while True:
+            for fd, _ in poller.poll():
+                if fd == wake:
+                    os.read(wake, 4096)
+                    with self._lock:
+                        new, self._new = self._new, []
+                    for f in new:
+                        poller.register(f, _POLLIN)
+                    continue
+                try:
+                    data = os.read(fd, CHUNK)
+                except OSError:
+                    data = b""
+                if not data:
+                    poller.unregister(fd)
+                    os.close(fd)
+                    with self._lock:
+                        self.open -= 1
+
+
+SINK = _Sink()
+
+
+# ---- leftover groups ---------------------------------------------------------------
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, but we may not signal it
+
+
+def kill_leftover_group(pgid: int) -> None:
+    """SIGKILL what is left of a group whose leader we started.
+
+    A group's number cannot be handed out again while the group has members.
+    Once it is empty, a new process may get the number as its pid and lead a
+    group of the same number: so when a process with that pid exists, the group
+    is killed only if that process is still our own child leading it.
+    """
+    try:
+        with open(f"/proc/{pgid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        ours = int(fields[1]) == os.getpid() and int(fields[2]) == pgid
+    except FileNotFoundError:
+        ours = True  # leader gone: any member left is one of ours
+    except (OSError, ValueError, IndexError):
+        ours = False
+    if ours:
+        try:
+            os.killpg(pgid, SIGKILL)
+        except OSError:
+            pass
