@@ -374,21 +374,21 @@ guest Python {guest_py}; {datetime.date.today().isoformat()}; load average at th
 
 Where the agent's boot time goes: the last four rows come from a guest whose /init
 does nothing but time these steps one after another (no agent, nothing else
-running).  The first start of a Python process in a fresh guest costs about ten
-times the second: most likely TCG translating each piece of the interpreter's
-machine code the first time it runs (a second start of the same binary reuses the
-translations; a static busybox exercises far less code).  Then
-the agent's imports (mostly `dataclasses`/`inspect`/`enum`/`re` and the protocol
-module's ~70 dataclasses; the overlay already ships the code `dataclasses` would
-compile, which saved about a third of the import time), the virtio modules the
-agent's port needs, and the kernel unpacking a larger initrd (the overlay adds the
-Python runtime).  On one emulated CPU these add up; together they are more than
-half a trivial boot, so the 1.5x target is out of reach for a CPython agent under
-TCG on this machine.  Boot times move with the host's load (other helpers' work
-shared these 2 cores), and the ratio with them: separate runs of this script gave
-1.7x to 2.3x.  `vm.run("true")` is dominated by the guest side: the agent
-starts a thread per request and forks `sh` under emulation; the transport and
-the agent's dispatch alone are the `get_time` row.
+running).  A first start of Python in a fresh guest costs about twice a second
+one (TCG translates the interpreter's machine code the first time it runs).  It
+used to cost ten times more: Python reads /dev/urandom at start-up, and a 6.x
+kernel whose entropy pool is not ready yet then gathers timer jitter until it is,
+over a second under TCG; the guest CPU now offers RDRAND (`-cpu qemu64,+rdrand`),
+which distribution kernels trust to seed the pool at boot.  Then come the agent's
+imports (mostly `dataclasses`/`inspect`/`enum`/`re` and the protocol module's ~70
+dataclasses; the overlay already ships the code `dataclasses` would compile, which
+saved about a third of the import time), the virtio modules the agent's port
+needs, and the kernel unpacking a larger initrd (the overlay adds the Python
+runtime).  On one emulated CPU these add up.  Boot times move with the host's
+load (other helpers' work shared these 2 cores), and the ratio with them.
+`vm.run("true")` is dominated by the guest side: the agent starts a thread per
+request and forks `sh` under emulation; the transport and the agent's dispatch
+alone are the `get_time` row.
 """
     text = README.read_text() if README.exists() else "# Benchmarks\n\nEach section is written by its benchmark script (`--write-readme`).\n"
     pattern = re.compile(r"^## boot\n.*?(?=^## |\Z)", re.S | re.M)

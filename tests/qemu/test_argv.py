@@ -23,7 +23,7 @@ def _opt(argv, flag):
 
 def test_q35_argv():
     argv = build(_cfg())
-    assert _opt(argv, "-M") == ["q35,accel=tcg"] and "-cpu" not in argv
+    assert _opt(argv, "-M") == ["q35,accel=tcg"] and _opt(argv, "-cpu") == ["qemu64,+rdrand"]
     assert _opt(argv, "-m") == ["512M"] and _opt(argv, "-smp") == ["2"]
     assert {"-nodefaults", "-no-reboot"} <= set(argv)
     assert _opt(argv, "-initrd") == ["/i,,x"]  # commas doubled inside option values
