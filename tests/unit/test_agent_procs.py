@@ -358,3 +358,46 @@ def test_as_pid_1_the_agent_reaps_orphans():
             assert c.value(ExecArgs("sh", ["-c", "exit 7"])).status.value == 7
     finally:
         assert c.close() == 0
+
+
+def test_exec_looks_bare_names_up_in_the_childs_own_path(agent, tmp_path):
+    first, second, empty = tmp_path / "first", tmp_path / "second", tmp_path / "empty"
+    for d in (first, second, empty):
+        d.mkdir()
+    (first / "tool").write_text("#!/bin/sh\necho first\n")  # not executable: skipped, like execvp
+    (second / "tool").write_text("#!/bin/sh\necho second\n")
+    os.chmod(second / "tool", 0o755)
+    r = agent.value(ExecArgs("tool", env={"PATH": f"{empty}:{first}:{second}"}))
+    assert r.stdout == b"second\n"
+    res = agent.ok(ExecArgs("tool", env={"PATH": f"{empty}:{first}"}))
+    assert not res.ok and res.value.errno == 13 and "tool" in res.value.message
+    res = agent.ok(ExecArgs("tool", env={"PATH": str(empty)}))
+    assert not res.ok and res.value.errno == 2 and "tool" in res.value.message
+    r = agent.value(ExecArgs("env", env_clear=True))
+    assert r.stdout == b""  # found through the default path; the child's env stays empty
+
+
+def test_without_pidfd_the_same_rules_hold(monkeypatch, reap_later):
+    # Kernels before 5.3 have no pidfd: exits are then noticed by polling.
+    from agent_client_util import inproc_agent
+    from provium.agent import children
+
+    monkeypatch.setattr(children, "_pidfd", lambda pid: None)
+    c = inproc_agent()
+    try:
+        t0 = time.monotonic()
+        r = c.value(ExecArgs("sh", ["-c", "sleep 60 & echo $!; echo err >&2; exit 3"]))
+        reap_later.append(int(r.stdout))
+        assert time.monotonic() - t0 < 1.5
+        assert (r.status.value, r.stderr) == (3, b"err\n") and alive(int(r.stdout))
+        r = c.value(ExecArgs("sh", ["-c", "sleep 30"], timeout_ms=200))
+        assert r.status.kind == "timed_out"
+        h = c.value(RunAsyncArgs("sh", ["-c", "sleep 60; exit 0"]))
+        (grandchild,) = children_of(c.value(GetPidArgs(h)))
+        reap_later.append(grandchild)
+        c.ok(KillArgs(h, signal.SIGTERM))
+        t0 = time.monotonic()
+        r = c.value(WaitArgs(h), timeout=10)
+        assert time.monotonic() - t0 < 1.5 and (r.status.kind, r.status.value) == ("signalled", 15)
+    finally:
+        c.close()

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .state import AgentState
 
 WINDOW = 1 << 20
+_MAKE_COND = threading.Lock()
 
 
 class Channel:
@@ -29,14 +30,27 @@ class Channel:
         self.state = state
         self.cancelled = False
         self.window = WINDOW
-        self._cond = threading.Condition()
+        # Made on first need: most requests are short and never wait on it.
+        self._cond_obj: threading.Condition | None = None
+
+    @property
+    def _cond(self) -> threading.Condition:
+        cond = self._cond_obj
+        if cond is None:
+            with _MAKE_COND:
+                if self._cond_obj is None:
+                    self._cond_obj = threading.Condition()
+                cond = self._cond_obj
+        return cond
 
     # ---- control from the reader loop ------------------------------------------
 
     def cancel(self) -> None:
-        with self._cond:
-            self.cancelled = True
-            self._cond.notify_all()
+        self.cancelled = True  # set first: a waiter that makes the condition later sees it
+        cond = self._cond_obj
+        if cond is not None:
+            with cond:
+                cond.notify_all()
 
     def credit(self, n: int) -> None:
         if n <= 0:

@@ -147,11 +147,11 @@ def _sigdef() -> tuple:
 
 
 def spawn(cmd: str, args: list[str], env: dict, cwd: str | None) -> Child:
-    """Start `cmd args` in a new process group with three pipes.
+    """Start `cmd args` in a new process group with three pipes; `env` from child_env().
 
     Raises OSError (with `filename` = the command) when it cannot start, or
     ValueError/TypeError for arguments the OS cannot take (a NUL byte).  A
-    bare name is looked up in the PATH of `env`, as exec(3p) would.
+    bare name is looked up in the PATH of `env`, as execvp(3) would.
 
     posix_spawn (a vfork underneath) when possible: much less work per start
     than subprocess, which counts inside a slow guest.  Everything the agent
@@ -182,32 +182,63 @@ def spawn(cmd: str, args: list[str], env: dict, cwd: str | None) -> Child:
     return Child(pid, in_w, out_r, err_r)
 
 
+def child_env(env_clear: bool, extra: dict) -> dict:
+    """The environment of a child, as bytes: ours (unless env_clear), then `extra` on top."""
+    if env_clear:
+        full = {}
+    else:
+        # A C-level copy of the raw (bytes) environment: decoding and re-encoding
+        # every variable through os.environ costs a visible fraction of a
+        # millisecond per start inside a slow guest.
+        raw = getattr(os.environ, "_data", None)
+        if isinstance(raw, dict):
+            full = dict(raw)
+        else:
+            full = {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
+    for k, v in extra.items():
+        full[os.fsencode(k)] = os.fsencode(v)
+    return full
+
+
 def _spawn_path(cmd: str, argv: list[str], env: dict, actions: list) -> int:
     if "/" in cmd:
         candidates = [cmd]
     else:
-        candidates = [os.path.join(d, cmd) for d in os.get_exec_path(env)]
-    saved: OSError | None = None
+        # PATH of the child's environment, as execvpe(3) and subprocess use it.
+        path = env.get(b"PATH")
+        dirs = (os.fsdecode(path) if path is not None else os.defpath).split(os.pathsep)
+        candidates = [f"{d}/{cmd}" if d and not d.endswith("/") else d + cmd for d in dirs]
+    denied: OSError | None = None  # like execvp: EACCES wins over "not found"
+    missing: OSError | None = None
+    if len(candidates) > 1:
+        # access() finds the entry without the cost of a failed spawn or of an
+        # exception per missing PATH entry (both add up inside a slow guest).
+        found = [p for p in candidates if os.access(p, os.F_OK)]
+        if not found:
+            missing = _lookup_error(candidates)
+        candidates = found
     for path in candidates:
-        if len(candidates) > 1:
-            try:
-                os.stat(path)  # one cheap look instead of a failed spawn per PATH entry
-            except PermissionError as exc:
-                saved = saved or exc
-                continue
-            except (OSError, ValueError):
-                continue
         try:
             return os.posix_spawn(path, argv, env, file_actions=actions, setpgroup=0,
                                   setsigdef=_sigdef())
         except (FileNotFoundError, NotADirectoryError) as exc:
-            if len(candidates) == 1:
-                saved = exc
-        except PermissionError as exc:  # like execvp: remember it, try the rest of PATH
-            saved = saved or exc
-    if saved is None:
-        saved = FileNotFoundError(2, os.strerror(2))
-    raise OSError(saved.errno, saved.strerror, cmd)
+            missing = exc
+        except PermissionError as exc:  # remember it, try the rest of PATH
+            denied = denied or exc
+    err = denied or missing or FileNotFoundError(2, os.strerror(2))
+    raise OSError(err.errno, err.strerror, cmd)
+
+
+def _lookup_error(candidates: list[str]) -> OSError:
+    """Why none of the PATH candidates exists: EACCES if a directory could not be searched."""
+    for path in candidates:
+        try:
+            os.stat(path)
+        except PermissionError as exc:
+            return exc
+        except (OSError, ValueError):
+            pass
+    return FileNotFoundError(2, os.strerror(2))
 
 
 def _spawn_popen(cmd: str, args: list[str], env: dict, cwd: str | None) -> Child:
@@ -259,15 +290,17 @@ class OutputBuffer:
 
 
 def collect(child: Child, out: OutputBuffer, err: OutputBuffer, *, pidfd: int | None,
-            feed: bytes | None = None, deadline: float | None = None, ctx=None) -> tuple[bool, bool]:
+            feed: bytes | None = None, deadline: float | None = None, ctx=None) -> tuple[bool, bool, bool]:
     """Read stdout/stderr into `out`/`err` until they close, or until they went
-    quiet for EXIT_GRACE after the child exited.  Returns (timed_out, killed).
+    quiet for EXIT_GRACE after the child exited; with a `pidfd`, also until the
+    child exited.  Returns (timed_out, killed, seen the exit).
 
     `feed`: bytes to write to stdin, which is then closed (exec); None leaves
     stdin to its owner (run_async).  At `deadline` while the child still runs,
     the whole group is killed (timed_out); a cancelled `ctx` kills it too.
-    `pidfd` is polled for the exit; the caller owns it.  Pipes still open at
-    the end go to the sink; either way `out` and `err` end up `done`.
+    `pidfd` is polled for the exit (one loop for pipes and exit: each wake-up
+    counts in a slow guest); the caller owns it.  Pipes still open at the end
+    go to the sink; either way `out` and `err` end up `done`.
     """
     poller = select.poll()
     bufs = {child.stdout: out, child.stderr: err}
@@ -289,7 +322,7 @@ def collect(child: Child, out: OutputBuffer, err: OutputBuffer, *, pidfd: int | 
     limit = deadline
     monotonic = time.monotonic
     try:
-        while bufs:
+        while bufs or (pidfd is not None and exited_at is None):
             now = monotonic()
             if exited_at is None and pidfd is None and child.exited():
                 exited_at = last = now
@@ -355,7 +388,7 @@ def collect(child: Child, out: OutputBuffer, err: OutputBuffer, *, pidfd: int | 
         for fd, buf in bufs.items():
             buf.finish()
             SINK.adopt(fd)
-    return timed_out, killed
+    return timed_out, killed, exited_at is not None
 
 
 def _close_stdin(child: Child) -> None:

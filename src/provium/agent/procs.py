@@ -18,7 +18,7 @@ from provium.protocol.types import ExitStatus, OpResult, ProcessLiveStatus
 
 from . import workers
 from .base import UNKNOWN_HANDLE, AgentFail, os_fail
-from .children import EXIT_GRACE_MAX, KILL_GRACE, Child, OutputBuffer, collect, spawn
+from .children import EXIT_GRACE_MAX, KILL_GRACE, Child, OutputBuffer, child_env, collect, spawn
 from .pool import POOL
 
 EBADF = 9
@@ -88,10 +88,8 @@ class Proc:
 def _start(op_name: str, ctx, cmd: str, args: list[str], env: dict, env_clear: bool,
            cwd: str | None) -> Child | OpResult:
     """Start the command (see children.spawn); a Child, or an err OpResult saying why not."""
-    full_env = {} if env_clear else dict(os.environ)
-    full_env.update(env)
     try:
-        child = spawn(cmd, args, full_env, cwd)
+        child = spawn(cmd, args, child_env(env_clear, env), cwd)
     except OSError as exc:
         what = exc.filename if exc.filename is not None else cmd
         if cwd is not None and what == cwd:
@@ -119,10 +117,10 @@ def exec_(ctx, op):
     try:
         # On the request's own thread (no helper threads): a short command costs
         # little more than its start.
-        timed_out, killed = collect(child, out, err, pidfd=child.pidfd, feed=op.stdin,
-                                    deadline=deadline, ctx=ctx)
-        if not killed:
-            # The pipes closed (or went quiet) but the child may still run.
+        timed_out, killed, exited = collect(child, out, err, pidfd=child.pidfd, feed=op.stdin,
+                                            deadline=deadline, ctx=ctx)
+        if not exited and not killed:
+            # Without a pidfd the pipes closed (or went quiet) but the child may still run.
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not child.wait_exit(left, ctx):
                 child.killpg()

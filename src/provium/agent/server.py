@@ -1,8 +1,9 @@
-"""The agent's side of the channel multiplexer: one reader, one thread per request.
+"""The agent's side of the channel multiplexer: one reader, a thread per request in flight.
 
 `serve(rfile, wfile)` reads frames until a clean end of stream.  Each request
-runs on its own thread, so a long `wait` or `sleep_clock` never holds up another
-channel; every frame is written under one lock so frames never interleave.
+runs on a thread of its own while it lasts (reused from a pool, see pool.py),
+so a long `wait` or `sleep_clock` never holds up another channel; every frame
+is written under one lock so frames never interleave.
 Bad input (a body that is not msgpack, an unknown op, a wrong field, an
 oversized length) is answered with `agent_error` and the session goes on.
 """
@@ -14,7 +15,7 @@ import threading
 from typing import Any
 
 from provium import __version__
-from provium.protocol.codec import WireError
+from provium.protocol.codec import WireError, encode
 from provium.protocol.envelope import CONTROL, Envelope, decode_host
 from provium.protocol.framing import MAX_FRAME, DecodeError, FrameTooLarge, encode_frame, unpack
 from provium.protocol.messages import PROTOCOL_VERSION, STREAM_KINDS, HelloErr, HelloOk
@@ -23,10 +24,18 @@ from provium.protocol.types import AgentError, AgentInfo, OsError, StreamEnd
 from . import ops, reaper
 from .base import BAD_REQUEST, INTERNAL, AgentFail, log
 from .channel import Channel
+from .pool import POOL
 from .state import AgentState
 
 _HEADER = struct.Struct(">I")
-_SKIP_CHUNK = 1 << 20
+_READ_CHUNK = 1 << 16  # what one read asks for: a burst of small frames in one system call
+_READ_MAX = 1 << 20  # never more at once (a socket's recv allocates what it is asked for)
+# Ops that may change per-thread state through raw system calls: each runs on a
+# thread that ends with it (see docs/protocol.md, "Layer 0").
+_FRESH_THREAD = frozenset({"syscall", "ioctl", "batch_op"})
+# Ops that cannot block (a clock read or set): the reader answers them itself,
+# which spares handing them to another thread and back.
+_INLINE = frozenset({"get_time", "set_time", "advance_clock"})
 
 
 def agent_info() -> AgentInfo:
@@ -43,11 +52,13 @@ class Session:
     """One connection (or one reconnect-less run over a byte stream)."""
 
     def __init__(self, rfile: Any, wfile: Any, state: AgentState, *, handshake: bool = True) -> None:
-        self._sock = None
-        if hasattr(rfile, "recv"):  # a socket: buffer its reads
-            self._sock = rfile
-            rfile = rfile.makefile("rb", buffering=1 << 16)
-        self._rfile = rfile
+        if hasattr(rfile, "recv"):  # a socket
+            self._read = rfile.recv
+        else:
+            # read1: at most one system call, whatever is there (a buffered file's
+            # read(n) would wait for all n bytes).
+            self._read = getattr(rfile, "read1", None) or rfile.read
+        self._buf = bytearray()
         if hasattr(wfile, "sendall"):
             self._write = wfile.sendall
         else:
@@ -65,7 +76,7 @@ class Session:
 
     def send(self, ch: int, kind: str, payload: Any) -> bool:
         try:
-            frame = encode_frame(Envelope(ch, kind, payload).to_wire())
+            frame = encode_frame({"ch": ch, "kind": kind, "data": encode(payload)})
         except FrameTooLarge as exc:
             msg = f"{kind}: the reply is {exc.length} bytes, over the {exc.limit}-byte frame cap"
             frame = encode_frame(Envelope(ch, "agent_error", AgentError(INTERNAL, msg)).to_wire())
@@ -94,22 +105,28 @@ class Session:
 
     # ---- reading ------------------------------------------------------------------
 
-    def _read(self, n: int) -> bytes:
-        """Up to n bytes, fewer only at end of stream."""
-        parts = []
-        while n > 0:
-            chunk = self._rfile.read(n)
+    def _take(self, n: int) -> bytes:
+        """The next n bytes of the stream; fewer only at its end."""
+        buf = self._buf
+        while len(buf) < n:
+            chunk = self._read(min(max(_READ_CHUNK, n - len(buf)), _READ_MAX))
             if not chunk:
                 break
-            parts.append(chunk)
-            n -= len(chunk)
-        return b"".join(parts)
+            buf += chunk
+        if len(buf) <= n:
+            data = bytes(buf)
+            buf.clear()
+            return data
+        with memoryview(buf) as view:
+            data = bytes(view[:n])  # one copy, even of a large body
+        del buf[:n]
+        return data
 
     def run(self) -> str:
         """Serve until the stream ends.  Returns why: "eof", "truncated" or "error"."""
         try:
             while True:
-                header = self._read(_HEADER.size)
+                header = self._take(_HEADER.size)
                 if not header:
                     return "eof"
                 if len(header) < _HEADER.size:
@@ -124,7 +141,7 @@ class Session:
                         log(f"connection ended inside an oversized frame of {length} bytes")
                         return "truncated"
                     continue
-                body = self._read(length)
+                body = self._take(length)
                 if len(body) < length:
                     log(f"connection ended mid-frame ({len(body)} of {length} body bytes)")
                     return "truncated"
@@ -138,15 +155,14 @@ class Session:
                 # stream next (a guest re-serves the same port after a reconnect).
                 self.dead = True
             self.cancel_all()
-            if self._sock is not None:
-                try:
-                    self._rfile.close()
-                except Exception:
-                    pass
 
     def _skip(self, n: int) -> bool:
+        """Discard n bytes of the stream without holding them; False at its end."""
+        held = min(n, len(self._buf))
+        del self._buf[:held]
+        n -= held
         while n > 0:
-            chunk = self._rfile.read(min(n, _SKIP_CHUNK))
+            chunk = self._read(min(n, _READ_MAX))
             if not chunk:
                 return False
             n -= len(chunk)
@@ -205,8 +221,12 @@ class Session:
             self._error(env.ch, BAD_REQUEST,
                         f"channel {env.ch} already has a request in flight; use a fresh channel")
             return
-        threading.Thread(target=self._run_op, args=(chan, env), daemon=True,
-                         name=f"ch{env.ch}-{kind}").start()
+        if kind in _INLINE:
+            self._run_op(chan, env)
+        elif kind in _FRESH_THREAD:
+            POOL.fresh(self._run_op, chan, env)
+        else:
+            POOL.submit(self._run_op, chan, env)
 
     def _hello(self, env: Envelope) -> None:
         if env.ch != CONTROL:
