@@ -388,9 +388,9 @@ saved about a third of the import time), the virtio modules the agent's port
 needs, and the kernel unpacking a larger initrd (the overlay adds the Python
 runtime).  On one emulated CPU these add up.  Boot times move with the host's
 load (other helpers' work shared these 2 cores), and the ratio with them.
-`vm.run("true")` is dominated by the guest side: the agent starts a thread per
-request and forks `sh` under emulation; the transport and the agent's dispatch
-alone are the `get_time` row.
+`vm.run("true")` is dominated by the guest side: the agent forks and execs `sh`
+under emulation and collects it; the transport and the agent's dispatch alone are
+the `get_time` row.
 """
     text = README.read_text() if README.exists() else "# Benchmarks\n\nEach section is written by its benchmark script (`--write-readme`).\n"
     pattern = re.compile(r"^## boot\n.*?(?=^## |\Z)", re.S | re.M)
