@@ -58,10 +58,10 @@ def run_build(profile: Profile, say: Callable[[str], None] = _say) -> None:
 def prepare(config: Config, profile_name: str | None = None, *, say: Callable[[str], None] = _say) -> None:
     """`provium prepare [PROFILE]`.
 
-    With a name: that profile only (its `build`, or for the built-in `linux`
-    profile its kernel lookup and initramfs, plus the agent overlay when it is
-    injected).  Without: the built-in images and every profile's `build`, in name
-    order, stopping at the first failure.
+    With a name: that profile only: its `build` (a profile without one is a silent
+    no-op), or for the built-in `linux` profile its kernel lookup, initramfs and
+    the agent overlay.  Without: the built-in images and every profile's `build`,
+    in name order, stopping at the first failure.
     """
     if profile_name is not None:
         if profile_name not in config.profiles:
@@ -79,7 +79,7 @@ def prepare(config: Config, profile_name: str | None = None, *, say: Callable[[s
             say(f"provium: profile `{name}`: kernel {kernel}, initramfs {initrd}")
         else:
             run_build(p, say)
-        if p.inject_agent and not p.agent_overlay_path and not overlay_done and (p.builtin or profile_name):
+        if p.builtin and p.inject_agent and not p.agent_overlay_path and not overlay_done:
             say(f"provium: agent overlay {overlay_path(p, cache_dir)}")
             overlay_done = True
 
