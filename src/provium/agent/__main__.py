@@ -18,6 +18,10 @@ from __future__ import annotations
 import os
 import sys
 
+from .startup import defer_inspect
+
+defer_inspect()  # before anything imports dataclasses (see startup.py)
+
 USAGE = (
     "usage: python -m provium.agent --fd N [--local]\n"
     "       python -m provium.agent --worker-fd N [--uid UID] [--gid GID] [--groups G1,G2,...] [--local]\n"

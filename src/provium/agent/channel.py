@@ -11,7 +11,9 @@ way round.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # typing stays out of the agent's start
+if TYPE_CHECKING:
+    from typing import Any
 
 from provium.protocol.messages import StreamFrame
 from provium.protocol.types import StreamEnd

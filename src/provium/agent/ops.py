@@ -7,7 +7,9 @@ when it is ok, runs `pump(ctx)` on the same thread to push frames.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+TYPE_CHECKING = False  # typing stays out of the agent's start
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 from provium.protocol.messages import HOST_KINDS
 

@@ -9,30 +9,39 @@ that finish go back to the idle set, up to `MAX_IDLE`; the others end.
 from __future__ import annotations
 
 import threading
-from queue import SimpleQueue
-from collections.abc import Callable
 
 MAX_IDLE = 8
+
+
+class _Worker:
+    __slots__ = ("wake", "task")
+
+    def __init__(self) -> None:
+        self.wake = threading.Lock()
+        self.wake.acquire()  # held until a task is handed over
+        self.task: tuple | None = None
 
 
 class Pool:
     def __init__(self, max_idle: int = MAX_IDLE) -> None:
         self.max_idle = max_idle
         self._lock = threading.Lock()
-        self._idle = 0  # threads blocked (or about to block) on _tasks
-        self._tasks: SimpleQueue = SimpleQueue()
+        self._idle: list[_Worker] = []
 
-    def submit(self, fn: Callable, *args) -> None:
-        """Run fn(*args) on an idle thread or a new one; never queues behind busy work."""
+    def submit(self, fn, *args) -> None:
+        """Run fn(*args) on an idle thread or a new one; never queues behind busy work.
+
+        fn must catch its own exceptions.
+        """
         with self._lock:
             if self._idle:
-                # Counted out under the lock: exactly one idle thread takes this.
-                self._idle -= 1
-                self._tasks.put((fn, args))
+                worker = self._idle.pop()
+                worker.task = (fn, args)
+                worker.wake.release()
                 return
         threading.Thread(target=self._work, args=(fn, args), daemon=True, name="agent-worker").start()
 
-    def fresh(self, fn: Callable, *args) -> None:
+    def fresh(self, fn, *args) -> None:
         """Run fn(*args) on a thread of its own that ends with it.
 
         For raw system calls: per-thread state they change (credentials,
@@ -40,15 +49,22 @@ class Pool:
         """
         threading.Thread(target=fn, args=args, daemon=True, name="agent-raw").start()
 
-    def _work(self, fn: Callable, args: tuple) -> None:
+    def idle(self) -> int:
+        with self._lock:
+            return len(self._idle)
+
+    def _work(self, fn, args: tuple) -> None:
+        me = _Worker()
         while True:
-            fn(*args)  # the callers catch their own exceptions
-            fn = args = None  # type: ignore[assignment]  # drop references while idle
+            fn(*args)
+            fn = args = None  # drop references while idle
             with self._lock:
-                if self._idle >= self.max_idle:
+                if len(self._idle) >= self.max_idle:
                     return
-                self._idle += 1
-            fn, args = self._tasks.get()
+                self._idle.append(me)
+            me.wake.acquire()
+            fn, args = me.task
+            me.task = None
 
 
 POOL = Pool()

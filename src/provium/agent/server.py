@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import struct
 import threading
-from typing import Any
+TYPE_CHECKING = False  # typing stays out of the agent's start
+if TYPE_CHECKING:
+    from typing import Any
 
 from provium import __version__
 from provium.protocol.codec import WireError, encode

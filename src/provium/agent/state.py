@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+TYPE_CHECKING = False  # typing stays out of the agent's start
+if TYPE_CHECKING:
+    from typing import Any
 
 
 _PRUNE_AT = 64

@@ -14,7 +14,9 @@ import dataclasses
 import os
 import sys
 import threading
-from typing import Any
+TYPE_CHECKING = False  # typing stays out of the agent's start
+if TYPE_CHECKING:
+    from typing import Any
 
 from provium.protocol.envelope import Envelope
 from provium.protocol.framing import FrameError, encode_frame, read_frame_body, unpack

@@ -19,6 +19,17 @@ import enum
 import sys
 import types
 
+
+
+class _AnyType:
+    """Stands for `typing.Any` (value taken as it is) where typing is not imported."""
+
+    def __repr__(self) -> str:
+        return "ANY"
+
+
+ANY = _AnyType()
+
 _HINTS: dict = {}
 _ENCODERS: dict = {}
 _DECODERS: dict = {}
@@ -177,7 +188,7 @@ def _build(tp):
     if optional:
         return _optional_decoder(_decoder(inner))
     tp = inner
-    if tp is _typing_attr("Any"):
+    if tp is ANY or tp is _typing_attr("Any"):
         return _any_decode
     if tp is _NoneType:  # OpResult<()>: the unit success value
         return _nil_decode

@@ -8,7 +8,9 @@ control channel (hello, and errors that cannot be pinned on a channel).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+TYPE_CHECKING = False  # typing stays out of the agent's start (see messages.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 from .codec import WireError, decode, encode
 from .messages import AGENT_KINDS, HOST_KINDS
@@ -18,6 +20,8 @@ CONTROL = 0
 
 @dataclass
 class Envelope:
+    """One frame's content: channel, kind and data."""
+
     ch: int
     kind: str
     data: Any = None

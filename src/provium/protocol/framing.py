@@ -8,7 +8,9 @@ refuse a length over the cap before reading (or allocating) the body.
 from __future__ import annotations
 
 import struct
-from typing import Any, BinaryIO
+TYPE_CHECKING = False  # typing stays out of the agent's start (see messages.py)
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 import msgpack
 

@@ -9,7 +9,6 @@ multiplexer (`envelope.py`) adds the channel number around it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
 
 from .codec import WireError, decode, encode, omit_empty, wire_name
 from .types import (
@@ -31,12 +30,23 @@ from .types import (
 
 PROTOCOL_VERSION = 1
 
+# `KIND`, `REPLY` and `STREAM` are plain class attributes, not `ClassVar`
+# annotations: dataclasses recognises a string `ClassVar[...]` only when
+# `typing` is already imported, and the agent does not import it (it is a
+# noticeable part of its start inside a slow guest).  An annotated constant
+# would silently become a field there.  tests/unit/test_agent_startup.py checks.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 # ---- payloads of successful results -------------------------------------------------
 
 
 @dataclass
 class ExecOk:
+    """What a finished process left: its status and everything it wrote."""
+
     status: ExitStatus
     stdout: bytes = b""
     stderr: bytes = b""
@@ -44,21 +54,29 @@ class ExecOk:
 
 @dataclass
 class DataOk:
+    """Bytes read."""
+
     data: bytes
 
 
 @dataclass
 class WrittenOk:
+    """How many bytes one write(2) took."""
+
     written: int
 
 
 @dataclass
 class TimeOk:
+    """CLOCK_REALTIME in nanoseconds since the epoch."""
+
     ns: int
 
 
 @dataclass
 class IoctlOk:
+    """An ioctl's return value and its buffers afterwards."""
+
     ret: int
     out_data: bytes
     out_bufs: list[bytes] = field(default_factory=list)
@@ -66,16 +84,22 @@ class IoctlOk:
 
 @dataclass
 class ReadMemOk:
+    """Bytes read from the agent's own memory."""
+
     bytes: bytes
 
 
 @dataclass
 class JoinOk:
+    """A joined worker's exit code (128 + N when killed by signal N)."""
+
     exit_status: int
 
 
 @dataclass
 class SyscallResult:
+    """A raw system call's return value, its errno when negative, and its buffers afterwards."""
+
     ret: int
     errno: int = 0
     out_bufs: list[bytes] = omit_empty(default_factory=list)
@@ -86,20 +110,26 @@ class SyscallResult:
 
 @dataclass
 class Hello:
-    KIND: ClassVar[str] = "hello"
+    """Host -> agent on channel 0: start (or restart) a conversation."""
+
+    KIND = "hello"
     protocol_version: int = PROTOCOL_VERSION
 
 
 @dataclass
 class HelloOk:
-    KIND: ClassVar[str] = "hello_ok"
+    """Agent -> host: the handshake succeeded; who the agent is."""
+
+    KIND = "hello_ok"
     protocol_version: int
     agent: AgentInfo
 
 
 @dataclass
 class HelloErr:
-    KIND: ClassVar[str] = "hello_err"
+    """Agent -> host: the protocol versions differ."""
+
+    KIND = "hello_err"
     host_version: int
     agent_version: int
 
@@ -109,8 +139,10 @@ class HelloErr:
 
 @dataclass
 class ExecArgs:
-    KIND: ClassVar[str] = "exec"
-    REPLY: ClassVar[tuple] = ("exec_result", OpResult.of(ExecOk))
+    """Run a command to completion and collect its output."""
+
+    KIND = "exec"
+    REPLY = ("exec_result", OpResult.of(ExecOk))
     cmd: str
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
@@ -122,8 +154,10 @@ class ExecArgs:
 
 @dataclass
 class RunAsyncArgs:
-    KIND: ClassVar[str] = "run_async"
-    REPLY: ClassVar[tuple] = ("run_async_result", OpResult.of(int))
+    """Start a command and hand back a process handle."""
+
+    KIND = "run_async"
+    REPLY = ("run_async_result", OpResult.of(int))
     cmd: str
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
@@ -133,8 +167,10 @@ class RunAsyncArgs:
 
 @dataclass
 class OpenFileArgs:
-    KIND: ClassVar[str] = "open_file"
-    REPLY: ClassVar[tuple] = ("open_file_result", OpResult.of(int))
+    """Open a file and hand back a file handle."""
+
+    KIND = "open_file"
+    REPLY = ("open_file_result", OpResult.of(int))
     path: str
     mode: OpenMode = field(default_factory=OpenMode)
     create_perm: int | None = None
@@ -142,38 +178,48 @@ class OpenFileArgs:
 
 @dataclass
 class ReadArgs:
-    KIND: ClassVar[str] = "read"
-    REPLY: ClassVar[tuple] = ("read_result", OpResult.of(DataOk))
+    """Read from an open file handle."""
+
+    KIND = "read"
+    REPLY = ("read_result", OpResult.of(DataOk))
     handle: int
     max_bytes: int
 
 
 @dataclass
 class WriteArgs:
-    KIND: ClassVar[str] = "write"
-    REPLY: ClassVar[tuple] = ("write_result", OpResult.of(WrittenOk))
+    """Write to an open file handle (one write(2))."""
+
+    KIND = "write"
+    REPLY = ("write_result", OpResult.of(WrittenOk))
     handle: int
     data: bytes
 
 
 @dataclass
 class CloseArgs:
-    KIND: ClassVar[str] = "close"
-    REPLY: ClassVar[tuple] = ("close_result", OpResult.of(type(None)))
+    """Close a file handle."""
+
+    KIND = "close"
+    REPLY = ("close_result", OpResult.of(type(None)))
     handle: int
 
 
 @dataclass
 class ReadFileArgs:
-    KIND: ClassVar[str] = "read_file"
-    REPLY: ClassVar[tuple] = ("read_file_result", OpResult.of(DataOk))
+    """Read a whole file."""
+
+    KIND = "read_file"
+    REPLY = ("read_file_result", OpResult.of(DataOk))
     path: str
 
 
 @dataclass
 class WriteFileArgs:
-    KIND: ClassVar[str] = "write_file"
-    REPLY: ClassVar[tuple] = ("write_file_result", OpResult.of(type(None)))
+    """Write a whole file (replace, append or create exclusively)."""
+
+    KIND = "write_file"
+    REPLY = ("write_file_result", OpResult.of(type(None)))
     path: str
     data: bytes
     mode: WriteFileMode = WriteFileMode.REPLACE
@@ -182,23 +228,29 @@ class WriteFileArgs:
 
 @dataclass
 class StatArgs:
-    KIND: ClassVar[str] = "stat"
-    REPLY: ClassVar[tuple] = ("stat_result", OpResult.of(FileMetadata))
+    """Metadata of a path."""
+
+    KIND = "stat"
+    REPLY = ("stat_result", OpResult.of(FileMetadata))
     path: str
     follow_symlinks: bool = True
 
 
 @dataclass
 class ListdirArgs:
-    KIND: ClassVar[str] = "listdir"
-    REPLY: ClassVar[tuple] = ("listdir_result", OpResult.of(list[DirEntry]))
+    """The entries of a directory."""
+
+    KIND = "listdir"
+    REPLY = ("listdir_result", OpResult.of(list[DirEntry]))
     path: str
 
 
 @dataclass
 class MkdirArgs:
-    KIND: ClassVar[str] = "mkdir"
-    REPLY: ClassVar[tuple] = ("mkdir_result", OpResult.of(type(None)))
+    """Create a directory (and its parents, if asked)."""
+
+    KIND = "mkdir"
+    REPLY = ("mkdir_result", OpResult.of(type(None)))
     path: str
     parents: bool = False
     create_perm: int | None = None
@@ -206,23 +258,29 @@ class MkdirArgs:
 
 @dataclass
 class UnlinkArgs:
-    KIND: ClassVar[str] = "unlink"
-    REPLY: ClassVar[tuple] = ("unlink_result", OpResult.of(type(None)))
+    """Remove a file or an empty directory."""
+
+    KIND = "unlink"
+    REPLY = ("unlink_result", OpResult.of(type(None)))
     path: str
 
 
 @dataclass
 class RenameArgs:
-    KIND: ClassVar[str] = "rename"
-    REPLY: ClassVar[tuple] = ("rename_result", OpResult.of(type(None)))
+    """Rename a path."""
+
+    KIND = "rename"
+    REPLY = ("rename_result", OpResult.of(type(None)))
     from_: str = wire_name("from")
     to: str = ""
 
 
 @dataclass
 class SeekArgs:
-    KIND: ClassVar[str] = "seek"
-    REPLY: ClassVar[tuple] = ("seek_result", OpResult.of(int))
+    """Move an open file handle's position."""
+
+    KIND = "seek"
+    REPLY = ("seek_result", OpResult.of(int))
     handle: int
     offset: int
     whence: SeekWhence = SeekWhence.SET
@@ -230,106 +288,134 @@ class SeekArgs:
 
 @dataclass
 class TailFileArgs:
-    KIND: ClassVar[str] = "tail_file"
-    REPLY: ClassVar[tuple] = ("tail_file_result", OpResult.of(type(None)))
-    STREAM: ClassVar[bool] = True
+    """Stream a file's bytes from a start position, then what is appended."""
+
+    KIND = "tail_file"
+    REPLY = ("tail_file_result", OpResult.of(type(None)))
+    STREAM = True
     path: str
     start: TailStart = field(default_factory=TailStart)
 
 
 @dataclass
 class FdStreamArgs:
-    KIND: ClassVar[str] = "fd_stream"
-    REPLY: ClassVar[tuple] = ("fd_stream_result", OpResult.of(type(None)))
-    STREAM: ClassVar[bool] = True
+    """Stream what can be read through an open file handle."""
+
+    KIND = "fd_stream"
+    REPLY = ("fd_stream_result", OpResult.of(type(None)))
+    STREAM = True
     handle: int
 
 
 @dataclass
 class ProcStreamArgs:
-    KIND: ClassVar[str] = "proc_stream"
-    REPLY: ClassVar[tuple] = ("proc_stream_result", OpResult.of(type(None)))
-    STREAM: ClassVar[bool] = True
+    """Stream a process's stdout or stderr from its first byte."""
+
+    KIND = "proc_stream"
+    REPLY = ("proc_stream_result", OpResult.of(type(None)))
+    STREAM = True
     handle: int
     channel: ProcStreamChannel = ProcStreamChannel.STDOUT
 
 
 @dataclass
 class WaitArgs:
-    KIND: ClassVar[str] = "wait"
-    REPLY: ClassVar[tuple] = ("wait_result", OpResult.of(ExecOk))
+    """Wait for a process to end and collect its output (consumes the handle)."""
+
+    KIND = "wait"
+    REPLY = ("wait_result", OpResult.of(ExecOk))
     handle: int
     timeout_ms: int | None = None
 
 
 @dataclass
 class KillArgs:
-    KIND: ClassVar[str] = "kill"
-    REPLY: ClassVar[tuple] = ("kill_result", OpResult.of(type(None)))
+    """Send a signal to a process (not its group)."""
+
+    KIND = "kill"
+    REPLY = ("kill_result", OpResult.of(type(None)))
     handle: int
     signal: int = 15
 
 
 @dataclass
 class GetPidArgs:
-    KIND: ClassVar[str] = "get_pid"
-    REPLY: ClassVar[tuple] = ("get_pid_result", OpResult.of(int))
+    """A process handle's pid."""
+
+    KIND = "get_pid"
+    REPLY = ("get_pid_result", OpResult.of(int))
     handle: int
 
 
 @dataclass
 class ProcStdinWriteArgs:
-    KIND: ClassVar[str] = "proc_stdin_write"
-    REPLY: ClassVar[tuple] = ("proc_stdin_write_result", OpResult.of(WrittenOk))
+    """Write to a process's stdin."""
+
+    KIND = "proc_stdin_write"
+    REPLY = ("proc_stdin_write_result", OpResult.of(WrittenOk))
     handle: int
     data: bytes
 
 
 @dataclass
 class ProcStdinCloseArgs:
-    KIND: ClassVar[str] = "proc_stdin_close"
-    REPLY: ClassVar[tuple] = ("proc_stdin_close_result", OpResult.of(type(None)))
+    """Close a process's stdin."""
+
+    KIND = "proc_stdin_close"
+    REPLY = ("proc_stdin_close_result", OpResult.of(type(None)))
     handle: int
 
 
 @dataclass
 class ProcStatusArgs:
-    KIND: ClassVar[str] = "proc_status"
-    REPLY: ClassVar[tuple] = ("proc_status_result", OpResult.of(ProcessLiveStatus))
+    """Whether a process still runs."""
+
+    KIND = "proc_status"
+    REPLY = ("proc_status_result", OpResult.of(ProcessLiveStatus))
     handle: int
 
 
 @dataclass
 class GetTimeArgs:
-    KIND: ClassVar[str] = "get_time"
-    REPLY: ClassVar[tuple] = ("get_time_result", OpResult.of(TimeOk))
+    """Read the guest's wall clock."""
+
+    KIND = "get_time"
+    REPLY = ("get_time_result", OpResult.of(TimeOk))
 
 
 @dataclass
 class SetTimeArgs:
-    KIND: ClassVar[str] = "set_time"
-    REPLY: ClassVar[tuple] = ("set_time_result", OpResult.of(type(None)))
+    """Set the guest's wall clock."""
+
+    KIND = "set_time"
+    REPLY = ("set_time_result", OpResult.of(type(None)))
     ns: int
 
 
 @dataclass
 class SleepClockArgs:
-    KIND: ClassVar[str] = "sleep_clock"
-    REPLY: ClassVar[tuple] = ("sleep_clock_result", OpResult.of(type(None)))
+    """Answer after this many nanoseconds."""
+
+    KIND = "sleep_clock"
+    REPLY = ("sleep_clock_result", OpResult.of(type(None)))
     ns: int
 
 
 @dataclass
 class AdvanceClockArgs:
-    KIND: ClassVar[str] = "advance_clock"
-    REPLY: ClassVar[tuple] = ("advance_clock_result", OpResult.of(type(None)))
+    """Move the guest's wall clock by this many nanoseconds."""
+
+    KIND = "advance_clock"
+    REPLY = ("advance_clock_result", OpResult.of(type(None)))
     ns: int
 
 
 @dataclass
 class SyscallArgs:
-    KIND: ClassVar[str] = "syscall"
-    REPLY: ClassVar[tuple] = ("syscall_result", SyscallResult)
+    """A raw system call, with buffers the agent lays out in its memory."""
+
+    KIND = "syscall"
+    REPLY = ("syscall_result", SyscallResult)
     nr: int
     args: list[int] = field(default_factory=lambda: [0] * 6)
     bufs: list[bytes] = omit_empty(default_factory=list)
@@ -339,8 +425,10 @@ class SyscallArgs:
 
 @dataclass
 class IoctlArgs:
-    KIND: ClassVar[str] = "ioctl"
-    REPLY: ClassVar[tuple] = ("ioctl_result", OpResult.of(IoctlOk))
+    """An ioctl on an open file handle."""
+
+    KIND = "ioctl"
+    REPLY = ("ioctl_result", OpResult.of(IoctlOk))
     handle: int
     cmd: int
     data: bytes = b""
@@ -350,8 +438,10 @@ class IoctlArgs:
 
 @dataclass
 class ReadMemArgs:
-    KIND: ClassVar[str] = "read_mem"
-    REPLY: ClassVar[tuple] = ("read_mem_result", OpResult.of(ReadMemOk))
+    """Read the agent's own memory."""
+
+    KIND = "read_mem"
+    REPLY = ("read_mem_result", OpResult.of(ReadMemOk))
     addr: int
     len: int
 
@@ -360,8 +450,8 @@ class ReadMemArgs:
 class SpawnWorkerArgs:
     """Credentials are our addition: the reference's guest applies them itself."""
 
-    KIND: ClassVar[str] = "spawn_worker"
-    REPLY: ClassVar[tuple] = ("spawn_worker_result", OpResult.of(int))
+    KIND = "spawn_worker"
+    REPLY = ("spawn_worker_result", OpResult.of(int))
     uid: int | None = None
     gid: int | None = None
     groups: list[int] | None = None
@@ -369,76 +459,96 @@ class SpawnWorkerArgs:
 
 @dataclass
 class WorkerExecArgs:
-    KIND: ClassVar[str] = "worker_exec"
-    REPLY: ClassVar[tuple] = ("worker_exec_result", OpResult.of(ExecOk))
+    """exec inside a worker."""
+
+    KIND = "worker_exec"
+    REPLY = ("worker_exec_result", OpResult.of(ExecOk))
     handle: int
     exec: ExecArgs
 
 
 @dataclass
 class WorkerRunAsyncArgs:
-    KIND: ClassVar[str] = "worker_run_async"
-    REPLY: ClassVar[tuple] = ("worker_run_async_result", OpResult.of(int))
+    """run_async inside a worker."""
+
+    KIND = "worker_run_async"
+    REPLY = ("worker_run_async_result", OpResult.of(int))
     handle: int
     args: RunAsyncArgs
 
 
 @dataclass
 class WorkerOpenFileArgs:
-    KIND: ClassVar[str] = "worker_open_file"
-    REPLY: ClassVar[tuple] = ("worker_open_file_result", OpResult.of(int))
+    """open_file inside a worker (refused: see the agent)."""
+
+    KIND = "worker_open_file"
+    REPLY = ("worker_open_file_result", OpResult.of(int))
     handle: int
     args: OpenFileArgs
 
 
 @dataclass
 class WorkerSyscallArgs:
-    KIND: ClassVar[str] = "worker_syscall"
-    REPLY: ClassVar[tuple] = ("worker_syscall_result", SyscallResult)
+    """A raw system call inside a worker."""
+
+    KIND = "worker_syscall"
+    REPLY = ("worker_syscall_result", SyscallResult)
     handle: int
     args: SyscallArgs
 
 
 @dataclass
 class WorkerSyscallBeginArgs:
-    KIND: ClassVar[str] = "worker_syscall_begin"
-    REPLY: ClassVar[tuple] = ("worker_syscall_begin_result", OpResult.of(int))
+    """Start a raw system call inside a worker without waiting for it."""
+
+    KIND = "worker_syscall_begin"
+    REPLY = ("worker_syscall_begin_result", OpResult.of(int))
     handle: int
     args: SyscallArgs
 
 
 @dataclass
 class WorkerSyscallAwaitArgs:
-    KIND: ClassVar[str] = "worker_syscall_await"
-    REPLY: ClassVar[tuple] = ("worker_syscall_await_result", SyscallResult)
+    """The result of a system call started with worker_syscall_begin."""
+
+    KIND = "worker_syscall_await"
+    REPLY = ("worker_syscall_await_result", SyscallResult)
     handle: int
     async_id: int
 
 
 @dataclass
 class WorkerKillArgs:
-    KIND: ClassVar[str] = "worker_kill"
-    REPLY: ClassVar[tuple] = ("worker_kill_result", OpResult.of(int))
+    """Send a signal to a worker process."""
+
+    KIND = "worker_kill"
+    REPLY = ("worker_kill_result", OpResult.of(int))
     handle: int
     signal: int = 15
 
 
 @dataclass
 class WorkerJoinArgs:
-    KIND: ClassVar[str] = "worker_join"
-    REPLY: ClassVar[tuple] = ("worker_join_result", OpResult.of(JoinOk))
+    """End a worker and collect its exit code."""
+
+    KIND = "worker_join"
+    REPLY = ("worker_join_result", OpResult.of(JoinOk))
     handle: int
 
 
 @dataclass
 class BatchExecResult:
+    """One exec result per batch item."""
+
     results: list[OpResult.of(ExecOk)]  # type: ignore[valid-type]
 
 
 @dataclass
 class BatchExecArgs:
-    KIND: ClassVar[str] = "batch_exec"
-    REPLY: ClassVar[tuple] = ("batch_exec_result", BatchExecResult)
+    """Several execs in one round trip, run in order."""
+
+    KIND = "batch_exec"
+    REPLY = ("batch_exec_result", BatchExecResult)
     items: list[ExecArgs]
 
 
@@ -497,19 +607,25 @@ def _split(value: Any, where: str) -> tuple[str, Any]:
 
 @dataclass
 class BatchOpResult:
+    """One reply per batch item."""
+
     responses: list[AgentMessage]
 
 
 @dataclass
 class BatchOpArgs:
-    KIND: ClassVar[str] = "batch_op"
-    REPLY: ClassVar[tuple] = ("batch_op_result", BatchOpResult)
+    """Several ops in one round trip, run in order."""
+
+    KIND = "batch_op"
+    REPLY = ("batch_op_result", BatchOpResult)
     items: list[HostMessage]
 
 
 @dataclass
 class StreamFrame:
-    KIND: ClassVar[str] = "stream_frame"
+    """Agent -> host: the next bytes of a stream."""
+
+    KIND = "stream_frame"
     data: bytes
 
 
@@ -520,14 +636,14 @@ class StreamFrame:
 class Cancel:
     """Host -> agent: forget this channel (stop its stream, drop its late reply)."""
 
-    KIND: ClassVar[str] = "cancel"
+    KIND = "cancel"
 
 
 @dataclass
 class Credit:
     """Host -> agent: the host consumed `bytes` of this stream channel; send more."""
 
-    KIND: ClassVar[str] = "credit"
+    KIND = "credit"
     bytes: int
 
 

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
 
-from .codec import WireError, decode, encode
+from .codec import ANY, WireError, decode, encode
+
+# Class constants are unannotated, and `typing` is imported only for type
+# checkers: see the note in messages.py.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class AgentErrorKind(str, enum.Enum):
@@ -48,6 +53,8 @@ class ProcStreamChannel(str, enum.Enum):
 
 @dataclass
 class OsError:
+    """An error the OS reported (errno 0: made up by the agent)."""
+
     errno: int
     message: str
 
@@ -58,12 +65,16 @@ class OsError:
 
 @dataclass
 class AgentError:
+    """Why a request could not be served at all."""
+
     kind: AgentErrorKind
     message: str
 
 
 @dataclass
 class AgentInfo:
+    """Who answered the handshake."""
+
     os: str
     agent_version: str
     kernel: str | None = None
@@ -72,12 +83,16 @@ class AgentInfo:
 
 @dataclass
 class DirEntry:
+    """One entry of a directory listing."""
+
     name: str
     entry_type: EntryType
 
 
 @dataclass
 class FileMetadata:
+    """What stat tells about a path."""
+
     size: int
     mtime_ns: int
     entry_type: EntryType
@@ -86,6 +101,8 @@ class FileMetadata:
 
 @dataclass
 class OpenMode:
+    """How to open a file; every flag is always sent."""
+
     read: bool = False
     write: bool = False
     create: bool = False
@@ -96,6 +113,8 @@ class OpenMode:
 
 @dataclass
 class NestedPtr:
+    """Write the address of bufs[child] into bufs[parent] at offset."""
+
     parent: int
     child: int
     offset: int
@@ -104,15 +123,17 @@ class NestedPtr:
 class _Tagged:
     """Base for `{"kind": tag[, "value": v]}` unions."""
 
-    TAGS: ClassVar[dict[str, Any]] = {}  # tag -> value type, or None for a bare tag
+    TAGS = {}  # tag -> value type, or None for a bare tag
 
 
 @dataclass(frozen=True)
 class ExitStatus(_Tagged):
+    """How a process ended: exited(code), signalled(signo) or timed_out."""
+
     kind: str  # exited | signalled | timed_out
     value: int | None = None
 
-    TAGS: ClassVar[dict[str, Any]] = {"exited": int, "signalled": int, "timed_out": None}
+    TAGS = {"exited": int, "signalled": int, "timed_out": None}
 
     @classmethod
     def exited(cls, code: int) -> "ExitStatus":
@@ -136,10 +157,12 @@ class ExitStatus(_Tagged):
 
 @dataclass(frozen=True)
 class TailStart(_Tagged):
+    """Where a tail starts: beginning, end or offset(n)."""
+
     kind: str = "end"  # beginning | end | offset
     value: int | None = None
 
-    TAGS: ClassVar[dict[str, Any]] = {"beginning": None, "end": None, "offset": int}
+    TAGS = {"beginning": None, "end": None, "offset": int}
 
     def __wire_encode__(self) -> dict:
         return {"kind": self.kind} if self.TAGS[self.kind] is None else {"kind": self.kind, "value": self.value}
@@ -190,8 +213,8 @@ class OpResult:
     `OpResult.of(T)` makes the decoder for a given success type.
     """
 
-    VALUE: ClassVar[Any] = Any
-    _cache: ClassVar[dict[Any, type]] = {}
+    VALUE = ANY
+    _cache: dict = {}
 
     __slots__ = ("ok", "value")
 
