@@ -153,6 +153,18 @@ def test_exec_keeps_late_output_of_leftovers_out_and_never_blocks_them(agent, tm
     assert r.stdout == b"next\n"  # nothing of the job's output leaks into later results
 
 
+def test_a_chatty_leftover_cannot_hold_exec_beyond_the_grace(agent, reap_later):
+    from provium.agent.children import EXIT_GRACE_MAX
+
+    t0 = time.monotonic()
+    r = agent.value(ExecArgs("sh", ["-c", "(while :; do echo tick; sleep 0.02; done) & echo $! >&2"]),
+                    timeout=10)
+    elapsed = time.monotonic() - t0
+    reap_later.append(int(r.stderr))
+    assert elapsed < EXIT_GRACE_MAX + 0.8
+    assert r.stdout.startswith(b"tick\n") and r.status.value == 0
+
+
 def test_output_a_helper_prints_right_after_the_exit_is_kept(agent):
     r = agent.value(ExecArgs("sh", ["-c", "(sleep 0.05; echo from-helper) & echo from-shell"]))
     assert r.stdout == b"from-shell\nfrom-helper\n"
