@@ -16,17 +16,17 @@ from provium.cli.main import cli
 from provium.events import types as ev
 from provium.events.coverage import aggregate
 from provium.events.reporters import TextReporter, json_object, junit_tree, write_junit
-from provium.scheduler.results import FileResult, TestResult, parse_outcome, ResultError
+from provium.scheduler.results import FileResult, ResultError, TestOutcome
 
 
 def sample_results():
-    ok = FileResult(path="a.test.lua", tests=[TestResult("one", "passed", duration_ns=1_500_000),
-                                              TestResult("two", "skipped", "filtered: slow tests skipped")],
+    ok = FileResult(path="a.test.lua", tests=[TestOutcome("one", "passed", duration_ns=1_500_000),
+                                              TestOutcome("two", "skipped", "filtered: slow tests skipped")],
                     duration_ns=2_000_000)
-    bad = FileResult(path="b.test.lua", tests=[TestResult("good", "passed"),
-                                               TestResult("broken", "failed", "expected 1\ngot 2", log=["step 1"])])
+    bad = FileResult(path="b.test.lua", tests=[TestOutcome("good", "passed"),
+                                               TestOutcome("broken", "failed", "expected 1\ngot 2", log=["step 1"])])
     chunk = FileResult(path="c.test.lua", chunk_error="c.test.lua:3: syntax error near 'end'")
-    slow = FileResult(path="d.test.lua", tests=[TestResult("stuck", "timed_out", "file timeout (1s) exceeded")],
+    slow = FileResult(path="d.test.lua", tests=[TestOutcome("stuck", "timed_out", "file timeout (1s) exceeded")],
                       timed_out=True)
     skipped = FileResult(path="e.test.lua", not_run="skipped: --fail-fast")
     return [ok, bad, chunk, slow, skipped]
@@ -112,14 +112,14 @@ def test_junit_structure(tmp_path):
 
 
 def test_parse_outcome_validates():
-    r = parse_outcome({"path": "x", "chunk_error": None, "tests": [
+    r = FileResult.parse({"path": "x", "chunk_error": None, "tests": [
         {"name": "a", "status": "passed", "message": None, "log": ["l"], "duration_ns": 5, "meta": {}}],
         "duration_ns": 9}, "x")
     assert r.tests[0].log == ["l"] and r.passed
     with pytest.raises(ResultError, match="status 'weird'"):
-        parse_outcome({"tests": [{"name": "a", "status": "weird"}]}, "x")
+        FileResult.parse({"tests": [{"name": "a", "status": "weird"}]}, "x")
     with pytest.raises(ResultError, match="name"):
-        parse_outcome({"tests": [{"status": "passed"}]}, "x")
+        FileResult.parse({"tests": [{"status": "passed"}]}, "x")
 
 
 def test_rerun_state_update(tmp_path, monkeypatch):
@@ -127,13 +127,13 @@ def test_rerun_state_update(tmp_path, monkeypatch):
     monkeypatch.setenv("PROVIUM_RERUN_STATE", str(state))
     a, b = tmp_path / "a.test.lua", tmp_path / "b.test.lua"
     a.write_text(""), b.write_text("")
-    fail_a = FileResult(path=str(a), tests=[TestResult("t", "failed")])
-    pass_b = FileResult(path=str(b), tests=[TestResult("t", "passed")])
+    fail_a = FileResult(path=str(a), tests=[TestOutcome("t", "failed")])
+    pass_b = FileResult(path=str(b), tests=[TestOutcome("t", "passed")])
     rerun.update([fail_a, pass_b])
     assert json.loads(state.read_text()) == [str(a.resolve())]
-    rerun.update([FileResult(path=str(b), tests=[TestResult("t", "failed")])])
+    rerun.update([FileResult(path=str(b), tests=[TestOutcome("t", "failed")])])
     assert rerun.load() == {str(a.resolve()), str(b.resolve())}
-    rerun.update([FileResult(path=str(a), tests=[TestResult("t", "passed")]),
+    rerun.update([FileResult(path=str(a), tests=[TestOutcome("t", "passed")]),
                   FileResult(path=str(b), not_run="skipped: --fail-fast")])
     assert rerun.load() == {str(b.resolve())}
     rerun.update([pass_b])

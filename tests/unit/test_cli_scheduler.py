@@ -140,9 +140,9 @@ def test_results_in_input_order_with_events_forwarded_in_order(tmp_path):
     files, results, rec, done = run_files(tmp_path, specs)
     assert [r.path for r in results] == [f.path for f in files]
     a, b = results
-    assert a.counts == (1, 1, 0) and not a.passed and a.status == "failed"
+    assert a.summary() == (1, 1, 0) and not a.passed and a.status == "failed"
     assert a.tests[1].message == "boom"
-    assert b.counts == (0, 0, 1) and b.passed and b.status == "passed"
+    assert b.summary() == (0, 0, 1) and b.passed and b.status == "passed"
     assert rec.kinds(files[0].path) == ["file_dispatched", "test_started", "test_passed", "test_started",
                                         "test_failed", "file_completed"]
     # meta bytes survive the trip through the runner's pipe

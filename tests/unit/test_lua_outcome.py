@@ -27,3 +27,20 @@ def test_outcome_json_and_summary():
                                 "duration_ns": 0, "meta": {}}
     assert out.by_name("s").message == "why"
     assert FileOutcome("b", tests=[TestOutcome("s", "skipped")]).all_succeeded()
+
+
+def test_outcome_json_round_trip():
+    """What the runner writes is what the dispatcher reads back (one format, one parser)."""
+    from provium.scheduler.results import FileResult
+
+    out = FileOutcome("a.test.lua", chunk_error="a.test.lua:9: late error", tests=[
+        TestOutcome("p", "passed", duration_ns=5, meta={"spec": "S1"}),
+        TestOutcome("f", "failed", "x.lua:1: no", ["line", "two"], 7),
+        TestOutcome("s", "skipped", "why"),
+    ], duration_ns=10, timed_out=True)
+    back = FileResult.parse(json.loads(out.to_json()), "a.test.lua")
+    assert type(back) is FileResult and back.tests == out.tests
+    assert (back.path, back.chunk_error, back.duration_ns, back.timed_out) == \
+        ("a.test.lua", "a.test.lua:9: late error", 10, True)
+    assert (back.crashed, back.not_run, back.output) == (False, None, "")
+    assert FileOutcome.parse(json.loads(out.to_json()), "a.test.lua") == out

@@ -18,7 +18,7 @@ from typing import Iterable
 from rich.console import Console
 from rich.text import Text
 
-from provium.scheduler.results import FileResult, TestResult
+from provium.scheduler.results import FileResult, TestOutcome
 
 _STYLE = {"PASS": "green", "FAIL": "bold red", "TIME": "bold yellow", "SKIP": "yellow", "NOT RUN": "yellow"}
 
@@ -61,7 +61,7 @@ class TextReporter:
             lines.append(Text(f"  chunk_error: {first}"))
             lines += [Text(line) for line in _indent("\n".join(rest), 4)] if rest else []
             return lines
-        p, f, s = r.counts
+        p, f, s = r.summary()
         head.append(f" {r.path} ({p} passed, {f} failed, {s} skipped)")
         lines = [head]
         if r.chunk_error is not None:
@@ -77,7 +77,7 @@ class TextReporter:
             lines += [Text(line, style="dim") for line in _indent(r.output.rstrip(), 4)]
         return lines
 
-    def _test_lines(self, t: TestResult) -> list[Text]:
+    def _test_lines(self, t: TestOutcome) -> list[Text]:
         out: list[Text] = []
         if t.failed:
             label = "TIME" if t.status == "timed_out" else "FAIL"
@@ -117,9 +117,8 @@ class TextReporter:
 
     def summary(self, results: list[FileResult], elapsed: float) -> Text:
         ran = [r for r in results if r.not_run is None]
-        p = sum(r.counts[0] for r in ran)
-        f = sum(r.counts[1] for r in ran)
-        s = sum(r.counts[2] for r in ran)
+        per_file = [r.summary() for r in ran]
+        p, f, s = (sum(c[i] for c in per_file) for i in range(3))
         errored = sum(1 for r in ran if r.errored)
         not_run = len(results) - len(ran)
         text = Text(f"{len(ran)} file(s); ")

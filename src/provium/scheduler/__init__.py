@@ -3,7 +3,7 @@
 from .discovery import Discovered, DiscoveryError, discover
 from .dispatch import Dispatcher, DispatchOptions
 from .pool import PoolSize, size_pool
-from .results import FileResult, TestResult
+from .results import FileResult, TestOutcome
 
 __all__ = ["Discovered", "DiscoveryError", "discover", "Dispatcher", "DispatchOptions", "PoolSize", "size_pool",
-           "FileResult", "TestResult"]
+           "FileResult", "TestOutcome"]

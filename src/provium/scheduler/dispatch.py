@@ -33,7 +33,7 @@ from provium.protocol import framing
 
 from .discovery import Discovered
 from .pool import PoolSize
-from .results import FileResult, ResultError, TestResult, load_outcome
+from .results import FileResult, ResultError, TestOutcome
 
 FAIL_FAST_REASON = "skipped: --fail-fast"
 OUTPUT_TAIL = 64 * 1024  # bytes of runner stdout/stderr kept per file
@@ -78,7 +78,7 @@ class _Running:
     deadline: float | None
     buf: bytearray = field(default_factory=bytearray)
     # Tests seen on the event stream, so a killed runner still reports what ran.
-    seen: dict[str, TestResult] = field(default_factory=dict)
+    seen: dict[str, TestOutcome] = field(default_factory=dict)
     current: str | None = None
     timed_out: bool = False
     eof: bool = False
@@ -243,8 +243,8 @@ class Dispatcher:
         elif isinstance(p, (ev.TestPassed, ev.TestFailed, ev.TestSkipped)):
             status = {"test_passed": "passed", "test_failed": "failed", "test_skipped": "skipped"}[frame.kind]
             msg = getattr(p, "reason", None) if status != "passed" else None
-            r.seen[p.name] = TestResult(name=p.name, status=status, message=msg or None,
-                                        duration_ns=getattr(p, "duration_ns", 0), meta=dict(p.meta))
+            r.seen[p.name] = TestOutcome(name=p.name, status=status, message=msg or None,
+                                         duration_ns=getattr(p, "duration_ns", 0), meta=dict(p.meta))
             if r.current == p.name:
                 r.current = None
 
@@ -292,8 +292,8 @@ class Dispatcher:
         if r.timed_out:
             tests = list(r.seen.values())
             if r.current is not None and r.current not in r.seen:
-                tests.append(TestResult(name=r.current, status="timed_out",
-                                        message=f"file timeout ({self.opts.file_timeout:g}s) exceeded while this test ran"))
+                tests.append(TestOutcome(name=r.current, status="timed_out",
+                                         message=f"file timeout ({self.opts.file_timeout:g}s) exceeded while this test ran"))
             return FileResult(path=path, tests=tests, timed_out=True)
         code = r.proc.returncode
         why = None
@@ -303,7 +303,7 @@ class Dispatcher:
             why = f"runner exited with status {code}"
         else:
             try:
-                return load_outcome(r.result_path, path)
+                return FileResult.load(r.result_path, path)
             except FileNotFoundError:
                 why = "runner exited without writing a result"
             except (ResultError, OSError, ValueError) as exc:
