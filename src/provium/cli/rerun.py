@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
+from provium.fsutil import atomic_write
 from provium.scheduler.results import FileResult
 
 
@@ -60,8 +60,4 @@ def update(results: list[FileResult], path: Path | None = None) -> None:
         except FileNotFoundError:
             pass
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".rerun-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(sorted(state), f, indent=1)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(sorted(state), indent=1))

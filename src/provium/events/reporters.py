@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 from typing import Iterable
@@ -18,6 +17,7 @@ from typing import Iterable
 from rich.console import Console
 from rich.text import Text
 
+from provium.fsutil import atomic_write
 from provium.scheduler.results import FileResult, TestOutcome
 
 _STYLE = {"PASS": "green", "FAIL": "bold red", "TIME": "bold yellow", "SKIP": "yellow", "NOT RUN": "yellow"}
@@ -248,17 +248,5 @@ def junit_tree(results: list[FileResult], *, elapsed: float, suite_name: str = "
 
 def write_junit(path: str, results: list[FileResult], *, elapsed: float) -> None:
     """Written to a temp file and renamed, so a CI job never reads half a report."""
-    tree = junit_tree(results, elapsed=elapsed)
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".junit-", suffix=".xml", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            tree.write(f, encoding="utf-8", xml_declaration=True)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    root = junit_tree(results, elapsed=elapsed).getroot()
+    atomic_write(path, ET.tostring(root, encoding="utf-8", xml_declaration=True))

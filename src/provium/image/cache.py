@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 import time
 from pathlib import Path
+
+from provium.fsutil import atomic_write as _atomic_write
 
 # Images are small next to fixtures, but each agent or kernel change makes new ones:
 # a kind's images not used for this long are removed when a new one is built.
@@ -80,23 +81,12 @@ def file_digest(path: str | os.PathLike) -> bytes:
 
 
 def atomic_write(path: Path, data: bytes | list[bytes], mode: int = 0o644) -> Path:
-    """Write `data` (or the concatenation of its parts) to `path` via a temp name + rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
-    try:
-        with open(tmp, "wb") as f:
-            for part in parts:
-                f.write(part)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    """Write `data` (or the concatenation of its parts) to `path` via a temp name + rename.
+
+    Images are readable by all by default, as a build's outputs usually are (a plain
+    temp file would be owner-only).  Temp names start with "." so `prune` skips them.
+    """
+    return _atomic_write(path, data, mode=mode)
 
 
 def concat_files(path: Path, sources: list[Path | bytes]) -> Path:

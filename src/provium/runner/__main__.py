@@ -17,8 +17,9 @@ import ctypes
 import os
 import signal
 import sys
-import tempfile
 import threading
+
+from ..fsutil import atomic_write
 
 PR_SET_PDEATHSIG = 1
 
@@ -36,21 +37,6 @@ def _die_with_parent() -> None:
             os._exit(2)
     except OSError:
         pass
-
-
-def _write_result(path: str, text: str) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".result-", dir=d)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             if done["flag"]:
                 return
             done["flag"] = True
-            _write_result(args.result, outcome.to_json())
+            atomic_write(args.result, outcome.to_json())
 
     def on_stuck(outcome) -> None:
         # A timed-out test did not unwind: report what we have and leave; the

@@ -1,0 +1,46 @@
+"""Writing a file so that no reader ever sees half of it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Union
+
+Data = Union[bytes, bytearray, memoryview, str, Iterable[Union[bytes, bytearray, memoryview]]]
+
+
+def atomic_write(path: str | os.PathLike, data: Data, mode: int | None = None) -> Path:
+    """Replace `path` with `data` in one step; returns `path` as a Path.
+
+    `data` is bytes, text (written as UTF-8), or an iterable of byte chunks written
+    one after another.  The bytes go to a temp file in the same directory (a rename
+    is only atomic within one filesystem), which `os.replace` then puts in place, so a
+    reader sees the old file or the whole new one; on any failure, Ctrl-C included,
+    the temp file is removed.  Each writer has its own temp name: when two race, the
+    last rename wins.  Temp names start with "." so directory scans can skip them.
+
+    `mode` sets the permission bits; None leaves the temp file's owner-only 0o600.
+    Missing parent directories are created.
+    """
+    path = Path(path)
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for part in parts:
+                f.write(part)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
