@@ -13,6 +13,7 @@ from typing import Any
 
 import lupa.lua54 as lupa_mod
 
+from ..host.values import plain_type_name
 from .errors import LuaApiError
 
 I64_MIN = -(1 << 63)
@@ -21,14 +22,9 @@ I64_MAX = (1 << 63) - 1
 
 def lua_type(value: Any) -> str:
     """The name Lua's `type()` would give the value as seen from Python."""
-    if value is None:
-        return "nil"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, (bytes, str)):
-        return "string"
+    name = plain_type_name(value)
+    if name is not None:
+        return name
     if type(value).__name__ in ("_LuaThread", "_LuaCoroutineFunction"):
         return "thread"  # lupa hands a not-yet-started coroutine over as a "coroutine function"
     kind = lupa_mod.lua_type(value)
