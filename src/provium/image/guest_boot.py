@@ -32,6 +32,13 @@ def install(path: str = CODE_CACHE) -> None:
             cached = marshal.loads(f.read())
     except (OSError, ValueError, EOFError, TypeError):
         return
+    # Before dataclasses pulls in inspect/ast/dis: the agent never needs them at start-up.
+    try:
+        from provium.agent.startup import defer_inspect
+
+        defer_inspect()
+    except ImportError:
+        pass
     import dataclasses
 
     real_exec = builtins.exec
