@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -209,3 +210,19 @@ def inproc_agent(state=None, *, handshake: bool = True, hello: bool = True) -> A
         env_ = conn.hello()
         assert env_.kind == "hello_ok", env_
     return conn
+
+
+def gone(pid: int, timeout: float = 5.0) -> bool:
+    """True once pid no longer runs (gone, or a zombie nobody reaped yet)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from agent_client_util import spawn_agent
+from agent_client_util import gone, spawn_agent
 from provium.protocol.messages import (
     ExecArgs,
     GetPidArgs,
@@ -32,19 +32,6 @@ def agent():
     assert c.bad_frames == []
 
 
-def gone(pid: int, timeout: float = 5.0) -> bool:
-    """True once pid no longer runs (gone, or a zombie not reaped yet)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            return True
-        if state in ("Z", "X"):
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_exec_output_status_stdin_env_cwd(agent, tmp_path):

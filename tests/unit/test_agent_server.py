@@ -13,7 +13,7 @@ import msgpack
 import pytest
 
 import provium
-from agent_client_util import inproc_agent, spawn_agent
+from agent_client_util import gone, inproc_agent, spawn_agent
 from provium.agent import AgentState
 from provium.protocol.framing import MAX_FRAME, encode_frame
 from provium.protocol.messages import (
@@ -261,7 +261,7 @@ def test_cli_exits_zero_on_eof_and_kills_what_it_started():
     h = c.value(RunAsyncArgs("sleep", ["30"]))
     pid = c.value(GetPidArgs(h))
     assert c.close() == 0
-    assert _gone(pid)
+    assert gone(pid)
 
 
 def test_cli_exit_also_kills_what_exec_left_running():
@@ -273,12 +273,12 @@ def test_cli_exit_also_kills_what_exec_left_running():
     r = c.value(ExecArgs("sh", ["-c", "setsid sleep 60 >/dev/null 2>&1 & echo $!"]))
     escaped = int(r.stdout)  # left our process group: not ours to track
     try:
-        assert not _gone(daemon, timeout=0.2)  # exec returned with the daemon running
+        assert not gone(daemon, timeout=0.2)  # exec returned with the daemon running
         assert c.close(timeout=5) == 0
-        assert _gone(daemon)
+        assert gone(daemon)
         # Nothing the agent started inherited its end of the connection, so the
         # host sees the end although the escaped daemon still runs.
-        assert c.eof.is_set() and not _gone(escaped, timeout=0)
+        assert c.eof.is_set() and not gone(escaped, timeout=0)
     finally:
         os.kill(escaped, 9)
 
@@ -293,7 +293,7 @@ def test_cli_on_sigterm_kills_its_children_and_dies_by_the_signal():
     pid = c.value(GetPidArgs(h))
     c.proc.send_signal(signal.SIGTERM)
     assert c.proc.wait(10) == -signal.SIGTERM
-    assert _gone(pid)
+    assert gone(pid)
     c.sock.close()
 
 
@@ -324,19 +324,6 @@ def test_cli_fd_that_is_not_a_socket_works_too():
             p.kill()
 
 
-def _gone(pid: int, timeout: float = 5.0) -> bool:
-    """True once pid no longer runs (gone, or a zombie nobody reaped yet)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            return True
-        if state in ("Z", "X"):
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_a_peer_that_leaves_without_a_byte_is_a_clean_end():

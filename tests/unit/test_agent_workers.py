@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from agent_client_util import agent_env, spawn_agent
+from agent_client_util import agent_env, gone, spawn_agent
 from provium.protocol.messages import (
     ExecArgs,
     GetPidArgs,
@@ -57,17 +57,6 @@ def ppid(pid: int) -> int:
         return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
-def gone(pid: int, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                    return True
-        except FileNotFoundError:
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_a_worker_is_a_separate_child_process(agent, worker):
