@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from agent_client_util import gone, spawn_agent
+from agent_client_util import gone, inproc_agent, spawn_agent
 from provium.protocol.messages import (
     ExecArgs,
     GetPidArgs,
@@ -400,3 +400,31 @@ def test_without_pidfd_the_same_rules_hold(monkeypatch, reap_later):
         assert time.monotonic() - t0 < 1.5 and (r.status.kind, r.status.value) == ("signalled", 15)
     finally:
         c.close()
+
+
+def test_proc_stream_keeps_output_that_lands_between_its_read_and_its_end_check(monkeypatch):
+    # Regression: the stream read (empty), then the collector appended the last output
+    # and finished, then the stream saw `done` and ended without sending that output.
+    # Widen that window deterministically: every empty read waits for the buffer to finish.
+    from provium.agent import children
+
+    real_read = children.OutputBuffer.read
+
+    def racy_read(self, pos, limit):
+        data = real_read(self, pos, limit)
+        if not data:
+            with self.cond:
+                self.cond.wait_for(lambda: self.done, 5)
+        return data
+
+    monkeypatch.setattr(children.OutputBuffer, "read", racy_read)
+    agent = inproc_agent()
+    try:
+        h = agent.value(RunAsyncArgs("sh", ["-c", "sleep 0.2; echo e1 >&2; echo e2 >&2"]))
+        ch, ack = agent.open_stream(ProcStreamArgs(h, ProcStreamChannel.STDERR))
+        assert ack.ok
+        data, end = agent.read_stream(ch)
+        assert data == b"e1\ne2\n" and end.reason == "eof"
+        assert agent.value(WaitArgs(h)).stderr == b"e1\ne2\n"
+    finally:
+        agent.close()

@@ -159,13 +159,16 @@ def open_proc_stream(ctx, op):
             n = ctx.reserve(CHUNK)
             if n == 0:
                 return
+            # Look at "finished" BEFORE reading: output appended between an empty read
+            # and the check would otherwise be dropped by ending the stream.
+            finished = buf.done or ctx.state.get(ctx.state.procs, op.handle) is not proc
             data = buf.read(pos, n)
             if data:
                 pos += len(data)
                 if not ctx.frame(data):
                     return
                 continue
-            if buf.done or ctx.state.get(ctx.state.procs, op.handle) is not proc:
+            if finished:
                 # Drained, or waited on (wait already collected what the pipe gave).
                 ctx.end(EOF)
                 return
