@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 
-import pytest
 
-from agent_client_util import spawn_agent
 from provium.protocol.messages import (
     CloseArgs,
     ListdirArgs,
@@ -24,14 +22,6 @@ from provium.protocol.messages import (
     WriteFileArgs,
 )
 from provium.protocol.types import OpenMode, SeekWhence, WriteFileMode
-
-
-@pytest.fixture(scope="module")
-def agent():
-    c = spawn_agent()
-    yield c
-    assert c.close() == 0
-    assert c.bad_frames == []
 
 
 def test_open_write_seek_read_close(agent, tmp_path):

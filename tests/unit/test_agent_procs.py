@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from agent_client_util import gone, inproc_agent, spawn_agent
+from agent_client_util import gone, inproc_agent
 from provium.protocol.messages import (
     ExecArgs,
     GetPidArgs,
@@ -22,14 +22,6 @@ from provium.protocol.messages import (
     WaitArgs,
 )
 from provium.protocol.types import ProcStreamChannel
-
-
-@pytest.fixture(scope="module")
-def agent():
-    c = spawn_agent()
-    yield c
-    assert c.close() == 0
-    assert c.bad_frames == []
 
 
 

@@ -5,19 +5,9 @@ from __future__ import annotations
 import os
 import time
 
-import pytest
 
-from agent_client_util import spawn_agent
 from provium.protocol.messages import CloseArgs, FdStreamArgs, OpenFileArgs, ReadArgs, TailFileArgs
 from provium.protocol.types import OpenMode, TailStart
-
-
-@pytest.fixture(scope="module")
-def agent():
-    c = spawn_agent()
-    yield c
-    assert c.close() == 0
-    assert c.bad_frames == []
 
 
 def append(path, data: bytes) -> None:

@@ -35,14 +35,6 @@ AT_FDCWD = -100
 FIONREAD = 0x541B
 
 
-@pytest.fixture(scope="module")
-def agent():
-    c = spawn_agent()
-    yield c
-    assert c.close() == 0
-    assert c.bad_frames == []
-
-
 def test_syscall_getpid_is_the_agent(agent):
     r = agent.ok(SyscallArgs(SYS_GETPID))
     assert (r.ret, r.errno, r.out_bufs) == (agent.proc.pid, 0, [])

@@ -37,14 +37,6 @@ from provium.protocol.types import OpenMode
 SYS_GETPID, SYS_GETPPID, SYS_NANOSLEEP = 39, 110, 35
 
 
-@pytest.fixture(scope="module")
-def agent():
-    c = spawn_agent()
-    yield c
-    assert c.close() == 0
-    assert c.bad_frames == []
-
-
 @pytest.fixture
 def worker(agent):
     w = agent.value(SpawnWorkerArgs())
