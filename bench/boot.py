@@ -20,8 +20,6 @@ import asyncio
 import datetime
 import json
 import os
-import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -42,7 +40,7 @@ from provium.protocol.messages import GetTimeArgs  # noqa: E402
 from provium.vmm.qemu import argv as argv_mod  # noqa: E402
 from provium.vmm.qemu import process  # noqa: E402
 
-README = ROOT / "bench" / "README.md"
+from readme import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
 MARK = "PROVIUM-BENCH-INIT-REACHED"
 TRIVIAL_INIT = f"""#!/bin/sh
 echo {MARK}
@@ -392,14 +390,7 @@ load (other helpers' work shared these 2 cores), and the ratio with them.
 under emulation and collects it; the transport and the agent's dispatch alone are
 the `get_time` row.
 """
-    text = README.read_text() if README.exists() else "# Benchmarks\n\nEach section is written by its benchmark script (`--write-readme`).\n"
-    pattern = re.compile(r"^## boot\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda m: section + "\n", text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    README.write_text(text)
-    print(f"wrote the boot section of {README}")
+    write_section("boot", section)
 
 
 if __name__ == "__main__":

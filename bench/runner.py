@@ -19,7 +19,6 @@ import concurrent.futures as cf
 import datetime
 import os
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -29,7 +28,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "bench" / "README.md"
+from readme import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
 PROVIUM = [sys.executable, "-m", "provium.cli.main"]
 FLAGS = ["--vmm", "local", "--no-preflight", "--no-progress", "-q"]
 
@@ -209,14 +208,7 @@ millisecond of CPU, so many small tests in one file are cheap, while splitting
 them over many files pays the start-up each time.  A pre-forked runner ("zygote")
 would remove most of the start-up; not done yet.
 """
-    text = README.read_text() if README.exists() else "# Benchmarks\n\nEach section is written by its benchmark script (`--write-readme`).\n"
-    pattern = re.compile(r"^## runner\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda m: section + "\n", text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    README.write_text(text)
-    print(f"wrote the runner section of {README}")
+    write_section("runner", section)
 
 
 if __name__ == "__main__":
