@@ -8,9 +8,7 @@ tests grep for phrases (`VM not booted`, `cannot run`, `os: ...`, `agent: ...`).
 
 from __future__ import annotations
 
-
-class ProviumError(Exception):
-    """Base of every user-facing error of the host model."""
+from ..errors import ProviumError  # noqa: F401  (re-exported: the root lives in provium.errors)
 
 
 class ArgumentError(ProviumError, ValueError):
