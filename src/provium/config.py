@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import errors
+
 BUILTIN_PROFILE = "linux"
 VALID_GUEST_OS = ("linux", "peios")
 VALID_MACHINES = ("q35", "microvm")
 VALID_ACCEL = ("auto", "kvm", "tcg")
 
 
-class ConfigError(Exception):
+class ConfigError(errors.ConfigError):
     """provium.toml could not be read, parsed or validated."""
 
 
@@ -188,11 +190,11 @@ def load(path: str | os.PathLike | None, *, explicit: bool = False) -> Config:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"read `{path}`: {exc.strerror or exc}") from None
+        raise ConfigError(f"read `{path}`: {exc.strerror or exc}") from exc
     try:
         data = tomllib.loads(raw.decode("utf-8", "replace"))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"parse `{path}`: {exc}") from None
+        raise ConfigError(f"parse `{path}`: {exc}") from exc
     where = f"invalid config in `{path}`"
     cfg.path = path
     base = path.parent.resolve()
@@ -231,7 +233,7 @@ def load(path: str | os.PathLike | None, *, explicit: bool = False) -> Config:
             try:
                 sub = tomllib.loads(f.read_text())
             except tomllib.TOMLDecodeError as exc:
-                raise ConfigError(f"parse `{f}`: {exc}") from None
+                raise ConfigError(f"parse `{f}`: {exc}") from exc
             cfg.profiles[name] = _profile(name, sub, f.parent, f"invalid config in `{f}`")
     for p in cfg.profiles.values():
         _expand_out(p)

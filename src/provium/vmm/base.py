@@ -12,11 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Profile
+from ..errors import VmmError
 from ..protocol.mux import MuxClient
-
-
-class VmmError(Exception):
-    """The VMM could not do what was asked (launch, QMP, ...)."""
 
 
 class Unimplemented(VmmError):
