@@ -20,10 +20,10 @@ import os
 import stat
 import tempfile
 
-from provium.errors import ProviumError
+from provium.errors import ConfigError
 
 
-class HostFileError(ProviumError, OSError):
+class HostFileError(ConfigError, OSError):
     """A host path given by the user cannot be used safely (message names the path and why)."""
 
     def __str__(self) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from rich.console import Console
 
 from provium import config as configmod
+from provium.errors import ConfigError, ProviumError
 from provium.events import types as ev
 from provium.events.coverage import aggregate_stream
 from provium.events.reporters import NO_FILES_JSON, TextReporter, json_lines, write_junit
@@ -39,7 +40,7 @@ from .progress import ProgressBar
 WATCH_INTERVAL = 0.5
 
 
-class UserError(Exception):
+class UserError(ConfigError):
     """Bad input from the user: printed as `provium: <message>`, exit 2."""
 
 
@@ -50,7 +51,7 @@ def load_config(flags: Flags) -> configmod.Config:
         found = configmod.find_config()
         return configmod.load(found) if found is not None else configmod.load(None)
     except configmod.ConfigError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(str(exc)) from exc
 
 
 def run_preflight(flags: Flags, cfg: configmod.Config) -> None:
@@ -64,8 +65,8 @@ def run_preflight(flags: Flags, cfg: configmod.Config) -> None:
     try:
         preflight.run(cfg, vmm=flags.vmm, accel=flags.accel)
     except Exception as exc:
-        if type(exc).__name__ in ("PreflightError", "ProviumError") or isinstance(exc, (OSError, ValueError)):
-            raise UserError(f"{exc}\n  (skip these checks with --no-preflight)") from None
+        if isinstance(exc, (ProviumError, OSError, ValueError)):
+            raise UserError(f"{exc}\n  (skip these checks with --no-preflight)") from exc
         raise
 
 
@@ -82,7 +83,7 @@ def run_builds(flags: Flags, cfg: configmod.Config) -> None:
         try:
             image.run_build(cfg.profiles[name])
         except Exception as exc:
-            raise UserError(str(exc)) from None
+            raise UserError(str(exc)) from exc
 
 
 def default_roots(flags: Flags, cfg: configmod.Config) -> list[str]:
@@ -152,7 +153,7 @@ class Run:
         try:
             found = discovery.discover(self.roots, filter=self.flags.filter, notices=notices)
         except discovery.DiscoveryError as exc:
-            raise UserError(str(exc)) from None
+            raise UserError(str(exc)) from exc
         for n in notices:
             if n not in self.said:  # under --watch: once, not every half second
                 self.said.add(n)
@@ -166,7 +167,7 @@ class Run:
             try:
                 state = rerun.load(path)
             except OSError as exc:
-                raise UserError(str(exc)) from None
+                raise UserError(str(exc)) from exc
             if not state:
                 print(f"provium --rerun-failed: no prior failure state at `{path}` — nothing to re-run. "
                       f"Run `provium <paths>` once to populate.", file=sys.stderr)
@@ -196,7 +197,7 @@ class Run:
             for s in sinks:
                 if s is not self.socket_sink:
                     s.close()
-            raise UserError(str(exc.strerror if exc.strerror else exc)) from None
+            raise UserError(str(exc.strerror if exc.strerror else exc)) from exc
         return MultiSink(sinks)
 
     def once(self, *, use_rerun: bool, truncate_events: bool) -> int:
@@ -236,9 +237,9 @@ class Run:
                 try:
                     write_junit(f.junit, results, elapsed=elapsed)
                 except HostFileError as exc:
-                    raise UserError(str(exc)) from None
+                    raise UserError(str(exc)) from exc
                 except OSError as exc:
-                    raise UserError(f"--junit: cannot write `{f.junit}`: {exc.strerror or exc}") from None
+                    raise UserError(f"--junit: cannot write `{f.junit}`: {exc.strerror or exc}") from exc
             code = 0 if all(r.passed for r in results) else 1
             if f.coverage:
                 if not self.coverage_report(f.save_events or coverage_file):
@@ -356,7 +357,7 @@ def run_mode(flags: Flags) -> int:
         try:
             hostfiles.check_parent(flags.junit, "--junit")
         except HostFileError as exc:
-            raise UserError(str(exc)) from None
+            raise UserError(str(exc)) from exc
     cfg = load_config(flags)
     run_preflight(flags, cfg)
     run_builds(flags, cfg)

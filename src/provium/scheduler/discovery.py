@@ -19,7 +19,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from provium.errors import ProviumError
+from ..errors import ConfigError
 
 TEST_SUFFIX = ".test.lua"
 FIXTURE_SUFFIX = ".fixture.lua"
@@ -28,7 +28,7 @@ FIXTURE_SUFFIX = ".fixture.lua"
 _FIXTURE_REF = re.compile(r"""\b(?:vm_fixture|lab_fixture)\s*\(\s*(?:[A-Za-z_][\w.]*\s*,\s*)?(["'])([^"'\n]*)\1""")
 
 
-class DiscoveryError(ProviumError):
+class DiscoveryError(ConfigError):
     """A path given on the command line does not exist or is not a test file/dir."""
 
 
