@@ -21,6 +21,7 @@ from ..protocol.messages import (
 )
 from .errors import HandleError, VmError
 from .execargs import build_command
+from .options import merge_kw
 from .process import Process
 from .results import RunResult, SyscallOutcome
 from .syscalls import PendingSyscall, build_syscall, outcome
@@ -53,18 +54,16 @@ class Worker:
 
     def run(self, cmd: Any, opts: Mapping | None = None, **kw: Any) -> RunResult:
         """Like `vm.run`, inside the worker (its credentials); `timeout` is honoured."""
-        from .vm import _merge_kw
 
         h = self._live("run")
-        c = build_command("worker:run", cmd, _merge_kw(opts, kw, "worker:run"))
+        c = build_command("worker:run", cmd, merge_kw(opts, kw, "worker:run"))
         res = self._vm._agent("worker_exec", WorkerExecArgs(h, c.exec_args()))
         return RunResult.from_exec(self._vm._unwrap(f"worker:run `{c.cmd}`", res))
 
     def run_async(self, cmd: Any, opts: Mapping | None = None, **kw: Any) -> Process:
-        from .vm import _merge_kw
 
         h = self._live("run_async")
-        c = build_command("worker:run_async", cmd, _merge_kw(opts, kw, "worker:run_async"), async_=True)
+        c = build_command("worker:run_async", cmd, merge_kw(opts, kw, "worker:run_async"), async_=True)
         res = self._vm._agent("worker_run_async", WorkerRunAsyncArgs(h, c.run_async_args()))
         proc = Process(self._vm, self._vm._unwrap(f"worker:run_async `{c.cmd}`", res), owner="worker")
         if c.stdin is not None:
