@@ -208,7 +208,7 @@ class VM:
         self._booting = True
         started = time.monotonic_ns()
         try:
-            inst = await self._session.vmm.launch(spec)
+            inst = await self._charged_launch(spec)
         except ProviumError:
             raise
         except ClientError as exc:
@@ -224,6 +224,7 @@ class VM:
             self._booting = False
         if self._state != "created":
             # Shut down (e.g. by Session.close) while we were booting: do not leak it.
+            self._session.pool.drop_vm_charge(self)
             await _quiet(inst.shutdown())
             raise WrongState(self.name, self._state, "boot")
         self._inst = inst
@@ -235,6 +236,16 @@ class VM:
         self._session.emit("vm_spawned", vm_name=self.name, profile=self.profile,
                            memory_bytes=spec.memory_bytes, cid=inst.cid)
         return self
+
+    async def _charged_launch(self, spec) -> Any:
+        """Launch while holding the VM's pool charge (host/pool.py: waits for room
+        in the pool first); a failed launch gives the charge back."""
+        await self._session.pool.take_vm_charge(self, spec)
+        try:
+            return await self._session.vmm.launch(spec)
+        except BaseException:
+            self._session.pool.drop_vm_charge(self)
+            raise
 
     def shutdown(self) -> None:
         """Tear the guest down.  Idempotent; from `created` it only marks the VM
@@ -248,6 +259,7 @@ class VM:
         self._state = "shutdown"
         if state == "created":
             return
+        self._session.pool.drop_vm_charge(self)
         self._registry.clear()
         inst = self._inst
         error = None
@@ -321,6 +333,7 @@ class VM:
         self._state = "shutdown"
         self._registry.clear()
         await _quiet(inst.shutdown())
+        self._session.pool.drop_vm_charge(self)
         self._session.emit("vm_shutdown", vm_name=self.name, duration_ns=time.monotonic_ns() - self._boot_ns)
 
     async def _control(self, action: str, coro) -> None:
