@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable
 
 from ..events.types import ResourceAmount
 from .bootopts import make_spec
-from .errors import ArgumentError, ProviumError
+from .errors import ArgumentError, NotYetImplemented
 from .pool import DEFAULT_BARRIER_TIMEOUT, PoolError
 from .values import parse_duration, parse_size, type_name
 from .vm import VM
@@ -79,7 +79,7 @@ def _kinds_text() -> str:
     return ", ".join(labels[:-1]) + (", or " if len(labels) > 1 else "") + labels[-1]
 
 
-class LabError(ProviumError):
+class LabError(ArgumentError):
     """A lab operation was refused (duplicate or reserved name, unknown member...)."""
 
 
@@ -89,11 +89,6 @@ class BatchFailed(LabError):
         self.failures = failures
         body = ", ".join(f"{name}: {msg}" for name, msg in failures.items())
         super().__init__(f"batch `{action}` failed: {{{body}}}")
-
-
-class NotYetImplemented(ProviumError):
-    def __init__(self, what: str) -> None:
-        super().__init__(f"{what} is not yet implemented in this version of provium")
 
 
 @dataclass
@@ -471,19 +466,19 @@ class Lab:
     # ---- later pieces ------------------------------------------------------------------
 
     def bridge(self, *args: Any) -> Any:
-        raise NotYetImplemented("lab:bridge (virtual networks)")
+        raise NotYetImplemented("lab:bridge (virtual networks)", "in this version of provium")
 
     def snapshot(self, *args: Any) -> Any:
-        raise NotYetImplemented("lab:snapshot (snapshots)")
+        raise NotYetImplemented("lab:snapshot (snapshots)", "in this version of provium")
 
     def restore(self, *args: Any) -> Any:
-        raise NotYetImplemented("lab:restore (snapshots)")
+        raise NotYetImplemented("lab:restore (snapshots)", "in this version of provium")
 
     def vm_fixture(self, *args: Any) -> Any:
-        raise NotYetImplemented("vm_fixture (fixtures)")
+        raise NotYetImplemented("vm_fixture (fixtures)", "in this version of provium")
 
     def lab_fixture(self, *args: Any) -> Any:
-        raise NotYetImplemented("lab_fixture (fixtures)")
+        raise NotYetImplemented("lab_fixture (fixtures)", "in this version of provium")
 
     def __str__(self) -> str:
         return f"lab({self.name}; {len(self._vms)} vm(s))"

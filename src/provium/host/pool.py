@@ -25,14 +25,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ProviumError
+from .errors import StateError
 
 MIB = 1 << 20
 VM_OVERHEAD = 100 * MIB
 DEFAULT_BARRIER_TIMEOUT = 60.0
 
 
-class PoolError(ProviumError):
+class PoolError(StateError):
     """The pool refused: more than the pool or the file's claim, or a deadlock."""
 
 

@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from provium.errors import ProtocolError
 from provium.events.types import ResourceAmount
 from provium.protocol import framing
 
@@ -406,7 +407,7 @@ class Coordinator:
 # ---- runner side ------------------------------------------------------------------------
 
 
-class CoordinatorError(Exception):
+class CoordinatorError(ProtocolError):
     """The coordinator refused a request, or the connection to it broke."""
 
 

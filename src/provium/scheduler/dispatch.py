@@ -278,7 +278,7 @@ class Dispatcher:
                 os.close(rfd)
                 os.close(wfd)
                 self.coordinator.file_ended(index)
-                raise OSError(exc.errno, f"cannot start the runner `{cmd[0]}`: {exc.strerror}") from None
+                raise OSError(exc.errno, f"cannot start the runner `{cmd[0]}`: {exc.strerror}") from exc
         os.close(wfd)
         pidfd = os.pidfd_open(proc.pid)
         t = self.opts.file_timeout

@@ -29,6 +29,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+from provium.errors import StateError
 from provium.events.types import ResourceAmount
 
 MIB = 1 << 20
@@ -128,7 +129,7 @@ def size_pool(*, vmm: str, memory: int | None = None, cpus: int | None = None,
     return PoolSize(total=ResourceAmount(mem, total_cpus), per_file=per_file, charge_vms=charge_vms)
 
 
-class PoolRefused(Exception):
+class PoolRefused(StateError):
     """A request the pool can never grant (bigger than the pool, or a deadlock)."""
 
 
