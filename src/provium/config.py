@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import errors
 from .disk.spec import parse_disk
 from .vmm.base import DiskSpec
 
@@ -24,7 +25,7 @@ VALID_MACHINES = ("q35", "microvm")
 VALID_ACCEL = ("auto", "kvm", "tcg")
 
 
-class ConfigError(Exception):
+class ConfigError(errors.ConfigError):
     """provium.toml could not be read, parsed or validated."""
 
 
@@ -180,11 +181,11 @@ def load(path: str | os.PathLike | None, *, explicit: bool = False) -> Config:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"read `{path}`: {exc.strerror or exc}") from None
+        raise ConfigError(f"read `{path}`: {exc.strerror or exc}") from exc
     try:
         data = tomllib.loads(raw.decode("utf-8", "replace"))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"parse `{path}`: {exc}") from None
+        raise ConfigError(f"parse `{path}`: {exc}") from exc
     where = f"invalid config in `{path}`"
     cfg.path = path
     base = path.parent.resolve()
@@ -223,7 +224,7 @@ def load(path: str | os.PathLike | None, *, explicit: bool = False) -> Config:
             try:
                 sub = tomllib.loads(f.read_text())
             except tomllib.TOMLDecodeError as exc:
-                raise ConfigError(f"parse `{f}`: {exc}") from None
+                raise ConfigError(f"parse `{f}`: {exc}") from exc
             cfg.profiles[name] = _profile(name, sub, f.parent, f"invalid config in `{f}`")
     for p in cfg.profiles.values():
         _expand_out(p)
