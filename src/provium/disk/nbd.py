@@ -25,12 +25,14 @@ Owner: the `NbdServer` owns its listening socket and one task per connection;
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno as E
 import logging
 import os
 import struct
 from dataclasses import dataclass, field
 
+from ..errors import ProtocolError
 from .faults import Faults
 from .store import BlockStore
 
@@ -66,7 +68,7 @@ _REQ = struct.Struct(">IHHQQI")
 _REPLY = struct.Struct(">IIQ")
 
 
-class ProtocolViolation(Exception):
+class ProtocolViolation(ProtocolError):
     """The peer broke the protocol in a way that leaves no safe reply: close it."""
 
 
@@ -133,16 +135,16 @@ class NbdServer:
             self.stats.closed_for_violation += 1
             log.warning("nbd %s: closing a connection: %s", self.socket_path, exc)
         except asyncio.CancelledError:
-            raise
+            # close() cancelled us and awaits us.  Not re-raised: asyncio's own done
+            # callback for connection tasks (3.11) would log the cancellation as an error.
+            pass
         except Exception:  # a bug of ours: log it, drop the connection, keep serving
             log.exception("nbd %s: connection failed", self.socket_path)
         finally:
             self._conns.discard(task)
             writer.close()
-            try:
+            with contextlib.suppress(OSError, ConnectionError, asyncio.CancelledError):
                 await writer.wait_closed()
-            except Exception:
-                pass
 
     async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """True once the client is in transmission; False if it aborted."""

@@ -97,7 +97,7 @@ class BlockStore:
             os.fdatasync(self._fd)
 
     def _commit(self, sectors) -> None:
-        run_start = None
+        run_start = -1
         run: list[bytes] = []
         for s in sectors:
             data = self._overlay.pop(s, None)

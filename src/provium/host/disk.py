@@ -33,7 +33,7 @@ from ..disk.faults import MAX_DELAY, MODES, Fault, Faults
 from ..disk.nbd import NbdServer
 from ..disk.spec import parse_disk
 from ..disk.store import SECTOR, BlockStore
-from ..vmm.base import DiskSpec
+from ..vmm.base import DiskSpec, VmmError
 from .errors import ArgumentError, VmError
 from .execargs import to_bytes
 from .values import parse_duration, type_name
@@ -50,7 +50,7 @@ ATTACH_KEYS = ("id", "image", "size", "scratch", "template", "readonly", "mediat
 FAULT_OPTS = ("delay", "after", "start", "count")
 
 
-class DiskError(VmError):
+class DiskError(VmError, VmmError):
     """A disk operation failed; the message starts with the method (``disk:read_sectors: ...``)."""
 
 
@@ -74,7 +74,7 @@ def _uint(v: Any, method: str, what: str) -> int:
 class Disk:
     """One disk of one VM.  Sectors are 512 bytes; offsets and counts are in sectors."""
 
-    def __init__(self, owner: "VmDisks", spec: DiskSpec, *, modelled_size: int | None = None) -> None:
+    def __init__(self, owner: VmDisks, spec: DiskSpec, *, modelled_size: int | None = None) -> None:
         self._owner = owner
         self.spec = spec
         self.faults = Faults()
@@ -199,6 +199,7 @@ class Disk:
             if mode != "slow":
                 raise ArgumentError(f"disk:fault_inject: `delay` applies to mode `slow`, not `{mode}`")
             d = parse_duration(opts["delay"], "disk:fault_inject delay")
+            assert d is not None
             if d > MAX_DELAY:
                 raise ArgumentError(f"disk:fault_inject: delay {d:g}s is too long (at most {MAX_DELAY:g}s)")
             kw["delay"] = d
@@ -314,7 +315,7 @@ class VmDisks:
 
     # ---- boot ----------------------------------------------------------------------
 
-    async def prepare(self, profile: "Profile", boot_disks: list[DiskSpec]) -> list[DiskSpec]:
+    async def prepare(self, profile: Profile, boot_disks: list[DiskSpec]) -> list[DiskSpec]:
         """Resolve the profile's disks, then the boot's: check ids, make images, start
         NBD servers.  Returns the specs the VMM attaches, profile disks first.  On error
         everything made so far is undone."""

@@ -40,6 +40,7 @@ from ..protocol.mux import AgentFailure, ClientError, ConnectError, ConnectionLo
 from ..protocol.types import OpResult, OsError, TailStart, WriteFileMode
 from ..vmm.base import Unimplemented
 from .bootopts import BootOpts, make_spec, parse_boot_opts
+from .disk import Disk, DiskError, VmDisks
 from .errors import (
     AgentCommError,
     AgentGone,
@@ -138,6 +139,7 @@ class VM:
         # (reset): handles from before refuse to act instead of hitting a new
         # agent's possibly re-used handle numbers.
         self.generation = 0
+        self.disks = VmDisks(self)  # owns the disks' images and NBD servers (host/disk.py)
         session._register(self)
 
     # ---- accessors ---------------------------------------------------------------
@@ -209,15 +211,21 @@ class VM:
         self._booting = True
         started = time.monotonic_ns()
         try:
+            spec.disks = await self.disks.prepare(self._profile, spec.disks)
             inst = await self._session.vmm.launch(spec)
-        except _TOLD:
+        except BaseException as exc:
+            await _quiet(self.disks.close())
+            if isinstance(exc, DiskError):
+                raise VmmFailure(f"vm `{self.name}`: boot failed: {exc}") from exc
+            if isinstance(exc, _TOLD):
+                raise
+            if isinstance(exc, ClientError):
+                raise AgentCommError(f"vm `{self.name}`: boot failed: {exc}") from exc
+            if isinstance(exc, (ProviumError, OSError, asyncio.TimeoutError)):
+                # Our own error types (vmm, image, config, ...) and OS errors are the
+                # user's story; anything else is a bug and keeps its traceback.
+                raise VmmFailure(f"vm `{self.name}`: boot failed: {_vmm_text(exc)}") from exc
             raise
-        except ClientError as exc:
-            raise AgentCommError(f"vm `{self.name}`: boot failed: {exc}") from exc
-        except (ProviumError, OSError, asyncio.TimeoutError) as exc:
-            # Our own error types (vmm, image, config, ...) and OS errors are the
-            # user's story; anything else is a bug and keeps its traceback.
-            raise VmmFailure(f"vm `{self.name}`: boot failed: {_vmm_text(exc)}") from exc
         finally:
             self._booting = False
         if self._state != "created":
@@ -245,6 +253,7 @@ class VM:
             return
         self._state = "shutdown"
         if state == "created":
+            await self.disks.close()  # disks attached before boot
             return
         self._registry.clear()
         inst = self._inst
@@ -253,6 +262,7 @@ class VM:
             await inst.shutdown()
         except Exception as exc:
             error = VmmFailure(f"vm `{self.name}`: shutdown: {_vmm_text(exc)}")
+        await _quiet(self.disks.close())
         self._session.emit("vm_shutdown", vm_name=self.name, duration_ns=time.monotonic_ns() - self._boot_ns)
         if error is not None:
             raise error
@@ -315,11 +325,27 @@ class VM:
         except Exception as exc:
             self._state = "dead"
             await _quiet(inst.shutdown())
+            await _quiet(self.disks.close())
             raise VmmFailure(f"vm `{self.name}`: power_button: {_vmm_text(exc)} (the VM was killed)") from exc
         self._state = "shutdown"
         self._registry.clear()
         await _quiet(inst.shutdown())
+        await _quiet(self.disks.close())
         self._session.emit("vm_shutdown", vm_name=self.name, duration_ns=time.monotonic_ns() - self._boot_ns)
+
+    # ---- disks (host/disk.py does the work) --------------------------------------
+
+    def disk(self, disk_id: Any) -> Disk:
+        """The disk `disk_id` (from the profile, the boot's `disks`, or attach_disk)."""
+        return self.disks.get(disk_id)
+
+    def attach_disk(self, opts: Mapping | None = None, **kw: Any) -> Disk:
+        """Attach a disk; hot-plugged into a booted q35 guest.  See `VmDisks.aattach`."""
+        return self.disks.attach(_merge_kw(opts, kw, "vm:attach_disk"))
+
+    def _stage_disk(self, spec) -> None:
+        """attach_disk on a created VM: the disk joins this VM's boot disks."""
+        self._opts.disks.append(spec)
 
     async def _control(self, action: str, coro) -> None:
         try:

@@ -50,7 +50,7 @@ def rtc_base(initial_time: float | None) -> str | None:
     if initial_time is None:
         return None
     try:
-        t = datetime.datetime.fromtimestamp(int(initial_time), tz=datetime.timezone.utc)
+        t = datetime.datetime.fromtimestamp(int(initial_time), tz=datetime.UTC)
     except (OverflowError, OSError, ValueError):
         return None
     if not 1970 <= t.year <= 9999:
@@ -86,7 +86,6 @@ def build(c: QemuConfig) -> list[str]:
         argv += ["-rtc", f"base={base},clock=host"]
     if c.rng_seed is not None:
         argv += ["-fw_cfg", f"name={RNG_SEED_FW_CFG},string={c.rng_seed & (2**64 - 1):016x}"]
-    blk = "virtio-blk-pci" if pci else "virtio-blk-device"
     for i, d in enumerate(c.disks):
         argv += disk_args(d, i, pci)
     argv += HotplugSlots(c.machine, c.hotplug_ports).argv()

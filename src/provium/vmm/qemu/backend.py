@@ -10,7 +10,7 @@ are swept the next time a backend starts.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import contextlib
 import itertools
 import os
 import shlex
@@ -96,10 +96,9 @@ def sweep_stale_roots(tmp: Path) -> None:
 
 
 async def _quiet_qmp(coro) -> None:
-    try:
+    """Undo steps of a failed hot-plug: the first error is the one to report."""
+    with contextlib.suppress(QmpError):
         await coro
-    except QmpError:
-        pass
 
 
 class QemuVmm(Vmm):
@@ -162,7 +161,7 @@ class QemuVmm(Vmm):
 
     # ---- launch ----------------------------------------------------------------------
 
-    async def launch(self, spec: VmSpec) -> "QemuInstance":
+    async def launch(self, spec: VmSpec) -> QemuInstance:
         qemu = self.qemu_binary()
         cid = next(_cids)
         scratch = self._scratch_root() / f"vm-{cid}"
@@ -176,7 +175,7 @@ class QemuVmm(Vmm):
         self._instances.add(inst)
         return inst
 
-    async def _launch(self, spec: VmSpec, qemu: str, cid: int, scratch: Path) -> "QemuInstance":
+    async def _launch(self, spec: VmSpec, qemu: str, cid: int, scratch: Path) -> QemuInstance:
         profile = spec.profile
         try:
             images = await asyncio.to_thread(
@@ -295,7 +294,7 @@ class QemuInstance(VmInstance):
                         raise VmmError(f"QEMU exited (status {self.proc.returncode}) before the agent answered")
                     left = deadline - loop.time()
                     if left <= 0:
-                        raise asyncio.TimeoutError()
+                        raise TimeoutError()
                     await asyncio.wait({hello}, timeout=min(0.05, left))
                 hello.result()
                 return client
@@ -351,7 +350,7 @@ class QemuInstance(VmInstance):
                 loop = asyncio.get_running_loop()
                 try:
                     self.client = await self._connect_agent(loop.time() + self.boot_timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     raise VmmError(f"reset: the guest agent did not answer within {self.boot_timeout:g}s"
                                    + console_block(self.console_tail(CONSOLE_TAIL))) from None
             finally:
