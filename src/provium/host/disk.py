@@ -35,6 +35,7 @@ from ..disk.spec import parse_disk
 from ..disk.store import SECTOR, BlockStore
 from ..vmm.base import DiskSpec, VmmError
 from .errors import ArgumentError, VmError
+from .states import RUNNING
 from .execargs import to_bytes
 from .values import parse_duration, type_name
 
@@ -293,7 +294,7 @@ class VmDisks:
         self._seq = itertools.count()
 
     def require_running(self, action: str) -> None:
-        self._vm._require(action, ("booted", "paused"))
+        self._vm._require(action, RUNNING)
 
     def _directory(self) -> Path:
         if self._dir is None:
@@ -334,7 +335,8 @@ class VmDisks:
             for d, base in plan:
                 staged = self._disks.get(d.id)
                 # attach_disk on a created VM made the disk already
-                disk = staged if staged is not None and staged.spec is d else await self._make(d, base)
+                reuse = staged is not None and staged.spec is d and staged.store is not None
+                disk = staged if reuse else await self._make(d, base)
                 disk.plugged = True
                 out.append(disk.spec)
         except BaseException:
