@@ -134,6 +134,7 @@ class VM:
         self._boot_ns = 0
         self._spec = None
         self._registry = Registry()
+        self.shutdown_cause: str | None = None  # set when provium itself shut the VM down
         # Bumped whenever the guest's agent state is lost while the VM lives on
         # (reset): handles from before refuse to act instead of hitting a new
         # agent's possibly re-used handle numbers.
@@ -188,7 +189,16 @@ class VM:
 
     def _require(self, action: str, allowed: tuple = ("booted",)) -> None:
         if self._state not in allowed:
-            raise WrongState(self.name, self._state, action)
+            raise WrongState(self.name, self._state, action, self.shutdown_cause)
+
+    def shut_down_because(self, cause: str) -> None:
+        """Shut down (best effort), remembering why for every later refusal."""
+        if self._state != "shutdown":
+            self.shutdown_cause = cause
+        try:
+            self.shutdown()
+        except Exception:  # noqa: BLE001 - the cause is what matters from here on
+            pass
 
     def boot(self, opts: Mapping | None = None) -> "VM":
         """Start the guest; returns self.  `opts` override the creation opts key
@@ -201,7 +211,7 @@ class VM:
             action = "merge_boot_opts" if opts else "boot"
             if self._booting:
                 raise VmError(f"vm `{self.name}`: VM is already booting (cannot {action})")
-            raise WrongState(self.name, self._state, action)
+            raise WrongState(self.name, self._state, action, self.shutdown_cause)
         merged = self._opts.merged(parse_boot_opts(opts, f"vm `{self.name}`: boot",
                                                    disk_index=len(self._opts.disks)))
         spec = make_spec(self.name, self._profile, merged, default_memory=self._session.default_memory,
