@@ -31,11 +31,6 @@ import time
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 GRACE = 2.0  # seconds a stopping agent gets to kill what it started itself
-POLL = 0.05
-
-
-class _Stop(Exception):
-    pass
 
 
 def _prctl(option: int, value: int) -> bool:
@@ -69,40 +64,33 @@ def split(close_in_keeper: list[int]) -> None:
 
 def keep(agent: int) -> int:
     """Serve as the keeper of `agent` (our child) until it is gone; its exit status."""
-    stopping = [0.0]
+    stopping = []
 
     def on_stop(signum, frame) -> None:
-        if not stopping[0]:
-            stopping[0] = time.monotonic() + GRACE
+        if not stopping:
+            stopping.append(signum)
             for sig in (signal.SIGCONT, signal.SIGTERM):
                 try:
                     os.kill(agent, sig)
                 except OSError:
                     pass
-            raise _Stop()
+            signal.setitimer(signal.ITIMER_REAL, GRACE)  # then SIGALRM: no more waiting
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_stop)
+    signal.signal(signal.SIGALRM, lambda signum, frame: _kill(agent))
     status = 1
     while True:
+        # Blocks; a signal runs its handler and the wait resumes (PEP 475).
         try:
-            if stopping[0]:
-                if time.monotonic() >= stopping[0]:
-                    _kill(agent)
-                pid, st = os.waitpid(-1, os.WNOHANG)
-                if pid == 0:
-                    time.sleep(POLL)
-                    continue
-            else:
-                pid, st = os.waitpid(-1, 0)
-        except _Stop:
-            continue
+            pid, st = os.waitpid(-1, 0)
         except ChildProcessError:
             break  # no child at all: the agent is gone too
         if pid == agent:
             status = os.waitstatus_to_exitcode(st)
             break
         # else an orphan re-parented to us: reaped
+    signal.setitimer(signal.ITIMER_REAL, 0)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     kill_subtree(os.getpid())
