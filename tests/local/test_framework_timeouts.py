@@ -97,3 +97,20 @@ def test_a_vm_shut_down_by_a_timeout_says_why_and_what_to_do(tmp_path):
     assert 'test "slow one" timed out (test timeout exceeded (300ms))' in msg
     assert "provium.reset_between_tests = true" in msg and "inside each test" in msg
     assert 'test "slow one" timed out' in r.message("reboot")
+
+
+def test_per_test_cost_does_not_grow_with_the_files_heap(tmp_path):
+    """A full Lua collection after every test made a file's cost quadratic in its
+    size: each one walks everything the file holds.  With a big heap, 300 trivial
+    tests took 1.8 s instead of 0.1 s; now the heap costs what building it costs."""
+    import time
+
+    def elapsed(heap: int) -> float:
+        src = f"local keep = {{}}\nfor i = 1, {heap} do keep[i] = {{i}} end\n"
+        src += "".join(f'test("t{i}", function(t) end)\n' for i in range(300))
+        t0 = time.monotonic()
+        run_lua(tmp_path, src).assert_all_passed()
+        return time.monotonic() - t0
+
+    small, big = elapsed(10), elapsed(300_000)
+    assert big - small < 1.0, (small, big)
