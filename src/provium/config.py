@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .disk.spec import parse_disk
+from .vmm.base import DiskSpec
+
 BUILTIN_PROFILE = "linux"
 VALID_GUEST_OS = ("linux", "peios")
 VALID_MACHINES = ("q35", "microvm")
@@ -23,14 +26,6 @@ VALID_ACCEL = ("auto", "kvm", "tcg")
 
 class ConfigError(Exception):
     """provium.toml could not be read, parsed or validated."""
-
-
-@dataclass
-class DiskSpec:
-    path: str
-    id: str | None = None
-    readonly: bool = False
-    mediated: bool = False
 
 
 @dataclass
@@ -149,10 +144,7 @@ def _profile(name: str, t: dict, base_dir: Path, where: str) -> Profile:
     if "disks" in t:
         disks = _want(t, "disks", (list,), w)
         for i, d in enumerate(disks):
-            if not isinstance(d, dict) or not isinstance(d.get("path"), str):
-                raise ConfigError(f"{w}: disks[{i + 1}] needs a string `path`")
-            p.disks.append(DiskSpec(path=d["path"], id=d.get("id"), readonly=bool(d.get("readonly", False)),
-                                    mediated=bool(d.get("mediated", False))))
+            p.disks.append(parse_disk(d, f"{w}: disks[{i + 1}]", f"disk{i}", ConfigError))
     if not p.cmdline.strip() and not p.cmdline_file:
         raise ConfigError(f"{w} has empty cmdline and no `cmdline_file`; set at least one")
     return p

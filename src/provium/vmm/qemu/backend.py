@@ -10,6 +10,7 @@ are swept the next time a backend starts.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import os
 import shlex
@@ -22,12 +23,13 @@ from ... import image
 from ...config import VALID_ACCEL
 from ...protocol.mux import ClientError, ConnectionLost, MuxClient
 from .. import snapfile
-from ..base import VmInstance, Vmm, VmmError, VmSpec
+from ..base import DiskSpec, VmInstance, Vmm, VmmError, VmSpec
 from . import accel as accel_mod
 from . import argv as argv_mod
 from . import process
 from . import ram as ram_mod
 from . import snapshot as snapshot_mod
+from .hotplug import HotplugSlots
 from .qmp import Qmp, QmpError
 
 DEFAULT_QEMU = "qemu-system-x86_64"
@@ -135,31 +137,33 @@ class QemuVmm(Vmm):
             self._root = root
         return self._root
 
-    def _disks(self, spec: VmSpec) -> list[argv_mod.Disk]:
-        out: list[argv_mod.Disk] = []
-        seen: dict[str, str] = {}
-        for i, d in enumerate(spec.profile.disks):
-            did = d.id or f"disk{i}"
+    def _disks(self, spec: VmSpec) -> list[DiskSpec]:
+        """The disks to attach, profile disks first, each with its image resolved."""
+        out: list[DiskSpec] = []
+        seen: set[str] = set()
+        for d in spec.profile.disks:
             path = spec.profile.resolve(d.path)
-            self._check_disk(did, d, path)
-            seen[did] = "profile"
-            out.append(argv_mod.Disk(did, str(path), bool(d.readonly)))
-        for i, d in enumerate(spec.disks):
-            did = getattr(d, "id", None) or f"boot{i}"
-            if did in seen:
-                raise VmmError(f"disk id `{did}` is already attached by the profile; give the boot's disk a different id")
-            path = Path(os.path.expanduser(d.path))
-            self._check_disk(did, d, path)
-            seen[did] = "boot"
-            out.append(argv_mod.Disk(did, str(path), bool(getattr(d, "readonly", False))))
+            self._check_disk(d, path)
+            seen.add(d.id)
+            out.append(dataclasses.replace(d, image=str(path)))
+        for d in spec.disks:
+            if d.id in seen:
+                raise VmmError(f"disk id `{d.id}` is already attached by the profile; give the boot's disk a different id")
+            seen.add(d.id)
+            if d.image is None:  # not resolved by the host layer: a plain `path` disk
+                path = Path(os.path.expanduser(d.path)) if d.path else None
+                self._check_disk(d, path)
+                d = dataclasses.replace(d, image=str(path))
+            out.append(d)
         return out
 
     @staticmethod
-    def _check_disk(did: str, d, path: Path | None) -> None:
-        if getattr(d, "mediated", False):
-            raise VmmError(f"disk `{did}`: mediated (fault-injectable) disks are not yet implemented on the qemu backend")
+    def _check_disk(d: DiskSpec, path: Path | None) -> None:
+        if d.mediated or d.source != "path":
+            raise VmmError(f"disk `{d.id}`: {'mediated' if d.mediated else d.source} disks are not yet "
+                           "implemented on the qemu backend")
         if path is None or not path.is_file():
-            raise VmmError(f"disk `{did}`: no image at `{path}` (provium does not create one)")
+            raise VmmError(f"disk `{d.id}`: no image at `{path}` (provium does not create one)")
 
     @staticmethod
     def _nic_args(spec: VmSpec, pci: bool) -> list[str]:
@@ -216,6 +220,7 @@ class QemuVmm(Vmm):
             extra=self._nic_args(spec, pci) + [a.replace("{scratch}", str(scratch)) for a in self.extra_args],
             ram_path=ram_file)
         argv = argv_mod.build(cfg)
+        hotplug = HotplugSlots(profile.machine, cfg.hotplug_ports)
         (scratch / "qemu.argv").write_text(shlex.join(argv) + "\n")
         timeout = spec.agent_boot_timeout or profile.agent_boot_timeout or self.boot_timeout or DEFAULT_BOOT_TIMEOUT
         loop = asyncio.get_running_loop()
@@ -225,6 +230,7 @@ class QemuVmm(Vmm):
         inst = QemuInstance(self, spec, cid, proc, scratch, accel, timeout)
         inst.machine, inst.kernel, inst.cmdline = profile.machine, images.kernel, cmdline
         inst.ram_file, inst.ram_shared = ram_file, ram_file is not None
+        inst.hotplug = hotplug
         try:
             await inst._qmp_connect(min(QMP_CONNECT_TIMEOUT, timeout))
             inst.client = await inst._connect_agent(deadline)
@@ -280,6 +286,8 @@ class QemuInstance(VmInstance):
         self.cmdline = ""
         self.ram_file: Path | None = None  # our RAM file on /dev/shm (removed at shutdown)
         self.ram_shared = False  # False: anonymous RAM or a private map of a snapshot file
+        # The free/held pcie-root-ports for devices plugged while the VM runs (disks, NICs).
+        self.hotplug = HotplugSlots(spec.profile.machine, 0)
         self._closed = False
         self._saved_console: bytes | None = None
         self._lock = asyncio.Lock()

@@ -42,6 +42,7 @@ from ..base import VmmError, VmSpec
 from . import argv as argv_mod
 from . import process
 from . import ram as ram_mod
+from .hotplug import HotplugSlots
 from .qmp import QmpError
 
 if TYPE_CHECKING:
@@ -222,6 +223,7 @@ async def restore(vmm: "QemuVmm", spec: VmSpec, path: Path, meta: snapfile.Snaps
     inst = QemuInstance(vmm, spec, cid, proc, scratch, meta.accel, timeout)
     inst.machine, inst.kernel, inst.cmdline = meta.machine, kernel, meta.cmdline
     inst.ram_file, inst.ram_shared = ram_file, share
+    inst.hotplug = HotplugSlots(meta.machine, cfg.hotplug_ports)
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
