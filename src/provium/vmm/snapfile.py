@@ -107,6 +107,8 @@ def align(n: int, to: int = PAGE) -> int:
 
 def read_meta(path: str | os.PathLike) -> SnapshotMeta:
     """Validate `path` and return its metadata; never reads more than the trailer and meta."""
+    if os.path.isdir(path):
+        raise SnapshotFileError(path, "is a directory (a lab snapshot? use lab:restore)")
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
