@@ -80,7 +80,7 @@ end)
 test("vm_fixture", function(t) provium.vm_fixture("base") end)
 test("bridge", function(t) provium:bridge("lan") end)
 test("barrier", function(t) provium:barrier("b", 1) end)
-test("snapshot", function(t) provium:snapshot() end)
+test("snapshot", function(t) provium:snapshot(42) end)
 test("claim", function(t)
   local root = _G.root
   root:claim({memory = "1G", cpus = 2})
@@ -116,10 +116,10 @@ def test_labs(tmp_path):
     assert r.message("vm opts type").endswith("lab:vm: opts must be a table, got string")
     assert r.message("vm name type").endswith("lab:vm: argument #1 (name) must be a string, got number")
     assert "unknown boot option `memroy` (valid: memory, cpus," in r.message("unknown vm opt")
-    assert "vm_fixture (fixtures) is not yet implemented" in r.message("vm_fixture")
+    assert "fixture `base` not found in any test root" in r.message("vm_fixture")
     assert "lab:bridge (virtual networks) is not yet implemented" in r.message("bridge")
     assert "lab:barrier is not yet implemented" in r.message("barrier")
-    assert "lab:snapshot (snapshots) is not yet implemented" in r.message("snapshot")
+    assert "lab:snapshot: argument #1 (dir) must be a string, got number" in r.message("snapshot")
     assert "lab:claim: unknown option `memory_bytes` (valid: cpus, memory)" in r.message("claim bad key")
     for t in r.outcome.tests:
         assert no_traceback(t.message), t.message

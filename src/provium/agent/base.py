@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 
+from provium.errors import ProtocolError
 from provium.protocol.types import AgentErrorKind, OpResult
 
 BAD_REQUEST = AgentErrorKind.BAD_REQUEST
@@ -15,7 +16,7 @@ UNKNOWN_HANDLE = AgentErrorKind.UNKNOWN_HANDLE
 INTERNAL = AgentErrorKind.INTERNAL
 
 
-class AgentFail(Exception):
+class AgentFail(ProtocolError):
     """Raised by an op to answer `agent_error{kind, message}` instead of its result.
 
     Used for requests that are wrong as requests (unknown handle, bad
@@ -26,6 +27,21 @@ class AgentFail(Exception):
         super().__init__(message)
         self.kind = AgentErrorKind(kind)
         self.message = message
+
+
+class WithFds:
+    """A handler's reply that carries open descriptors along (SCM_RIGHTS).
+
+    Only a worker answers this way, to hand its parent a file it opened with
+    its own credentials; the server sends the descriptors with the reply frame
+    and closes its copies afterwards.
+    """
+
+    __slots__ = ("payload", "fds")
+
+    def __init__(self, payload, fds: list[int]) -> None:
+        self.payload = payload
+        self.fds = fds
 
 
 def log(message: str) -> None:

@@ -20,10 +20,13 @@ from pathlib import Path
 from rich.console import Console
 
 from provium import config as configmod
+from provium.errors import ConfigError, ProviumError
 from provium.events import types as ev
 from provium.events.coverage import aggregate_stream
 from provium.events.reporters import NO_FILES_JSON, TextReporter, json_lines, write_junit
 from provium.events.sinks import CallbackSink, FileSink, MultiSink, Sink, StdoutSink, UnixSocketSink
+from provium import hostfiles
+from provium.hostfiles import HostFileError
 from provium.runner.settings import RunSettings
 from provium.scheduler import discovery
 from provium.scheduler.dispatch import Dispatcher, DispatchOptions
@@ -37,7 +40,7 @@ from .progress import ProgressBar
 WATCH_INTERVAL = 0.5
 
 
-class UserError(Exception):
+class UserError(ConfigError):
     """Bad input from the user: printed as `provium: <message>`, exit 2."""
 
 
@@ -45,9 +48,10 @@ def load_config(flags: Flags) -> configmod.Config:
     try:
         if flags.config is not None:
             return configmod.load(flags.config, explicit=True)
-        return configmod.load("provium.toml")
+        found = configmod.find_config()
+        return configmod.load(found) if found is not None else configmod.load(None)
     except configmod.ConfigError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(str(exc)) from exc
 
 
 def run_preflight(flags: Flags, cfg: configmod.Config) -> None:
@@ -61,8 +65,8 @@ def run_preflight(flags: Flags, cfg: configmod.Config) -> None:
     try:
         preflight.run(cfg, vmm=flags.vmm, accel=flags.accel)
     except Exception as exc:
-        if type(exc).__name__ in ("PreflightError", "ProviumError") or isinstance(exc, (OSError, ValueError)):
-            raise UserError(f"{exc}\n  (skip these checks with --no-preflight)") from None
+        if isinstance(exc, (ProviumError, OSError, ValueError)):
+            raise UserError(f"{exc}\n  (skip these checks with --no-preflight)") from exc
         raise
 
 
@@ -79,7 +83,7 @@ def run_builds(flags: Flags, cfg: configmod.Config) -> None:
         try:
             image.run_build(cfg.profiles[name])
         except Exception as exc:
-            raise UserError(str(exc)) from None
+            raise UserError(str(exc)) from exc
 
 
 def default_roots(flags: Flags, cfg: configmod.Config) -> list[str]:
@@ -138,22 +142,32 @@ class Run:
         self.console = Console(file=self.streams.human, highlight=False, soft_wrap=True)
         self.err_console = Console(file=sys.stderr, highlight=False, soft_wrap=True)
         self.socket_sink: UnixSocketSink | None = None
+        self.said: set[str] = set()
         # Sized once: under --watch a clamp notice is said once, not per iteration.
         self.pool = size_pool(vmm=flags.vmm, memory=flags.mem, cpus=flags.cpus, overcommit=flags.cpu_overcommit)
 
     # ---- selection -------------------------------------------------------------
 
     def discover(self) -> list[discovery.Discovered]:
+        notices: list[str] = []
         try:
-            return discovery.discover(self.roots, filter=self.flags.filter)
+            found = discovery.discover(self.roots, filter=self.flags.filter, notices=notices)
         except discovery.DiscoveryError as exc:
-            raise UserError(str(exc)) from None
+            raise UserError(str(exc)) from exc
+        for n in notices:
+            if n not in self.said:  # under --watch: once, not every half second
+                self.said.add(n)
+                print(f"provium: {n}", file=sys.stderr, flush=True)
+        return found
 
     def select(self, files: list[discovery.Discovered], *, use_rerun: bool) -> list[discovery.Discovered] | None:
         """Apply --rerun-failed and --since; None means "nothing to re-run" (already reported)."""
         if use_rerun:
             path = rerun.state_path()
-            state = rerun.load(path)
+            try:
+                state = rerun.load(path)
+            except OSError as exc:
+                raise UserError(str(exc)) from exc
             if not state:
                 print(f"provium --rerun-failed: no prior failure state at `{path}` — nothing to re-run. "
                       f"Run `provium <paths>` once to populate.", file=sys.stderr)
@@ -183,7 +197,7 @@ class Run:
             for s in sinks:
                 if s is not self.socket_sink:
                     s.close()
-            raise UserError(str(exc.strerror if exc.strerror else exc)) from None
+            raise UserError(str(exc.strerror if exc.strerror else exc)) from exc
         return MultiSink(sinks)
 
     def once(self, *, use_rerun: bool, truncate_events: bool) -> int:
@@ -222,8 +236,10 @@ class Run:
             if f.junit:
                 try:
                     write_junit(f.junit, results, elapsed=elapsed)
+                except HostFileError as exc:
+                    raise UserError(str(exc)) from exc
                 except OSError as exc:
-                    raise UserError(f"--junit: cannot write `{f.junit}`: {exc.strerror or exc}") from None
+                    raise UserError(f"--junit: cannot write `{f.junit}`: {exc.strerror or exc}") from exc
             code = 0 if all(r.passed for r in results) else 1
             if f.coverage:
                 if not self.coverage_report(f.save_events or coverage_file):
@@ -337,6 +353,11 @@ def run_mode(flags: Flags) -> int:
     flags.check()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    if flags.junit:  # before anything runs: a report that cannot be written should not cost a run
+        try:
+            hostfiles.check_parent(flags.junit, "--junit")
+        except HostFileError as exc:
+            raise UserError(str(exc)) from exc
     cfg = load_config(flags)
     run_preflight(flags, cfg)
     from .fixture_cmd import evict_at_startup

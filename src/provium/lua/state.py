@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..errors import TestFileError
+from ..host.clock import Clock
 from ..host.file import File
 from ..host.lab import Account, Lab
 from ..host.process import Process
@@ -142,7 +144,7 @@ class FileState:
             return self.env.to_lua(obj.as_dict())
         if isinstance(obj, (SyscallOutcome, IoctlOutcome)):
             return self.env.to_lua(obj.as_dict())
-        if type(obj).__name__ == "Clock":
+        if isinstance(obj, Clock):
             return ClockBinding(self, obj)
         return self.bind(obj)
 
@@ -371,5 +373,5 @@ class FileState:
         return self.root.name
 
 
-class LuaChunkError(Exception):
+class LuaChunkError(TestFileError):
     """The file could not be compiled or its top level raised."""

@@ -11,14 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import VmmError
 from ..protocol.mux import MuxClient
 
 if TYPE_CHECKING:  # config imports DiskSpec from here: only a type reference back
     from ..config import Profile
-
-
-class VmmError(Exception):
-    """The VMM could not do what was asked (launch, QMP, ...)."""
 
 
 class Unimplemented(VmmError):

@@ -199,7 +199,7 @@ class QemuVmm(Vmm):
                 kernel_cmdline_append=spec.kernel_cmdline_append or "", files=spec.files,
                 scratch=scratch, cache_dir=self.cache_dir)
         except image.ImageError as exc:
-            raise VmmError(str(exc)) from None
+            raise VmmError(str(exc)) from exc
         requested = spec.accel or self.accel or profile.accel or "auto"
         accel, why = await asyncio.to_thread(accel_mod.resolve, requested, qemu=qemu, kernel=images.kernel,
                                              cache_dir=self.cache_dir)
@@ -238,7 +238,7 @@ class QemuVmm(Vmm):
             detail = inst._failure_text(exc, timeout)
             await inst._kill()
             if isinstance(exc, (VmmError, ClientError, OSError, asyncio.TimeoutError)):
-                raise VmmError(detail) from None
+                raise VmmError(detail) from exc
             raise
         inst.boot_seconds = time.monotonic() - started
         return inst
@@ -332,7 +332,7 @@ class QemuInstance(VmInstance):
                 # left (after a reset we reconnect at once): try again.
                 await client.close()
                 if self.proc.poll() is not None or loop.time() >= deadline:
-                    raise VmmError(f"agent connection failed: {exc}") from None
+                    raise VmmError(f"agent connection failed: {exc}") from exc
                 await asyncio.sleep(0.05)
             except BaseException:
                 hello.cancel()
