@@ -45,7 +45,7 @@ def provium(*args, cwd, env=None, timeout=120):
     e = dict(os.environ)
     e["PROVIUM_RERUN_STATE"] = os.path.join(cwd, ".rerun.json")
     e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "provium.cli.main", *args], cwd=cwd, env=e,
+    return subprocess.run([sys.executable, "-m", "provium.cli.main", *args], cwd=cwd, env=e, check=False,
                           capture_output=True, timeout=timeout)
 
 
@@ -78,7 +78,7 @@ def test_two_files_build_once_then_the_next_run_hits(proj):
     assert kinds.count("fixture_build_waiting") == 1
     assert kinds.count("fixture_build_done") == 2  # the builder's, and the one pairing the wait
     assert kinds.count("fixture_cache_hit") == 2
-    waiting = [p for k, p in fixture_events(proj / "ev1") if k == "fixture_build_waiting"][0]
+    waiting = next(p for k, p in fixture_events(proj / "ev1") if k == "fixture_build_waiting")
     assert waiting["path"] == "fixtures/base" and waiting["held_by_file"].endswith(".test.lua")
     done = [p for k, p in fixture_events(proj / "ev1") if k == "fixture_build_done"]
     assert all(d["snapshot_bytes"] > 0 for d in done)

@@ -14,8 +14,8 @@ def _write(path, ram=b"", state=b"STATE", ram_mode="file", **over):
         os.pwrite(fd, ram, 0)
         off = snapfile.align(len(ram)) if ram else 0
         os.pwrite(fd, state, off)
-        fields = dict(vm_name="v", profile="linux", backend="qemu", memory_bytes=len(ram) or 4096, cpus=1,
-                      ram_mode=ram_mode, ram_size=len(ram), state_offset=off, state_length=len(state))
+        fields = {"vm_name": "v", "profile": "linux", "backend": "qemu", "memory_bytes": len(ram) or 4096, "cpus": 1,
+                      "ram_mode": ram_mode, "ram_size": len(ram), "state_offset": off, "state_length": len(state)}
         fields.update(over)
         meta = snapfile.SnapshotMeta(**fields)
         return snapfile.append_meta(fd, meta, snapfile.align(off + len(state), 8))

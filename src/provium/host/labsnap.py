@@ -38,10 +38,11 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..errors import StateError
 from ..fsutil import atomic_write
 from ..vmm.base import VmSpec
 from . import snapshot as snap_mod
-from .errors import ArgumentError, ProviumError, WrongState
+from .errors import ArgumentError, WrongState
 from .registry import ResourceMeta
 from .values import type_name
 
@@ -53,22 +54,22 @@ LAB_JSON = "lab.json"
 LAB_FORMAT = 1
 
 
-class LabSnapshotError(ProviumError):
+class LabSnapshotError(StateError):
     """A lab snapshot or restore was refused or failed."""
 
 
 class LabPart(Protocol):
     key: str
 
-    def blockers(self, lab: "Lab") -> list[ResourceMeta]: ...
+    def blockers(self, lab: Lab) -> list[ResourceMeta]: ...
 
-    def save(self, lab: "Lab", snap_dir: Path, vms: "dict[str, VM]") -> Any: ...
+    def save(self, lab: Lab, snap_dir: Path, vms: dict[str, VM]) -> Any: ...
 
-    def before_vms(self, lab: "Lab", data: Any, snap_dir: Path) -> None: ...
+    def before_vms(self, lab: Lab, data: Any, snap_dir: Path) -> None: ...
 
-    def vm_spec(self, lab: "Lab", data: Any, vm_path: str, spec: VmSpec) -> VmSpec: ...
+    def vm_spec(self, lab: Lab, data: Any, vm_path: str, spec: VmSpec) -> VmSpec: ...
 
-    def after_vms(self, lab: "Lab", data: Any, snap_dir: Path, vms: "dict[str, VM]") -> None: ...
+    def after_vms(self, lab: Lab, data: Any, snap_dir: Path, vms: dict[str, VM]) -> None: ...
 
 
 _PARTS: list[LabPart] = []
@@ -121,7 +122,7 @@ def file_name(vm_path: str) -> str:
     return vm_path.replace("/", "_") + ".snap"
 
 
-def _stream_blockers(lab: "Lab") -> list[ResourceMeta]:
+def _stream_blockers(lab: Lab) -> list[ResourceMeta]:
     out: list[ResourceMeta] = []
     for _, vm in lab.all_vms():
         out.extend(vm.open_resources()[1])
@@ -130,7 +131,7 @@ def _stream_blockers(lab: "Lab") -> list[ResourceMeta]:
     return out
 
 
-def check_streams(lab: "Lab", what: str = "lab:snapshot") -> None:
+def check_streams(lab: Lab, what: str = "lab:snapshot") -> None:
     blockers = _stream_blockers(lab)
     if blockers:
         lines = [f"{what}: {len(blockers)} stream(s) still open"]
@@ -139,7 +140,7 @@ def check_streams(lab: "Lab", what: str = "lab:snapshot") -> None:
         raise LabSnapshotError("\n".join(lines))
 
 
-def snapshot(lab: "Lab", directory: Any = None) -> LabSnapshot:
+def snapshot(lab: Lab, directory: Any = None) -> LabSnapshot:
     """Snapshot every VM of `lab` and its sub-labs into `directory` (default: a new
     temp dir, kept).  VMs are paused together, saved in parallel, and resumed."""
     if directory is not None and not isinstance(directory, (str, Path)):
@@ -169,7 +170,7 @@ def snapshot(lab: "Lab", directory: Any = None) -> LabSnapshot:
     return LabSnapshot(d)
 
 
-async def _save_all(vms: "list[tuple[str, VM]]", d: Path) -> None:
+async def _save_all(vms: list[tuple[str, VM]], d: Path) -> None:
     # Pause everyone first, so the saved guests are one consistent moment of the lab.
     running = [vm for _, vm in vms if vm.state == "booted"]
     await asyncio.gather(*(vm.instance.pause() for vm in running), return_exceptions=True)
@@ -214,7 +215,7 @@ def read_lab_json(src: Any) -> tuple[Path, dict]:
     return d, doc
 
 
-def _target(lab: "Lab", vm_path: str) -> "tuple[Lab, str]":
+def _target(lab: Lab, vm_path: str) -> tuple[Lab, str]:
     *subs, name = vm_path.split("/")
     here = lab
     for s in subs:
@@ -222,7 +223,7 @@ def _target(lab: "Lab", vm_path: str) -> "tuple[Lab, str]":
     return here, name
 
 
-def restore(lab: "Lab", src: Any) -> "dict[str, VM]":
+def restore(lab: Lab, src: Any) -> dict[str, VM]:
     """Restore a lab snapshot into `lab` (additive: nothing there is removed).
     Returns the restored VMs by "sub/vm" path."""
     d, doc = read_lab_json(src)
@@ -269,7 +270,7 @@ def restore(lab: "Lab", src: Any) -> "dict[str, VM]":
     return vms
 
 
-def restore_in_place(lab: "Lab", src: Any) -> None:
+def restore_in_place(lab: Lab, src: Any) -> None:
     """Put every VM recorded in the snapshot back to its saved state, keeping the VM
     objects (reset_between_tests).  VMs the snapshot does not know are left alone."""
     d, doc = read_lab_json(src)

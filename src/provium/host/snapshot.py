@@ -27,10 +27,12 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from ..errors import StateError
 from ..vmm import snapfile
 from ..vmm.base import VmSpec
 from .errors import ArgumentError, ProviumError, VmError, WrongState
@@ -41,14 +43,14 @@ if TYPE_CHECKING:
     from .vm import VM
 
 
-class SnapshotError(VmError):
+class SnapshotError(VmError, StateError):
     """A snapshot or restore was refused or failed; the message says which VM and why."""
 
 
 class VmSnapshotHook(Protocol):
-    def save(self, vm: "VM", snapshot_path: Path) -> Any: ...
+    def save(self, vm: VM, snapshot_path: Path) -> Any: ...
 
-    def restore(self, vm: "VM", data: Any, spec: VmSpec, snapshot_path: Path) -> VmSpec: ...
+    def restore(self, vm: VM, data: Any, spec: VmSpec, snapshot_path: Path) -> VmSpec: ...
 
 
 _VM_HOOKS: dict[str, VmSnapshotHook] = {}
@@ -106,7 +108,7 @@ def blockers_text(subject: str, files: list[ResourceMeta], streams: list[Resourc
     return "\n".join(lines)
 
 
-def check_quiescent(vm: "VM") -> None:
+def check_quiescent(vm: VM) -> None:
     files, streams = vm.open_resources()
     if files or streams:
         raise SnapshotError(blockers_text(f"vm:snapshot() failed for `{vm.name}`", files, streams))
@@ -122,7 +124,7 @@ def path_arg(path: Any, method: str) -> Path | None:
     return Path(os.path.abspath(os.path.expanduser(path)))
 
 
-async def asnapshot(vm: "VM", path: Path | None = None) -> Snapshot:
+async def asnapshot(vm: VM, path: Path | None = None) -> Snapshot:
     if vm.state not in ("booted", "paused"):
         raise WrongState(vm.name, vm.state, "snapshot")
     check_quiescent(vm)
@@ -140,7 +142,7 @@ async def asnapshot(vm: "VM", path: Path | None = None) -> Snapshot:
         await vm.instance.snapshot(target, extra)
     except ProviumError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any VMM failure is this snapshot's story
         if not vm.instance.alive():
             vm._mark_dead()
         raise SnapshotError(f"vm:snapshot() failed for `{vm.name}`: {exc}") from None
@@ -157,7 +159,7 @@ def source_path(src: Any, method: str = "vm:restore") -> Path:
     raise ArgumentError(f"{method}: expected snapshot|string, got {type_name(src)}")
 
 
-async def arestore(vm: "VM", src: Any, *, in_place: bool = False,
+async def arestore(vm: VM, src: Any, *, in_place: bool = False,
                    spec_hook: Callable[[VmSpec], VmSpec] | None = None) -> None:
     """Resume the guest saved in `src` (Snapshot or path) as `vm`.
 
@@ -184,7 +186,7 @@ async def arestore(vm: "VM", src: Any, *, in_place: bool = False,
     if old is not None:
         try:
             await old.shutdown()
-        except Exception:
+        except Exception:  # noqa: BLE001, S110
             pass  # it is being replaced; a VMM that fails to stop it cleanly must not block the reset
     started = time.monotonic_ns()
     try:
@@ -193,7 +195,7 @@ async def arestore(vm: "VM", src: Any, *, in_place: bool = False,
         if old is not None:
             vm._mark_dead()
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any VMM failure is this restore's story
         if old is not None:
             vm._mark_dead()
         raise SnapshotError(f"vm:restore failed for `{vm.name}`: {exc}") from None

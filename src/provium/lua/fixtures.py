@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from .state import FileState
 
 
-def fixture_function(state: "FileState", key: str) -> Any:
+def fixture_function(state: FileState, key: str) -> Any:
     def call(*args: Any) -> Any:
         # Colon form passes the lab first; the dot form does not.
         if args and isinstance(args[0], Binding):

@@ -14,11 +14,12 @@ import os
 import sys
 from typing import Any
 
+from ..errors import TestFileError
 from ..host import labsnap
 from ..host.labsnap import LabSnapshot
 
 
-class BaselineError(Exception):
+class BaselineError(TestFileError):
     """The baseline could not be taken; the text is the file's chunk error."""
 
 
@@ -41,7 +42,7 @@ def take_baseline(state: Any) -> LabSnapshot:
         raise BaselineError("\n".join(lines))
     try:
         return labsnap.snapshot(state.root)
-    except Exception as exc:  # noqa: BLE001 - any failure is this file's chunk error
+    except Exception as exc:
         raise BaselineError(f"reset_between_tests baseline snapshot failed: {exc}") from exc
 
 
@@ -57,5 +58,5 @@ def drop(baseline: LabSnapshot | None) -> None:
     if baseline is not None:
         try:
             baseline.delete()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001, S110
             pass

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ProviumError
+from ..errors import ArgumentError
 
 MAGIC = b"PROVSNAP"
 FORMAT_VERSION = 1
@@ -41,7 +41,7 @@ PAGE = 4096
 _tmp_ids = itertools.count(1)
 
 
-class SnapshotFileError(ProviumError):
+class SnapshotFileError(ArgumentError):
     """A snapshot file cannot be used; the message names the file and why."""
 
     def __init__(self, path: str | os.PathLike, why: str) -> None:
@@ -73,7 +73,7 @@ class SnapshotMeta:
         return json.dumps(asdict(self), sort_keys=True).encode()
 
     @classmethod
-    def from_json(cls, path: str | os.PathLike, raw: bytes) -> "SnapshotMeta":
+    def from_json(cls, path: str | os.PathLike, raw: bytes) -> SnapshotMeta:
         try:
             d = json.loads(raw)
         except (UnicodeDecodeError, ValueError) as exc:

@@ -3,14 +3,14 @@ files fail fast and cleanly, guest RAM files do not leak, reset_between_tests.""
 
 import os
 import time
+from pathlib import Path
 
 import pytest
+from qemu_util import needs_qemu, qemu_processes
 
 from provium.host import VM
 from provium.host.snapshot import Snapshot
 from provium.vmm.snapfile import SnapshotFileError, read_meta
-
-from qemu_util import needs_qemu, qemu_processes
 
 pytestmark = [pytest.mark.qemu, needs_qemu]
 
@@ -41,7 +41,7 @@ def test_ram_file_lives_with_the_vm(vm):
 
 
 def test_snapshot_keeps_the_source_running(vm, saved):
-    snap, proc = saved
+    snap, _proc = saved
     assert isinstance(snap, Snapshot) and snap.size() == os.stat(snap.path).st_size > 0
     meta = read_meta(snap.path)
     assert (meta.ram_mode, meta.memory_bytes, meta.vm_name) == ("file", 256 << 20, "snap")
@@ -88,7 +88,7 @@ def test_restore_into_fresh_vm_answers_every_op(session, vm, saved):
 def test_damaged_files_fail_fast_and_leak_nothing(session, saved, tmp_path):
     snap, _ = saved
     before = len(qemu_processes())
-    data = open(snap.path, "rb").read()
+    data = Path(snap.path).read_bytes()
     meta = read_meta(snap.path)
     cut = tmp_path / "cut.bin"
     cut.write_bytes(data[: len(data) // 2])
