@@ -362,8 +362,8 @@ class VM:
                          default_cpus=self._session.default_cpus)
 
     def _mark_dead(self) -> None:
-        if self._state in ("booted", "paused"):
-            self._state = "dead"
+        if self._state in RUNNING:
+            self._state = VmState.DEAD
 
     def _adopt(self, inst, spec, started_ns: int, keep_handles: bool) -> None:
         """Take over a restored instance: the VM is `booted` with the saved guest."""
@@ -375,7 +375,7 @@ class VM:
         self._spec = spec
         self._boot_ns = started_ns
         self.cid = inst.cid
-        self._state = "booted"
+        self._state = VmState.BOOTED
         self._session.emit("vm_spawned", vm_name=self.name, profile=self.profile,
                            memory_bytes=spec.memory_bytes, cid=inst.cid)
 
