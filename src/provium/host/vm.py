@@ -186,7 +186,7 @@ class VM:
                 spec.disks = await self.disks.prepare(self._profile, spec.disks)
             except DiskError as exc:
                 raise VmmFailure(f"vm `{self.name}`: boot failed: {exc}") from exc
-            inst = await self._launch(spec)
+            inst = await self._charged_launch(spec)
         except BaseException:
             await _quiet(self.disks.close())
             if self._state is VmState.BOOTING:
@@ -194,6 +194,7 @@ class VM:
             raise
         if self._state is not VmState.BOOTING:
             # Shut down (e.g. by Session.close) while we were booting: do not leak it.
+            self._session.pool.drop_vm_charge(self)
             await _quiet(inst.shutdown())
             await _quiet(self.disks.close())
             raise WrongState(self.name, self._state, "boot")
@@ -206,6 +207,16 @@ class VM:
         self._session.emit("vm_spawned", vm_name=self.name, profile=self.profile,
                            memory_bytes=spec.memory_bytes, cid=inst.cid)
         return self
+
+    async def _charged_launch(self, spec) -> Any:
+        """Launch while holding the VM's pool charge (host/pool.py: waits for room
+        in the pool first); a failed launch gives the charge back."""
+        await self._session.pool.take_vm_charge(self, spec)
+        try:
+            return await self._launch(spec)
+        except BaseException:
+            self._session.pool.drop_vm_charge(self)
+            raise
 
     async def _launch(self, spec: Any) -> Any:
         try:
@@ -233,6 +244,7 @@ class VM:
             await self.disks.close()  # disks attached before boot
         if state in (VmState.CREATED, VmState.BOOTING):
             return  # a boot in flight sees this and shuts its new guest down
+        self._session.pool.drop_vm_charge(self)
         self._registry.clear()
         inst = self._inst
         error = None
@@ -309,6 +321,7 @@ class VM:
         self._state = VmState.SHUTDOWN
         self._registry.clear()
         await _quiet(inst.shutdown())
+        self._session.pool.drop_vm_charge(self)
         await _quiet(self.disks.close())
         self._session.emit("vm_shutdown", vm_name=self.name, duration_ns=time.monotonic_ns() - self._boot_ns)
 
