@@ -31,15 +31,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-import psutil  # noqa: E402
+import psutil
+from readme import write_section
 
-from provium import vmm as vmm_mod  # noqa: E402
-from provium.config import load  # noqa: E402
-from provium.fixtures.store import compress_file, decompress_file  # noqa: E402
-from provium.host import VM, Session  # noqa: E402
-from provium.host.lab import Lab  # noqa: E402
-
-from readme import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
+from provium import vmm as vmm_mod
+from provium.config import load
+from provium.fixtures.store import compress_file, decompress_file
+from provium.host import VM, Session
+from provium.host.lab import Lab
 
 FIXTURE = '''
 local vm = provium:vm("base", "linux", {memory = "256M"}):boot()
