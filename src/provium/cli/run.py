@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TextIO
 
 from rich.console import Console
 
@@ -121,7 +121,7 @@ def test_filter_env(flags: Flags) -> str:
 class Streams:
     """Where human text and machine output go for this run."""
 
-    human: object
+    human: TextIO
     interactive: bool
 
     @classmethod
@@ -299,6 +299,8 @@ class Run:
 
     def coverage_report(self, path: str | None) -> bool:
         out = sys.stderr if (self.flags.json_out or self.flags.events_stdout) else self.streams.human
+        if path is None:
+            return False
         try:
             with open(path, "rb") as fh:
                 report = aggregate_stream(fh, "spec")

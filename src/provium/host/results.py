@@ -57,9 +57,9 @@ class RunResult:
     def from_exec(cls, ok: ExecOk) -> "RunResult":
         st = ok.status
         if st.kind == "exited":
-            return cls("exited", int(st.value), ok.stdout, ok.stderr)
+            return cls("exited", int(st.value or 0), ok.stdout, ok.stderr)
         if st.kind == "signalled":
-            return cls("signalled", EXIT_SIGNALLED, ok.stdout, ok.stderr, int(st.value))
+            return cls("signalled", EXIT_SIGNALLED, ok.stdout, ok.stderr, int(st.value or 0))
         return cls("timed_out", EXIT_TIMED_OUT, ok.stdout, ok.stderr)
 
     @property
@@ -73,7 +73,7 @@ class RunResult:
         if self.status == "exited":
             return f"status=exited code={self.exit_code}"
         if self.status == "signalled":
-            return f"status=signalled signal={self.signal} ({signal_name(self.signal)})"
+            return f"status=signalled signal={self.signal} ({signal_name(self.signal or 0)})"
         return "status=timed_out"
 
     def assert_ok(self) -> None:

@@ -249,7 +249,7 @@ class QemuInstance(VmInstance):
         self.scratch = scratch
         self.accel = accel
         self.boot_timeout = boot_timeout
-        self.console_log = scratch / "console.log"
+        self.console_log: Path = scratch / "console.log"
         self.console_socket = scratch / "console.sock"
         self.agent_socket = scratch / "agent.sock"
         self.qmp = Qmp(f"provium-{spec.name}")
@@ -340,7 +340,7 @@ class QemuInstance(VmInstance):
             # -no-reboot turns every reset into a shutdown, and the firmware resets once
             # more on its way up: allow resets until the new agent has answered.
             await self.qmp.execute("set-action", {"reboot": "reset"})
-            old, self.client = self.client, None
+            old, self.client = self.client, None  # type: ignore[assignment]  # none while the guest resets
             try:
                 if old is not None:
                     await old.close()
