@@ -188,7 +188,7 @@ class Run:
     def shard(self, files: list[discovery.Discovered]) -> list[discovery.Discovered]:
         """--shard K/N, on the whole discovered set (so every shard splits alike)."""
         try:
-            k, n = shard.parse_shard(self.flags.shard)
+            k, n = shard.parse_shard(self.flags.shard or "")
             durations = shard.load_durations(self.durations_path())
         except (shard.ShardError, OSError) as exc:
             raise UserError(str(exc)) from exc
