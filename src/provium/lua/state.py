@@ -28,7 +28,7 @@ from ..host.worker import Worker
 from . import json as lua_json
 from .binding import Binding
 from .convert import lua_type
-from .errors import LuaApiError, NotYetImplemented
+from .errors import LuaApiError
 from .lab import LabBinding
 from .objects import (
     ClockBinding,
