@@ -407,7 +407,7 @@ def _run_tests(ctx: _Ctx, state: FileState) -> None:
         ctx.next_index = i
         if ctx.file_deadline is not None and time.monotonic() >= _file_deadline(ctx):
             out.timed_out = True
-            _not_run(ctx, f"not run: file timeout exceeded ({format_duration(s.file_timeout)})")
+            _not_run(ctx, f"not run: file timeout exceeded ({format_duration(s.file_timeout or 0.0)})")
             break
         ctx.next_index = i + 1
         reason = todo if todo is not None else skip_reason(meta, s)
