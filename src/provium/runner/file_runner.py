@@ -14,7 +14,6 @@ file; the test fails with `test timeout exceeded (<duration>)`.
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
@@ -98,7 +97,7 @@ class _Ctx:
     emit: Emit
     state: FileState | None = None
     session: Session | None = None
-    outcome: FileOutcome | None = None
+    outcome: FileOutcome = field(default_factory=lambda: FileOutcome(path=""))
     on_stuck: Callable[[FileOutcome], None] | None = None
     file_deadline: float | None = None
     owner: int | None = None  # this file's id with the dispatcher's coordinator
@@ -285,10 +284,9 @@ def _pool_waited(ctx: _Ctx) -> Callable[[], float]:
     return session.pool.waited if session is not None else (lambda: 0.0)
 
 
-def _file_deadline(ctx: _Ctx) -> float | None:
-    """The file's deadline, moved back by the time it waited for the pool."""
-    if ctx.file_deadline is None:
-        return None
+def _file_deadline(ctx: _Ctx) -> float:
+    """The file's deadline (the file has one), moved back by the time it waited for the pool."""
+    assert ctx.file_deadline is not None
     return ctx.file_deadline + _pool_waited(ctx)()
 
 
@@ -299,7 +297,7 @@ def _limit(ctx: _Ctx, seconds: float | None) -> tuple[float | None, str]:
         left = max(0.0, _file_deadline(ctx) - time.monotonic())
         if limit is None or left < limit:
             limit = left
-            label = f"file timeout exceeded ({format_duration(ctx.settings.file_timeout)})"
+            label = f"file timeout exceeded ({format_duration(ctx.settings.file_timeout or 0.0)})"
     return limit, label
 
 
@@ -409,7 +407,7 @@ def _run_tests(ctx: _Ctx, state: FileState) -> None:
         ctx.next_index = i
         if ctx.file_deadline is not None and time.monotonic() >= _file_deadline(ctx):
             out.timed_out = True
-            _not_run(ctx, f"not run: file timeout exceeded ({format_duration(s.file_timeout)})")
+            _not_run(ctx, f"not run: file timeout exceeded ({format_duration(s.file_timeout or 0.0)})")
             break
         ctx.next_index = i + 1
         reason = todo if todo is not None else skip_reason(meta, s)
@@ -451,6 +449,7 @@ def _run_one(ctx: _Ctx, state: FileState, name: str, meta: dict, meta_tbl: Any, 
     (ok, err), fired = _guarded(ctx, timeout, lambda: state.run_body(fn, t), "test")
     duration = time.monotonic_ns() - began
     outcome, skip_reason_, failed, failed_msg, log = state.outcome(t)
+    message: str | None
     if fired or state.timed_out:
         status = "timed_out"
         message = state._timeout_text
