@@ -30,9 +30,9 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from provium.events import types as ev
 from provium.events.sinks import Sink
@@ -218,7 +218,7 @@ class Dispatcher:
             data["coordinator"] = self.coordinator.path
             Path(self._settings_path).write_text(json.dumps(data, sort_keys=True))
 
-    def _deadline(self, r: "_Running", now: float) -> float | None:
+    def _deadline(self, r: _Running, now: float) -> float | None:
         """The kill deadline, moved back by the time the file waited in the pool."""
         if r.deadline is None:
             return None
