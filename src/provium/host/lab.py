@@ -305,12 +305,12 @@ class Lab:
                         del table[member]
                         return
                 return
-            found = kind_of(member)
-            if found is None:
+            kind = kind_of(member)
+            if kind is None:
                 raise ArgumentError(f"lab:remove expected a name or {_kinds_text()}, got {type_name(member)}")
-            table = self._table(found.kind)
-            name = str(getattr(member, "name", ""))
-            if table.get(name) is member:
+            table = self._table(kind.kind)
+            name = getattr(member, "name", None)
+            if name is not None and table.get(name) is member:
                 del table[name]
 
     def names(self, kind: str) -> list[str]:
