@@ -482,7 +482,6 @@ class Client:
                 msg = framing.read_frame(f, MAX_MSG)
                 if not isinstance(msg, dict):
                     continue
-                rid = msg.get("id")
                 with self._lock:
                     fut = self._pending.pop(msg.get("id"), None)  # type: ignore[arg-type]  # None finds nothing
                 if fut is not None and not fut.done():
