@@ -11,7 +11,9 @@ Batch operations (`boot`, `shutdown`, `pause`, `resume`) cover this lab and
 its sub-labs recursively, run every member at once on the session loop, never
 roll back the members that succeeded, and report every failure in one error.
 
-Networks, barriers, snapshots and fixtures are separate, later pieces: their
+Bridges are `host.bridge.Bridge` objects (the network layer's graph plus the
+VMs); `lab:bridge(name)` looks one up through the parent chain or creates it
+here.  Barriers, snapshots and fixtures are separate, later pieces: their
 methods raise `NotYetImplemented` with a message saying so.
 """
 
@@ -22,6 +24,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+from .bridge import Bridge
 from .errors import ArgumentError, ProviumError
 from .values import parse_size, type_name
 from .vm import VM
@@ -82,6 +85,8 @@ class Lab:
         self._vm_factory = vm_factory or VM
         self._vms: dict[str, VM] = {}
         self._sub_labs: dict[str, Lab] = {}
+        self._bridges: dict[str, Bridge] = {}
+        self._owned_bridges: list[Bridge] = []
         # What this lab created (as opposed to included): what `close()` tears down.
         self._owned_vms: list[VM] = []
         self._owned_labs: list[Lab] = []
@@ -107,6 +112,13 @@ class Lab:
                 return sub
         return None
 
+    def find_bridge(self, name: str) -> Bridge | None:
+        for lab in self._chain():
+            br = lab._bridges.get(name)
+            if br is not None:
+                return br
+        return None
+
     def vm(self, name: str) -> VM:
         if not isinstance(name, str):
             raise ArgumentError(f"lab:vm: name must be a string, got {type_name(name)}")
@@ -124,7 +136,7 @@ class Lab:
 
     def _shadow_owner(self, name: str, kind: str) -> "Lab | None":
         for lab in self.parents:
-            table = lab._vms if kind == "vm" else lab._sub_labs
+            table: dict = {"vm": lab._vms, "bridge": lab._bridges}.get(kind, lab._sub_labs)
             if name in table:
                 return lab
         return None
@@ -147,6 +159,30 @@ class Lab:
             self._vms[name] = vm
             self._owned_vms.append(vm)
             return vm
+
+    def bridge(self, name: Any, opts: Any = None, *, create_only: bool = False) -> Bridge:
+        """Look a bridge up (this lab, then the parent chain) or create it here.
+        With `create_only` (the reference's 2-argument form) an existing name in
+        this lab is an error."""
+        check_name(name, "lab:bridge")
+        with self._lock:
+            if name in self._bridges:
+                if create_only:
+                    raise LabError(f"bridge name `{name}` already used in this lab")
+                return self._bridges[name]
+            if not create_only:
+                found = self.find_bridge(name)
+                if found is not None:
+                    return found
+            owner = self._shadow_owner(name, "bridge")
+            if owner is not None:
+                raise LabError(f'provium:bridge("{name}", …): name already declared at a parent scope '
+                               f'(lab `{owner.name}`). Pick a different name, or use provium:bridge("{name}") '
+                               "to reuse the parent-scope bridge.")
+            br = Bridge(self.session, name, opts)
+            self._bridges[name] = br
+            self._owned_bridges.append(br)
+            return br
 
     def lab(self, name: str | None = None) -> "Lab":
         with self._lock:
@@ -182,6 +218,17 @@ class Lab:
                     raise LabError(f"lab:include: vm name `{member.name}` already declared at a parent scope "
                                    f"(lab `{owner.name}`). Pick a different name.")
                 self._vms[member.name] = member
+            elif isinstance(member, Bridge):
+                check_name(member.name, "lab:include")
+                if member.name in self._bridges:
+                    if self._bridges[member.name] is member:
+                        return
+                    raise LabError(f"bridge name `{member.name}` already used in this lab")
+                owner = self._shadow_owner(member.name, "bridge")
+                if owner is not None:
+                    raise LabError(f"lab:include: bridge name `{member.name}` already declared at a parent scope "
+                                   f"(lab `{owner.name}`). Pick a different name.")
+                self._bridges[member.name] = member
             elif isinstance(member, Lab):
                 if member is self or self in member._descendants():
                     raise LabError(f"lab:include: lab `{member.name}` cannot contain itself")
@@ -215,11 +262,16 @@ class Lab:
             if isinstance(member, str):
                 if member in self._vms:
                     del self._vms[member]
+                elif member in self._bridges:
+                    del self._bridges[member]
                 elif member in self._sub_labs:
                     del self._sub_labs[member]
             elif isinstance(member, VM):
                 if self._vms.get(member.name) is member:
                     del self._vms[member.name]
+            elif isinstance(member, Bridge):
+                if self._bridges.get(member.name) is member:
+                    del self._bridges[member.name]
             elif isinstance(member, Lab):
                 if self._sub_labs.get(member.name) is member:
                     del self._sub_labs[member.name]
@@ -230,7 +282,10 @@ class Lab:
         return sorted(self._vms)
 
     def bridge_names(self) -> list[str]:
-        return []
+        return sorted(self._bridges)
+
+    def bridges(self) -> list[Bridge]:
+        return [self._bridges[n] for n in sorted(self._bridges)]
 
     def sub_lab_names(self) -> list[str]:
         return sorted(self._sub_labs)
@@ -238,6 +293,7 @@ class Lab:
     def members(self) -> list[dict[str, str]]:
         """Direct members: VMs, then bridges, then sub-labs, each sorted by name."""
         return ([{"kind": "vm", "name": n} for n in sorted(self._vms)]
+                + [{"kind": "bridge", "name": n} for n in sorted(self._bridges)]
                 + [{"kind": "sub_lab", "name": n} for n in sorted(self._sub_labs)])
 
     def vms(self) -> list[VM]:
@@ -298,6 +354,8 @@ class Lab:
             vm.close()
         for sub in list(self._owned_labs):
             sub.close()
+        for br in list(self._owned_bridges):
+            br.close()
 
     # ---- claims ----------------------------------------------------------------------
 
@@ -318,9 +376,6 @@ class Lab:
             self.account.claim_memory, self.account.claim_cpus = mem, n
 
     # ---- later pieces ------------------------------------------------------------------
-
-    def bridge(self, *args: Any) -> Any:
-        raise NotYetImplemented("lab:bridge (virtual networks)")
 
     def barrier(self, *args: Any) -> Any:
         raise NotYetImplemented("lab:barrier")

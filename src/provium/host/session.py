@@ -202,6 +202,9 @@ class Session:
                 self.run(self.vmm.close(), timeout=30)
             except Exception:
                 pass
+            from .bridge import close_switch
+
+            close_switch(self)  # the network switch outlives no VM
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
 

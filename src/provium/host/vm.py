@@ -39,6 +39,7 @@ from ..protocol.messages import (
 from ..protocol.mux import AgentFailure, ClientError, ConnectError, ConnectionLost, FrameClientError
 from ..protocol.types import OpResult, OsError, TailStart, WriteFileMode
 from ..vmm.base import Unimplemented, VmmError
+from . import bridge as net
 from .bootopts import BootOpts, make_spec, parse_boot_opts
 from .errors import (
     AgentCommError,
@@ -208,7 +209,12 @@ class VM:
         self._booting = True
         started = time.monotonic_ns()
         try:
-            inst = await self._session.vmm.launch(spec)
+            spec.nics = net.prepare_boot(self)
+            try:
+                inst = await self._session.vmm.launch(spec)
+            except BaseException:
+                net.after_shutdown(self)
+                raise
         except ProviumError:
             raise
         except ClientError as exc:
@@ -225,6 +231,7 @@ class VM:
         if self._state != "created":
             # Shut down (e.g. by Session.close) while we were booting: do not leak it.
             await _quiet(inst.shutdown())
+            net.after_shutdown(self)
             raise WrongState(self.name, self._state, "boot")
         self._inst = inst
         self._opts = merged
@@ -234,6 +241,7 @@ class VM:
         self._state = "booted"
         self._session.emit("vm_spawned", vm_name=self.name, profile=self.profile,
                            memory_bytes=spec.memory_bytes, cid=inst.cid)
+        await net.after_boot(self)
         return self
 
     def shutdown(self) -> None:
@@ -255,6 +263,7 @@ class VM:
             await inst.shutdown()
         except Exception as exc:
             error = VmmFailure(f"vm `{self.name}`: shutdown: {_vmm_text(exc)}")
+        net.after_shutdown(self)
         self._session.emit("vm_shutdown", vm_name=self.name, duration_ns=time.monotonic_ns() - self._boot_ns)
         if error is not None:
             raise error
@@ -321,6 +330,7 @@ class VM:
         self._state = "shutdown"
         self._registry.clear()
         await _quiet(inst.shutdown())
+        net.after_shutdown(self)
         self._session.emit("vm_shutdown", vm_name=self.name, duration_ns=time.monotonic_ns() - self._boot_ns)
 
     async def _control(self, action: str, coro) -> None:

@@ -49,6 +49,9 @@ class LabBinding(Binding):
         vm = self.host.find_vm(key)
         if vm is not None:
             return st.bind(vm)
+        br = self.host.find_bridge(key)
+        if br is not None:
+            return st.bind(br)
         sub = self.host.find_sub_lab(key)
         if sub is not None:
             return st.bind(sub)
@@ -122,21 +125,23 @@ class LabBinding(Binding):
             raise LuaApiError(f"lab:include expected userdata or array, got {lua_type(v)}")
 
     def _include_one(self, b: Binding) -> None:
+        from .net import BridgeBinding
         from .objects import VmBinding
 
-        if not isinstance(b, (VmBinding, LabBinding)):
+        if not isinstance(b, (VmBinding, LabBinding, BridgeBinding)):
             raise LuaApiError(f"lab:include: expected vm, bridge, or lab userdata, got a {b.KIND}")
         self.host.include(b.host)
 
     @method()
     def remove(self, *a: Any) -> None:
+        from .net import BridgeBinding
         from .objects import VmBinding
 
         args = Args("lab:remove", a, max_args=1)
         v = args.get(1)
         if isinstance(v, (bytes, str)):
             self.host.remove(args.string(1, "name"))
-        elif isinstance(v, (VmBinding, LabBinding)):
+        elif isinstance(v, (VmBinding, LabBinding, BridgeBinding)):
             self.host.remove(v.host)
         elif isinstance(v, Binding):
             raise LuaApiError(f"lab:remove: userdata is not a vm, bridge, or lab (got a {v.KIND})")
@@ -204,7 +209,22 @@ class LabBinding(Binding):
 
     @method()
     def bridge(self, *a: Any) -> Any:
-        return self.host.bridge()
+        n = len(a)
+        while n and a[n - 1] is None:
+            n -= 1
+        if n > 3:
+            raise LuaApiError(f"lab:bridge: expected 1, 2, or 3 args, got {n}")
+        args = Args("lab:bridge", a)
+        name = args.string(1, "name")
+        opts = args.get(2)
+        if opts is not None and not is_table(opts):
+            raise LuaApiError(f"lab:bridge: opts must be a table, got {lua_type(opts)}")
+        existed = self.host.find_bridge(name) is not None if name is not None else False
+        br = self.host.bridge(name, to_py(opts, empty="dict") if opts is not None else None,
+                              create_only=n >= 2)
+        if existed:
+            return self._state.bind(br)
+        return self._state.register_bridge(br, self.host)
 
     @method()
     def barrier(self, *a: Any) -> Any:

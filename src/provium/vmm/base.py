@@ -31,6 +31,21 @@ class BootFile:
     mode: int = 0o644
 
 
+@dataclass(frozen=True)
+class NicSpec:
+    """One guest NIC: a virtio-net device whose backend is a unix stream socket that
+    provium's switch listens on (`-netdev stream`, QEMU connects as the client).
+
+    `id` is the QEMU netdev id (also what QMP `set_link` takes); `mac` is stable
+    for (lab, VM, bridge); NICs are given in the order the guest should see them
+    (eth0 first)."""
+
+    id: str
+    mac: str
+    socket: str
+    bridge: str
+
+
 @dataclass
 class VmSpec:
     """Everything a backend needs to start one VM (creation opts merged with boot opts)."""
@@ -45,7 +60,7 @@ class VmSpec:
     initial_time: int | None = None  # unix seconds
     files: list[BootFile] = field(default_factory=list)
     disks: list[Any] = field(default_factory=list)
-    nics: list[Any] = field(default_factory=list)
+    nics: list[NicSpec] = field(default_factory=list)
     agent_boot_timeout: float | None = None
     accel: str | None = None  # run-wide override of the profile's accel
 
@@ -78,6 +93,10 @@ class VmInstance(abc.ABC):
 
     async def snapshot(self, path: Path) -> None:
         raise Unimplemented(self.backend, "snapshot")
+
+    async def set_link(self, nic_id: str, up: bool) -> None:
+        """Carrier of one NIC (the guest sees link down/up)."""
+        raise Unimplemented(self.backend, "set_link")
 
     def console_tail(self, n: int = 4096) -> bytes:
         """Last n bytes of the console, b"" when the backend has no console."""

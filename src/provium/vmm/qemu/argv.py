@@ -6,6 +6,8 @@ import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..base import NicSpec
+
 AGENT_PORT = "org.provium.agent"
 RNG_SEED_FW_CFG = "opt/provium/rng-seed"
 # microvm's defaults leave no timer a stock distribution kernel can calibrate against
@@ -39,7 +41,8 @@ class QemuConfig:
     rng_seed: int | None = None
     initial_time: float | None = None
     disks: list[Disk] = field(default_factory=list)
-    extra: list[str] = field(default_factory=list)  # e.g. NIC arguments from the network layer
+    nics: list[NicSpec] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)  # run-wide extra arguments (experiments, benchmarks)
 
 
 def _q(path: str | Path) -> str:
@@ -95,5 +98,18 @@ def build(c: QemuConfig) -> list[str]:
         ro = ",readonly=on" if d.readonly else ""
         argv += ["-drive", f"if=none,id=drive{i},format=raw,file={_q(d.path)}{ro}",
                  "-device", f"{blk},drive=drive{i},serial={_q(d.id[:20])}"]
+    argv += nic_args(c.nics, pci)
     argv += c.extra
     return argv
+
+
+def nic_args(nics: list[NicSpec], pci: bool) -> list[str]:
+    """Each NIC: a stream netdev connecting to the switch's socket, and a virtio-net
+    device on it.  On q35 the devices take the next free slots of the root bus in this
+    order, so the guest names them eth0, eth1, ... in the order given."""
+    dev = "virtio-net-pci" if pci else "virtio-net-device"
+    out: list[str] = []
+    for n in nics:
+        out += ["-netdev", f"stream,id={n.id},server=off,addr.type=unix,addr.path={_q(n.socket)}",
+                "-device", f"{dev},netdev={n.id},id={n.id}-dev,mac={n.mac}"]
+    return out
