@@ -15,22 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import errors
+from .disk.spec import parse_disk
+from .vmm.base import DiskSpec
+
 BUILTIN_PROFILE = "linux"
 VALID_GUEST_OS = ("linux", "peios")
 VALID_MACHINES = ("q35", "microvm")
 VALID_ACCEL = ("auto", "kvm", "tcg")
 
 
-class ConfigError(Exception):
+class ConfigError(errors.ConfigError):
     """provium.toml could not be read, parsed or validated."""
-
-
-@dataclass
-class DiskSpec:
-    path: str
-    id: str | None = None
-    readonly: bool = False
-    mediated: bool = False
 
 
 @dataclass
@@ -149,10 +145,7 @@ def _profile(name: str, t: dict, base_dir: Path, where: str) -> Profile:
     if "disks" in t:
         disks = _want(t, "disks", (list,), w)
         for i, d in enumerate(disks):
-            if not isinstance(d, dict) or not isinstance(d.get("path"), str):
-                raise ConfigError(f"{w}: disks[{i + 1}] needs a string `path`")
-            p.disks.append(DiskSpec(path=d["path"], id=d.get("id"), readonly=bool(d.get("readonly", False)),
-                                    mediated=bool(d.get("mediated", False))))
+            p.disks.append(parse_disk(d, f"{w}: disks[{i + 1}]", f"disk{i}", ConfigError))
     if not p.cmdline.strip() and not p.cmdline_file:
         raise ConfigError(f"{w} has empty cmdline and no `cmdline_file`; set at least one")
     return p
@@ -188,11 +181,11 @@ def load(path: str | os.PathLike | None, *, explicit: bool = False) -> Config:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"read `{path}`: {exc.strerror or exc}") from None
+        raise ConfigError(f"read `{path}`: {exc.strerror or exc}") from exc
     try:
         data = tomllib.loads(raw.decode("utf-8", "replace"))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"parse `{path}`: {exc}") from None
+        raise ConfigError(f"parse `{path}`: {exc}") from exc
     where = f"invalid config in `{path}`"
     cfg.path = path
     base = path.parent.resolve()
@@ -231,7 +224,7 @@ def load(path: str | os.PathLike | None, *, explicit: bool = False) -> Config:
             try:
                 sub = tomllib.loads(f.read_text())
             except tomllib.TOMLDecodeError as exc:
-                raise ConfigError(f"parse `{f}`: {exc}") from None
+                raise ConfigError(f"parse `{f}`: {exc}") from exc
             cfg.profiles[name] = _profile(name, sub, f.parent, f"invalid config in `{f}`")
     for p in cfg.profiles.values():
         _expand_out(p)

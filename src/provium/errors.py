@@ -1,14 +1,34 @@
-"""The root of every error provium raises.
+"""The root of every error provium raises, and the families beneath it.
 
 Every exception class under `provium` derives from `ProviumError`, so a caller
 (the CLI, the Lua layer, a pytest user) can catch "anything provium refused"
 with one `except` and classify with `isinstance`, never by class name.  An
 error's message is the whole story for a user: what was called, with what,
 what would be valid and what was seen.  A wrapped error keeps its cause
-(`raise ... from exc`).
+(`raise ... from exc`), so `PROVIUM_DEBUG=1` can show the chain while the CLI
+still prints one line.
+
+The families say *what kind* of thing went wrong; the concrete classes live
+next to the code that raises them (`host/errors.py`, `protocol/framing.py`,
+`vmm/base.py`, ...) and derive from one family.  A host error about one VM
+also derives from `host.errors.VmError`, which says *where*.
+
+    ProviumError
+    ├── ConfigError        provium.toml, run settings, command-line input, test discovery
+    ├── HostSetupError     the host machine lacks something (preflight)
+    ├── ImageError         building or finding guest images (kernel, initrd, overlay, cpio)
+    ├── VmmError           the VMM (QEMU, QMP, the local backend) failed or lacks a feature
+    ├── ProtocolError      bytes between processes: frames, wire values, the agent channel,
+    │                      the agent refusing a request, event and result streams
+    ├── GuestError         the guest OS refused an operation (errno)
+    ├── ArgumentError      a call got a bad argument (also a ValueError)
+    ├── StateError         an object cannot do this now (VM state, closed session/handle)
+    ├── CheckFailed        something a test waited for or asserted did not happen
+    ├── TestFileError      a test file could not be compiled or its top level raised
+    └── NotYetImplemented  a documented feature this version does not provide
 
 This module imports nothing from provium: the wire protocol and the guest
-agent may import it.
+agent import it (the agent overlay ships it).
 """
 
 from __future__ import annotations
@@ -16,3 +36,63 @@ from __future__ import annotations
 
 class ProviumError(Exception):
     """Base of every error provium raises."""
+
+
+class ConfigError(ProviumError):
+    """Configuration or command-line input could not be read, parsed or validated."""
+
+
+class HostSetupError(ProviumError):
+    """The host cannot run the requested guests; the message says how to fix it."""
+
+
+class ImageError(ProviumError):
+    """An image could not be built or found; the message says what to do about it."""
+
+
+class VmmError(ProviumError):
+    """The VMM could not do what was asked (launch, QMP, ...)."""
+
+
+class ProtocolError(ProviumError):
+    """Bytes between two provium processes were wrong, lost, or refused."""
+
+
+class GuestError(ProviumError):
+    """The guest OS refused an operation."""
+
+
+class ArgumentError(ProviumError, ValueError):
+    """A method got a bad argument.  The message names the method, the argument
+    and what would have been valid."""
+
+
+class StateError(ProviumError):
+    """The object is not in a state that allows this (not booted, closed, gone...)."""
+
+
+class CheckFailed(ProviumError):
+    """Something a test waited for or asserted did not happen."""
+
+
+class TestFileError(ProviumError):
+    """A test file could not be compiled, or its top level raised."""
+
+    __test__ = False  # not a pytest class
+
+
+class NotYetImplemented(ProviumError):
+    """A documented part of the API that this version does not provide yet.
+
+    Message: ``WHAT is not yet implemented`` followed by `detail` if given.
+    """
+
+    def __init__(self, what: str, detail: str = "") -> None:
+        self.what = what
+        super().__init__(f"{what} is not yet implemented" + (f" {detail}" if detail else ""))
+
+
+FAMILIES: tuple[type[ProviumError], ...] = (
+    ConfigError, HostSetupError, ImageError, VmmError, ProtocolError, GuestError,
+    ArgumentError, StateError, CheckFailed, TestFileError, NotYetImplemented,
+)

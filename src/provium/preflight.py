@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Callable
 
 from .config import Config, Profile
+from .errors import HostSetupError
 
 
-class PreflightError(Exception):
+class PreflightError(HostSetupError):
     """The host cannot run the requested guests; the message says how to fix it."""
 
 

@@ -6,7 +6,8 @@ import pytest
 
 from provium.vmm import VmmError, create
 from provium.vmm.qemu import accel
-from provium.vmm.qemu.argv import Disk, QemuConfig, build, rtc_base
+from provium.vmm.base import DiskSpec
+from provium.vmm.qemu.argv import QemuConfig, build, rtc_base
 
 
 def _cfg(**kw):
@@ -36,18 +37,33 @@ def test_q35_argv():
     assert "logfile=/s/console.log" in console and "logappend=on" in console
     assert _opt(argv, "-serial") == ["chardev:console"]
     assert not any("vsock" in a for a in argv)
+    assert [d for d in _opt(argv, "-device") if d.startswith("pcie-root-port")][0] == \
+        "pcie-root-port,id=hp0,bus=pcie.0,chassis=1,addr=0x10,io-reserve=0"
+
+
+def test_mediated_disk_argv():
+    d = DiskSpec(id="db,1", scratch=1 << 20, mediated=True, image="/s/db.img", nbd_socket="/s/db.nbd")
+    argv = build(_cfg(disks=[d], hotplug_ports=0))
+    import json
+    node = json.loads(_opt(argv, "-blockdev")[0])
+    assert node["file"] == {"driver": "nbd", "server": {"type": "unix", "path": "/s/db.nbd"}, "export": "db,1"}
+    assert node["cache"] == {"direct": True, "no-flush": False}
+    assert "driver=virtio-blk-pci,drive=disk0,serial=db,,1" in _opt(argv, "-device")
+    assert not any(d.startswith("pcie-root-port") for d in _opt(argv, "-device"))
 
 
 def test_microvm_kvm_and_extras():
     argv = build(_cfg(machine="microvm", accel="kvm", memory_bytes=100, initrd=None, rng_seed=42,
-                      initial_time=1_900_000_000.7, disks=[Disk("data", "/d.img", True)]))
+                      initial_time=1_900_000_000.7, disks=[DiskSpec(id="data", path="/d.img", image="/d.img", readonly=True)]))
     assert _opt(argv, "-M") == ["microvm,pit=on,pic=on,rtc=on,accel=kvm"] and _opt(argv, "-cpu") == ["host"]
     assert _opt(argv, "-m") == ["1M"] and "-initrd" not in argv
     assert "virtio-serial-device,id=vser0" in _opt(argv, "-device")
     assert _opt(argv, "-fw_cfg") == ["name=opt/provium/rng-seed,string=000000000000002a"]
     assert _opt(argv, "-rtc") == ["base=2030-03-17T17:46:40,clock=host"]
-    assert _opt(argv, "-drive") == ["if=none,id=drive0,format=raw,file=/d.img,readonly=on"]
-    assert "virtio-blk-device,drive=drive0,serial=data" in _opt(argv, "-device")
+    assert _opt(argv, "-blockdev") == ['{"node-name":"disk0","driver":"raw","read-only":true,'
+                                       '"file":{"driver":"file","filename":"/d.img"}}']
+    assert "driver=virtio-blk-device,drive=disk0,serial=data" in _opt(argv, "-device")
+    assert not any(d.startswith("pcie-root-port") for d in _opt(argv, "-device"))  # microvm: no PCIe
 
 
 def test_rtc_base_limits():

@@ -128,3 +128,13 @@ def test_packed_runtime_serves_the_agent(unpacked):
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, proc.stderr.read().decode(errors="replace")
+
+
+def test_overlay_ships_the_error_root_and_rebuilds_when_it_changes(unpacked):
+    import io
+    import zipfile
+
+    _, entries = unpacked
+    names = zipfile.ZipFile(io.BytesIO(entries["provium/lib/python3.zip"][1])).namelist()
+    assert "provium/errors.pyc" in names  # protocol and agent modules import it
+    assert any(p.name == "errors.py" and p.parent.name == "provium" for p in runtime.inputs())

@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 import sys
 
+from provium.errors import ArgumentError
+
 from .startup import defer_inspect
 
 defer_inspect()  # before anything imports dataclasses (see startup.py)
@@ -29,8 +31,8 @@ USAGE = (
 )
 
 
-class UsageError(Exception):
-    pass
+class UsageError(ArgumentError):
+    """Bad command-line arguments to the agent."""
 
 
 def parse(argv: list[str]) -> dict:

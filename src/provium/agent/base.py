@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 
+from provium.errors import ProtocolError
 from provium.protocol.types import AgentErrorKind, OpResult
 
 BAD_REQUEST = AgentErrorKind.BAD_REQUEST
@@ -15,7 +16,7 @@ UNKNOWN_HANDLE = AgentErrorKind.UNKNOWN_HANDLE
 INTERNAL = AgentErrorKind.INTERNAL
 
 
-class AgentFail(Exception):
+class AgentFail(ProtocolError):
     """Raised by an op to answer `agent_error{kind, message}` instead of its result.
 
     Used for requests that are wrong as requests (unknown handle, bad

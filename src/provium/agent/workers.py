@@ -18,8 +18,9 @@ TYPE_CHECKING = False  # typing stays out of the agent's start
 if TYPE_CHECKING:
     from typing import Any
 
+from provium.errors import ProtocolError
 from provium.protocol.envelope import Envelope
-from provium.protocol.framing import FrameError, encode_frame, read_frame_body, unpack
+from provium.protocol.framing import CleanEof, FrameError, encode_frame, read_frame_body, unpack
 from provium.protocol.messages import (
     JoinOk,
     ProcStatusArgs,
@@ -37,8 +38,8 @@ EINVAL = 22
 EXEC_ENV = "PROVIUM_AGENT_EXEC"
 
 
-class LinkError(Exception):
-    pass
+class LinkError(ProtocolError):
+    """The link to a worker process broke or carried a bad frame."""
 
 
 class _Slot:
@@ -109,7 +110,7 @@ class WorkerLink:
                     slot.kind, slot.data = kind, data
                     slot.event.set()
         except FrameError as exc:
-            self._fail("the worker closed its end" if type(exc).__name__ == "CleanEof" else str(exc))
+            self._fail("the worker closed its end" if isinstance(exc, CleanEof) else str(exc))
         except (OSError, ValueError, LinkError) as exc:
             self._fail(str(exc))
         finally:
@@ -160,7 +161,7 @@ def worker_argv() -> list[str]:
         try:
             argv = json.loads(raw)
         except ValueError as exc:
-            raise ValueError(f"${EXEC_ENV} is not JSON ({exc})") from None
+            raise ValueError(f"${EXEC_ENV} is not JSON ({exc})") from exc
         if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
             raise ValueError(f"${EXEC_ENV} must be a JSON array of strings naming the agent command")
         return argv
@@ -232,7 +233,7 @@ def _relay(op_name: str, link: WorkerLink, kind: str, payload: Any, expect: str)
     try:
         rkind, data = link.call(kind, payload)
     except LinkError as exc:
-        raise AgentFail(BAD_REQUEST, f"{op_name}: worker control channel error: {exc}") from None
+        raise AgentFail(BAD_REQUEST, f"{op_name}: worker control channel error: {exc}") from exc
     if rkind == "agent_error":
         raise _as_fail(op_name, data)
     if rkind != expect:

@@ -28,7 +28,7 @@ def _read_all(stream, report: CoverageReport, where: str) -> None:
         except framing.CleanEof:
             return
         except (framing.FrameError, EventDecodeError) as exc:
-            raise click.ClickException(f"{where}: frame {n + 1}: {exc}") from None
+            raise click.ClickException(f"{where}: frame {n + 1}: {exc}") from exc
         report.add(frame)
         n += 1
 
@@ -48,14 +48,14 @@ def coverage_command(source, from_socket, by, as_json):
         try:
             s.connect(from_socket)
         except OSError as exc:
-            raise click.ClickException(f"--from-socket: cannot connect to `{from_socket}`: {exc.strerror or exc}") from None
+            raise click.ClickException(f"--from-socket: cannot connect to `{from_socket}`: {exc.strerror or exc}") from exc
         with s, s.makefile("rb") as f:
             _read_all(f, report, from_socket)
     elif source and source != "-":
         try:
             f = open(source, "rb")
         except OSError as exc:
-            raise click.ClickException(f"--from: cannot open `{source}`: {exc.strerror or exc}") from None
+            raise click.ClickException(f"--from: cannot open `{source}`: {exc.strerror or exc}") from exc
         with f:
             _read_all(f, report, source)
     else:

@@ -113,6 +113,8 @@ def dispatch(args: list[str]) -> int:
         print("provium: interrupted", file=sys.stderr)
         return 2
     except (UserError, configmod.ConfigError) as exc:
+        if _debug():  # the chain of causes behind the one line
+            traceback.print_exception(exc, file=sys.stderr)
         print(f"provium: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:

@@ -33,7 +33,7 @@ def _mem(ctx, param, value):
     try:
         n = parse_size(value, "--mem")
     except ArgumentError as exc:
-        raise click.BadParameter(str(exc).removeprefix("--mem: ")) from None
+        raise click.BadParameter(str(exc).removeprefix("--mem: ")) from exc
     if n == 0:
         raise click.BadParameter("the pool needs some memory (got 0)")
     return n

@@ -20,6 +20,7 @@ from pathlib import Path
 from rich.console import Console
 
 from provium import config as configmod
+from provium.errors import ConfigError, ProviumError
 from provium.events import types as ev
 from provium.events.coverage import aggregate_stream
 from provium.events.reporters import NO_FILES_JSON, TextReporter, json_lines, write_junit
@@ -37,7 +38,7 @@ from .progress import ProgressBar
 WATCH_INTERVAL = 0.5
 
 
-class UserError(Exception):
+class UserError(ConfigError):
     """Bad input from the user: printed as `provium: <message>`, exit 2."""
 
 
@@ -47,7 +48,7 @@ def load_config(flags: Flags) -> configmod.Config:
             return configmod.load(flags.config, explicit=True)
         return configmod.load("provium.toml")
     except configmod.ConfigError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(str(exc)) from exc
 
 
 def run_preflight(flags: Flags, cfg: configmod.Config) -> None:
@@ -61,8 +62,8 @@ def run_preflight(flags: Flags, cfg: configmod.Config) -> None:
     try:
         preflight.run(cfg, vmm=flags.vmm, accel=flags.accel)
     except Exception as exc:
-        if type(exc).__name__ in ("PreflightError", "ProviumError") or isinstance(exc, (OSError, ValueError)):
-            raise UserError(f"{exc}\n  (skip these checks with --no-preflight)") from None
+        if isinstance(exc, (ProviumError, OSError, ValueError)):
+            raise UserError(f"{exc}\n  (skip these checks with --no-preflight)") from exc
         raise
 
 
@@ -79,7 +80,7 @@ def run_builds(flags: Flags, cfg: configmod.Config) -> None:
         try:
             image.run_build(cfg.profiles[name])
         except Exception as exc:
-            raise UserError(str(exc)) from None
+            raise UserError(str(exc)) from exc
 
 
 def default_roots(flags: Flags, cfg: configmod.Config) -> list[str]:
@@ -147,7 +148,7 @@ class Run:
         try:
             return discovery.discover(self.roots, filter=self.flags.filter)
         except discovery.DiscoveryError as exc:
-            raise UserError(str(exc)) from None
+            raise UserError(str(exc)) from exc
 
     def select(self, files: list[discovery.Discovered], *, use_rerun: bool) -> list[discovery.Discovered] | None:
         """Apply --rerun-failed and --since; None means "nothing to re-run" (already reported)."""
@@ -183,7 +184,7 @@ class Run:
             for s in sinks:
                 if s is not self.socket_sink:
                     s.close()
-            raise UserError(str(exc.strerror if exc.strerror else exc)) from None
+            raise UserError(str(exc.strerror if exc.strerror else exc)) from exc
         return MultiSink(sinks)
 
     def once(self, *, use_rerun: bool, truncate_events: bool) -> int:
@@ -223,7 +224,7 @@ class Run:
                 try:
                     write_junit(f.junit, results, elapsed=elapsed)
                 except OSError as exc:
-                    raise UserError(f"--junit: cannot write `{f.junit}`: {exc.strerror or exc}") from None
+                    raise UserError(f"--junit: cannot write `{f.junit}`: {exc.strerror or exc}") from exc
             code = 0 if all(r.passed for r in results) else 1
             if f.coverage:
                 if not self.coverage_report(f.save_events or coverage_file):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from provium import config as configmod
+from provium.errors import ProviumError
 from provium.scheduler import discovery
 
 from .run import UserError, load_config, run_preflight, settings_for
@@ -71,7 +72,7 @@ def list_cmd(flags, fixtures, paths):
     try:
         files = discovery.discover(roots, filter=flags.filter, suffix=suffix)
     except discovery.DiscoveryError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(str(exc)) from exc
     lister = None if fixtures else _list_tests()
     settings = settings_for(flags, cfg)
     n_tests = 0
@@ -106,7 +107,7 @@ def prepare_cmd(flags, profile):
         try:
             cfg.profile(profile)
         except configmod.ConfigError as exc:
-            raise UserError(f"prepare: {exc}") from None
+            raise UserError(f"prepare: {exc}") from exc
     try:
         from provium.image import prepare
     except ImportError:
@@ -114,8 +115,8 @@ def prepare_cmd(flags, profile):
     try:
         prepare(cfg, profile)
     except Exception as exc:
-        if type(exc).__module__.startswith("provium") or isinstance(exc, (OSError, ValueError)):
-            raise UserError(f"prepare: {exc}") from None
+        if isinstance(exc, (ProviumError, OSError, ValueError)):
+            raise UserError(f"prepare: {exc}") from exc
         raise
     return 0
 

@@ -112,7 +112,7 @@ class FileSink(FdSink):
         try:
             fd = os.open(self.path, flags, 0o644)
         except OSError as exc:
-            raise OSError(exc.errno, f"cannot open event file `{self.path}`: {exc.strerror}") from None
+            raise OSError(exc.errno, f"cannot open event file `{self.path}`: {exc.strerror}") from exc
         super().__init__(fd, close_fd=True)
 
     def write_frame(self, frame: EventFrame) -> None:
@@ -173,7 +173,7 @@ class UnixSocketSink(Sink):
             if self.path.is_socket() or self.path.exists():
                 self.path.unlink()
         except OSError as exc:
-            raise OSError(exc.errno, f"cannot replace `{self.path}`: {exc.strerror}") from None
+            raise OSError(exc.errno, f"cannot replace `{self.path}`: {exc.strerror}") from exc
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         # Bind under a temporary name and rename once listening, so a client that
         # sees the path can always connect.
@@ -192,7 +192,7 @@ class UnixSocketSink(Sink):
                 tmp.unlink()
             except OSError:
                 pass
-            raise OSError(exc.errno, f"cannot listen on `{self.path}`: {exc.strerror}") from None
+            raise OSError(exc.errno, f"cannot listen on `{self.path}`: {exc.strerror}") from exc
         self._listener.setblocking(False)
         # A pipe wakes the accept thread on close, so close() never waits on a timeout.
         self._wake_r, self._wake_w = os.pipe()

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, ClassVar, Iterator, Union
 
+from provium.errors import ProtocolError
+
 from provium.protocol import framing
 from provium.protocol.codec import WireError, decode, encode
 
@@ -21,7 +23,7 @@ I64_MIN = -(1 << 63)
 I64_MAX = (1 << 63) - 1
 
 
-class EventDecodeError(ValueError):
+class EventDecodeError(ProtocolError, ValueError):
     """A frame is not a valid event (unknown kind, missing field, wrong type)."""
 
 
@@ -278,7 +280,7 @@ class EventFrame:
         try:
             event = decode(tp, payload, kind)
         except WireError as exc:
-            raise EventDecodeError(f"event frame: {exc}") from None
+            raise EventDecodeError(f"event frame: {exc}") from exc
         meta = getattr(event, "meta", None)
         if meta is not None:
             check_meta_value(meta, f"{kind}.meta")

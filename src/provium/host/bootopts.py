@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import DiskSpec, Profile
-from ..vmm.base import BootFile, VmSpec
+from ..config import Profile
+from ..disk.spec import SHAPE, parse_disk
+from ..vmm.base import BootFile, DiskSpec, VmSpec
 from .errors import ArgumentError
 from .execargs import to_bytes
 from .values import parse_duration, parse_size, type_name
@@ -83,27 +84,9 @@ def _files(value: Any) -> list[BootFile]:
 
 def _disks(value: Any, start: int) -> list[DiskSpec]:
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
-        raise ArgumentError(f"boot_opts.disks: expected an array of {{path=[, id=][, readonly=]}} tables, got {type_name(value)}")
-    out = []
-    for i, d in enumerate(value):
-        if not isinstance(d, Mapping):
-            raise ArgumentError(f"boot_opts.disks[{i + 1}]: expected a {{path=[, id=][, readonly=]}} table, got {type_name(d)}")
-        extra = [k for k in d if k not in ("path", "id", "readonly")]
-        if extra:
-            raise ArgumentError(f"boot_opts.disks[{i + 1}]: unknown key `{extra[0]}` (valid: path, id, readonly)")
-        path = d.get("path")
-        if not isinstance(path, str):
-            raise ArgumentError(f"boot_opts.disks[{i + 1}]: `path` must be a string, got {type_name(path)}")
-        if not path:
-            raise ArgumentError("boot_opts.disks: `path` must not be empty")
-        did = d.get("id", f"boot{start + i}")
-        if not isinstance(did, str) or not did:
-            raise ArgumentError(f"boot_opts.disks[{i + 1}]: `id` must be a non-empty string, got {type_name(did)}")
-        ro = d.get("readonly", False)
-        if not isinstance(ro, bool):
-            raise ArgumentError(f"boot_opts.disks[{i + 1}]: `readonly` must be a boolean, got {type_name(ro)}")
-        out.append(DiskSpec(path=path, id=did, readonly=ro))
-    return out
+        raise ArgumentError(f"boot_opts.disks: expected an array of {SHAPE} tables, got {type_name(value)}")
+    return [parse_disk(d, f"boot_opts.disks[{i + 1}]", f"boot{start + i}", ArgumentError)
+            for i, d in enumerate(value)]
 
 
 def parse_boot_opts(opts: Mapping | None, where: str, *, disk_index: int = 0) -> BootOpts:

@@ -392,7 +392,7 @@ class Bridge:
     # ---- uplink ---------------------------------------------------------------------------
 
     def enable_uplink(self, opts: Mapping | None = None) -> None:
-        from ..lua.errors import NotYetImplemented
+        from ..errors import NotYetImplemented
 
         raise NotYetImplemented("bridge:enable_uplink (NAT to the host's loopback)", "being built")
 

@@ -8,15 +8,19 @@ tests grep for phrases (`VM not booted`, `cannot run`, `os: ...`, `agent: ...`).
 
 from __future__ import annotations
 
-from ..errors import ProviumError  # noqa: F401  (re-exported: the root lives in provium.errors)
+from ..errors import (  # noqa: F401  (re-exported: the families live in provium.errors)
+    ArgumentError,
+    CheckFailed,
+    GuestError,
+    NotYetImplemented,
+    ProtocolError,
+    ProviumError,
+    StateError,
+    VmmError,
+)
 
 
-class ArgumentError(ProviumError, ValueError):
-    """A method got a bad argument.  The message names the method, the argument
-    and what would have been valid."""
-
-
-class SessionError(ProviumError):
+class SessionError(StateError):
     """The session cannot run the request (closed, misused, timed out)."""
 
 
@@ -36,7 +40,7 @@ _STATE_BODY = {
 }
 
 
-class WrongState(VmError):
+class WrongState(VmError, StateError):
     """The op is not legal in the VM's current state.
 
     Message shape (the reference's): ``vm `NAME`: BODY (cannot ACTION)``.
@@ -53,7 +57,7 @@ class WrongState(VmError):
         super().__init__(f"vm `{vm_name}`: {body} (cannot {action})")
 
 
-class AgentCommError(VmError):
+class AgentCommError(VmError, ProtocolError):
     """Talking to the agent failed, or it answered with an agent error ("agent: ...")."""
 
 
@@ -61,11 +65,11 @@ class AgentGone(AgentCommError):
     """The connection to the agent broke; the VM is now `dead`."""
 
 
-class VmmFailure(VmError):
+class VmmFailure(VmError, VmmError):
     """The VMM backend failed or does not implement the request ("vmm: ...")."""
 
 
-class GuestOsError(VmError):
+class GuestOsError(VmError, GuestError):
     """The guest OS refused an operation ("os: ..."); `errno` holds the number."""
 
     def __init__(self, message: str, errno: int = 0) -> None:
@@ -73,29 +77,29 @@ class GuestOsError(VmError):
         super().__init__(message)
 
 
-class HandleError(ProviumError):
+class HandleError(StateError):
     """A handle (file, process, worker, pending call) cannot do this any more."""
 
 
-class StreamError(ProviumError):
+class StreamError(CheckFailed):
     """A stream read did not find what it waited for."""
 
 
 class StreamTimeout(StreamError):
-    pass
+    """The stream did not deliver what was awaited in time."""
 
 
 class StreamEof(StreamError):
-    pass
+    """The stream ended before delivering what was awaited."""
 
 
 class StreamClosed(StreamError):
-    pass
+    """The stream was closed by this side."""
 
 
-class CommandFailed(ProviumError):
+class CommandFailed(CheckFailed):
     """`RunResult.assert_ok()` on a command that did not exit 0."""
 
-    def __init__(self, message: str, result=None) -> None:
+    def __init__(self, message: str, result: object = None) -> None:
         self.result = result
         super().__init__(message)

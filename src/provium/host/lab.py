@@ -25,14 +25,14 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from .bridge import Bridge
-from .errors import ArgumentError, ProviumError
+from .errors import ArgumentError, NotYetImplemented
 from .values import parse_size, type_name
 from .vm import VM
 
 RESERVED_NAMES = ("vm_fixture", "lab_fixture", "pack", "unpack")
 
 
-class LabError(ProviumError):
+class LabError(ArgumentError):
     """A lab operation was refused (duplicate or reserved name, unknown member...)."""
 
 
@@ -42,11 +42,6 @@ class BatchFailed(LabError):
         self.failures = failures
         body = ", ".join(f"{name}: {msg}" for name, msg in failures.items())
         super().__init__(f"batch `{action}` failed: {{{body}}}")
-
-
-class NotYetImplemented(ProviumError):
-    def __init__(self, what: str) -> None:
-        super().__init__(f"{what} is not yet implemented in this version of provium")
 
 
 @dataclass
@@ -378,19 +373,19 @@ class Lab:
     # ---- later pieces ------------------------------------------------------------------
 
     def barrier(self, *args: Any) -> Any:
-        raise NotYetImplemented("lab:barrier")
+        raise NotYetImplemented("lab:barrier", "in this version of provium")
 
     def snapshot(self, *args: Any) -> Any:
-        raise NotYetImplemented("lab:snapshot (snapshots)")
+        raise NotYetImplemented("lab:snapshot (snapshots)", "in this version of provium")
 
     def restore(self, *args: Any) -> Any:
-        raise NotYetImplemented("lab:restore (snapshots)")
+        raise NotYetImplemented("lab:restore (snapshots)", "in this version of provium")
 
     def vm_fixture(self, *args: Any) -> Any:
-        raise NotYetImplemented("vm_fixture (fixtures)")
+        raise NotYetImplemented("vm_fixture (fixtures)", "in this version of provium")
 
     def lab_fixture(self, *args: Any) -> Any:
-        raise NotYetImplemented("lab_fixture (fixtures)")
+        raise NotYetImplemented("lab_fixture (fixtures)", "in this version of provium")
 
     def __str__(self) -> str:
         return f"lab({self.name}; {len(self._vms)} vm(s))"

@@ -38,7 +38,7 @@ from ..protocol.messages import (
 )
 from ..protocol.mux import AgentFailure, ClientError, ConnectError, ConnectionLost, FrameClientError
 from ..protocol.types import OpResult, OsError, TailStart, WriteFileMode
-from ..vmm.base import Unimplemented, VmmError
+from ..vmm.base import Unimplemented
 from . import bridge as net
 from .bootopts import BootOpts, make_spec, parse_boot_opts
 from .errors import (
@@ -48,6 +48,7 @@ from .errors import (
     GuestOsError,
     HandleError,
     ProviumError,
+    SessionError,
     VmError,
     VmmFailure,
     WrongState,
@@ -122,7 +123,7 @@ class VM:
         try:
             self._profile = session.config.profile(profile_name)
         except ConfigError as exc:
-            raise VmError(f"vm `{name}`: {exc}") from None
+            raise VmError(f"vm `{name}`: {exc}") from exc
         self._session = session
         self.name = name
         self.profile = profile_name
@@ -215,17 +216,14 @@ class VM:
             except BaseException:
                 net.after_shutdown(self)
                 raise
-        except ProviumError:
+        except _TOLD:
             raise
         except ClientError as exc:
-            raise AgentCommError(f"vm `{self.name}`: boot failed: {exc}") from None
-        except Exception as exc:
+            raise AgentCommError(f"vm `{self.name}`: boot failed: {exc}") from exc
+        except (ProviumError, OSError, asyncio.TimeoutError) as exc:
             # Our own error types (vmm, image, config, ...) and OS errors are the
             # user's story; anything else is a bug and keeps its traceback.
-            if isinstance(exc, (VmmError, ConfigError, OSError, asyncio.TimeoutError)) or \
-                    type(exc).__module__.startswith("provium."):
-                raise VmmFailure(f"vm `{self.name}`: boot failed: {_vmm_text(exc)}") from None
-            raise
+            raise VmmFailure(f"vm `{self.name}`: boot failed: {_vmm_text(exc)}") from exc
         finally:
             self._booting = False
         if self._state != "created":
@@ -322,11 +320,11 @@ class VM:
         try:
             await inst.power_button(timeout)
         except Unimplemented as exc:
-            raise VmmFailure(f"vm `{self.name}`: {exc}") from None
+            raise VmmFailure(f"vm `{self.name}`: {exc}") from exc
         except Exception as exc:
             self._state = "dead"
             await _quiet(inst.shutdown())
-            raise VmmFailure(f"vm `{self.name}`: power_button: {_vmm_text(exc)} (the VM was killed)") from None
+            raise VmmFailure(f"vm `{self.name}`: power_button: {_vmm_text(exc)} (the VM was killed)") from exc
         self._state = "shutdown"
         self._registry.clear()
         await _quiet(inst.shutdown())
@@ -337,13 +335,13 @@ class VM:
         try:
             await coro
         except Unimplemented as exc:
-            raise VmmFailure(f"vm `{self.name}`: {exc}") from None
-        except ProviumError:
+            raise VmmFailure(f"vm `{self.name}`: {exc}") from exc
+        except _TOLD:
             raise
         except Exception as exc:
             if not self._inst.alive():
                 self._state = "dead"
-            raise VmmFailure(f"vm `{self.name}`: {action}: {_vmm_text(exc)}") from None
+            raise VmmFailure(f"vm `{self.name}`: {action}: {_vmm_text(exc)}") from exc
 
     # ---- the agent channel -------------------------------------------------------
 
@@ -351,11 +349,11 @@ class VM:
         try:
             return await self._inst.client.call(op, timeout)
         except AgentFailure as exc:
-            raise AgentCommError(f"agent: {exc}") from None
+            raise AgentCommError(f"agent: {exc}") from exc
         except (ConnectionLost, ConnectError, FrameClientError) as exc:
-            raise self._died(exc) from None
+            raise self._died(exc) from exc
         except ClientError as exc:
-            raise AgentCommError(str(exc)) from None
+            raise AgentCommError(str(exc)) from exc
         except asyncio.TimeoutError:
             raise AgentCommError(f"agent: no answer to `{op.KIND}` within {timeout:g}s") from None
 
@@ -427,11 +425,11 @@ class VM:
             try:
                 return await self._inst.client.open_stream(op)
             except AgentFailure as exc:
-                raise AgentCommError(f"agent: {exc}") from None
+                raise AgentCommError(f"agent: {exc}") from exc
             except (ConnectionLost, ConnectError, FrameClientError) as exc:
-                raise self._died(exc) from None
+                raise self._died(exc) from exc
             except ClientError as exc:
-                raise AgentCommError(str(exc)) from None
+                raise AgentCommError(str(exc)) from exc
 
         ack, mux = self._session.run(opener())
         if not ack.ok:
@@ -499,7 +497,7 @@ class VM:
         try:
             data = hp.read_bytes()
         except OSError as exc:
-            raise ArgumentError(f"vm:push_file: read `{hp.resolve()}` failed: {exc.strerror or exc}") from None
+            raise ArgumentError(f"vm:push_file: read `{hp.resolve()}` failed: {exc.strerror or exc}") from exc
         self.write_file(gp, data)
 
     def stat(self, path: Any) -> Stat:
@@ -728,6 +726,11 @@ def _perm(v: Any, method: str) -> int | None:
     if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 0o7777:
         raise ArgumentError(f"{method}: `perm` must be an integer permission mask 0..0o7777, got {v!r}")
     return v
+
+
+# Errors of the host model that already tell the story of this VM (or of the
+# caller's argument): passed on as they are instead of being wrapped again.
+_TOLD = (VmError, ArgumentError, SessionError, HandleError)
 
 
 def _vmm_text(exc: Exception) -> str:

@@ -49,7 +49,7 @@ def run_build(profile: Profile, say: Callable[[str], None] = _say) -> None:
     try:
         rc = subprocess.run(["sh", "-c", profile.build], cwd=cwd).returncode
     except OSError as exc:
-        raise ImageError(f"profile `{profile.name}`: build command could not start: {exc}") from None
+        raise ImageError(f"profile `{profile.name}`: build command could not start: {exc}") from exc
     if rc != 0:
         code = f"exit code {rc}" if rc >= 0 else f"killed by signal {-rc}"
         raise ImageError(f"profile `{profile.name}`: build command failed ({code})")

@@ -114,7 +114,7 @@ def files_segment(files: Iterable[Any]) -> bytes:
         try:
             name = norm_path(path, "boot_opts.files: path")
         except CpioError as exc:
-            raise ImageError(str(exc)) from None
+            raise ImageError(str(exc)) from exc
         mode = getattr(f, "mode", 0o644)
         if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
             raise ImageError(f"boot_opts.files: `mode` for `{path}` must be an integer permission mask "

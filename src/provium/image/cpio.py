@@ -14,11 +14,13 @@ import io
 import stat
 from dataclasses import dataclass
 
+from .errors import ImageError
+
 MAGIC = b"070701"
 TRAILER = "TRAILER!!!"
 
 
-class CpioError(ValueError):
+class CpioError(ImageError, ValueError):
     """An entry cannot be written (bad path, duplicate, ...)."""
 
 

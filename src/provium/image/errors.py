@@ -1,5 +1,5 @@
-"""Errors raised while building or locating guest images."""
+"""Errors raised while building or locating guest images (the family lives in provium.errors)."""
 
+from ..errors import ImageError
 
-class ImageError(Exception):
-    """An image could not be built or found; the message says what to do about it."""
+__all__ = ["ImageError"]

@@ -89,7 +89,7 @@ def busybox_applets(busybox: Path) -> list[str]:
     try:
         out = subprocess.run([str(busybox), "--list-full"], capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
-        raise ImageError(f"`{busybox} --list-full` failed: {exc}") from None
+        raise ImageError(f"`{busybox} --list-full` failed: {exc}") from exc
     return [l.strip() for l in out.splitlines() if "/" in l.strip()]
 
 

@@ -79,7 +79,7 @@ def module_load_order(modules_dir: Path, wanted: tuple[str, ...] = GUEST_MODULES
         lines = dep_file.read_text().splitlines()
     except OSError as exc:
         raise ImageError(f"built-in profile `linux`: cannot read `{dep_file}`: {exc.strerror or exc}\n"
-                         "  → reinstall the kernel package (its modules are missing)") from None
+                         "  → reinstall the kernel package (its modules are missing)") from exc
     deps: dict[str, tuple[str, list[str]]] = {}
     for line in lines:
         if ":" not in line:

@@ -165,9 +165,10 @@ def _agent_files(src_root: Path) -> list[Path]:
 
 
 def _input_files(src_root: Path) -> list[Path]:
-    """Sources that may end up in the overlay: agent, protocol, the package root, the boot shim."""
+    """Sources that may end up in the overlay: agent, protocol, the package root and its
+    error root (protocol and agent import it), the boot shim."""
     proto = src_root / "provium" / "protocol"
-    return [src_root / "provium" / "__init__.py", *_agent_files(src_root),
+    return [src_root / "provium" / "__init__.py", src_root / "provium" / "errors.py", *_agent_files(src_root),
             *sorted(p for p in proto.rglob("*.py") if "__pycache__" not in p.parts),
             Path(__file__).with_name("guest_boot.py")]
 
@@ -184,7 +185,7 @@ def _imports_in(path: Path, modname: str) -> set[str]:
     try:
         tree = ast.parse(path.read_bytes(), str(path))
     except SyntaxError as exc:
-        raise ImageError(f"agent source `{path}` does not parse: {exc}") from None
+        raise ImageError(f"agent source `{path}` does not parse: {exc}") from exc
     out: set[str] = set()
     is_pkg = path.name == "__init__.py"
     for node in ast.walk(tree):

@@ -14,6 +14,7 @@ from typing import Any
 import lupa.lua54 as lupa_mod
 
 from ..host.values import plain_type_name
+from .binding import Binding
 from .errors import LuaApiError
 
 I64_MIN = -(1 << 63)
@@ -154,7 +155,7 @@ def to_py(value: Any, *, empty: str = "both", depth: int = 0) -> Any:
         except UnicodeDecodeError:
             return value
     host = getattr(value, "host", None)
-    if host is not None and type(value).__module__.startswith("provium.lua"):
+    if host is not None and isinstance(value, Binding):
         return host
     if is_table(value):
         if depth > 64:

@@ -13,39 +13,15 @@ import os
 import sys
 import traceback
 
-from ..config import ConfigError
-from ..host.errors import ArgumentError, ProviumError
+from ..errors import ArgumentError, NotYetImplemented, ProviumError
+
+__all__ = ["LuaApiError", "NotYetImplemented", "message_of"]
 
 
 class LuaApiError(ArgumentError):
     """A Lua-facing call got something it cannot use (wrong type, unknown key,
     dot-call instead of colon-call...).  The message says which method and what
     would be valid."""
-
-
-class NotYetImplemented(ProviumError):
-    """A documented part of the API that this version does not provide yet."""
-
-    def __init__(self, what: str, why: str = "") -> None:
-        msg = f"{what} is not yet implemented"
-        if why:
-            msg += f" ({why})"
-        super().__init__(msg)
-
-
-# Exceptions whose text is meant for the user as it is.
-_USER_ERRORS: tuple[type[BaseException], ...] = (ProviumError, ConfigError)
-
-
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    extra: list[type[BaseException]] = []
-    try:  # the VMM layer's own errors are user-facing too ("vmm: ...")
-        from ..vmm.base import VmmError
-
-        extra.append(VmmError)
-    except Exception:  # pragma: no cover - import-time problems elsewhere
-        pass
-    return _USER_ERRORS + tuple(extra)
 
 
 def message_of(exc: BaseException) -> str:
@@ -55,7 +31,8 @@ def message_of(exc: BaseException) -> str:
     if isinstance(exc, LuaError):
         # Already a Lua error (raised by Lua code we called back into): keep its text.
         return str(exc)
-    if isinstance(exc, _user_error_types()):
+    if isinstance(exc, ProviumError):
+        # Every provium error's text is meant for the user as it is.
         text = str(exc)
         return text or type(exc).__name__
     if isinstance(exc, RecursionError):

@@ -164,14 +164,14 @@ def decode_py(data: bytes | str) -> Any:
         try:
             data = data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise LuaApiError(f"json.decode: input is not valid UTF-8 (byte {exc.start})") from None
+            raise LuaApiError(f"json.decode: input is not valid UTF-8 (byte {exc.start})") from exc
     try:
         return _json.loads(data, parse_int=_int, parse_constant=_no_constant)
     except _json.JSONDecodeError as exc:
         msg = exc.msg[:1].lower() + exc.msg[1:]
-        raise LuaApiError(f"json.decode: {msg} at line {exc.lineno} column {exc.colno}") from None
+        raise LuaApiError(f"json.decode: {msg} at line {exc.lineno} column {exc.colno}") from exc
     except ValueError as exc:
-        raise LuaApiError(f"json.decode: {exc}") from None
+        raise LuaApiError(f"json.decode: {exc}") from exc
     except RecursionError:
         raise LuaApiError("json.decode: nesting too deep") from None
 

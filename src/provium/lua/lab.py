@@ -68,8 +68,8 @@ class LabBinding(Binding):
         if key == "reset_between_tests":
             if value is True:
                 raise NotYetImplemented("provium.reset_between_tests = true",
-                                        "it restores a snapshot after every test, and snapshots are not "
-                                        "implemented yet; reset state explicitly in each test instead")
+                                        "(it restores a snapshot after every test, and snapshots are not "
+                                        "implemented yet; reset state explicitly in each test instead)")
             if value is not None and not isinstance(value, bool):
                 raise LuaApiError(f"provium.reset_between_tests must be a boolean, got {lua_type(value)}")
         else:

@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 from ..host.bridge import Bridge, Nic
 from ..host.capture import Capture
+from ..errors import TestFileError
+from ..host.clock import Clock
 from ..host.file import File
 from ..host.lab import Account, Lab
 from ..host.process import Process
@@ -151,7 +153,7 @@ class FileState:
             return self.env.to_lua(obj.as_dict())
         if isinstance(obj, (SyscallOutcome, IoctlOutcome)):
             return self.env.to_lua(obj.as_dict())
-        if type(obj).__name__ == "Clock":
+        if isinstance(obj, Clock):
             return ClockBinding(self, obj)
         return self.bind(obj)
 
@@ -385,5 +387,5 @@ class FileState:
         return self.root.name
 
 
-class LuaChunkError(Exception):
+class LuaChunkError(TestFileError):
     """The file could not be compiled or its top level raised."""

@@ -1,12 +1,13 @@
-"""Errors of the network layer (all `ProviumError`s)."""
+"""Errors of the network layer (all `ProviumError`s, in the families of `provium.errors`)."""
 
 from __future__ import annotations
 
-from ..host.errors import ArgumentError, ProviumError
+from ..errors import ArgumentError, StateError
 
 
-class NetError(ProviumError):
-    """A bridge or NIC operation was refused or failed."""
+class NetError(StateError):
+    """A bridge or NIC operation was refused (not attached, not booted, closed) or
+    could not be carried out."""
 
 
 class BridgeArgumentError(NetError, ArgumentError):

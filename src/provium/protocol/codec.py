@@ -19,6 +19,7 @@ import enum
 import sys
 import types
 
+from ..errors import ProtocolError
 
 
 class _AnyType:
@@ -37,7 +38,7 @@ _MISSING = object()
 _NoneType = type(None)
 
 
-class WireError(ValueError):
+class WireError(ProtocolError, ValueError):
     """A value on the wire does not have the shape its type requires."""
 
 

@@ -14,11 +14,13 @@ if TYPE_CHECKING:
 
 import msgpack
 
+from ..errors import ProtocolError
+
 MAX_FRAME = 128 * 1024 * 1024
 HEADER = struct.Struct(">I")
 
 
-class FrameError(Exception):
+class FrameError(ProtocolError):
     """A frame could not be read or written."""
 
 
@@ -56,7 +58,7 @@ def unpack(body: bytes) -> Any:
     try:
         return msgpack.unpackb(body, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises a zoo of types for bad input
-        raise DecodeError(str(exc) or type(exc).__name__) from None
+        raise DecodeError(str(exc) or type(exc).__name__) from exc
 
 
 def encode_frame(obj: Any, limit: int = MAX_FRAME) -> bytes:
@@ -111,12 +113,12 @@ async def async_read_frame_body(reader, limit: int = MAX_FRAME) -> bytes:
         header = await reader.readexactly(HEADER.size)
     except asyncio.IncompleteReadError as exc:
         if not exc.partial:
-            raise CleanEof() from None
-        raise UnexpectedEof(len(exc.partial), HEADER.size) from None
+            raise CleanEof() from exc
+        raise UnexpectedEof(len(exc.partial), HEADER.size) from exc
     (length,) = HEADER.unpack(header)
     if length > limit:
         raise FrameTooLarge(length, limit)
     try:
         return await reader.readexactly(length)
     except asyncio.IncompleteReadError as exc:
-        raise UnexpectedEof(HEADER.size + len(exc.partial), HEADER.size + length) from None
+        raise UnexpectedEof(HEADER.size + len(exc.partial), HEADER.size + length) from exc

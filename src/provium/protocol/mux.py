@@ -14,16 +14,18 @@ import itertools
 from collections import deque
 from typing import Any
 
+from ..errors import ProtocolError
+
 from .codec import WireError
 from .envelope import CONTROL, Envelope, decode_agent
-from .framing import FrameError, async_read_frame_body, encode_frame, unpack
+from .framing import CleanEof, FrameError, async_read_frame_body, encode_frame, unpack
 from .messages import PROTOCOL_VERSION, STREAM_KINDS, Cancel, Credit, Hello, HelloErr, HelloOk
 from .types import AgentError, StreamEnd
 
 STREAM_WINDOW = 1 << 20
 
 
-class ClientError(Exception):
+class ClientError(ProtocolError):
     """Talking to the agent failed."""
 
 
@@ -187,7 +189,7 @@ class MuxClient:
                 self._writer.write(data)
                 await self._writer.drain()
             except (OSError, RuntimeError) as exc:
-                raise self._mark_lost(ConnectionLost(f"write failed: {exc}")) from None
+                raise self._mark_lost(ConnectionLost(f"write failed: {exc}")) from exc
 
     async def _request(self, ch: int, op: Any, timeout: float | None) -> Envelope:
         fut = asyncio.get_running_loop().create_future()
@@ -273,7 +275,7 @@ class MuxClient:
             self._mark_lost(ConnectionLost("the connection to the agent is closed"))
             raise
         except FrameError as exc:
-            if type(exc).__name__ == "CleanEof":
+            if isinstance(exc, CleanEof):
                 self._mark_lost(ConnectionLost("the agent closed the connection"))
             else:
                 self._mark_lost(FrameClientError(exc))

@@ -367,7 +367,7 @@ def list_tests(path: str, settings: RunSettings | None = None) -> list[TestInfo]
     try:
         source = open(path, "rb").read()
     except OSError as exc:
-        raise OSError(exc.errno, f"read `{path}`: {exc.strerror}") from None
+        raise OSError(exc.errno, f"read `{path}`: {exc.strerror}") from exc
     cfg = load_config(settings)
     session = Session(_ListingVmm(), cfg)
     state = None

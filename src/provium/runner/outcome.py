@@ -7,12 +7,14 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
+from ..errors import ProtocolError
+
 TEST_STATUSES = ("passed", "failed", "skipped", "timed_out")
 
 _F = TypeVar("_F", bound="FileOutcome")
 
 
-class ResultError(ValueError):
+class ResultError(ProtocolError, ValueError):
     """A runner's result (its FileOutcome JSON) is not valid."""
 
 
@@ -105,7 +107,7 @@ class FileOutcome:
             try:
                 data = json.load(f)
             except json.JSONDecodeError as exc:
-                raise ResultError(f"result file is not valid JSON: {exc}") from None
+                raise ResultError(f"result file is not valid JSON: {exc}") from exc
         return cls.parse(data, path)
 
 

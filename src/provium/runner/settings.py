@@ -11,11 +11,13 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from ..errors import ConfigError
+
 DEFAULT_TEST_TIMEOUT = 300.0  # seconds; per test, when neither meta nor the file sets one
 DEFAULT_FILE_TIMEOUT = 300.0  # seconds; the whole file (CLI `--timeout`, 0 disables)
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigError, ValueError):
     """The settings JSON is malformed or names an unknown key."""
 
 
@@ -65,5 +67,5 @@ class RunSettings:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise SettingsError(f"run settings are not valid JSON: {exc}") from None
+            raise SettingsError(f"run settings are not valid JSON: {exc}") from exc
         return cls.from_dict(data)

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ConfigError
+
 TEST_SUFFIX = ".test.lua"
 FIXTURE_SUFFIX = ".fixture.lua"
 
@@ -19,7 +21,7 @@ FIXTURE_SUFFIX = ".fixture.lua"
 _FIXTURE_REF = re.compile(r"""\b(?:vm_fixture|lab_fixture)\s*\(\s*(?:[A-Za-z_][\w.]*\s*,\s*)?(["'])([^"'\n]*)\1""")
 
 
-class DiscoveryError(Exception):
+class DiscoveryError(ConfigError):
     """A path given on the command line does not exist or is not a test file/dir."""
 
 

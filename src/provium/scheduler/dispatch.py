@@ -185,7 +185,7 @@ class Dispatcher:
             except OSError as exc:
                 os.close(rfd)
                 os.close(wfd)
-                raise OSError(exc.errno, f"cannot start the runner `{cmd[0]}`: {exc.strerror}") from None
+                raise OSError(exc.errno, f"cannot start the runner `{cmd[0]}`: {exc.strerror}") from exc
         os.close(wfd)
         pidfd = os.pidfd_open(proc.pid)
         t = self.opts.file_timeout

@@ -9,14 +9,13 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import Profile
+from ..errors import VmmError
 from ..protocol.mux import MuxClient
 
-
-class VmmError(Exception):
-    """The VMM could not do what was asked (launch, QMP, ...)."""
+if TYPE_CHECKING:  # config imports DiskSpec from here: only a type reference back
+    from ..config import Profile
 
 
 class Unimplemented(VmmError):
@@ -46,6 +45,35 @@ class NicSpec:
     bridge: str
 
 
+@dataclass(frozen=True)
+class DiskSpec:
+    """One disk of a VM, as declared (profile `disks`, boot `disks`, `attach_disk`).
+
+    Exactly one source: `path` (an existing image, never created by provium),
+    `scratch` (bytes: provium creates a zero-filled image of that size) or
+    `template` (a file provium copies; the original is never written).  The host
+    layer (`host/disk.py`) turns the declaration into what the VMM attaches: it
+    sets `image` to the file the guest sees and, for a `mediated` disk, `nbd_socket`
+    to the unix socket of provium's NBD server in front of that file (the path
+    through which the guest sees injected faults).  Backends read only `id`,
+    `image`, `readonly` and `nbd_socket`.
+    """
+
+    id: str
+    path: str | None = None
+    scratch: int | None = None
+    template: str | None = None
+    readonly: bool = False
+    mediated: bool = False
+    image: str | None = None  # set by the host layer: the file the guest's disk is
+    nbd_socket: str | None = None  # set by the host layer for mediated disks
+
+    @property
+    def source(self) -> str:
+        """Which source the disk was declared with: "path", "scratch" or "template"."""
+        return "scratch" if self.scratch is not None else "template" if self.template is not None else "path"
+
+
 @dataclass
 class VmSpec:
     """Everything a backend needs to start one VM (creation opts merged with boot opts)."""
@@ -59,7 +87,7 @@ class VmSpec:
     rng_seed: int | None = None
     initial_time: int | None = None  # unix seconds
     files: list[BootFile] = field(default_factory=list)
-    disks: list[Any] = field(default_factory=list)
+    disks: list[DiskSpec] = field(default_factory=list)  # every disk, profile disks first
     nics: list[NicSpec] = field(default_factory=list)
     agent_boot_timeout: float | None = None
     accel: str | None = None  # run-wide override of the profile's accel

@@ -124,7 +124,7 @@ class LocalVmm(Vmm):
         except OSError as exc:
             parent.close()
             child.close()
-            raise VmmError(f"vmm: cannot start the local agent `{' '.join(argv)}`: {exc.strerror or exc}") from None
+            raise VmmError(f"vmm: cannot start the local agent `{' '.join(argv)}`: {exc.strerror or exc}") from exc
         child.close()
         try:
             reader, writer = await asyncio.open_connection(sock=parent)
@@ -137,7 +137,7 @@ class LocalVmm(Vmm):
                 why = f"no answer to hello within {spec.agent_boot_timeout or DEFAULT_HELLO_TIMEOUT:g}s"
             code = proc.returncode
             tail = f" (agent exited with status {code})" if code not in (None, -signal.SIGKILL) else ""
-            raise VmmError(f"vmm: local agent for `{spec.name}` did not start: {why}{tail}") from None
+            raise VmmError(f"vmm: local agent for `{spec.name}` did not start: {why}{tail}") from exc
         inst = LocalInstance(next(_CIDS), proc, client, parent)
         self._instances.append(inst)
         return inst

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..base import NicSpec
+from ..base import DiskSpec, NicSpec
+from .hotplug import DEFAULT_PORTS, HotplugSlots
 
 AGENT_PORT = "org.provium.agent"
 RNG_SEED_FW_CFG = "opt/provium/rng-seed"
@@ -18,13 +20,6 @@ MICROVM = "microvm,pit=on,pic=on,rtc=on"
 # /dev/urandom (Python, hashing its seed at start-up) makes a 6.x kernel gather
 # timer jitter until the pool is ready: measured at over a second under TCG.
 TCG_CPU = "qemu64,+rdrand"
-
-
-@dataclass
-class Disk:
-    id: str
-    path: str
-    readonly: bool = False
 
 
 @dataclass
@@ -40,8 +35,9 @@ class QemuConfig:
     scratch: Path
     rng_seed: int | None = None
     initial_time: float | None = None
-    disks: list[Disk] = field(default_factory=list)
+    disks: list[DiskSpec] = field(default_factory=list)  # resolved: `image` (and `nbd_socket`) set
     nics: list[NicSpec] = field(default_factory=list)
+    hotplug_ports: int = DEFAULT_PORTS  # empty pcie-root-ports for hot-plug (q35 only)
     extra: list[str] = field(default_factory=list)  # run-wide extra arguments (experiments, benchmarks)
 
 
@@ -93,12 +89,9 @@ def build(c: QemuConfig) -> list[str]:
         argv += ["-fw_cfg", f"name={RNG_SEED_FW_CFG},string={c.rng_seed & (2**64 - 1):016x}"]
     blk = "virtio-blk-pci" if pci else "virtio-blk-device"
     for i, d in enumerate(c.disks):
-        # QEMU ids are restricted; the user's id goes in the serial (the guest sees it
-        # in /sys/block/vdX/serial), the attachment order gives vda, vdb, ...
-        ro = ",readonly=on" if d.readonly else ""
-        argv += ["-drive", f"if=none,id=drive{i},format=raw,file={_q(d.path)}{ro}",
-                 "-device", f"{blk},drive=drive{i},serial={_q(d.id[:20])}"]
+        argv += disk_args(d, f"disk{i}", blk)
     argv += nic_args(c.nics, pci)
+    argv += HotplugSlots(c.machine, c.hotplug_ports).argv()
     argv += c.extra
     return argv
 
@@ -113,3 +106,41 @@ def nic_args(nics: list[NicSpec], pci: bool) -> list[str]:
         out += ["-netdev", f"stream,id={n.id},server=off,addr.type=unix,addr.path={_q(n.socket)}",
                 "-device", f"{dev},netdev={n.id},id={n.id}-dev,mac={n.mac}"]
     return out
+
+
+def blockdev(d: DiskSpec, node: str) -> dict:
+    """The block node of a resolved disk, as a QMP `blockdev-add` argument (also used on
+    the command line through `-blockdev` JSON, so boot and hot-plug attach alike).
+
+    A mediated disk is provium's NBD server on a unix socket; QEMU's own cache is off
+    (`cache.direct`) so every guest flush reaches the server, where power cuts happen.
+    A plain disk is the raw file itself.
+    """
+    if d.nbd_socket:
+        proto = {"driver": "nbd", "server": {"type": "unix", "path": d.nbd_socket}, "export": d.id}
+        return {"node-name": node, "driver": "raw", "read-only": d.readonly,
+                "cache": {"direct": True, "no-flush": False}, "file": proto}
+    if not d.image:
+        raise ValueError(f"disk `{d.id}`: no image resolved (host layer bug)")
+    return {"node-name": node, "driver": "raw", "read-only": d.readonly,
+            "file": {"driver": "file", "filename": d.image}}
+
+
+def blk_device(d: DiskSpec, node: str, blk: str, dev_id: str | None = None, bus: str | None = None) -> dict:
+    """The virtio-blk device of a disk, as QMP `device_add` arguments.
+
+    QEMU ids are restricted, so the user's id goes into the serial (the guest sees it in
+    /sys/block/vdX/serial); the attachment order gives vda, vdb, ...
+    """
+    dev: dict = {"driver": blk, "drive": node, "serial": d.id[:20]}
+    if dev_id:
+        dev["id"] = dev_id
+    if bus:
+        dev["bus"] = bus
+    return dev
+
+
+def disk_args(d: DiskSpec, node: str, blk: str) -> list[str]:
+    dev = blk_device(d, node, blk)
+    opts = ",".join(f"{k}={_q(v)}" for k, v in dev.items())
+    return ["-blockdev", json.dumps(blockdev(d, node), separators=(",", ":")), "-device", opts]

@@ -10,6 +10,7 @@ are swept the next time a backend starts.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import os
 import shlex
@@ -21,10 +22,11 @@ from pathlib import Path
 from ... import image
 from ...config import VALID_ACCEL
 from ...protocol.mux import ClientError, ConnectionLost, MuxClient
-from ..base import VmInstance, Vmm, VmmError, VmSpec
+from ..base import DiskSpec, VmInstance, Vmm, VmmError, VmSpec
 from . import accel as accel_mod
 from . import argv as argv_mod
 from . import process
+from .hotplug import HotplugSlots
 from .qmp import Qmp, QmpError
 
 DEFAULT_QEMU = "qemu-system-x86_64"
@@ -132,31 +134,33 @@ class QemuVmm(Vmm):
             self._root = root
         return self._root
 
-    def _disks(self, spec: VmSpec) -> list[argv_mod.Disk]:
-        out: list[argv_mod.Disk] = []
-        seen: dict[str, str] = {}
-        for i, d in enumerate(spec.profile.disks):
-            did = d.id or f"disk{i}"
+    def _disks(self, spec: VmSpec) -> list[DiskSpec]:
+        """The disks to attach, profile disks first, each with its image resolved."""
+        out: list[DiskSpec] = []
+        seen: set[str] = set()
+        for d in spec.profile.disks:
             path = spec.profile.resolve(d.path)
-            self._check_disk(did, d, path)
-            seen[did] = "profile"
-            out.append(argv_mod.Disk(did, str(path), bool(d.readonly)))
-        for i, d in enumerate(spec.disks):
-            did = getattr(d, "id", None) or f"boot{i}"
-            if did in seen:
-                raise VmmError(f"disk id `{did}` is already attached by the profile; give the boot's disk a different id")
-            path = Path(os.path.expanduser(d.path))
-            self._check_disk(did, d, path)
-            seen[did] = "boot"
-            out.append(argv_mod.Disk(did, str(path), bool(getattr(d, "readonly", False))))
+            self._check_disk(d, path)
+            seen.add(d.id)
+            out.append(dataclasses.replace(d, image=str(path)))
+        for d in spec.disks:
+            if d.id in seen:
+                raise VmmError(f"disk id `{d.id}` is already attached by the profile; give the boot's disk a different id")
+            seen.add(d.id)
+            if d.image is None:  # not resolved by the host layer: a plain `path` disk
+                path = Path(os.path.expanduser(d.path)) if d.path else None
+                self._check_disk(d, path)
+                d = dataclasses.replace(d, image=str(path))
+            out.append(d)
         return out
 
     @staticmethod
-    def _check_disk(did: str, d, path: Path | None) -> None:
-        if getattr(d, "mediated", False):
-            raise VmmError(f"disk `{did}`: mediated (fault-injectable) disks are not yet implemented on the qemu backend")
+    def _check_disk(d: DiskSpec, path: Path | None) -> None:
+        if d.mediated or d.source != "path":
+            raise VmmError(f"disk `{d.id}`: {'mediated' if d.mediated else d.source} disks are not yet "
+                           "implemented on the qemu backend")
         if path is None or not path.is_file():
-            raise VmmError(f"disk `{did}`: no image at `{path}` (provium does not create one)")
+            raise VmmError(f"disk `{d.id}`: no image at `{path}` (provium does not create one)")
 
     # ---- launch ----------------------------------------------------------------------
 
@@ -182,7 +186,7 @@ class QemuVmm(Vmm):
                 kernel_cmdline_append=spec.kernel_cmdline_append or "", files=spec.files,
                 scratch=scratch, cache_dir=self.cache_dir)
         except image.ImageError as exc:
-            raise VmmError(str(exc)) from None
+            raise VmmError(str(exc)) from exc
         requested = spec.accel or self.accel or profile.accel or "auto"
         accel, why = await asyncio.to_thread(accel_mod.resolve, requested, qemu=qemu, kernel=images.kernel,
                                              cache_dir=self.cache_dir)
@@ -200,6 +204,7 @@ class QemuVmm(Vmm):
             rng_seed=spec.rng_seed, initial_time=spec.initial_time, disks=self._disks(spec), nics=list(spec.nics),
             extra=[a.replace("{scratch}", str(scratch)) for a in self.extra_args])
         argv = argv_mod.build(cfg)
+        hotplug = HotplugSlots(profile.machine, cfg.hotplug_ports)
         (scratch / "qemu.argv").write_text(shlex.join(argv) + "\n")
         timeout = spec.agent_boot_timeout or profile.agent_boot_timeout or self.boot_timeout or DEFAULT_BOOT_TIMEOUT
         loop = asyncio.get_running_loop()
@@ -207,6 +212,7 @@ class QemuVmm(Vmm):
         started = time.monotonic()
         proc = process.spawn(argv, stderr_path=scratch / "qemu.stderr", cwd=scratch)
         inst = QemuInstance(self, spec, cid, proc, scratch, accel, timeout)
+        inst.hotplug = hotplug
         try:
             await inst._qmp_connect(min(QMP_CONNECT_TIMEOUT, timeout))
             inst.client = await inst._connect_agent(deadline)
@@ -214,7 +220,7 @@ class QemuVmm(Vmm):
             detail = inst._failure_text(exc, timeout)
             await inst._kill()
             if isinstance(exc, (VmmError, ClientError, OSError, asyncio.TimeoutError)):
-                raise VmmError(detail) from None
+                raise VmmError(detail) from exc
             raise
         inst.boot_seconds = time.monotonic() - started
         return inst
@@ -249,6 +255,8 @@ class QemuInstance(VmInstance):
         self.qmp = Qmp(f"provium-{spec.name}")
         self.client = None  # type: ignore[assignment]
         self.boot_seconds = 0.0
+        # The free/held pcie-root-ports for devices plugged while the VM runs (disks, NICs).
+        self.hotplug = HotplugSlots(spec.profile.machine, 0)
         self._closed = False
         self._saved_console: bytes | None = None
         self._lock = asyncio.Lock()
@@ -293,7 +301,7 @@ class QemuInstance(VmInstance):
                 # left (after a reset we reconnect at once): try again.
                 await client.close()
                 if self.proc.poll() is not None or loop.time() >= deadline:
-                    raise VmmError(f"agent connection failed: {exc}") from None
+                    raise VmmError(f"agent connection failed: {exc}") from exc
                 await asyncio.sleep(0.05)
             except BaseException:
                 hello.cancel()

@@ -71,9 +71,9 @@ class Qmp:
         except asyncio.TimeoutError:
             raise QmpError(f"QMP `{cmd}`: no answer within {timeout:g}s") from None
         except QMPError as exc:
-            raise QmpError(f"QMP `{cmd}` failed: {exc}") from None
+            raise QmpError(f"QMP `{cmd}` failed: {exc}") from exc
         except (OSError, EOFError) as exc:
-            raise QmpError(f"QMP `{cmd}`: connection lost ({exc})") from None
+            raise QmpError(f"QMP `{cmd}`: connection lost ({exc})") from exc
 
     def mark(self) -> int:
         return len(self._log.events)
