@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import logging
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from ..net.errors import BridgeArgumentError, NetError
 from ..net.graph import (
@@ -33,9 +34,9 @@ from ..net.graph import (
     mac_address,
     tap_name,
 )
+from ..net.pcap import PcapSink
 from ..net.switch import Port, Switch
 from ..vmm.base import NicSpec
-from ..net.pcap import PcapSink
 from .errors import ProviumError
 from .registry import ResourceMeta
 from .values import type_name
@@ -43,6 +44,7 @@ from .values import type_name
 if TYPE_CHECKING:
     from .vm import VM
 
+log = logging.getLogger("provium.net")
 BRIDGE_OPTS = ("subnet", "addressing", "seed")
 CONFIGURE_TIMEOUT = 30.0
 HOSTS_HEADER = "127.0.0.1\tlocalhost\n::1\tlocalhost\n# provium: members of this VM's bridges\n"
@@ -53,7 +55,7 @@ _auto_subnets = itertools.count(1)
 class Attachment:
     """One VM's NIC on one bridge while the VM runs."""
 
-    bridge: "Bridge"
+    bridge: Bridge
     nic_id: str
     mac: str
     port: Port | None = None
@@ -63,20 +65,20 @@ class Attachment:
 class VmNets:
     """The bridges one VM is attached to (by handle), in the order the guest sees them."""
 
-    def __init__(self, vm: "VM") -> None:
+    def __init__(self, vm: VM) -> None:
         self.vm_ref = weakref.ref(vm)
         self.bridges: list[Bridge] = []
         self.live: dict[int, Attachment] = {}  # id(bridge) -> attachment while booted
 
-    def ordered(self) -> list["Bridge"]:
+    def ordered(self) -> list[Bridge]:
         return sorted(self.bridges, key=lambda b: b.name)
 
 
-_nets: "weakref.WeakKeyDictionary[Any, VmNets]" = weakref.WeakKeyDictionary()
+_nets: weakref.WeakKeyDictionary[Any, VmNets] = weakref.WeakKeyDictionary()
 _nets_lock = threading.Lock()
 
 
-def nets_of(vm: "VM") -> VmNets:
+def nets_of(vm: VM) -> VmNets:
     with _nets_lock:
         n = _nets.get(vm)
         if n is None:
@@ -99,14 +101,14 @@ def close_switch(session: Any) -> None:
         sw.close()
 
 
-def _local(vm: "VM") -> bool:
+def _local(vm: VM) -> bool:
     inst = vm.instance
     return inst is not None and getattr(inst, "backend", "") == "local"
 
 
 # ---- the VM's hooks -----------------------------------------------------------------------
 
-def prepare_boot(vm: "VM") -> list[NicSpec]:
+def prepare_boot(vm: VM) -> list[NicSpec]:
     """Ports for every bridge the VM is attached to, and the NICs to give QEMU."""
     nets = nets_of(vm)
     specs = []
@@ -121,7 +123,7 @@ def prepare_boot(vm: "VM") -> list[NicSpec]:
     return specs
 
 
-async def after_boot(vm: "VM") -> None:
+async def after_boot(vm: VM) -> None:
     """Configure addresses and names in the guest (bridges with addressing)."""
     if _local(vm):
         return
@@ -135,7 +137,7 @@ async def after_boot(vm: "VM") -> None:
             await br._refresh_hosts()
 
 
-def after_shutdown(vm: "VM") -> None:
+def after_shutdown(vm: VM) -> None:
     nets = nets_of(vm)
     for key, att in list(nets.live.items()):
         del nets.live[key]
@@ -143,24 +145,29 @@ def after_shutdown(vm: "VM") -> None:
             att.bridge._close_port(att.port)
 
 
-async def _configure(vm: "VM", att: Attachment, br: "Bridge") -> None:
-    net = br.subnet
-    assert net is not None
-    script = (
-        f"m={att.mac}; i=; n=0\n"
+def _find_iface(mac: str) -> str:
+    """Shell that sets $i to the guest interface with this MAC (waits up to 10 s:
+    the agent may answer before /init has loaded virtio_net)."""
+    return (
+        f"m={mac}; i=; n=0\n"
         "while [ -z \"$i\" ] && [ $n -lt 100 ]; do\n"
         "  for d in /sys/class/net/*; do [ \"$(cat $d/address 2>/dev/null)\" = \"$m\" ] && i=${d##*/}; done\n"
         "  [ -z \"$i\" ] && { n=$((n+1)); sleep 0.1; }\n"
         "done\n"
-        "[ -n \"$i\" ] || { echo \"no interface with MAC $m\" >&2; exit 1; }\n"
-        f"ip link set \"$i\" up && ip addr replace {att.address}/{net.prefixlen} dev \"$i\"\n")
+        "[ -n \"$i\" ] || { echo \"no interface with MAC $m\" >&2; exit 1; }\n")
+
+
+async def _configure(vm: VM, att: Attachment, br: Bridge) -> None:
+    net = br.subnet
+    assert net is not None
+    script = _find_iface(att.mac) + f"ip link set \"$i\" up && ip addr replace {att.address}/{net.prefixlen} dev \"$i\"\n"
     res = await _guest_sh(vm, script)
     if res.exit_code != 0:
         raise NetError(f"bridge `{br.name}`: configuring {att.address} on vm `{vm.name}` failed (exit "
                        f"{res.exit_code}): {res.stderr.decode('utf-8', 'replace').strip()}")
 
 
-async def _guest_sh(vm: "VM", script: str) -> Any:
+async def _guest_sh(vm: VM, script: str) -> Any:
     from .execargs import build_command
     from .results import RunResult
 
@@ -173,7 +180,7 @@ async def _guest_sh(vm: "VM", script: str) -> Any:
 
 # ---- Bridge ---------------------------------------------------------------------------------
 
-def _member_name(v: Any, method: str) -> tuple[str, "VM | None"]:
+def _member_name(v: Any, method: str) -> tuple[str, VM | None]:
     from .vm import VM
 
     if isinstance(v, VM):
@@ -271,10 +278,8 @@ class Bridge:
                     if vm.state in ("booted", "paused") and not _local(vm):
                         try:
                             self._session.run(vm.instance.set_link(att.nic_id, False))
-                        except ProviumError:
-                            raise
-                        except Exception:
-                            pass  # the guest sees no carrier either way: its port is gone
+                        except Exception as exc:  # noqa: BLE001 - its port goes anyway: no frame flows
+                            log.debug("bridge %s: set_link down for %s failed: %s", self.name, name, exc)
                     self._close_port(att.port)
 
     def members(self) -> list[str]:
@@ -404,12 +409,12 @@ class Bridge:
 
     # ---- ports ----------------------------------------------------------------------------
 
-    def _open_port(self, vm: "VM") -> Attachment:
+    def _open_port(self, vm: VM) -> Attachment:
         if self.closed:
             raise NetError(f"bridge `{self.name}` is closed (it ended with its scope); vm `{vm.name}` cannot boot "
                            "on it")
         tag = tap_name(vm.name, self.name)
-        mac = mac_address(vm.name, self.name, str(id(self._session)))
+        mac = self._mac(vm.name)
         port = self.switch.add_port(self.graph, vm.name, mac, tag)
         port.up = vm.name not in self._unplugged
         with self._lock:
@@ -425,7 +430,7 @@ class Bridge:
     def port_of(self, name: str) -> Port | None:
         return self._ports.get(name)
 
-    def set_plugged(self, name: str, vm: "VM | None", up: bool) -> None:
+    def set_plugged(self, name: str, vm: VM | None, up: bool) -> None:
         """nic:disconnect / reconnect: the switch stops (or resumes) forwarding the
         member's frames and, for a running guest, QMP sets its carrier."""
         with self._lock:
@@ -459,7 +464,9 @@ class Bridge:
         return lines
 
     async def _refresh_hosts(self) -> None:
-        """Rewrite /etc/hosts on every running member with addressing."""
+        """Rewrite /etc/hosts on every running member, and pin every member's MAC in
+        its neighbour table: no ARP needed, so a directional partition really lets
+        one direction through (an ARP reply would otherwise be blocked with it)."""
         from ..protocol.messages import WriteFileArgs
         from ..protocol.types import WriteFileMode
 
@@ -475,10 +482,24 @@ class Bridge:
             reply = await vm._acall(WriteFileArgs("/etc/hosts", text.encode(), WriteFileMode("replace"), 0o644))
             if not reply.ok:
                 raise NetError(f"bridge `{self.name}`: writing /etc/hosts on vm `{name}` failed: {reply.value}")
+            att = nets_of(vm).live.get(id(self))
+            if att is None:
+                continue
+            neigh = "".join(
+                f"arp -i \"$i\" -s {addr} {self._mac(other)}\n"
+                for other, addr in sorted(self._addresses.items()) if other != name and self.graph.is_member(other))
+            if neigh:
+                res = await _guest_sh(vm, _find_iface(att.mac) + neigh)
+                if res.exit_code != 0:
+                    raise NetError(f"bridge `{self.name}`: setting neighbours on vm `{name}` failed: "
+                                   f"{res.stderr.decode('utf-8', 'replace').strip()}")
+
+    def _mac(self, name: str) -> str:
+        return mac_address(name, self.name)
 
     # ---- capture ----------------------------------------------------------------------------
 
-    def capture(self, opts: Mapping | None = None, *, nic: "str | None" = None) -> Any:
+    def capture(self, opts: Mapping | None = None, *, nic: str | None = None) -> Any:
         """A Capture stream of every frame entering the bridge (or, with `nic`, every
         frame from or to that member), also written to a pcap file (`file=` to choose it)."""
         from .capture import Capture, capture_path
@@ -536,8 +557,8 @@ class Bridge:
                 cap = ref()
                 if cap is not None:
                     cap.close()
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception as exc:  # noqa: BLE001 - teardown reaches everything
+                log.debug("bridge %s: closing a capture failed: %s", self.name, exc)
         if self._uplink is not None:
             self._uplink.stop()
             self._uplink = None
@@ -552,7 +573,7 @@ class Bridge:
             self.switch.forget_bridge(self.graph)
 
 
-def _subnet(subnet: Any, addressing: Any) -> "ipaddress.IPv4Network | None":
+def _subnet(subnet: Any, addressing: Any) -> ipaddress.IPv4Network | None:
     if addressing is not None and not isinstance(addressing, bool):
         raise BridgeArgumentError(f"lab:bridge: `addressing` must be a boolean, got {type_name(addressing)}")
     if subnet is None:
@@ -584,7 +605,7 @@ def _hostname_ok(name: str) -> bool:
 class Nic:
     """One VM's NIC on one bridge: counters, capture, cable pull."""
 
-    def __init__(self, bridge: Bridge, vm_name: str, vm: "VM | None" = None) -> None:
+    def __init__(self, bridge: Bridge, vm_name: str, vm: VM | None = None) -> None:
         self.bridge = bridge
         self.vm_name = vm_name
         self.vm = vm
@@ -615,7 +636,7 @@ class Nic:
         return self.bridge.is_plugged(self.vm_name)
 
 
-def nic_of(vm: "VM", name: str) -> Nic:
+def nic_of(vm: VM, name: str) -> Nic:
     """`vm:nic("lan")` (a bridge name) or `vm:nic("eth0")` (the N-th attached bridge by name)."""
     import re
 

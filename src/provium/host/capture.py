@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import itertools
 import weakref
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ..net.pcap import PcapSink
 from .registry import ResourceMeta
@@ -33,7 +34,7 @@ class Capture(Stream):
     MSG_EOF = "capture EOF"
     MSG_CLOSED = "capture closed"
 
-    def __init__(self, sink: PcapSink, label: str, meta: ResourceMeta, vms: list["VM"],
+    def __init__(self, sink: PcapSink, label: str, meta: ResourceMeta, vms: list[VM],
                  detach: Callable[[], None]) -> None:
         super().__init__(meta)
         self._sink = sink

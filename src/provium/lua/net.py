@@ -31,7 +31,8 @@ def _fields(tbl: Any, method_name: str, allowed: tuple[str, ...]) -> dict[str, A
     for k, v in tbl.items():
         name = key_text(k)
         if name is None or name not in allowed:
-            raise LuaApiError(f"{method_name}: unknown key `{name if name is not None else k!r}` in the table "
+            shown = name if name is not None else repr(k)
+            raise LuaApiError(f"{method_name}: unknown key `{shown}` in the table "
                               f"(valid: {', '.join(allowed)})")
         out[name] = v
     return out
@@ -52,7 +53,7 @@ def _directional(tbl: Any, method_name: str, value_key: str | None, extra: tuple
 class BridgeBinding(Binding):
     KIND = "bridge"
 
-    def __init__(self, state: "FileState", bridge: Bridge) -> None:
+    def __init__(self, state: FileState, bridge: Bridge) -> None:
         super().__init__(state)
         self.host = bridge
 
@@ -294,7 +295,7 @@ class BridgeBinding(Binding):
 class NicBinding(Binding):
     KIND = "nic"
 
-    def __init__(self, state: "FileState", nic: Nic) -> None:
+    def __init__(self, state: FileState, nic: Nic) -> None:
         super().__init__(state)
         self.host = nic
 

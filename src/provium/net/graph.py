@@ -20,8 +20,9 @@ from __future__ import annotations
 import math
 import re
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable
+from typing import Any
 
 from .errors import BridgeArgumentError, NetError
 
@@ -73,7 +74,7 @@ def mac_address(vm: str, bridge: str, lab: str = "") -> str:
     """A stable, locally administered unicast MAC for (lab, VM, bridge): `52:54:00` +
     three bytes of FNV-1a of the names (QEMU's own prefix, so tools know it)."""
     h = fnv1a64(f"{lab}/{vm}-{bridge}".encode())
-    return "52:54:00:%02x:%02x:%02x" % ((h >> 16) & 0xFF, (h >> 8) & 0xFF, h & 0xFF)
+    return f"52:54:00:{(h >> 16) & 0xFF:02x}:{(h >> 8) & 0xFF:02x}:{h & 0xFF:02x}"
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class Impairment:
     def __bool__(self) -> bool:
         return bool(self.latency_ms or self.jitter_ms or self.drop_pct or self.bandwidth_bps)
 
-    def stacked(self, other: "Impairment | None") -> "Impairment":
+    def stacked(self, other: Impairment | None) -> Impairment:
         """Both applied one after the other: delays add, drops compound, the
         narrower bandwidth wins."""
         if not other:

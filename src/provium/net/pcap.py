@@ -25,7 +25,7 @@ MAX_BUFFERED = 64 << 20  # stream bytes kept for a reader that never reads (the 
 class PcapSink:
     def __init__(self, path: Path, clock_offset: float | None = None) -> None:
         self.path = path
-        self._file = open(path, "wb")
+        self._file = open(path, "wb")  # noqa: SIM115 - open for the capture's whole life; close() closes it
         self._file.write(GLOBAL_HEADER)
         self._file.flush()
         # The switch stamps frames with its loop's monotonic clock; pcap wants wall time.

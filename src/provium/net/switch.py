@@ -36,8 +36,9 @@ import socket
 import tempfile
 import threading
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .graph import BridgeGraph, Policy
 from .pcap import PcapSink
@@ -52,10 +53,26 @@ PUMP_SLACK = 0.0002  # deliver frames due within this many seconds in one pump
 class Port:
     """One NIC's attachment: the socket QEMU connects to, its counters and link."""
 
-    __slots__ = ("bridge", "name", "mac", "path", "transport", "up", "rx_bytes", "rx_packets", "tx_bytes",
-                 "tx_packets", "errors", "dropped", "pending", "captures", "server", "connected")
+    __slots__ = (
+        "bridge",
+        "captures",
+        "connected",
+        "dropped",
+        "errors",
+        "mac",
+        "name",
+        "path",
+        "pending",
+        "rx_bytes",
+        "rx_packets",
+        "server",
+        "transport",
+        "tx_bytes",
+        "tx_packets",
+        "up",
+    )
 
-    def __init__(self, bridge: "SwitchBridge", name: str, mac: str, path: Path) -> None:
+    def __init__(self, bridge: SwitchBridge, name: str, mac: str, path: Path) -> None:
         self.bridge = bridge
         self.name = name  # the member (VM) name, or graph.UPLINK
         self.mac = mac
@@ -77,7 +94,7 @@ class Port:
 
 
 class _PairQueue:
-    __slots__ = ("dst", "items", "free_at", "last")
+    __slots__ = ("dst", "free_at", "items", "last")
 
     def __init__(self, dst: Port) -> None:
         self.dst = dst
@@ -89,7 +106,7 @@ class _PairQueue:
 class SwitchBridge:
     """The data path of one bridge (its ports, MAC table, queues, captures)."""
 
-    def __init__(self, switch: "Switch", graph: BridgeGraph) -> None:
+    def __init__(self, switch: Switch, graph: BridgeGraph) -> None:
         self.switch = switch
         self.graph = graph
         self.ports: list[Port] = []
@@ -118,6 +135,7 @@ class SwitchBridge:
         src = rec[10:16]
         if self.macs.get(src) is not port:
             self.macs[src] = port
+        targets: "list[Port] | tuple[Port]"
         if rec[4] & 1:
             targets = self.ports
         else:
@@ -176,17 +194,16 @@ class SwitchBridge:
         return r
 
     def _impaired(self, port: Port, t: Port, rec: bytes, imp: Any, pol: Policy, now: float) -> None:
-        if imp.drop_pct:
-            if self._rng((port.name, t.name, rec[16:18]), pol).random() * 100.0 < imp.drop_pct:
-                port.dropped += 1
-                return
+        if imp.drop_pct and self._rng((port.name, t.name, rec[16:18]), pol).random() * 100.0 < imp.drop_pct:
+            port.dropped += 1
+            return
         key = (port.name, t.name)
         q = self._queues.get(key)
         if q is None or q.dst is not t:
             q = self._queues[key] = _PairQueue(t)
         at = now
         if imp.bandwidth_bps:
-            start = q.free_at if q.free_at > now else now
+            start = max(now, q.free_at)
             if start - now > MAX_QUEUE_S:
                 port.dropped += 1
                 return
@@ -196,8 +213,7 @@ class SwitchBridge:
             delay += self._rng(("jitter", port.name, t.name), pol).uniform(-imp.jitter_ms, imp.jitter_ms)
         if delay > 0:
             at += delay / 1000.0
-        if at < q.last:
-            at = q.last  # FIFO per pair: jitter never reorders
+        at = max(at, q.last)  # FIFO per pair: jitter never reorders
         q.last = at
         q.items.append((at, rec))
         if len(q.items) == 1:
@@ -264,7 +280,8 @@ class _PortProtocol(asyncio.Protocol):
                 port.errors += 1
                 log.warning("port %s of bridge %s sent a %d-byte frame: closing it", port.name,
                             br.graph.name, ln)
-                self.transport.close()
+                if self.transport is not None:
+                    self.transport.close()
                 return
             if end > n:
                 break
@@ -356,7 +373,7 @@ class Switch:
         for fn in reversed(self._closers):
             try:
                 fn()
-            except Exception:  # noqa: BLE001 - teardown reaches everything
+            except Exception:
                 log.exception("switch teardown step failed")
         if self._thread is not None:
             def stop() -> None:
@@ -467,7 +484,7 @@ class Switch:
         self.call(rm)
 
 
-def _set_server(port: Port, fut: "asyncio.Future[Any]") -> None:
+def _set_server(port: Port, fut: asyncio.Future[Any]) -> None:
     if fut.cancelled() or fut.exception() is not None:
         log.error("port %s: cannot serve its socket: %s", port.name, fut.exception())
         return
