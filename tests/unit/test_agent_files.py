@@ -151,10 +151,9 @@ def test_stat(agent, tmp_path):
     md = agent.value(StatArgs(str(f)))
     assert (md.size, md.entry_type.value, md.perm) == (5, "file", 0o4751)
     assert md.mtime_ns == os.stat(f).st_mtime_ns
-    assert agent.value(StatArgs(str(tmp_path))).entry_type.value == "dir"
+    assert agent.value(StatArgs(str(tmp_path))).entry_type.value == "directory"
     assert agent.value(StatArgs(str(link))).entry_type.value == "file"
     assert agent.value(StatArgs(str(link), follow_symlinks=False)).entry_type.value == "symlink"
-    assert agent.value(StatArgs("/dev/null")).entry_type.value == "other"
     res = agent.ok(StatArgs(str(tmp_path / "missing")))
     assert not res.ok and res.value.errno == 2
 
@@ -175,7 +174,7 @@ def test_listdir_mkdir_unlink_rename(agent, tmp_path):
     (root / "file").write_bytes(b"")
     (root / "link").symlink_to("file")
     entries = {e.name: e.entry_type.value for e in agent.value(ListdirArgs(str(root)))}
-    assert entries == {"a": "dir", "plain": "dir", "file": "file", "link": "symlink"}
+    assert entries == {"a": "directory", "plain": "directory", "file": "file", "link": "symlink"}
     res = agent.ok(ListdirArgs(str(root / "missing")))
     assert not res.ok and res.value.errno == 2
     assert agent.ok(RenameArgs(str(root / "file"), str(root / "moved"))).ok
@@ -204,3 +203,36 @@ def _umask() -> int:
     old = os.umask(0o022)
     os.umask(old)
     return old
+
+
+def _special_files(d):
+    """One of each kind stat can report, made under d (we run as root: mknod works)."""
+    import socket
+    import stat as st
+
+    os.mkfifo(d / "fifo")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(d / "sock"))
+    os.mknod(d / "blk", st.S_IFBLK | 0o600, os.makedev(7, 0))
+    os.mknod(d / "chr", st.S_IFCHR | 0o600, os.makedev(1, 3))
+    return sock
+
+
+def test_stat_and_listdir_name_every_entry_type(agent, tmp_path):
+    sock = _special_files(tmp_path)
+    try:
+        want = {"fifo": "fifo", "sock": "socket", "blk": "block_device", "chr": "char_device"}
+        for name, kind in want.items():
+            assert agent.value(StatArgs(str(tmp_path / name))).entry_type.value == kind
+        assert agent.value(StatArgs("/dev/null")).entry_type.value == "char_device"
+        entries = {e.name: e.entry_type.value for e in agent.value(ListdirArgs(str(tmp_path)))}
+        assert entries == want
+    finally:
+        sock.close()
+
+
+def test_entry_types_on_the_wire_are_the_references():
+    from provium.protocol.types import EntryType
+
+    assert sorted(e.value for e in EntryType) == sorted(
+        ["file", "directory", "symlink", "fifo", "socket", "block_device", "char_device", "other"])

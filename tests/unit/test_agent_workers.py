@@ -11,6 +11,8 @@ import pytest
 
 from agent_client_util import agent_env, gone, spawn_agent
 from provium.protocol.messages import (
+    CloseArgs,
+    Credit,
     ExecArgs,
     GetPidArgs,
     KillArgs,
@@ -19,6 +21,7 @@ from provium.protocol.messages import (
     ProcStdinCloseArgs,
     ProcStdinWriteArgs,
     ProcStreamArgs,
+    ReadArgs,
     RunAsyncArgs,
     SpawnWorkerArgs,
     SyscallArgs,
@@ -31,8 +34,9 @@ from provium.protocol.messages import (
     WorkerSyscallArgs,
     WorkerSyscallAwaitArgs,
     WorkerSyscallBeginArgs,
+    WriteArgs,
 )
-from provium.protocol.types import OpenMode
+from provium.protocol.types import OpenMode, ProcStreamChannel
 
 SYS_GETPID, SYS_GETPPID, SYS_NANOSLEEP = 39, 110, 35
 
@@ -96,11 +100,35 @@ def test_worker_run_async_maps_the_grandchild(agent, worker):
     r = agent.value(WaitArgs(h, timeout_ms=5000))
     assert (r.status.kind, r.status.value) == ("signalled", 15)
 
-    h = agent.value(WorkerRunAsyncArgs(worker, RunAsyncArgs("true")))
-    ch = agent.new_ch()
-    agent.send(ch, "proc_stream", ProcStreamArgs(h))
-    env = agent.recv(ch)
-    assert env.kind == "agent_error" and env.data.kind.value == "unsupported"
+
+
+def test_worker_process_streams_are_relayed(agent, worker):
+    script = "echo out1; echo err1 >&2; read x; echo out2 $x; echo err2 >&2"
+    h = agent.value(WorkerRunAsyncArgs(worker, RunAsyncArgs("sh", ["-c", script])))
+    out_ch, ack = agent.open_stream(ProcStreamArgs(h))
+    assert ack.ok
+    err_ch, ack = agent.open_stream(ProcStreamArgs(h, ProcStreamChannel.STDERR))
+    assert ack.ok
+    assert agent.read_stream(out_ch, want=5)[0] == b"out1\n"
+    assert agent.read_stream(err_ch, want=5)[0] == b"err1\n"
+    agent.value(ProcStdinWriteArgs(h, b"in\n"))
+    data, end = agent.read_stream(out_ch)
+    assert (data, end.reason) == (b"out2 in\n", "eof")
+    data, end = agent.read_stream(err_ch)
+    assert (data, end.reason) == (b"err2\n", "eof")
+    r = agent.value(WaitArgs(h, timeout_ms=5000))
+    assert r.stdout == b"out1\nout2 in\n"
+    # A big output goes through both credit windows (worker -> parent -> us).
+    h = agent.value(WorkerRunAsyncArgs(worker, RunAsyncArgs("head", ["-c", str(3 << 20), "/dev/zero"])))
+    ch, ack = agent.open_stream(ProcStreamArgs(h))
+    total = 0
+    while True:
+        env = agent.recv(ch)
+        if env.kind == "stream_end":
+            break
+        total += len(env.data.data)
+        agent.send(ch, "credit", Credit(len(env.data.data)))
+    assert total == 3 << 20
     agent.value(WaitArgs(h))
 
 
@@ -126,9 +154,57 @@ def test_worker_async_syscalls(agent, worker):
     assert err.kind.value == "unknown_handle" and str(a) in err.message
 
 
-def test_worker_open_file_is_refused_with_the_way_out(agent, worker):
-    err = agent.error(WorkerOpenFileArgs(worker, OpenFileArgs("/etc/hostname", OpenMode(read=True))))
-    assert err.kind.value == "bad_request" and "openat" in err.message
+@pytest.fixture
+def open_dir():
+    """A directory every user may search (pytest's tmp_path sits under a 0700 one)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    d = Path(tempfile.mkdtemp(prefix="provium-worker-"))
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d)
+
+
+def test_worker_open_file_hands_over_a_file_opened_with_its_credentials(agent, open_dir):
+    tmp_path = open_dir
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"root only")
+    os.chmod(secret, 0o600)
+    os.chmod(tmp_path, 0o755)
+    public = tmp_path / "public"
+    public.write_bytes(b"hello")
+    os.chmod(public, 0o644)
+    nobody = agent.value(SpawnWorkerArgs(uid=65534, gid=65534))
+    root = agent.value(SpawnWorkerArgs())
+    try:
+        res = agent.ok(WorkerOpenFileArgs(nobody, OpenFileArgs(str(secret), OpenMode(read=True))))
+        assert not res.ok and res.value.errno == 13 and str(secret) in res.value.message
+        res = agent.ok(WorkerOpenFileArgs(nobody, OpenFileArgs(str(public), OpenMode(write=True))))
+        assert not res.ok and res.value.errno == 13  # write permission is the worker's too
+        h = agent.value(WorkerOpenFileArgs(nobody, OpenFileArgs(str(public), OpenMode(read=True))))
+        assert agent.value(ReadArgs(h, 100)).data == b"hello"  # an ordinary handle of ours
+        h2 = agent.value(WorkerOpenFileArgs(root, OpenFileArgs(str(secret), OpenMode(read=True))))
+        assert agent.value(ReadArgs(h2, 100)).data == b"root only"
+        made = tmp_path / "made"
+        h3 = agent.value(WorkerOpenFileArgs(root, OpenFileArgs(str(made), OpenMode(write=True, create=True),
+                                                                create_perm=0o600)))
+        assert agent.value(WriteArgs(h3, b"x")).written == 1
+        assert os.stat(made).st_mode & 0o777 == 0o600
+        assert agent.ok(CloseArgs(h3)).ok
+        res = agent.ok(WorkerOpenFileArgs(root, OpenFileArgs(str(made), OpenMode())))
+        assert not res.ok and res.value.errno == 22
+        res = agent.ok(WorkerOpenFileArgs(root, OpenFileArgs(str(tmp_path / "missing"), OpenMode(read=True))))
+        assert not res.ok and res.value.errno == 2
+    finally:
+        agent.value(WorkerJoinArgs(nobody))
+        agent.value(WorkerJoinArgs(root))
+    # Joining the worker closed what was opened through it.
+    assert agent.error(ReadArgs(h, 1)).kind.value == "unknown_handle"
+    assert agent.error(ReadArgs(h2, 1)).kind.value == "unknown_handle"
+    held = [os.readlink(f"/proc/{agent.proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{agent.proc.pid}/fd")]
+    assert str(public) not in held and str(secret) not in held
 
 
 def test_join_ends_the_worker_and_its_processes(agent):
@@ -136,8 +212,10 @@ def test_join_ends_the_worker_and_its_processes(agent):
     wpid = agent.ok(WorkerSyscallArgs(w, SyscallArgs(SYS_GETPID))).ret
     h = agent.value(WorkerRunAsyncArgs(w, RunAsyncArgs("sleep", ["30"])))
     pid = agent.value(GetPidArgs(h))
-    assert agent.value(WorkerKillArgs(w, 0)) == 1  # alive
-    assert agent.value(WorkerJoinArgs(w)).exit_status == 0
+    assert agent.value(WorkerKillArgs(w, 0)) == 1  # one process of its own, alive
+    t0 = time.monotonic()
+    assert agent.value(WorkerJoinArgs(w, timeout_ms=300)).exit_status == 128 + 9  # killed at the deadline
+    assert time.monotonic() - t0 < 5
     assert gone(wpid) and gone(pid)
     for op in (WorkerExecArgs(w, ExecArgs("true")), WorkerJoinArgs(w), WorkerKillArgs(w, 15),
                WorkerSyscallArgs(w, SyscallArgs(SYS_GETPID))):
@@ -147,16 +225,41 @@ def test_join_ends_the_worker_and_its_processes(agent):
     assert agent.error(GetPidArgs(h)).kind.value == "unknown_handle"
 
 
-def test_a_killed_worker_joins_with_128_plus_signal(agent):
+def test_worker_kill_reaches_its_processes_which_stay_waitable(agent):
     w = agent.value(SpawnWorkerArgs())
-    assert agent.value(WorkerKillArgs(w, signal.SIGKILL)) == 1
-    assert agent.value(WorkerJoinArgs(w)).exit_status == 128 + 9
+    wpid = agent.ok(WorkerSyscallArgs(w, SyscallArgs(SYS_GETPID))).ret
+    a = agent.value(WorkerRunAsyncArgs(w, RunAsyncArgs("sleep", ["30"])))
+    b = agent.value(WorkerRunAsyncArgs(w, RunAsyncArgs("sleep", ["30"])))
+    c = agent.value(WorkerRunAsyncArgs(w, RunAsyncArgs("sh", ["-c", "exit 3"])))
+    assert agent.value(WaitArgs(c, timeout_ms=5000)).status.value == 3  # waited: no longer the worker's
+    assert agent.value(WorkerKillArgs(w, signal.SIGTERM)) == 2
+    r = agent.value(WaitArgs(a, timeout_ms=5000))
+    assert (r.status.kind, r.status.value) == ("signalled", 15)
+    assert agent.ok(WorkerSyscallArgs(w, SyscallArgs(SYS_GETPID))).ret == wpid  # the worker itself lives on
+    assert agent.value(WorkerExecArgs(w, ExecArgs("true"))).status.kind == "exited"
+    # join reaps the one nobody waited for and reports the worst status.
+    assert agent.value(WorkerJoinArgs(w)).exit_status == 128 + 15
+    assert gone(wpid)
+    assert agent.error(WaitArgs(b)).kind.value == "unknown_handle"
     w = agent.value(SpawnWorkerArgs())
-    agent.value(WorkerKillArgs(w, signal.SIGKILL))
+    d = agent.value(WorkerRunAsyncArgs(w, RunAsyncArgs("sh", ["-c", "exit 7"])))
+    agent.value(WorkerRunAsyncArgs(w, RunAsyncArgs("true")))
+    assert agent.value(WorkerJoinArgs(w)).exit_status == 7
+    assert agent.error(WaitArgs(d)).kind.value == "unknown_handle"
+    w = agent.value(SpawnWorkerArgs())
+    assert agent.value(WorkerKillArgs(w, 15)) == 0  # nothing of its own: nothing signalled
+    assert agent.ok(WorkerKillArgs(w, 99)).value.errno == 22
+    assert agent.value(WorkerJoinArgs(w)).exit_status == 0
+
+
+def test_a_worker_that_died_joins_with_128_plus_signal(agent):
+    w = agent.value(SpawnWorkerArgs())
+    wpid = agent.ok(WorkerSyscallArgs(w, SyscallArgs(SYS_GETPID))).ret
+    os.kill(wpid, signal.SIGKILL)
     time.sleep(0.2)
     err = agent.error(WorkerExecArgs(w, ExecArgs("true")))
     assert err.kind.value == "bad_request" and "worker control channel error" in err.message
-    agent.value(WorkerJoinArgs(w))
+    assert agent.value(WorkerJoinArgs(w)).exit_status == 128 + 9
 
 
 def test_spawn_worker_accepts_nil_data(agent):

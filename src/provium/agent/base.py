@@ -29,6 +29,21 @@ class AgentFail(ProtocolError):
         self.message = message
 
 
+class WithFds:
+    """A handler's reply that carries open descriptors along (SCM_RIGHTS).
+
+    Only a worker answers this way, to hand its parent a file it opened with
+    its own credentials; the server sends the descriptors with the reply frame
+    and closes its copies afterwards.
+    """
+
+    __slots__ = ("payload", "fds")
+
+    def __init__(self, payload, fds: list[int]) -> None:
+        self.payload = payload
+        self.fds = fds
+
+
 def log(message: str) -> None:
     """One line to stderr (the guest console, or the local backend's log)."""
     try:

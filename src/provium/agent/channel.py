@@ -78,10 +78,10 @@ class Channel:
                 return 0
             return min(want, self.window)
 
-    def reply(self, kind: str, payload: Any) -> bool:
+    def reply(self, kind: str, payload: Any, fds: Any = ()) -> bool:
         if self.cancelled:
             return False
-        return self._send(kind, payload)
+        return self._send(kind, payload, fds)
 
     def frame(self, data: bytes) -> bool:
         """Send one stream_frame (the caller reserved its size).  False = stop streaming."""
@@ -94,8 +94,8 @@ class Channel:
     def end(self, end: StreamEnd) -> bool:
         return self.reply("stream_end", end)
 
-    def _send(self, kind: str, payload: Any) -> bool:
-        if not self.session.send(self.ch, kind, payload):
+    def _send(self, kind: str, payload: Any, fds: Any = ()) -> bool:
+        if not (self.session.send(self.ch, kind, payload, fds) if fds else self.session.send(self.ch, kind, payload)):
             self.cancel()
             return False
         return True
@@ -107,5 +107,5 @@ class Detached(Channel):
     def __init__(self, state: "AgentState") -> None:
         super().__init__(None, 0, state)
 
-    def _send(self, kind: str, payload: Any) -> bool:
+    def _send(self, kind: str, payload: Any, fds: Any = ()) -> bool:
         return False

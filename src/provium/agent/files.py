@@ -171,14 +171,15 @@ def write_file(ctx, op):
     return OpResult.success(None)
 
 
+_TYPES = {
+    _stat.S_IFREG: EntryType.FILE, _stat.S_IFDIR: EntryType.DIR, _stat.S_IFLNK: EntryType.SYMLINK,
+    _stat.S_IFIFO: EntryType.FIFO, _stat.S_IFSOCK: EntryType.SOCKET, _stat.S_IFBLK: EntryType.BLOCK_DEVICE,
+    _stat.S_IFCHR: EntryType.CHAR_DEVICE,
+}
+
+
 def entry_type(mode: int) -> EntryType:
-    if _stat.S_ISREG(mode):
-        return EntryType.FILE
-    if _stat.S_ISDIR(mode):
-        return EntryType.DIR
-    if _stat.S_ISLNK(mode):
-        return EntryType.SYMLINK
-    return EntryType.OTHER
+    return _TYPES.get(_stat.S_IFMT(mode), EntryType.OTHER)
 
 
 def stat(ctx, op):

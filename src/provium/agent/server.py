@@ -10,6 +10,7 @@ oversized length) is answered with `agent_error` and the session goes on.
 
 from __future__ import annotations
 
+import os
 import struct
 import threading
 TYPE_CHECKING = False  # typing stays out of the agent's start
@@ -24,7 +25,7 @@ from provium.protocol.messages import PROTOCOL_VERSION, STREAM_KINDS, HelloErr, 
 from provium.protocol.types import AgentError, AgentInfo, OsError, StreamEnd
 
 from . import ops, reaper
-from .base import BAD_REQUEST, INTERNAL, AgentFail, log
+from .base import BAD_REQUEST, INTERNAL, AgentFail, WithFds, log
 from .channel import Channel
 from .pool import POOL
 from .state import AgentState
@@ -61,6 +62,7 @@ class Session:
             # read(n) would wait for all n bytes).
             self._read = getattr(rfile, "read1", None) or rfile.read
         self._buf = bytearray()
+        self._sock = wfile if hasattr(wfile, "sendmsg") else None  # can carry descriptors
         if hasattr(wfile, "sendall"):
             self._write = wfile.sendall
         else:
@@ -76,17 +78,33 @@ class Session:
 
     # ---- writing ------------------------------------------------------------------
 
-    def send(self, ch: int, kind: str, payload: Any) -> bool:
+    def send(self, ch: int, kind: str, payload: Any, fds: Any = ()) -> bool:
+        """Write one frame.  `fds` ride along with it (SCM_RIGHTS; a worker's
+        link only); the envelope then says how many with an `fds` count."""
+        if fds and self._sock is None:
+            fds = ()
+            kind, payload = "agent_error", AgentError(INTERNAL, f"{kind}: this link cannot carry descriptors")
+        wire = {"ch": ch, "kind": kind, "data": encode(payload)}
+        if fds:
+            wire["fds"] = len(fds)
         try:
-            frame = encode_frame({"ch": ch, "kind": kind, "data": encode(payload)})
+            frame = encode_frame(wire)
         except FrameTooLarge as exc:
             msg = f"{kind}: the reply is {exc.length} bytes, over the {exc.limit}-byte frame cap"
             frame = encode_frame(Envelope(ch, "agent_error", AgentError(INTERNAL, msg)).to_wire())
+            fds = ()
         with self._wlock:
             if self.dead:
                 return False
             try:
-                self._write(frame)
+                if fds:
+                    import socket
+
+                    sent = socket.send_fds(self._sock, [frame], list(fds))
+                    if sent < len(frame):
+                        self._write(frame[sent:])
+                else:
+                    self._write(frame)
                 return True
             except (OSError, ValueError) as exc:
                 # The host went away.  Streams notice through their next send.
@@ -255,7 +273,14 @@ class Session:
                 self._run_stream(chan, env)
             else:
                 reply_kind, payload = ops.call(chan, kind, env.data)
-                chan.reply(reply_kind, payload)
+                if isinstance(payload, WithFds):
+                    try:
+                        chan.reply(reply_kind, payload.payload, payload.fds)
+                    finally:
+                        for fd in payload.fds:
+                            os.close(fd)
+                else:
+                    chan.reply(reply_kind, payload)
         except AgentFail as exc:
             chan.reply("agent_error", AgentError(exc.kind, exc.message))
         except Exception as exc:

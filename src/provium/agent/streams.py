@@ -11,7 +11,7 @@ import os
 
 from provium.protocol.types import OpResult, ProcStreamChannel, StreamEnd
 
-from .base import UNSUPPORTED, AgentFail, os_fail
+from .base import os_fail
 
 CHUNK = 64 * 1024
 IDLE_POLL = 0.05  # how often an idle source is looked at again
@@ -141,9 +141,9 @@ def _fd_stream(ctx, fd: int, handle: int, entry) -> None:
 
 def open_proc_stream(ctx, op):
     if op.handle in ctx.state.worker_procs:
-        raise AgentFail(UNSUPPORTED,
-                        f"proc_stream: proc#{op.handle} runs inside a worker, whose output is not "
-                        "relayed as a stream; collect it with wait")
+        from .workers import open_proc_stream as relay
+
+        return relay(ctx, op)
     proc = ctx.state.get(ctx.state.procs, op.handle)
     if proc is None:
         return OpResult.failure(

@@ -5,7 +5,13 @@ socketpair.  The worker serves the same channel envelopes as the main link but
 with no handshake, one thread per request, so the parent can relay several
 requests at once (a `wait` on a worker's process does not hold up the others).
 Processes a worker starts are filed under parent handles, and the process ops
-on those handles are relayed to the worker that owns them.
+on those handles (streams included) are relayed to the worker that owns them.
+
+A file opened through a worker is opened BY the worker, so the permission
+check is the worker's; it hands the descriptor over the link (SCM_RIGHTS) and
+the parent files it as an ordinary handle.  The link is therefore read with
+recvmsg: descriptors arrive in frame order, and a reply envelope says with an
+`fds` count how many of them are its own.
 """
 
 from __future__ import annotations
@@ -23,14 +29,17 @@ from provium.protocol.envelope import Envelope
 from provium.protocol.framing import CleanEof, FrameError, encode_frame, read_frame_body, unpack
 from provium.protocol.messages import (
     JoinOk,
+    KillArgs,
     ProcStatusArgs,
+    WaitArgs,
+    WorkerOpenFileArgs,
     WorkerSyscallAwaitArgs,
     WorkerSyscallBeginArgs,
 )
 from provium.protocol.types import AgentErrorKind, OpResult
 
 from . import reaper, syscalls
-from .base import BAD_REQUEST, INTERNAL, UNKNOWN_HANDLE, AgentFail, os_fail
+from .base import BAD_REQUEST, INTERNAL, UNKNOWN_HANDLE, AgentFail, WithFds, os_fail
 
 STARTUP_TIMEOUT = 60.0  # a Python start inside a TCG guest takes a second or two
 JOIN_TIMEOUT = 10.0
@@ -43,13 +52,72 @@ class LinkError(ProtocolError):
 
 
 class _Slot:
-    __slots__ = ("event", "kind", "data", "error")
+    __slots__ = ("event", "kind", "data", "error", "fds")
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.kind: str | None = None
         self.data: Any = None
         self.error: str | None = None
+        self.fds: list[int] = []
+
+    def deliver(self, kind: str, data: Any, fds: list[int]) -> bool:
+        """Take the reply; False when the reply ends nothing (never for a call)."""
+        self.kind, self.data, self.fds = kind, data, fds
+        self.event.set()
+        return True
+
+    def fail(self, reason: str) -> None:
+        self.error = reason
+        self.event.set()
+
+
+class _StreamSlot:
+    """A relayed stream's channel: every message on it, in order, until it ends."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self.queue: Any = queue.Queue()
+
+    def deliver(self, kind: str, data: Any, fds: list[int]) -> bool:
+        for fd in fds:  # never expected on a stream
+            os.close(fd)
+        self.queue.put((kind, data))
+        return kind != "stream_frame" and not kind.endswith("_result")  # still open after the ack
+
+    def fail(self, reason: str) -> None:
+        self.queue.put(("link_error", reason))
+
+
+class _FdReader:
+    """A byte stream over the link socket that keeps descriptors sent along (FIFO)."""
+
+    MAX_FDS = 16
+
+    def __init__(self, sock) -> None:
+        self.sock = sock
+        self.fds: list[int] = []
+        self._buf = b""
+
+    def read(self, n: int) -> bytes:
+        import socket
+
+        if not self._buf:
+            data, fds, _flags, _addr = socket.recv_fds(self.sock, 1 << 16, self.MAX_FDS)
+            self.fds.extend(fds)
+            self._buf = data
+        out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+    def take(self, n: int) -> list[int]:
+        got, self.fds = self.fds[:n], self.fds[n:]
+        return got
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
 
 
 class WorkerLink:
@@ -63,61 +131,94 @@ class WorkerLink:
         self.startup_error: str | None = None
         self._wlock = threading.Lock()
         self._plock = threading.Lock()
-        self._pending: dict[int, _Slot] = {}
+        self._pending: dict[int, Any] = {}  # channel -> _Slot | _StreamSlot
         self._next = 1
         self._joined = False
+        self.files: set[int] = set()  # parent file handles opened through this worker
         threading.Thread(target=self._reader, daemon=True, name=f"worker-{self.pid}").start()
 
-    def call(self, kind: str, payload: Any, timeout: float | None = None) -> tuple[str, Any]:
-        """Send one request; its reply as (kind, raw data).  Raises LinkError."""
-        slot = _Slot()
+    def _open_channel(self, slot: Any) -> int:
         with self._plock:
             if self.error is not None:
                 raise LinkError(self.error)
             ch = self._next
             self._next += 1
             self._pending[ch] = slot
+            return ch
+
+    def send(self, ch: int, kind: str, payload: Any) -> None:
         frame = encode_frame(Envelope(ch, kind, payload).to_wire())
         try:
             with self._wlock:
                 self.sock.sendall(frame)
         except OSError as exc:
             self._fail(f"write: {exc}")
+
+    def call(self, kind: str, payload: Any, timeout: float | None = None) -> tuple[str, Any]:
+        """Send one request; its reply as (kind, raw data).  Raises LinkError."""
+        kind, data, fds = self.call_fds(kind, payload, timeout)
+        for fd in fds:
+            os.close(fd)
+        return kind, data
+
+    def call_fds(self, kind: str, payload: Any, timeout: float | None = None) -> tuple[str, Any, list[int]]:
+        """`call`, plus the descriptors the reply carried (the caller owns them)."""
+        slot = _Slot()
+        ch = self._open_channel(slot)
+        self.send(ch, kind, payload)
         if not slot.event.wait(timeout):
             with self._plock:
                 self._pending.pop(ch, None)
             raise LinkError(f"no reply to `{kind}` within {timeout:g} s")
         if slot.error is not None:
             raise LinkError(slot.error)
-        return slot.kind, slot.data
+        return slot.kind, slot.data, slot.fds
+
+    def open_stream(self, kind: str, payload: Any) -> tuple[int, Any]:
+        """Start a stream op in the worker: (channel, slot whose queue gets the ack, frames, end)."""
+        slot = _StreamSlot()
+        ch = self._open_channel(slot)
+        self.send(ch, kind, payload)
+        return ch, slot
+
+    def close_stream(self, ch: int) -> None:
+        """Stop listening to a relayed stream: the worker stops it too."""
+        with self._plock:
+            known = self._pending.pop(ch, None) is not None
+        if known:
+            self.send(ch, "cancel", None)
 
     def _reader(self) -> None:
-        rfile = self.sock.makefile("rb", buffering=1 << 16)
+        rfile = _FdReader(self.sock)
         try:
             while True:
                 value = unpack(read_frame_body(rfile))
                 if not isinstance(value, dict) or not isinstance(value.get("ch"), int):
                     raise LinkError("the worker sent a frame that is not an envelope")
                 ch, kind, data = value["ch"], value.get("kind"), value.get("data")
+                nfds = value.get("fds", 0)
+                fds = rfile.take(nfds) if isinstance(nfds, int) and nfds > 0 else []
                 if ch == 0:
                     # Sent by a worker that could not start serving (e.g. refused credentials).
                     if isinstance(data, dict) and isinstance(data.get("message"), str):
                         self.startup_error = data["message"]
                     continue
                 with self._plock:
-                    slot = self._pending.pop(ch, None)
-                if slot is not None:
-                    slot.kind, slot.data = kind, data
-                    slot.event.set()
+                    slot = self._pending.get(ch)
+                if slot is None or not isinstance(kind, str):
+                    for fd in fds:  # nobody waits for them any more
+                        os.close(fd)
+                    continue
+                if slot.deliver(kind, data, fds):
+                    with self._plock:
+                        if self._pending.get(ch) is slot:
+                            del self._pending[ch]
         except FrameError as exc:
             self._fail("the worker closed its end" if isinstance(exc, CleanEof) else str(exc))
         except (OSError, ValueError, LinkError) as exc:
             self._fail(str(exc))
         finally:
-            try:
-                rfile.close()
-            except Exception:
-                pass
+            rfile.close()
 
     def _fail(self, reason: str) -> None:
         with self._plock:
@@ -126,8 +227,7 @@ class WorkerLink:
             pending = list(self._pending.values())
             self._pending.clear()
         for slot in pending:
-            slot.error = self.error
-            slot.event.set()
+            slot.fail(self.error)
 
     def join(self) -> int:
         """Close the link (the worker sees EOF and exits), reap it: exit code or 128+signal."""
@@ -286,36 +386,162 @@ def worker_run_async(ctx, op):
 
 
 def worker_open_file(ctx, op):
-    _link(ctx, "worker_open_file", op.handle)
-    raise AgentFail(BAD_REQUEST,
-                    f"worker_open_file: a worker is a separate process whose file table the parent "
-                    f"cannot reach; open {op.args.path!r} inside the worker with "
-                    "worker:syscall(openat, ...), or with open_file when the credentials do not matter")
+    if op.handle == 0:  # in the worker: open with our credentials, hand the descriptor over
+        from .files import open_flags
+
+        flags = open_flags(op.args.mode)
+        if isinstance(flags, str):
+            return OpResult.failure(EINVAL, f"open_file: {op.args.path}: {flags}")
+        perm = 0o644 if op.args.create_perm is None else op.args.create_perm & 0o7777
+        try:
+            fd = os.open(op.args.path, flags, perm)
+        except OSError as exc:  # say whose permissions were checked
+            return os_fail(f"worker open_file (uid {os.geteuid()}, gid {os.getegid()})", exc, op.args.path)
+        return WithFds(OpResult.success(0), [fd])
+    link = _link(ctx, "worker_open_file", op.handle)
+    try:
+        kind, data, fds = link.call_fds("worker_open_file", WorkerOpenFileArgs(0, op.args))
+    except LinkError as exc:
+        raise AgentFail(BAD_REQUEST, f"worker_open_file: worker control channel error: {exc}") from None
+    if kind == "agent_error":
+        raise _as_fail("worker_open_file", data)
+    ok = kind == "worker_open_file_result" and isinstance(data, dict) and data.get("outcome") == "ok"
+    if not ok or len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        if kind == "worker_open_file_result" and isinstance(data, dict) and data.get("outcome") == "err":
+            return data  # the worker's OS error, as it sent it
+        raise AgentFail(INTERNAL, f"worker_open_file: the worker answered `{kind}` with {len(fds)} "
+                                  "descriptors instead of one open file")
+    from .state import FileEntry
+
+    handle = ctx.state.add(ctx.state.files, FileEntry(fds[0], op.args.path))
+    with ctx.state.lock:
+        link.files.add(handle)
+    return OpResult.success(handle)
+
+
+def _procs_of(ctx, worker: int) -> list[int]:
+    with ctx.state.lock:
+        return [h for h, (w, _) in ctx.state.worker_procs.items() if w == worker]
 
 
 def worker_kill(ctx, op):
+    """Signal every process the worker started that was not waited on yet; how many."""
     link = _link(ctx, "worker_kill", op.handle)
-    if link.popen.returncode is not None:
-        return OpResult.success(0)
-    try:
-        os.kill(link.pid, op.signal)
-    except ProcessLookupError:
-        return OpResult.success(0)
-    except OSError as exc:
-        return os_fail("worker_kill", exc, f"worker#{op.handle} (pid {link.pid})")
-    except (OverflowError, ValueError):
+    if not 0 <= op.signal < 65:
         return OpResult.failure(EINVAL, f"worker_kill: {op.signal} is not a signal number")
-    return OpResult.success(1)
+    n = 0
+    for outer in _procs_of(ctx, op.handle):
+        with ctx.state.lock:
+            entry = ctx.state.worker_procs.get(outer)
+        if entry is None:
+            continue  # waited on meanwhile
+        try:
+            kind, data = link.call("kill", KillArgs(entry[1], op.signal))
+        except LinkError as exc:
+            raise AgentFail(BAD_REQUEST, f"worker_kill: worker control channel error: {exc}") from None
+        if kind == "kill_result" and isinstance(data, dict) and data.get("outcome") == "ok":
+            n += 1
+    return OpResult.success(n)
+
+
+def _status_code(data: Any) -> int:
+    """A relayed wait's ExecOk (wire form) as one number: code, or 128 + signal (timed out: SIGKILL)."""
+    status = data.get("value", {}).get("status", {}) if isinstance(data, dict) else {}
+    kind, value = status.get("kind"), status.get("value")
+    if kind == "exited" and isinstance(value, int):
+        return value & 0xFF
+    if kind == "signalled" and isinstance(value, int):
+        return 128 + value
+    return 128 + 9
 
 
 def worker_join(ctx, op):
-    link = ctx.state.pop(ctx.state.workers, op.handle)
-    if link is None:
+    """Reap the worker's processes (worst status wins), close its files, end it."""
+    import time
+
+    link = _link(ctx, "worker_join", op.handle)
+    deadline = None if op.timeout_ms is None else time.monotonic() + max(0, op.timeout_ms) / 1000
+    worst = 0
+    for outer in _procs_of(ctx, op.handle):
+        entry = ctx.state.pop(ctx.state.worker_procs, outer)
+        if entry is None:
+            continue  # waited on meanwhile
+        left = None if deadline is None else max(1, int((deadline - time.monotonic()) * 1000))
+        try:
+            kind, data = link.call("wait", WaitArgs(entry[1], left))
+        except LinkError:
+            break  # the worker is gone, and its processes with it
+        if kind == "wait_result" and isinstance(data, dict) and data.get("outcome") == "ok":
+            worst = max(worst, _status_code(data))
+    if ctx.state.pop(ctx.state.workers, op.handle) is None:
         raise AgentFail(UNKNOWN_HANDLE, f"worker_join on unknown worker worker#{op.handle}")
-    with ctx.state.lock:  # its processes go with it
+    with ctx.state.lock:  # whatever is left goes with it
         for outer in [h for h, (w, _) in ctx.state.worker_procs.items() if w == op.handle]:
             del ctx.state.worker_procs[outer]
-    return OpResult.success(JoinOk(exit_status=link.join()))
+        files = [ctx.state.files.pop(h) for h in link.files if h in ctx.state.files]
+        link.files.clear()
+    for entry in files:
+        try:
+            os.close(entry.fd)
+        except OSError:
+            pass
+    return OpResult.success(JoinOk(exit_status=max(worst, link.join())))
+
+
+def open_proc_stream(ctx, op):
+    """proc_stream on a worker's process: the worker streams it, we pass the frames on."""
+    from provium.protocol.envelope import decode_agent
+    from provium.protocol.messages import Credit
+    from provium.protocol.types import StreamEnd, OsError
+
+    link, inner = _mapped(ctx, "proc_stream", op.handle)
+    try:
+        ch, slot = link.open_stream("proc_stream", dataclasses.replace(op, handle=inner))
+    except LinkError as exc:
+        raise AgentFail(BAD_REQUEST, f"proc_stream: worker control channel error: {exc}") from None
+    kind, data = slot.queue.get()
+    if kind == "link_error":
+        raise AgentFail(BAD_REQUEST, f"proc_stream: worker control channel error: {data}")
+    if kind == "agent_error":
+        raise _as_fail("proc_stream", data)
+    ack = decode_agent({"ch": ch, "kind": kind, "data": data}).data
+    if not ack.ok:
+        link.close_stream(ch)
+        return ack, None
+
+    def pump(out) -> None:
+        import queue
+
+        try:
+            while True:
+                try:
+                    kind, data = slot.queue.get(timeout=0.1)
+                except queue.Empty:
+                    if out.cancelled:
+                        return
+                    continue
+                if kind == "stream_frame":
+                    view = memoryview(data.get("data", b"") if isinstance(data, dict) else b"")
+                    size = len(view)
+                    while view:
+                        n = out.reserve(len(view))
+                        if n == 0 or not out.frame(bytes(view[:n])):
+                            return
+                        view = view[n:]
+                    link.send(ch, "credit", Credit(size))
+                elif kind == "stream_end":
+                    out.end(decode_agent({"ch": ch, "kind": kind, "data": data}).data)
+                    return
+                else:
+                    reason = data if kind == "link_error" else f"the worker sent `{kind}`"
+                    out.end(StreamEnd("error", OsError(0, f"proc_stream: proc#{op.handle}: {reason}")))
+                    return
+        finally:
+            link.close_stream(ch)
+
+    return ack, pump
 
 
 def _mapped(ctx, op_name: str, handle: int) -> tuple[WorkerLink, int]:

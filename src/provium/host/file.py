@@ -81,10 +81,11 @@ class File:
         self.path = path
         self._cursor = 0
         self._generation = vm.generation
+        self._why_closed = ""
 
     def _live(self, op: str) -> int:
         if self._handle is None:
-            raise HandleError("file is closed")
+            raise HandleError("file is closed" + self._why_closed)
         self._vm._check_generation(self._generation, f"file `{self.path}`")
         return self._handle
 
@@ -139,6 +140,13 @@ class File:
             if self._vm.state == "booted" and self._generation == self._vm.generation:
                 self._vm._file_op("close", CloseArgs(h), self.path)
         finally:
+            self._vm._registry.remove_file(h)
+
+    def _forget(self) -> None:
+        """The agent closed this file itself (its worker was joined)."""
+        h, self._handle = self._handle, None
+        if h is not None:
+            self._why_closed = " (the worker that opened it was joined, which closes its files)"
             self._vm._registry.remove_file(h)
 
     def fd(self) -> int:

@@ -15,7 +15,7 @@ from ..protocol.messages import (
     WaitArgs,
 )
 from ..protocol.types import ProcessLiveStatus, ProcStreamChannel
-from .errors import ArgumentError, GuestOsError
+from .errors import ArgumentError, GuestOsError, HandleError
 from .execargs import to_bytes
 from .results import RunResult
 from .values import duration_ms, parse_duration, parse_signal
@@ -40,6 +40,7 @@ class Process:
         self._handle = handle
         self._owner = owner
         self._consumed = False
+        self._reaped_by: str | None = None
         self._generation = vm.generation
         self._guard = weakref.finalize(self, _drop_guard, vm, handle, vm.generation)
 
@@ -57,6 +58,9 @@ class Process:
         if t == 0:
             raise ArgumentError("proc:wait: timeout=0 would SIGKILL the process immediately. Use proc:status() "
                                 'to poll, or pass a small positive timeout (e.g. "100ms").')
+        if self._reaped_by is not None:
+            raise HandleError(f"proc:wait: proc#{self._handle} was reaped by {self._reaped_by}; its status went "
+                              "into the join's result (wait for it before joining to see its own)")
         if self._consumed:
             raise GuestOsError(f"proc:wait: handle {self._handle} already waited on "
                                "(proc:wait is one-shot — capture the result)", errno=9)
@@ -68,6 +72,12 @@ class Process:
             raise
         self._mark_consumed()
         return RunResult.from_exec(self._vm._unwrap("proc:wait", res))
+
+    def _reaped(self, by: str) -> None:
+        """Its worker's join reaped it (if nobody waited for it before)."""
+        if not self._consumed:
+            self._reaped_by = by
+            self._mark_consumed()
 
     def _mark_consumed(self) -> None:
         self._consumed = True

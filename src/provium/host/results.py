@@ -88,15 +88,12 @@ class RunResult:
         return f"RunResult{{ status={self.status}, stdout={len(self.stdout)}B, stderr={len(self.stderr)}B }}"
 
 
-# The wire says "dir"; the Lua API (and our Python one) says "directory".
-_ENTRY_NAMES = {EntryType.FILE: "file", EntryType.DIR: "directory", EntryType.SYMLINK: "symlink",
-                EntryType.OTHER: "other"}
+# The wire spells entry types as the Lua API does (the reference's names).
+ENTRY_TYPES = tuple(e.value for e in EntryType)
 
 
 def entry_name(t: EntryType | str) -> str:
-    if isinstance(t, EntryType):
-        return _ENTRY_NAMES[t]
-    return {"dir": "directory"}.get(t, t)
+    return t.value if isinstance(t, EntryType) else str(t)
 
 
 @dataclass(frozen=True)
@@ -104,7 +101,7 @@ class Stat:
     size: int
     mtime_ns: int
     perm: int
-    entry_type: str  # file | directory | symlink | other
+    entry_type: str  # file | directory | symlink | fifo | socket | block_device | char_device | other
 
     @property
     def mtime(self) -> float:

@@ -500,10 +500,20 @@ class VM:
             raise ArgumentError(f"vm:push_file: read `{hp.resolve()}` failed: {exc.strerror or exc}") from exc
         self.write_file(gp, data)
 
-    def stat(self, path: Any) -> Stat:
-        """Size, mtime, permission bits and entry type (follows symlinks)."""
+    def stat(self, path: Any, opts: Mapping | None = None, **kw: Any) -> Stat:
+        """Size, mtime, permission bits and entry type.  Follows symlinks unless
+        `follow=False` (then a symlink reports itself: lstat)."""
         p = _path(path, "vm:stat")
-        md = self._unwrap(f"vm:stat `{p}`", self._agent("stat", StatArgs(p, True)))
+        o = _merge_kw(opts, kw, "vm:stat") or {}
+        for k in o:
+            if k != "follow":
+                raise ArgumentError(f"vm:stat: unknown option `{k}` (valid: follow)")
+        follow = o.get("follow", True)
+        if follow is None:
+            follow = True
+        if not isinstance(follow, bool):
+            raise ArgumentError(f"vm:stat: `follow` must be a boolean, got {type_name(follow)}")
+        md = self._unwrap(f"vm:stat `{p}`", self._agent("stat", StatArgs(p, follow)))
         return Stat(size=md.size, mtime_ns=md.mtime_ns, perm=md.perm & 0o7777, entry_type=entry_name(md.entry_type))
 
     def exists(self, path: Any) -> bool:

@@ -1,30 +1,38 @@
 """A worker: a separate agent process in the guest with its own credentials.
 
-Ops travel to the VM's agent, which relays them to the worker process.  After
-`join()` the worker is gone and every further op is refused here, before any
-wire traffic.
+Ops travel to the VM's agent, which relays them to the worker process.  Files
+opened through a worker are opened by it (its permissions) and handed to the
+agent, so they are ordinary Files of the VM.  After `join()` the worker, its
+processes and its files are gone and every further op is refused here, before
+any wire traffic.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..protocol.messages import (
+    OpenFileArgs,
     WorkerExecArgs,
     WorkerJoinArgs,
     WorkerKillArgs,
+    WorkerOpenFileArgs,
     WorkerRunAsyncArgs,
     WorkerSyscallArgs,
     WorkerSyscallAwaitArgs,
     WorkerSyscallBeginArgs,
 )
-from .errors import HandleError, VmError
+from .errors import HandleError
 from .execargs import build_command
+from .file import File, parse_open_mode
 from .process import Process
 from .results import RunResult, SyscallOutcome
 from .syscalls import PendingSyscall, build_syscall, outcome
-from .values import parse_signal
+from .values import duration_ms, parse_duration, parse_signal
+
+CLOSE_WAIT = 2.0  # seconds close() gives the worker's processes after SIGTERM
 
 if TYPE_CHECKING:
     from .vm import VM
@@ -36,6 +44,8 @@ class Worker:
         self._handle = handle
         self._joined = False
         self._generation = vm.generation
+        self._files: list[File] = []
+        self._procs: "weakref.WeakSet[Process]" = weakref.WeakSet()
 
     def handle(self) -> int:
         return self._handle
@@ -67,17 +77,28 @@ class Worker:
         c = build_command("worker:run_async", cmd, _merge_kw(opts, kw, "worker:run_async"), async_=True)
         res = self._vm._agent("worker_run_async", WorkerRunAsyncArgs(h, c.run_async_args()))
         proc = Process(self._vm, self._vm._unwrap(f"worker:run_async `{c.cmd}`", res), owner="worker")
+        self._procs.add(proc)
         if c.stdin is not None:
             proc.stdin_write(c.stdin)
             proc.close_stdin()
         return proc
 
-    def open_file(self, path: Any, mode: Any = None):
-        raise VmError(
-            f'worker:open_file("{path}"): not supported for a process-isolated worker (its file table is not '
-            "the parent agent's); open it inside the worker with worker:syscall(openat, …), or use "
-            f"vm:open_file on vm `{self._vm.name}` when the worker's credentials do not matter"
-        )
+    def open_file(self, path: Any, mode: Any) -> File:
+        """Like `vm.open_file`, but the worker opens the file, so the permission
+        check is the worker's (uid, gid, groups).  The File is an ordinary one
+        of the VM (counted by `open_file_count`); joining the worker closes it."""
+        from .vm import _path
+
+        p = _path(path, "worker:open_file")
+        flags, perm = parse_open_mode(mode, "worker:open_file")
+        h = self._live("open_file")
+        meta = self._vm._meta("worker_open_file", f'"{p}"')
+        res = self._vm._agent("worker_open_file", WorkerOpenFileArgs(h, OpenFileArgs(p, flags, perm)))
+        handle = self._vm._unwrap(f"worker:open_file `{p}`", res)
+        self._vm._registry.add_file(handle, meta)
+        f = File(self._vm, handle, p)
+        self._files.append(f)
+        return f
 
     def syscall(self, nr: Any, *args: Any) -> SyscallOutcome:
         h = self._live("syscall")
@@ -98,21 +119,39 @@ class Worker:
 
         return PendingSyscall("worker:syscall_async", collect)
 
-    def kill(self, sig: Any = None) -> None:
-        """Signal the worker process itself (default SIGTERM)."""
+    def kill(self, sig: Any = None) -> int:
+        """Send `sig` (default SIGTERM) to every process this worker started
+        that was not waited on yet; they stay waitable.  How many were signalled."""
         num = parse_signal(sig, "worker:kill")
         h = self._live("kill")
-        self._vm._unwrap("worker:kill", self._vm._agent("worker_kill", WorkerKillArgs(h, num)))
+        return self._vm._unwrap("worker:kill", self._vm._agent("worker_kill", WorkerKillArgs(h, num)))
 
-    def join(self) -> int:
-        """End the worker and return its exit status.  Terminal."""
+    def join(self, timeout: Any = None) -> int:
+        """Wait for the worker's processes (kill them first to end them sooner;
+        with `timeout` they are SIGKILLed when it expires), close the files it
+        opened and end the worker.  Returns the worst exit status (128 + N for
+        signal N; 0 when all ended cleanly or none ran).  Terminal."""
+        t = parse_duration(timeout, "worker:join timeout", allow_none=True)
         h = self._live("join")
-        res = self._vm._agent("worker_join", WorkerJoinArgs(h))
+        op = WorkerJoinArgs(h, None if t is None else max(1, duration_ms(t)))
+        try:
+            res = self._vm._agent("worker_join", op)
+        finally:
+            self._drop_files()
         self._joined = True
         return self._vm._unwrap("worker:join", res).exit_status
 
+    def _drop_files(self) -> None:
+        """The agent closes a worker's files when it is joined: forget them here too."""
+        files, self._files = self._files, []
+        for f in files:
+            f._forget()
+        for p in list(self._procs):
+            p._reaped(f"worker:join of worker #{self._handle}")
+        self._procs = weakref.WeakSet()
+
     def close(self) -> None:
-        """SIGTERM + join, never raises."""
+        """SIGTERM to its processes, join (SIGKILL after 2 s); never raises."""
         if self._joined:
             return
         try:
@@ -121,9 +160,10 @@ class Worker:
                     self.kill()
                 except Exception:
                     pass
-                self.join()
+                self.join(CLOSE_WAIT)
         except Exception:
             pass
+        self._drop_files()
         self._joined = True
 
     def __enter__(self) -> "Worker":

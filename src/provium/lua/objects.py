@@ -198,8 +198,8 @@ class VmBinding(Binding):
 
     @method()
     def stat(self, *a: Any) -> dict:
-        args = Args("vm:stat", a, max_args=1)
-        return self.host.stat(args.string(1, "path")).as_dict()
+        args = Args("vm:stat", a, max_args=2)
+        return self.host.stat(args.string(1, "path"), _opts("vm:stat", args, 2)).as_dict()
 
     @method()
     def listdir(self, *a: Any) -> list:
@@ -539,7 +539,9 @@ class WorkerBinding(Binding):
     @method()
     def open_file(self, *a: Any) -> Any:
         args = Args("worker:open_file", a, max_args=2)
-        return self.host.open_file(args.string(1, "path"), to_py(args.get(2), empty="dict"))
+        path = args.string(1, "path")
+        mode = args.table(2, "mode")
+        return self._state.register("file", self.host.open_file(path, to_py(mode, empty="dict")))
 
     @method()
     def syscall(self, *a: Any) -> Any:
@@ -563,7 +565,8 @@ class WorkerBinding(Binding):
 
     @method()
     def join(self, *a: Any) -> int:
-        return self.host.join()
+        args = Args("worker:join", a, max_args=1)
+        return self.host.join(to_py(args.get(1)))
 
     @method()
     def handle(self, *a: Any) -> int:

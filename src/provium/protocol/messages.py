@@ -91,7 +91,7 @@ class ReadMemOk:
 
 @dataclass
 class JoinOk:
-    """A joined worker's exit code (128 + N when killed by signal N)."""
+    """The worst exit status among a joined worker's processes and itself (128 + N for signal N)."""
 
     exit_status: int
 
@@ -479,7 +479,7 @@ class WorkerRunAsyncArgs:
 
 @dataclass
 class WorkerOpenFileArgs:
-    """open_file inside a worker (refused: see the agent)."""
+    """open_file with a worker's credentials: the worker opens, the parent files the descriptor."""
 
     KIND = "worker_open_file"
     REPLY = ("worker_open_file_result", OpResult.of(int))
@@ -519,7 +519,7 @@ class WorkerSyscallAwaitArgs:
 
 @dataclass
 class WorkerKillArgs:
-    """Send a signal to a worker process."""
+    """Send a signal to every process the worker started (not yet waited on); how many."""
 
     KIND = "worker_kill"
     REPLY = ("worker_kill_result", OpResult.of(int))
@@ -529,11 +529,13 @@ class WorkerKillArgs:
 
 @dataclass
 class WorkerJoinArgs:
-    """End a worker and collect its exit code."""
+    """End a worker: reap its processes (SIGKILLed after `timeout_ms`, if given),
+    close the files it opened, end it; the worst exit status of all of them."""
 
     KIND = "worker_join"
     REPLY = ("worker_join_result", OpResult.of(JoinOk))
     handle: int
+    timeout_ms: int | None = None
 
 
 @dataclass

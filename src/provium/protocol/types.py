@@ -22,9 +22,15 @@ class AgentErrorKind(str, enum.Enum):
 
 
 class EntryType(str, enum.Enum):
+    """What a path is; the wire spells these as the reference does, and so do Lua and Python."""
+
     FILE = "file"
-    DIR = "dir"
+    DIR = "directory"
     SYMLINK = "symlink"
+    FIFO = "fifo"
+    SOCKET = "socket"
+    BLOCK_DEVICE = "block_device"
+    CHAR_DEVICE = "char_device"
     OTHER = "other"
 
 
