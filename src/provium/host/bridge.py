@@ -234,7 +234,7 @@ class Bridge:
         items = list(members) if isinstance(members, (list, tuple)) else [members]
         resolved = [_member_name(v, "bridge:attach") for v in items]
         for name, vm in resolved:
-            if vm is not None and vm.state in ("booted", "paused"):
+            if vm is not None and vm.state in ("booting", "booted", "paused"):
                 if self.graph.is_member(name) and vm in self._vms.values():
                     continue
                 raise NetError(f"bridge:attach: vm `{name}` is already running; attaching a NIC to a running VM "
