@@ -18,8 +18,9 @@ from typing import Any, Callable
 
 import lupa.lua54 as lupa_mod
 
+from ..host.values import parse_duration
 from .binding import Binding, Multi
-from .convert import key_text, lua_type
+from .convert import key_text, lua_type, to_py
 from .errors import LuaApiError, message_of
 from .interrupt import Interrupter, parse_address
 
@@ -59,7 +60,19 @@ class LuaEnv:
         def thread_started(addr: bytes, tag: bytes) -> None:
             self.interrupter.thread_started(parse_address(addr), tag.decode())
 
+        def duration(value: Any, what: bytes, default: float) -> tuple[bool, Any]:
+            # The host's one duration parser, for the prelude's `wait_until`:
+            # (true, seconds) or (false, message), so Lua raises at its caller.
+            try:
+                secs = parse_duration(to_py(value), what.decode(), allow_none=True)
+            except LuaApiError as exc:
+                return False, str(exc).encode()
+            except Exception as exc:  # noqa: BLE001 - an ArgumentError, worded for the user
+                return False, message_of(exc).encode()
+            return True, default if secs is None else secs
+
         py = self.rt.table_from({
+            b"duration": duration,
             b"timed_out": timed_out,
             b"timeout_message": lambda: timeout_message().encode(),
             b"sleep": sleep,

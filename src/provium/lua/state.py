@@ -20,7 +20,7 @@ from ..host.capture import Capture
 from ..errors import TestFileError
 from ..host.clock import Clock
 from ..host.file import File
-from ..host.lab import Account, Lab
+from ..host.lab import Account, Lab, kind_of
 from ..host.process import Process
 from ..host.results import DirEntry, IoctlOutcome, RunResult, Stat, SyscallOutcome
 from ..host.streams import Stream
@@ -119,7 +119,7 @@ class FileState:
         if hit is not None and hit[0] is obj:
             return hit[1]
         b = self._new_binding(obj)
-        if isinstance(obj, (VM, Lab, Bridge)):
+        if kind_of(obj) is not None:  # lab members (VMs, labs, bridges...) keep their identity
             self._bindings[id(obj)] = (obj, b)
         return b
 
@@ -358,7 +358,9 @@ class FileState:
         self.test_lab = None
         self.current_test = None
         self.env.set_global("provium", self.root_binding)
-        self.env.H.collect_garbage()
+        # No full collection here: its cost grows with everything the file holds
+        # (every registered test), so one per test made a file's cost quadratic.
+        # Lua's own incremental collector keeps up; the file end collects fully.
         return errors
 
     def close(self) -> list[str]:
