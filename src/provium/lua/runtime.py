@@ -14,6 +14,7 @@ Restrictions, and why:
 from __future__ import annotations
 
 import importlib.resources
+import os
 from typing import Any, Callable
 
 import lupa.lua54 as lupa_mod
@@ -88,6 +89,9 @@ class LuaEnv:
         self.H.patch_pyobject_meta(_Sample(None))
         self.interrupter.adopt_main(parse_address(self.H.main_thread()))
         self.g = g
+        # lupa's Lua is built without LUA_USE_POSIX, so its os.tmpname only makes
+        # up a name; Lua on Linux creates the file (mkstemp), and so do we.
+        g[b"os"][b"tmpname"] = self.wrap(_tmpname)
 
     # ---- access control ------------------------------------------------------------
 
@@ -197,6 +201,18 @@ class LuaEnv:
             parts.append(f"{r}/?.lua;{r}/?/init.lua")
         if parts:
             package[b"path"] = (";".join(parts) + ";").encode() + package[b"path"]
+
+
+def _tmpname() -> bytes:
+    """os.tmpname as Lua on Linux does it: mkstemp on /tmp/lua_XXXXXX, the file left in place."""
+    import tempfile
+
+    try:
+        fd, name = tempfile.mkstemp(prefix="lua_", dir="/tmp")
+    except OSError as exc:
+        raise LuaApiError(f"os.tmpname: unable to generate a unique filename ({exc.strerror or exc})") from None
+    os.close(fd)
+    return name.encode()
 
 
 def _lua_error_text(exc: Exception) -> str:
