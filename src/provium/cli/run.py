@@ -394,6 +394,9 @@ def run_mode(flags: Flags) -> int:
             raise UserError(str(exc)) from exc
     cfg = load_config(flags)
     run_preflight(flags, cfg)
+    from .fixture_cmd import evict_at_startup
+
+    evict_at_startup(cfg)
     run_builds(flags, cfg)
     run = Run(flags, cfg)
     try:
