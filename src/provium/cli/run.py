@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from rich.console import Console
 
@@ -29,7 +30,7 @@ from provium.events.sinks import CallbackSink, FileSink, MultiSink, Sink, Stdout
 from provium import hostfiles
 from provium.hostfiles import HostFileError
 from provium.runner.settings import RunSettings
-from provium.scheduler import discovery, shard
+from provium.scheduler import discovery, psi, shard
 from provium.scheduler.declared import declared_claim
 from provium.scheduler.dispatch import Dispatcher, DispatchOptions
 from provium.scheduler.pool import size_pool
@@ -123,7 +124,7 @@ def test_filter_env(flags: Flags) -> str:
 class Streams:
     """Where human text and machine output go for this run."""
 
-    human: object
+    human: TextIO
     interactive: bool
 
     @classmethod
@@ -187,7 +188,7 @@ class Run:
     def shard(self, files: list[discovery.Discovered]) -> list[discovery.Discovered]:
         """--shard K/N, on the whole discovered set (so every shard splits alike)."""
         try:
-            k, n = shard.parse_shard(self.flags.shard)
+            k, n = shard.parse_shard(self.flags.shard or "")
             durations = shard.load_durations(self.durations_path())
         except (shard.ShardError, OSError) as exc:
             raise UserError(str(exc)) from exc
@@ -293,6 +294,7 @@ class Run:
         opts = DispatchOptions(
             settings_json=settings_for(f, self.cfg).to_json(), work_dir=work_dir, pool=pool,
             file_timeout=f.file_timeout or None, fail_fast=f.fail_fast, env=env,
+            psi_threshold=f.psi_threshold, psi_paths=psi.DEFAULT_PATHS if f.psi_threshold > 0 else (),
         )
         for d in files:
             sink.emit(ev.FileDiscovered(path=d.path, fixture_refs=discovery.fixture_refs(d.path),
@@ -333,6 +335,8 @@ class Run:
 
     def coverage_report(self, path: str | None) -> bool:
         out = sys.stderr if (self.flags.json_out or self.flags.events_stdout) else self.streams.human
+        if path is None:
+            return False
         try:
             with open(path, "rb") as fh:
                 report = aggregate_stream(fh, "spec")

@@ -336,7 +336,7 @@ class VmDisks:
                 staged = self._disks.get(d.id)
                 # attach_disk on a created VM made the disk already
                 reuse = staged is not None and staged.spec is d and staged.store is not None
-                disk = staged if reuse else await self._make(d, base)
+                disk = staged if reuse and staged is not None else await self._make(d, base)
                 disk.plugged = True
                 out.append(disk.spec)
         except BaseException:

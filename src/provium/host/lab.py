@@ -330,12 +330,13 @@ class Lab:
                         del table[member]
                         return
                 return
-            mk = kind_of(member)
-            if mk is None:
+            kind = kind_of(member)
+            if kind is None:
                 raise ArgumentError(f"lab:remove expected a name or {_kinds_text()}, got {type_name(member)}")
-            table = self._table(mk.kind)
-            if table.get(member.name) is member:
-                del table[member.name]
+            table = self._table(kind.kind)
+            name = getattr(member, "name", None)
+            if name is not None and table.get(name) is member:
+                del table[name]
 
     def names(self, kind: str) -> list[str]:
         """Direct members of one kind, sorted (no parent walk, no recursion)."""

@@ -16,7 +16,7 @@ from ..host.values import parse_duration
 from .args import Args, opts_dict
 from .binding import Binding, Multi, method
 from .convert import is_table, lua_type, to_py
-from .errors import LuaApiError, NotYetImplemented
+from .errors import LuaApiError
 
 if TYPE_CHECKING:
     from .state import FileState

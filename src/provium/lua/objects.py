@@ -18,7 +18,7 @@ from ..host.results import RunResult
 from .args import Args
 from .binding import Binding, Multi, method
 from .disk import DiskBinding
-from .convert import is_function, is_table, key_text, lua_type, text, to_py
+from .convert import is_table, key_text, lua_type, text, to_py
 from .errors import LuaApiError, NotYetImplemented
 
 if TYPE_CHECKING:

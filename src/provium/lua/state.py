@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..host.bridge import Bridge, Nic
 from ..host.capture import Capture
@@ -30,7 +30,7 @@ from ..host.worker import Worker
 from . import json as lua_json
 from .binding import Binding
 from .convert import lua_type
-from .errors import LuaApiError, NotYetImplemented
+from .errors import LuaApiError
 from .lab import LabBinding
 from .net import BridgeBinding, CaptureBinding, NicBinding
 from .objects import (

@@ -53,6 +53,12 @@ class _Conn:
     out: bytearray = field(default_factory=bytearray)
 
 
+def _owner(c: _Conn) -> int:
+    """The file a connection speaks for (set by its hello, which every other op follows)."""
+    assert c.owner is not None
+    return c.owner
+
+
 @dataclass
 class _FileState:
     """What the coordinator knows about one running file."""
@@ -234,7 +240,7 @@ class Coordinator:
             self._drop(c)
             return
         st = self._files[c.owner]
-        rid = msg.get("id")
+        rid: Any = msg.get("id")
         try:
             if op == "reserve":
                 self._reserve(c, st, rid, msg)
@@ -283,7 +289,7 @@ class Coordinator:
                 ids.append(cid)
             self._send(c, {"id": rid, "ok": True, "charges": ids})
             return
-        req = self.pool.new_request(c.owner, amounts, what, time.monotonic())
+        req = self.pool.new_request(_owner(c), amounts, what, time.monotonic())
         self._submit(c, st, rid, req)
 
     def _submit(self, c: _Conn, st: _FileState, rid: int, req: Request) -> None:
@@ -300,7 +306,7 @@ class Coordinator:
 
     def _answer_grant(self, c: _Conn, charges: list[int], req: Request) -> None:
         if req.claim:
-            st = self._files.get(c.owner)
+            st = self._files.get(_owner(c))
             if st is not None:
                 st.claim = req.total
         self._send(c, {"id": req.rid, "ok": True, "charges": charges})
@@ -333,7 +339,7 @@ class Coordinator:
                            f"lab claim exceeds total pool budget: the claim is {fmt_amount(amount)}, the pool "
                            f"is {fmt_amount(self.pool.total)} (raise --mem/--cpus, or claim less)"})
             return
-        req = self.pool.new_request(c.owner, [amount], "the file's claim", time.monotonic())
+        req = self.pool.new_request(_owner(c), [amount], "the file's claim", time.monotonic())
         req.claim = True
         self._submit(c, st, rid, req)
 
@@ -369,7 +375,7 @@ class Coordinator:
                            f"barrier `{name}`: called with count {count} but the waiting callers use count "
                            f"{b.count}; every caller must pass the same count"})
             return
-        b.waiting.append(_Arrival(c.owner, rid, time.monotonic() + max(0.0, float(timeout))))
+        b.waiting.append(_Arrival(_owner(c), rid, time.monotonic() + max(0.0, float(timeout))))
         if len(b.waiting) >= b.count:
             self._release_barrier(name, b, True, None)
         else:
@@ -476,7 +482,7 @@ class Client:
                 if not isinstance(msg, dict):
                     continue
                 with self._lock:
-                    fut = self._pending.pop(msg.get("id"), None)
+                    fut = self._pending.pop(msg.get("id"), None)  # type: ignore[arg-type]  # None finds nothing
                 if fut is not None and not fut.done():
                     fut.set_result(msg)
         except (framing.FrameError, OSError, ValueError):

@@ -254,7 +254,7 @@ class QemuInstance(VmInstance):
         self.scratch = scratch
         self.accel = accel
         self.boot_timeout = boot_timeout
-        self.console_log = scratch / "console.log"
+        self.console_log: Path = scratch / "console.log"
         self.console_socket = scratch / "console.sock"
         self.agent_socket = scratch / "agent.sock"
         self.qmp = Qmp(f"provium-{spec.name}")
@@ -266,6 +266,7 @@ class QemuInstance(VmInstance):
         self.cmdline = ""
         self.ram_file: Path | None = None  # our RAM file on /dev/shm (removed at shutdown)
         self.ram_shared = False  # False: anonymous RAM or a private map of a snapshot file
+        self.last_snapshot_pause = 0.0
         # The free/held pcie-root-ports for devices plugged while the VM runs (disks, NICs).
         self.hotplug = HotplugSlots(spec.profile.machine, 0)
         self._disk_devs: dict[str, tuple[str, str, str | None]] = {}  # disk id -> (node, device, port owner)
@@ -363,7 +364,7 @@ class QemuInstance(VmInstance):
             # -no-reboot turns every reset into a shutdown, and the firmware resets once
             # more on its way up: allow resets until the new agent has answered.
             await self.qmp.execute("set-action", {"reboot": "reset"})
-            old, self.client = self.client, None
+            old, self.client = self.client, None  # type: ignore[assignment]  # none while the guest resets
             try:
                 if old is not None:
                     await old.close()
@@ -450,6 +451,14 @@ class QemuInstance(VmInstance):
         await process.kill(self.proc)
         shutil.rmtree(self.scratch, ignore_errors=True)
         ram_mod.remove(self.ram_file)
+
+    async def discard(self) -> None:
+        """SIGKILL, no `quit`: nothing of this guest is kept (restore in place)."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._kill()
+        self.vmm._instances.discard(self)
 
     def _save_console(self) -> None:
         if self._saved_console is None:
