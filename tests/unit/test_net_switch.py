@@ -91,9 +91,12 @@ def test_impairments_stack():
 
 # ---- the switch with fake NICs ----------------------------------------------------------------
 
+def _mac(m: str) -> bytes:
+    return bytes(int(x, 16) for x in m.split(":"))
+
+
 def frame(dst: str, src: str, payload: bytes = b"x" * 50, ethertype: int = 0x0800) -> bytes:
-    mac = lambda m: bytes(int(x, 16) for x in m.split(":"))
-    return mac(dst) + mac(src) + struct.pack(">H", ethertype) + payload
+    return _mac(dst) + _mac(src) + struct.pack(">H", ethertype) + payload
 
 
 def rec(f: bytes) -> bytes:
