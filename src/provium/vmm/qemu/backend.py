@@ -208,9 +208,7 @@ class QemuVmm(Vmm):
         inst.machine, inst.kernel, inst.cmdline = profile.machine, images.kernel, cmdline
         inst.ram_file, inst.ram_shared = ram_file, ram_file is not None
         inst.hotplug = hotplug
-        for i, d in enumerate(cfg.disks):
-            node, dev, _port = argv_mod.boot_disk_ids(i)
-            inst._disk_devs[d.id] = (node, dev, None)
+        inst.record_boot_disks(cfg.disks)
         try:
             await inst._qmp_connect(min(QMP_CONNECT_TIMEOUT, timeout))
             inst.client = await inst._connect_agent(deadline)
@@ -393,6 +391,12 @@ class QemuInstance(VmInstance):
                            + console_block(self.console_tail(CONSOLE_TAIL)))
 
     # ---- disk hot-plug ---------------------------------------------------------------
+
+    def record_boot_disks(self, disks: list[DiskSpec]) -> None:
+        """The disks on the command line, so `detach_disk` finds their QEMU ids."""
+        for i, d in enumerate(disks):
+            node, dev, _port = argv_mod.boot_disk_ids(i)
+            self._disk_devs[d.id] = (node, dev, None)
 
     async def attach_disk(self, disk: DiskSpec) -> None:
         if disk.id in self._disk_devs:

@@ -228,6 +228,7 @@ async def restore(vmm: QemuVmm, spec: VmSpec, path: Path, meta: snapfile.Snapsho
     inst.machine, inst.kernel, inst.cmdline = meta.machine, kernel, meta.cmdline
     inst.ram_file, inst.ram_shared = ram_file, share
     inst.hotplug = HotplugSlots(meta.machine, cfg.hotplug_ports)
+    inst.record_boot_disks(cfg.disks)
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
