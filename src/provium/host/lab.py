@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable
 from ..events.types import ResourceAmount
 from .bootopts import make_spec
 from .bridge import Bridge
-from .errors import ArgumentError
+from .errors import ArgumentError, NotYetImplemented  # noqa: F401  (re-exported)
 from .pool import DEFAULT_BARRIER_TIMEOUT, PoolError
 from .values import parse_duration, parse_size, type_name
 from .vm import VM
