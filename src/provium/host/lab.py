@@ -29,7 +29,8 @@ from typing import Any
 
 from ..events.types import ResourceAmount
 from .bootopts import make_spec
-from .errors import ArgumentError, NotYetImplemented
+from .bridge import Bridge
+from .errors import ArgumentError, NotYetImplemented  # noqa: F401  (re-exported)
 from .pool import DEFAULT_BARRIER_TIMEOUT, PoolError
 from .values import parse_duration, parse_size, type_name
 from .vm import VM
@@ -225,6 +226,31 @@ class Lab:
             self._vms[name] = vm
             self._owned_vms.append(vm)
             return vm
+
+    def bridge(self, name: Any, opts: Any = None, *, create_only: bool = False) -> Bridge:
+        """Look a bridge up (this lab, then the parent chain) or create it here.
+        With `create_only` (the reference's 2-argument form) an existing name in
+        this lab is an error."""
+        check_name(name, "lab:bridge")
+        with self._lock:
+            mine = self._table("bridge").get(name)
+            if mine is not None:
+                if create_only:
+                    raise LabError(f"bridge name `{name}` already used in this lab")
+                return mine
+            if not create_only:
+                found = self.find("bridge", name)
+                if found is not None:
+                    return found
+            owner = self._shadow_owner(name, "bridge")
+            if owner is not None:
+                raise LabError(f'provium:bridge("{name}", …): name already declared at a parent scope '
+                               f'(lab `{owner.name}`). Pick a different name, or use provium:bridge("{name}") '
+                               "to reuse the parent-scope bridge.")
+            return self.adopt(Bridge(self.session, name, opts), what="lab:bridge")
+
+    def find_bridge(self, name: str) -> Bridge | None:
+        return self.find("bridge", name)
 
     def adopt(self, member: Any, *, what: str | None = None) -> Any:
         """Add a member this lab *created* (a bridge, a disk...): like `include`,
@@ -467,8 +493,6 @@ class Lab:
 
     # ---- later pieces ------------------------------------------------------------------
 
-    def bridge(self, *args: Any) -> Any:
-        raise NotYetImplemented("lab:bridge (virtual networks)", "in this version of provium")
 
     # ---- snapshots and fixtures (host/labsnap.py, provium.fixtures) -----------------------
 
@@ -510,4 +534,5 @@ class Lab:
 
 
 register_member_kind("vm", VM, 10)
+register_member_kind("bridge", Bridge, 20)
 register_member_kind("sub_lab", Lab, 100, "sub-lab")
