@@ -39,6 +39,7 @@ from ..protocol.messages import (
 from ..protocol.mux import AgentFailure, ClientError, ConnectError, ConnectionLost, FrameClientError
 from ..protocol.types import OpResult, OsError, TailStart, WriteFileMode
 from ..vmm.base import Unimplemented
+from . import console as console_mod
 from .bootopts import BootOpts, make_spec, parse_boot_opts
 from .errors import (
     AgentCommError,
@@ -178,6 +179,10 @@ class VM:
         """(open files, open streams), each with kind, detail and creation site."""
         return self._registry.files(), self._registry.streams()
 
+    def console(self) -> console_mod.Console:
+        """The guest's serial console (`host/console.py`); never fails, opens nothing."""
+        return console_mod.Console(self)
+
     def console_tail(self, n: int = 4096) -> bytes:
         """The last n bytes of the console (b"" without a console or before boot)."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
@@ -249,6 +254,7 @@ class VM:
         self._registry.clear()
         inst = self._inst
         error = None
+        await console_mod.aclose_hub(self)
         try:
             await inst.shutdown()
         except Exception as exc:
