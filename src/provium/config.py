@@ -1,12 +1,14 @@
 """`provium.toml`: the run settings and the guest profiles.
 
-Read with `tomllib`.  Unknown keys are ignored (a config stays portable across
-versions); paths are checked when a VM boots, not here.  The built-in `linux`
+Read with `tomllib`.  An unknown key in `[provium]` or in a profile is an error
+naming it (the reference ignores them; a typo should not silently change a run,
+see docs/differences.md); paths are checked when a VM boots, not here.  The built-in `linux`
 profile exists even with no config file at all.
 """
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import errors
+from . import errors, hostfiles
 from .disk.spec import parse_disk
 from .vmm.base import DiskSpec
 
@@ -111,8 +113,23 @@ def _want(table: dict, key: str, types: tuple, where: str) -> Any:
     return v
 
 
+# Every key a section may hold; anything else is a typo and an error naming it.
+PROVIUM_KEYS = ("roots", "cache_dir", "cache_max_size")
+PROFILE_KEYS = ("kernel", "initrd", "cmdline", "cmdline_file", "guest_os", "inject_agent", "agent_overlay_path",
+                "agent_boot_timeout", "build", "build_out", "root", "disks", "machine", "accel", "memory", "cpus")
+
+
+def _known_keys(table: dict, valid: tuple[str, ...], where: str) -> None:
+    unknown = sorted(k for k in table if k not in valid)
+    if unknown:
+        names = ", ".join(f"`{k}`" for k in unknown)
+        raise ConfigError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {names} "
+                          f"(valid: {', '.join(valid)})")
+
+
 def _profile(name: str, t: dict, base_dir: Path, where: str) -> Profile:
     w = f"{where}: profile `{name}`"
+    _known_keys(t, PROFILE_KEYS, w)
     p = Profile(name=name, base_dir=str(base_dir))
     for key in ("kernel", "initrd", "cmdline", "cmdline_file", "agent_overlay_path", "build", "build_out", "root"):
         if key in t:
@@ -171,6 +188,38 @@ def build_dir_for(name: str) -> Path:
     return Path("/tmp/provium-builds") / name
 
 
+MAX_CONFIG_BYTES = 4 << 20
+CONFIG_NAME = "provium.toml"
+
+
+def find_config(start: str | os.PathLike = ".") -> Path | None:
+    """The nearest `provium.toml` in `start` or a directory above it, as git and pytest search.
+
+    The search stops after a directory holding `.git` (the project's top), so a
+    checkout never picks up a stray config from a directory that contains it.
+    """
+    d = Path(start).resolve()
+    while True:
+        cand = d / CONFIG_NAME
+        if os.path.lexists(cand):
+            return Path(os.path.relpath(cand))
+        if (d / ".git").exists() or d.parent == d:
+            return None
+        d = d.parent
+
+
+def _read(path: Path) -> bytes:
+    """A config file's bytes: a regular file of bounded size (a FIFO must not block the run)."""
+    try:
+        raw = hostfiles.read_file(path, limit=MAX_CONFIG_BYTES, what="config")
+    except hostfiles.HostFileError as exc:
+        raise ConfigError(f"read `{path}`: {exc.strerror or exc}") from exc
+    if raw is None:
+        missing = FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
+        raise ConfigError(f"read `{path}`: {missing.strerror}") from missing
+    return raw
+
+
 def load(path: str | os.PathLike | None, *, explicit: bool = False) -> Config:
     """Load a config.  With no file (and not `explicit`), defaults plus the built-in profile."""
     cfg = Config()
@@ -178,10 +227,7 @@ def load(path: str | os.PathLike | None, *, explicit: bool = False) -> Config:
         cfg.profiles[BUILTIN_PROFILE] = builtin_linux_profile()
         return cfg
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"read `{path}`: {exc.strerror or exc}") from exc
+    raw = _read(path)
     try:
         data = tomllib.loads(raw.decode("utf-8", "replace"))
     except tomllib.TOMLDecodeError as exc:
@@ -192,6 +238,7 @@ def load(path: str | os.PathLike | None, *, explicit: bool = False) -> Config:
     top = data.get("provium", {})
     if not isinstance(top, dict):
         raise ConfigError(f"{where}: [provium] must be a table")
+    _known_keys(top, PROVIUM_KEYS, f"{where}: [provium]")
     if "roots" in top:
         roots = _want(top, "roots", (list,), f"{where}: [provium]")
         if not all(isinstance(r, str) for r in roots):
@@ -222,7 +269,7 @@ def load(path: str | os.PathLike | None, *, explicit: bool = False) -> Config:
             if name in cfg.profiles:
                 raise ConfigError(f"{where}: profile `{name}` from from_dir clashes with an inline profile")
             try:
-                sub = tomllib.loads(f.read_text())
+                sub = tomllib.loads(_read(f).decode("utf-8", "replace"))
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"parse `{f}`: {exc}") from exc
             cfg.profiles[name] = _profile(name, sub, f.parent, f"invalid config in `{f}`")

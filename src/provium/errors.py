@@ -28,10 +28,20 @@ also derives from `host.errors.VmError`, which says *where*.
     └── NotYetImplemented  a documented feature this version does not provide
 
 This module imports nothing from provium: the wire protocol and the guest
-agent import it (the agent overlay ships it).
+agent import it (the agent overlay ships it).  For the same reason it holds
+`requires`, the guard that refuses a method in the wrong lifecycle state: the
+VM, the channel client and the agent session all use it.
 """
 
 from __future__ import annotations
+
+import functools
+
+TYPE_CHECKING = False  # typing stays out of the agent's start
+if TYPE_CHECKING:
+    from typing import Any, Callable, TypeVar
+
+    F = TypeVar("F", bound=Callable[..., Any])
 
 
 class ProviumError(Exception):
@@ -96,3 +106,40 @@ FAMILIES: tuple[type[ProviumError], ...] = (
     ConfigError, HostSetupError, ImageError, VmmError, ProtocolError, GuestError,
     ArgumentError, StateError, CheckFailed, TestFileError, NotYetImplemented,
 )
+
+
+_CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect into the agent
+
+
+def requires(*states: object, action: str | None = None) -> "Callable[[F], F]":
+    """Method decorator: run only while `self.state` is one of `states`.
+
+    Otherwise raise what `self._wrong_state(action)` returns (each class words
+    its own refusal: the VM's says "VM not booted (cannot run)").  `action`
+    defaults to the method's name.  Works on plain and `async` methods; an async
+    method is checked when it starts running, not when the coroutine is made.
+    """
+    allowed = frozenset(states)
+
+    def deco(fn: "F") -> "F":
+        name = action or fn.__name__
+        if fn.__code__.co_flags & _CO_COROUTINE:
+            @functools.wraps(fn)
+            async def guarded_async(self: "Any", *args: "Any", **kw: "Any") -> "Any":
+                if self.state not in allowed:
+                    raise self._wrong_state(name)
+                return await fn(self, *args, **kw)
+
+            guarded_async.required_states = allowed  # type: ignore[attr-defined]
+            return guarded_async  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def guarded(self: "Any", *args: "Any", **kw: "Any") -> "Any":
+            if self.state not in allowed:
+                raise self._wrong_state(name)
+            return fn(self, *args, **kw)
+
+        guarded.required_states = allowed  # type: ignore[attr-defined]
+        return guarded  # type: ignore[return-value]
+
+    return deco

@@ -99,6 +99,10 @@ def test_json_lines(suite):
 
 
 def test_junit_report(suite):
+    r = provium(*LOCAL, "--junit", "missing/report.xml", "t", cwd=suite)
+    assert r.returncode == 2 and b"directory" in r.stderr and b"does not exist" in r.stderr
+    assert not (suite / "missing").exists()
+    (suite / "out").mkdir()
     r = provium(*LOCAL, "--junit", "out/report.xml", "t", cwd=suite)
     assert r.returncode == 1
     root = ET.parse(suite / "out" / "report.xml").getroot()

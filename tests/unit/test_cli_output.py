@@ -84,6 +84,7 @@ def test_json_object_shape():
 def test_junit_structure(tmp_path):
     results = sample_results()
     results[1].tests[1].message = "bad \x01 char & <tag>"
+    (tmp_path / "out").mkdir()
     path = tmp_path / "out" / "junit.xml"
     write_junit(str(path), results, elapsed=3.5)
     root = ET.parse(path).getroot()  # a real XML parser must accept it
@@ -102,7 +103,7 @@ def test_junit_structure(tmp_path):
     a, b, c, d, e = suites
     assert a.find("testcase[@name='two']/skipped").get("message") == "filtered: slow tests skipped"
     fail = b.find("testcase[@name='broken']/failure")
-    assert fail.get("message") == "bad  char & <tag>" and fail.get("type") == "failure"
+    assert fail.get("message") == "bad \ufffd char & <tag>" and fail.get("type") == "failure"
     assert b.find("testcase[@name='broken']/system-out").text == "step 1"
     assert c.find("testcase/error").get("type") == "chunk_error"
     assert d.find("testcase[@name='stuck']/failure").get("type") == "timeout"
@@ -124,6 +125,7 @@ def test_parse_outcome_validates():
 
 def test_rerun_state_update(tmp_path, monkeypatch):
     state = tmp_path / "state" / "rerun.json"
+    state.parent.mkdir()
     monkeypatch.setenv("PROVIUM_RERUN_STATE", str(state))
     a, b = tmp_path / "a.test.lua", tmp_path / "b.test.lua"
     a.write_text(""), b.write_text("")

@@ -188,6 +188,7 @@ def _read_client(sock: socket.socket, n: int) -> list:
 
 
 def test_unix_socket_sink_two_clients_and_dropped_client(tmp_path):
+    (tmp_path / "sub").mkdir()
     path = tmp_path / "sub" / "events.sock"
     sink = UnixSocketSink(path)
     try:
@@ -214,13 +215,45 @@ def test_unix_socket_sink_two_clients_and_dropped_client(tmp_path):
     assert not path.exists()
 
 
-def test_unix_socket_sink_replaces_stale_file(tmp_path):
+def test_unix_socket_sink_replaces_only_a_stale_socket(tmp_path):
     path = tmp_path / "events.sock"
-    path.write_text("stale")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()  # a socket file nobody listens on, left by a killed run
     sink = UnixSocketSink(path)
     assert path.is_socket()
     sink.close()
     assert not path.exists()
+
+
+def test_unix_socket_sink_never_removes_other_files(tmp_path):
+    from provium.hostfiles import HostFileError
+
+    victim = tmp_path / "ok.test.lua"
+    victim.write_text("test('x', function() end)")
+    link = tmp_path / "link.sock"
+    link.symlink_to(victim)
+    for path, kind in ((victim, "is a file"), (link, "is a symlink")):
+        with pytest.raises(HostFileError, match=kind):
+            UnixSocketSink(path)
+    assert victim.read_text() == "test('x', function() end)" and link.is_symlink()
+    live = UnixSocketSink(tmp_path / "live.sock")
+    try:
+        with pytest.raises(HostFileError, match="listening"):
+            UnixSocketSink(tmp_path / "live.sock")
+    finally:
+        live.close()
+
+
+def test_unix_socket_sink_refuses_missing_dir_and_long_path(tmp_path):
+    from provium.hostfiles import HostFileError
+
+    with pytest.raises(HostFileError, match="does not exist"):
+        UnixSocketSink(tmp_path / "nonexistent" / "dir" / "e.sock")
+    assert not (tmp_path / "nonexistent").exists()
+    long = tmp_path / ("x" * 150 + ".sock")
+    with pytest.raises(OSError, match="unix socket path .* is too long"):
+        UnixSocketSink(long)
 
 
 def test_waiting_for_uses_memory_bytes_key():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
+from enum import Enum
 TYPE_CHECKING = False  # typing stays out of the agent's start
 if TYPE_CHECKING:
     from typing import Any
@@ -51,8 +52,27 @@ def agent_info() -> AgentInfo:
     return AgentInfo(os="linux", agent_version=__version__, kernel=kernel, capabilities=[])
 
 
+class Phase(str, Enum):
+    """A session's lifecycle.  `hello` -> `ready` (a hello with another protocol
+    version -> `refused`, a later good hello -> `ready` again); any state ->
+    `dead` when the stream ends or a write fails.  Requests outside `ready` are
+    answered with `agent_error` (the agent never raises at its host), and
+    nothing is written once `dead`."""
+
+    HELLO = "hello"  # waiting for the host's hello
+    READY = "ready"
+    REFUSED = "refused"  # the host spoke another protocol version
+    DEAD = "dead"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class Session:
-    """One connection (or one reconnect-less run over a byte stream)."""
+    """One connection (or one reconnect-less run over a byte stream).
+
+    `phase` is the lifecycle (`Phase`); `state` is the agent's handle tables.
+    """
 
     def __init__(self, rfile: Any, wfile: Any, state: AgentState, *, handshake: bool = True) -> None:
         if hasattr(rfile, "recv"):  # a socket
@@ -69,8 +89,7 @@ class Session:
             self._write = _file_writer(wfile)
         self.state = state
         self.handshake = handshake
-        self.ready = not handshake
-        self.dead = False
+        self.phase = Phase.HELLO if handshake else Phase.READY
         self._wlock = threading.Lock()
         self._clock = threading.Lock()
         self._channels: dict[int, Channel] = {}
@@ -94,7 +113,7 @@ class Session:
             frame = encode_frame(Envelope(ch, "agent_error", AgentError(INTERNAL, msg)).to_wire())
             fds = ()
         with self._wlock:
-            if self.dead:
+            if self.phase is Phase.DEAD:
                 return False
             try:
                 if fds:
@@ -108,10 +127,18 @@ class Session:
                 return True
             except (OSError, ValueError) as exc:
                 # The host went away.  Streams notice through their next send.
-                self.dead = True
+                self.phase = Phase.DEAD
                 log(f"connection write failed ({exc}); dropping replies")
         self.cancel_all()
         return False
+
+    @property
+    def ready(self) -> bool:
+        return self.phase is Phase.READY
+
+    @property
+    def dead(self) -> bool:
+        return self.phase is Phase.DEAD
 
     def _error(self, ch: int, kind: Any, message: str) -> None:
         self.send(ch, "agent_error", AgentError(kind, message))
@@ -173,7 +200,7 @@ class Session:
             with self._wlock:
                 # Late replies of this session must not reach whoever uses the
                 # stream next (a guest re-serves the same port after a reconnect).
-                self.dead = True
+                self.phase = Phase.DEAD
             self.cancel_all()
 
     def _skip(self, n: int) -> bool:
@@ -212,7 +239,7 @@ class Session:
         if kind == "hello":
             self._hello(env)
             return
-        if not self.ready:
+        if self.phase is not Phase.READY:
             self._error(env.ch, BAD_REQUEST, f"received `{kind}` before handshake")
             return
         if kind == "cancel":
@@ -255,15 +282,17 @@ class Session:
         if not self.handshake:
             self._error(CONTROL, BAD_REQUEST, "this is a worker link, which has no handshake")
             return
+        if self.phase is Phase.DEAD:
+            return  # the stream is gone: nothing can be answered
         # A hello on a live session means the host reconnected (e.g. after a VM
         # restore): whoever listened on the old channels is gone.
         self.cancel_all()
         version = env.data.protocol_version
         if version != PROTOCOL_VERSION:
-            self.ready = False
+            self.phase = Phase.REFUSED
             self.send(CONTROL, HelloErr.KIND, HelloErr(host_version=version, agent_version=PROTOCOL_VERSION))
             return
-        self.ready = True
+        self.phase = Phase.READY
         self.send(CONTROL, HelloOk.KIND, HelloOk(protocol_version=PROTOCOL_VERSION, agent=agent_info()))
 
     def _run_op(self, chan: Channel, env: Envelope) -> None:

@@ -13,14 +13,22 @@ import json
 import os
 from pathlib import Path
 
-from provium.fsutil import atomic_write
+from provium import hostfiles
 from provium.scheduler.results import FileResult
+
+# A state of a few thousand paths is tens of KiB; anything near this is not ours.
+MAX_STATE_BYTES = 16 << 20
+WHAT = "rerun state"
 
 
 def state_path() -> Path:
     env = os.environ.get("PROVIUM_RERUN_STATE")
     if env:
         return Path(env)
+    return _default_path()
+
+
+def _default_path() -> Path:
     home = os.environ.get("HOME")
     if home:
         return Path(home) / ".cache" / "provium" / "rerun.json"
@@ -32,11 +40,18 @@ def canonical(path: str) -> str:
 
 
 def load(path: Path | None = None) -> set[str]:
-    """The stored set; empty when there is none or it cannot be read."""
+    """The stored set; empty when there is none or it is not valid JSON.
+
+    A path that is not a regular file, or is too big to be a state, is an error
+    (`hostfiles.HostFileError`): reading `/dev/zero` must not fill memory.
+    """
     path = path or state_path()
+    raw = hostfiles.read_file(path, limit=MAX_STATE_BYTES, what=WHAT)
+    if raw is None:
+        return set()
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = json.loads(raw.decode("utf-8", "replace"))
+    except ValueError:
         return set()
     if not isinstance(data, list):
         return set()
@@ -56,8 +71,14 @@ def update(results: list[FileResult], path: Path | None = None) -> None:
             state.add(c)
     if not state:
         try:
-            path.unlink()
+            st = path.lstat()
         except FileNotFoundError:
-            pass
+            return
+        if path.is_file() and not path.is_symlink() and st.st_uid == os.geteuid():
+            path.unlink()
+        else:  # a link, a device, someone else's file: empty it, never remove it
+            hostfiles.write_file(path, b"[]", what=WHAT)
         return
-    atomic_write(path, json.dumps(sorted(state), indent=1))
+    if path == _default_path():
+        path.parent.mkdir(parents=True, exist_ok=True)  # our own cache dir
+    hostfiles.write_file(path, json.dumps(sorted(state), indent=1).encode(), what=WHAT)

@@ -25,6 +25,8 @@ from provium.events import types as ev
 from provium.events.coverage import aggregate_stream
 from provium.events.reporters import NO_FILES_JSON, TextReporter, json_lines, write_junit
 from provium.events.sinks import CallbackSink, FileSink, MultiSink, Sink, StdoutSink, UnixSocketSink
+from provium import hostfiles
+from provium.hostfiles import HostFileError
 from provium.runner.settings import RunSettings
 from provium.scheduler import discovery
 from provium.scheduler.dispatch import Dispatcher, DispatchOptions
@@ -46,7 +48,8 @@ def load_config(flags: Flags) -> configmod.Config:
     try:
         if flags.config is not None:
             return configmod.load(flags.config, explicit=True)
-        return configmod.load("provium.toml")
+        found = configmod.find_config()
+        return configmod.load(found) if found is not None else configmod.load(None)
     except configmod.ConfigError as exc:
         raise UserError(str(exc)) from exc
 
@@ -139,22 +142,32 @@ class Run:
         self.console = Console(file=self.streams.human, highlight=False, soft_wrap=True)
         self.err_console = Console(file=sys.stderr, highlight=False, soft_wrap=True)
         self.socket_sink: UnixSocketSink | None = None
+        self.said: set[str] = set()
         # Sized once: under --watch a clamp notice is said once, not per iteration.
         self.pool = size_pool(vmm=flags.vmm, memory=flags.mem, cpus=flags.cpus, overcommit=flags.cpu_overcommit)
 
     # ---- selection -------------------------------------------------------------
 
     def discover(self) -> list[discovery.Discovered]:
+        notices: list[str] = []
         try:
-            return discovery.discover(self.roots, filter=self.flags.filter)
+            found = discovery.discover(self.roots, filter=self.flags.filter, notices=notices)
         except discovery.DiscoveryError as exc:
             raise UserError(str(exc)) from exc
+        for n in notices:
+            if n not in self.said:  # under --watch: once, not every half second
+                self.said.add(n)
+                print(f"provium: {n}", file=sys.stderr, flush=True)
+        return found
 
     def select(self, files: list[discovery.Discovered], *, use_rerun: bool) -> list[discovery.Discovered] | None:
         """Apply --rerun-failed and --since; None means "nothing to re-run" (already reported)."""
         if use_rerun:
             path = rerun.state_path()
-            state = rerun.load(path)
+            try:
+                state = rerun.load(path)
+            except OSError as exc:
+                raise UserError(str(exc)) from exc
             if not state:
                 print(f"provium --rerun-failed: no prior failure state at `{path}` — nothing to re-run. "
                       f"Run `provium <paths>` once to populate.", file=sys.stderr)
@@ -223,6 +236,8 @@ class Run:
             if f.junit:
                 try:
                     write_junit(f.junit, results, elapsed=elapsed)
+                except HostFileError as exc:
+                    raise UserError(str(exc)) from exc
                 except OSError as exc:
                     raise UserError(f"--junit: cannot write `{f.junit}`: {exc.strerror or exc}") from exc
             code = 0 if all(r.passed for r in results) else 1
@@ -338,6 +353,11 @@ def run_mode(flags: Flags) -> int:
     flags.check()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    if flags.junit:  # before anything runs: a report that cannot be written should not cost a run
+        try:
+            hostfiles.check_parent(flags.junit, "--junit")
+        except HostFileError as exc:
+            raise UserError(str(exc)) from exc
     cfg = load_config(flags)
     run_preflight(flags, cfg)
     run_builds(flags, cfg)

@@ -70,9 +70,12 @@ def list_cmd(flags, fixtures, paths):
     roots = list(paths) or list(flags.paths) or list(cfg.roots) or ["."]
     suffix = discovery.FIXTURE_SUFFIX if fixtures else discovery.TEST_SUFFIX
     try:
-        files = discovery.discover(roots, filter=flags.filter, suffix=suffix)
+        notices: list[str] = []
+        files = discovery.discover(roots, filter=flags.filter, suffix=suffix, notices=notices)
     except discovery.DiscoveryError as exc:
         raise UserError(str(exc)) from exc
+    for n in notices:
+        click.echo(f"provium: {n}", err=True)
     lister = None if fixtures else _list_tests()
     settings = settings_for(flags, cfg)
     n_tests = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 import xml.etree.ElementTree as ET
@@ -17,7 +18,7 @@ from typing import Iterable
 from rich.console import Console
 from rich.text import Text
 
-from provium.fsutil import atomic_write
+from provium import hostfiles
 from provium.scheduler.results import FileResult, TestOutcome
 
 _STYLE = {"PASS": "green", "FAIL": "bold red", "TIME": "bold yellow", "SKIP": "yellow", "NOT RUN": "yellow"}
@@ -172,12 +173,13 @@ NO_FILES_JSON = {"type": "no_files", "message": "no *.test.lua files found"}
 
 # ---- JUnit XML ---------------------------------------------------------------------
 
-_XML_BAD = {c: None for c in range(0x20) if c not in (0x9, 0xA, 0xD)}
+# Characters XML 1.0 forbids: C0 controls but tab/LF/CR, lone surrogates, U+FFFE, U+FFFF.
+_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def _xml_text(s: str | None) -> str:
-    """XML 1.0 cannot carry most control characters; drop them."""
-    return (s or "").translate(_XML_BAD)
+    """XML 1.0 cannot carry these characters at all (not even escaped): show them as U+FFFD."""
+    return _XML_BAD.sub("\ufffd", s or "")
 
 
 def _secs(ns: int) -> str:
@@ -247,6 +249,7 @@ def junit_tree(results: list[FileResult], *, elapsed: float, suite_name: str = "
 
 
 def write_junit(path: str, results: list[FileResult], *, elapsed: float) -> None:
-    """Written to a temp file and renamed, so a CI job never reads half a report."""
+    """Written to a temp file and renamed (a CI job never reads half a report), or into
+    a device or FIFO; never over anything else (see `provium.hostfiles`)."""
     root = junit_tree(results, elapsed=elapsed).getroot()
-    atomic_write(path, ET.tostring(root, encoding="utf-8", xml_declaration=True))
+    hostfiles.write_file(path, ET.tostring(root, encoding="utf-8", xml_declaration=True), what="--junit")

@@ -18,7 +18,12 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from provium.hostfiles import HostFileError, check_parent, remove_stale_socket
+
 from .types import EventFrame
+
+# sun_path is 108 bytes on Linux, the terminating NUL included.
+_SUN_PATH_MAX = 108
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -168,16 +173,17 @@ class UnixSocketSink(Sink):
         self.write_timeout = write_timeout
         self._clients: list[socket.socket] = []
         self._closed = False
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            if self.path.is_socket() or self.path.exists():
-                self.path.unlink()
-        except OSError as exc:
-            raise OSError(exc.errno, f"cannot replace `{self.path}`: {exc.strerror}") from exc
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        what = "--events-socket"
         # Bind under a temporary name and rename once listening, so a client that
         # sees the path can always connect.
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        limit = _SUN_PATH_MAX - 1 - (len(os.fsencode(tmp.name)) - len(os.fsencode(self.path.name)))
+        if len(os.fsencode(str(self.path))) > limit:
+            raise HostFileError(errno.ENAMETOOLONG, f"{what}: unix socket path `{self.path}` is too long "
+                                f"({len(os.fsencode(str(self.path)))} bytes; at most {limit} here)")
+        check_parent(self.path, what)
+        remove_stale_socket(self.path, what)
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             try:
                 tmp.unlink()
@@ -192,7 +198,7 @@ class UnixSocketSink(Sink):
                 tmp.unlink()
             except OSError:
                 pass
-            raise OSError(exc.errno, f"cannot listen on `{self.path}`: {exc.strerror}") from exc
+            raise OSError(exc.errno, f"cannot listen on `{self.path}`: {exc.strerror or exc}") from exc
         self._listener.setblocking(False)
         # A pipe wakes the accept thread on close, so close() never waits on a timeout.
         self._wake_r, self._wake_w = os.pipe()
@@ -262,8 +268,9 @@ class UnixSocketSink(Sink):
         os.close(self._wake_r)
         os.close(self._wake_w)
         try:
-            self.path.unlink()
-        except FileNotFoundError:
+            if self.path.is_socket():  # only ours: never a file someone put there since
+                self.path.unlink()
+        except OSError:
             pass
 
 

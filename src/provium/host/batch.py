@@ -17,8 +17,10 @@ from ..protocol.messages import (
     WriteFileArgs,
 )
 from ..protocol.types import OpResult, WriteFileMode
+from .agent_errors import os_error_text
 from .errors import ArgumentError
 from .execargs import build_command, to_bytes
+from .options import merge_kw
 from .results import DirEntry, RunResult, Stat, entry_name
 from .syscalls import build_syscall, outcome
 from .values import type_name
@@ -38,7 +40,6 @@ class Item:
         payload = msg.data
         if isinstance(payload, OpResult):
             if not payload.ok:
-                from .vm import os_error_text
 
                 return {"err": os_error_text(self.what, payload.value)}
             payload = payload.value
@@ -58,9 +59,8 @@ class Batch:
         self.items: list[Item] = []
 
     def run(self, cmd: Any, opts: Mapping | None = None, **kw: Any) -> None:
-        from .vm import _merge_kw
 
-        c = build_command("batch:run", cmd, _merge_kw(opts, kw, "batch:run"))
+        c = build_command("batch:run", cmd, merge_kw(opts, kw, "batch:run"))
         self.items.append(Item(c.exec_args(), RunResult.from_exec, f"run `{c.cmd}`"))
 
     def read_file(self, path: Any) -> None:

@@ -47,11 +47,14 @@ class WrongState(VmError, StateError):
     """
 
     def __init__(self, vm_name: str, state: str, action: str) -> None:
+        state = str(state)  # a VmState shows its value
         self.vm_name = vm_name
         self.state = state
         self.action = action
         if state == "booted" and action in ("boot", "merge_boot_opts", "restore"):
             body = "VM already booted"
+        elif state == "booting":
+            body = "VM is already booting" if action in ("boot", "merge_boot_opts") else "VM not booted"
         else:
             body = _STATE_BODY.get(state, "VM is in an unexpected state for this op")
         super().__init__(f"vm `{vm_name}`: {body} (cannot {action})")

@@ -14,6 +14,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from ..protocol.mux import ClientError, MuxStream
+from .agent_errors import os_error
 from .errors import ArgumentError, StreamClosed, StreamEof, StreamTimeout
 from .registry import ResourceMeta
 from .values import parse_duration, type_name
@@ -213,7 +214,6 @@ class Tail(Stream):
             end = self._mux.end
             if end is not None and end.reason == "error" and end.error is not None:
                 self._at_eof = True
-                from .vm import os_error
 
                 raise os_error(f"{self._what}", end.error)
             return None

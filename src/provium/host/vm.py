@@ -36,10 +36,12 @@ from ..protocol.messages import (
     KillArgs,
     WriteFileArgs,
 )
-from ..protocol.mux import AgentFailure, ClientError, ConnectError, ConnectionLost, FrameClientError
+from ..errors import requires
+from ..protocol.mux import ClientError
 from ..protocol.types import OpResult, OsError, TailStart, WriteFileMode
 from ..vmm.base import Unimplemented
 from . import console as console_mod
+from .agent_errors import client_error, os_error, os_error_text, vmm_text  # noqa: F401  (os_error*: re-exported)
 from .bootopts import BootOpts, make_spec, parse_boot_opts
 from .errors import (
     AgentCommError,
@@ -55,8 +57,10 @@ from .errors import (
 )
 from .execargs import build_command, to_bytes
 from .file import File, parse_open_mode
+from .options import check_keys, merge_kw, path_arg, perm_arg
 from .process import Process
 from .registry import Registry, ResourceMeta
+from .states import RUNNING, VmState
 from .results import DirEntry, IoctlOutcome, RunResult, Stat, SyscallOutcome, entry_name
 from .streams import Tail
 from .syscalls import PendingSyscall, build_syscall, future_collector, outcome, to_i64
@@ -66,49 +70,16 @@ READ_FILE_LIMIT = 96 << 20
 EFBIG = 27
 ENOENT = 2
 POWER_BUTTON_TIMEOUT = 60.0
-STATES = ("created", "booted", "paused", "shutdown", "dead")
+STATES = tuple(s.public for s in VmState if s is not VmState.BOOTING)  # what vm:state() can show
 WORKER_KEYS = ("uid", "gid", "groups", "thread")
 
+# Kept under their old names for code in flight that imports them from here.
+_merge_kw, _path, _perm, _vmm_text = merge_kw, path_arg, perm_arg, vmm_text
 
-def os_error_text(action: str, err: OsError) -> str:
-    """The agent's error display, with our context in front unless the agent's
-    message already names the subject (it usually does: "stat: /x: ...")."""
-    start, end = action.find("`"), action.rfind("`")
-    subject = action[start + 1:end] if 0 <= start < end else None
-    if subject and subject in err.message:
-        return str(err)
-    return f"{action}: {err}"
-
-
-def os_error(action: str, err: OsError) -> GuestOsError:
-    """`os: <message> (errno N)`."""
-    return GuestOsError(f"os: {os_error_text(action, err)}", errno=err.errno)
-
-
-def _path(path: Any, method: str, what: str = "path") -> str:
-    if isinstance(path, Path):
-        path = str(path)
-    if not isinstance(path, str):
-        raise ArgumentError(f"{method}: `{what}` must be a path string, got {type_name(path)}")
-    if not path:
-        raise ArgumentError(f"{method}: `{what}` must not be empty")
-    if "\0" in path:
-        raise ArgumentError(f"{method}: `{what}` contains a NUL byte")
-    return path
-
-
-def _merge_kw(opts: Mapping | None, kw: dict, method: str) -> dict | None:
-    if opts is not None and not isinstance(opts, Mapping):
-        raise ArgumentError(f"{method}: options must be a table/dict, got {type_name(opts)}")
-    if not kw:
-        return None if opts is None else dict(opts)
-    out = dict(opts or {})
-    out.update(kw)
-    return out
 
 
 class VM:
-    """One guest.  `state` is "created", "booted", "paused", "shutdown" or "dead".
+    """One guest.  `state` is a `VmState` (see `host/states.py`).
 
     Creation does not start anything; `boot()` does.  Every guest op needs the
     VM `booted`; otherwise it raises `WrongState` with the reference's wording,
@@ -128,8 +99,7 @@ class VM:
         self.name = name
         self.profile = profile_name
         self._opts: BootOpts = parse_boot_opts(opts, f"vm `{name}`")
-        self._state = "created"
-        self._booting = False
+        self._state = VmState.CREATED
         self._inst = None
         self.cid: int | None = None
         self._boot_ns = 0
@@ -144,7 +114,7 @@ class VM:
     # ---- accessors ---------------------------------------------------------------
 
     @property
-    def state(self) -> str:
+    def state(self) -> VmState:
         return self._state
 
     @property
@@ -191,9 +161,13 @@ class VM:
 
     # ---- state machine -----------------------------------------------------------
 
-    def _require(self, action: str, allowed: tuple = ("booted",)) -> None:
+    def _wrong_state(self, action: str) -> WrongState:
+        return WrongState(self.name, self._state, action)
+
+    def _require(self, action: str, allowed: tuple = (VmState.BOOTED,)) -> None:
+        """The imperative form of `@requires`, for ops whose action name is data."""
         if self._state not in allowed:
-            raise WrongState(self.name, self._state, action)
+            raise self._wrong_state(action)
 
     def boot(self, opts: Mapping | None = None) -> "VM":
         """Start the guest; returns self.  `opts` override the creation opts key
@@ -202,30 +176,21 @@ class VM:
 
     async def aboot(self, opts: Mapping | None = None) -> "VM":
         """Coroutine form of `boot` (for batch boots on the session loop)."""
-        if self._state != "created" or self._booting:
-            action = "merge_boot_opts" if opts else "boot"
-            if self._booting:
-                raise VmError(f"vm `{self.name}`: VM is already booting (cannot {action})")
-            raise WrongState(self.name, self._state, action)
+        if self._state is not VmState.CREATED:
+            raise self._wrong_state("merge_boot_opts" if opts else "boot")
         merged = self._opts.merged(parse_boot_opts(opts, f"vm `{self.name}`: boot",
                                                    disk_index=len(self._opts.disks)))
         spec = make_spec(self.name, self._profile, merged, default_memory=self._session.default_memory,
                          default_cpus=self._session.default_cpus)
-        self._booting = True
+        self._state = VmState.BOOTING
         started = time.monotonic_ns()
         try:
-            inst = await self._session.vmm.launch(spec)
-        except _TOLD:
+            inst = await self._launch(spec)
+        except BaseException:
+            if self._state is VmState.BOOTING:
+                self._state = VmState.CREATED  # a failed launch can be retried
             raise
-        except ClientError as exc:
-            raise AgentCommError(f"vm `{self.name}`: boot failed: {exc}") from exc
-        except (ProviumError, OSError, asyncio.TimeoutError) as exc:
-            # Our own error types (vmm, image, config, ...) and OS errors are the
-            # user's story; anything else is a bug and keeps its traceback.
-            raise VmmFailure(f"vm `{self.name}`: boot failed: {_vmm_text(exc)}") from exc
-        finally:
-            self._booting = False
-        if self._state != "created":
+        if self._state is not VmState.BOOTING:
             # Shut down (e.g. by Session.close) while we were booting: do not leak it.
             await _quiet(inst.shutdown())
             raise WrongState(self.name, self._state, "boot")
@@ -234,10 +199,22 @@ class VM:
         self._spec = spec
         self._boot_ns = started
         self.cid = inst.cid
-        self._state = "booted"
+        self._state = VmState.BOOTED
         self._session.emit("vm_spawned", vm_name=self.name, profile=self.profile,
                            memory_bytes=spec.memory_bytes, cid=inst.cid)
         return self
+
+    async def _launch(self, spec: Any) -> Any:
+        try:
+            return await self._session.vmm.launch(spec)
+        except _TOLD:
+            raise
+        except ClientError as exc:
+            raise AgentCommError(f"vm `{self.name}`: boot failed: {exc}") from exc
+        except (ProviumError, OSError, asyncio.TimeoutError) as exc:
+            # Our own error types (vmm, image, config, ...) and OS errors are the
+            # user's story; anything else is a bug and keeps its traceback.
+            raise VmmFailure(f"vm `{self.name}`: boot failed: {vmm_text(exc)}") from exc
 
     def shutdown(self) -> None:
         """Tear the guest down.  Idempotent; from `created` it only marks the VM
@@ -246,11 +223,11 @@ class VM:
 
     async def ashutdown(self) -> None:
         state = self._state
-        if state == "shutdown":
+        if state is VmState.SHUTDOWN:
             return
-        self._state = "shutdown"
-        if state == "created":
-            return
+        self._state = VmState.SHUTDOWN
+        if state in (VmState.CREATED, VmState.BOOTING):
+            return  # a boot in flight sees this and shuts its new guest down
         self._registry.clear()
         inst = self._inst
         error = None
@@ -258,14 +235,15 @@ class VM:
         try:
             await inst.shutdown()
         except Exception as exc:
-            error = VmmFailure(f"vm `{self.name}`: shutdown: {_vmm_text(exc)}")
+            error = VmmFailure(f"vm `{self.name}`: shutdown: {vmm_text(exc)}")
+            error.__cause__ = exc
         self._session.emit("vm_shutdown", vm_name=self.name, duration_ns=time.monotonic_ns() - self._boot_ns)
         if error is not None:
             raise error
 
     def close(self) -> None:
         """Shut down unless already shut down; never raises (scope cleanup hook)."""
-        if self._state == "shutdown":
+        if self._state is VmState.SHUTDOWN:
             return
         try:
             self.shutdown()
@@ -275,34 +253,34 @@ class VM:
     def pause(self) -> None:
         self._session.run(self.apause())
 
+    @requires(VmState.BOOTED, action="pause")
     async def apause(self) -> None:
-        self._require("pause")
         await self._control("pause", self._inst.pause())
-        self._state = "paused"
+        self._state = VmState.PAUSED
 
     def resume(self) -> None:
         self._session.run(self.aresume())
 
+    @requires(VmState.PAUSED, action="resume")
     async def aresume(self) -> None:
-        self._require("resume", ("paused",))
         await self._control("resume", self._inst.resume())
-        self._state = "booted"
+        self._state = VmState.BOOTED
 
     def reset(self) -> None:
         """Warm reboot; returns once the agent answers again.  Handles opened
         before the reset are gone with the guest's old state."""
         self._session.run(self.areset())
 
+    @requires(VmState.BOOTED, action="reset")
     async def areset(self) -> None:
-        self._require("reset")
         await self._control("reset", self._inst.reset())
         self._forget_handles()
 
     def wakeup(self) -> None:
         self._session.run(self.awakeup())
 
+    @requires(VmState.BOOTED, action="wakeup")
     async def awakeup(self) -> None:
-        self._require("wakeup")
         await self._control("wakeup", self._inst.wakeup())
 
     def power_button(self, timeout: Any = None) -> None:
@@ -311,18 +289,18 @@ class VM:
         t = parse_duration(timeout, "vm:power_button timeout", allow_none=True)
         self._session.run(self.apower_button(POWER_BUTTON_TIMEOUT if t is None else t))
 
+    @requires(VmState.BOOTED, action="power_button")
     async def apower_button(self, timeout: float = POWER_BUTTON_TIMEOUT) -> None:
-        self._require("power_button")
         inst = self._inst
         try:
             await inst.power_button(timeout)
         except Unimplemented as exc:
             raise VmmFailure(f"vm `{self.name}`: {exc}") from exc
         except Exception as exc:
-            self._state = "dead"
+            self._state = VmState.DEAD
             await _quiet(inst.shutdown())
-            raise VmmFailure(f"vm `{self.name}`: power_button: {_vmm_text(exc)} (the VM was killed)") from exc
-        self._state = "shutdown"
+            raise VmmFailure(f"vm `{self.name}`: power_button: {vmm_text(exc)} (the VM was killed)") from exc
+        self._state = VmState.SHUTDOWN
         self._registry.clear()
         await _quiet(inst.shutdown())
         self._session.emit("vm_shutdown", vm_name=self.name, duration_ns=time.monotonic_ns() - self._boot_ns)
@@ -336,28 +314,24 @@ class VM:
             raise
         except Exception as exc:
             if not self._inst.alive():
-                self._state = "dead"
-            raise VmmFailure(f"vm `{self.name}`: {action}: {_vmm_text(exc)}") from exc
+                self._state = VmState.DEAD
+            raise VmmFailure(f"vm `{self.name}`: {action}: {vmm_text(exc)}") from exc
 
     # ---- the agent channel -------------------------------------------------------
 
     async def _acall(self, op: Any, timeout: float | None = None) -> Any:
         try:
             return await self._inst.client.call(op, timeout)
-        except AgentFailure as exc:
-            raise AgentCommError(f"agent: {exc}") from exc
-        except (ConnectionLost, ConnectError, FrameClientError) as exc:
-            raise self._died(exc) from exc
         except ClientError as exc:
-            raise AgentCommError(str(exc)) from exc
+            raise client_error(exc, self._died) from exc
         except asyncio.TimeoutError:
             raise AgentCommError(f"agent: no answer to `{op.KIND}` within {timeout:g}s") from None
 
     def _died(self, exc: Exception) -> VmError:
-        if self._state == "shutdown":
+        if self._state is VmState.SHUTDOWN:
             return WrongState(self.name, "shutdown", "continue")
-        if self._state in ("booted", "paused"):
-            self._state = "dead"
+        if self._state in RUNNING:
+            self._state = VmState.DEAD
         return AgentGone(f"vm `{self.name}`: {exc} (the VM is now dead)")
 
     def _agent(self, action: str, op: Any, timeout: float | None = None) -> Any:
@@ -382,13 +356,13 @@ class VM:
 
     def _stream_lost(self, exc: Exception) -> None:
         """A stream's channel broke: EOF if we shut the VM down, else the VM died."""
-        if self._state == "shutdown":
+        if self._state is VmState.SHUTDOWN:
             return
         raise self._died(exc)
 
     def _background_reap(self, handle: int) -> None:
         """On the loop: SIGTERM + wait a dropped process, ignoring every error."""
-        if self._state != "booted":
+        if self._state is not VmState.BOOTED:
             return
 
         async def reap():
@@ -420,12 +394,8 @@ class VM:
         async def opener():
             try:
                 return await self._inst.client.open_stream(op)
-            except AgentFailure as exc:
-                raise AgentCommError(f"agent: {exc}") from exc
-            except (ConnectionLost, ConnectError, FrameClientError) as exc:
-                raise self._died(exc) from exc
             except ClientError as exc:
-                raise AgentCommError(str(exc)) from exc
+                raise client_error(exc, self._died) from exc
 
         ack, mux = self._session.run(opener())
         if not ack.ok:
@@ -443,14 +413,14 @@ class VM:
         whole process group when it expires and the result says "timed_out"),
         `timeout_ms`.  A program that cannot be started raises `GuestOsError`.
         """
-        c = build_command("vm:run", cmd, _merge_kw(opts, kw, "vm:run"))
+        c = build_command("vm:run", cmd, merge_kw(opts, kw, "vm:run"))
         res = self._agent("run", c.exec_args())
         return RunResult.from_exec(self._unwrap(f"vm:run `{c.cmd}`", res))
 
     def run_async(self, cmd: Any, opts: Mapping | None = None, **kw: Any) -> Process:
         """Start a command and return its `Process` (no timeout: give it to
         `wait`).  `stdin` bytes, if given, are written and stdin is closed."""
-        c = build_command("vm:run_async", cmd, _merge_kw(opts, kw, "vm:run_async"), async_=True)
+        c = build_command("vm:run_async", cmd, merge_kw(opts, kw, "vm:run_async"), async_=True)
         handle = self._unwrap(f"vm:run_async `{c.cmd}`", self._agent("run_async", c.run_async_args()))
         proc = Process(self, handle)
         if c.stdin is not None:
@@ -463,7 +433,7 @@ class VM:
     def read_file(self, path: Any) -> bytes:
         """The whole file.  Files over 96 MiB are refused (errno 27): use
         `tail_file` or `open_file` to read them in pieces."""
-        p = _path(path, "vm:read_file")
+        p = path_arg(path, "vm:read_file")
         st = self._unwrap(f"vm:read_file `{p}`", self._agent("read_file", StatArgs(p, True)))
         if st.size > READ_FILE_LIMIT and entry_name(st.entry_type) == "file":
             raise GuestOsError(f"vm:read_file `{p}`: {st.size} bytes exceeds 96 MiB limit — use vm:tail_file "
@@ -473,23 +443,21 @@ class VM:
     def write_file(self, path: Any, data: Any, opts: Mapping | None = None, **kw: Any) -> None:
         """Write a whole file.  Options: `mode` = "replace" (default), "append" or
         "exclusive" (fails with errno 17 if the file exists), `perm` for a new file."""
-        p = _path(path, "vm:write_file")
+        p = path_arg(path, "vm:write_file")
         buf = to_bytes(data, "vm:write_file", "data")
-        o = _merge_kw(opts, kw, "vm:write_file") or {}
-        for k in o:
-            if k not in ("mode", "perm"):
-                raise ArgumentError(f"vm:write_file: unknown option `{k}` (valid: mode, perm)")
+        o = merge_kw(opts, kw, "vm:write_file") or {}
+        check_keys(o, ("mode", "perm"), "vm:write_file")
         mode = o.get("mode") or "replace"
         if mode not in ("replace", "append", "exclusive"):
             raise ArgumentError(f"vm:write_file: `mode` must be \"replace\", \"append\" or \"exclusive\", got {mode!r}")
-        perm = _perm(o.get("perm"), "vm:write_file")
+        perm = perm_arg(o.get("perm"), "vm:write_file")
         op = WriteFileArgs(p, buf, WriteFileMode(mode), perm)
         self._unwrap(f"vm:write_file `{p}`", self._agent("write_file", op))
 
     def push_file(self, host_path: Any, guest_path: Any, opts: Mapping | None = None) -> None:
         """Copy a host file into the guest (like write_file; default permissions)."""
-        hp = Path(_path(host_path, "vm:push_file", "host_path"))
-        gp = _path(guest_path, "vm:push_file", "guest_path")
+        hp = Path(path_arg(host_path, "vm:push_file", "host_path"))
+        gp = path_arg(guest_path, "vm:push_file", "guest_path")
         try:
             data = hp.read_bytes()
         except OSError as exc:
@@ -499,11 +467,9 @@ class VM:
     def stat(self, path: Any, opts: Mapping | None = None, **kw: Any) -> Stat:
         """Size, mtime, permission bits and entry type.  Follows symlinks unless
         `follow=False` (then a symlink reports itself: lstat)."""
-        p = _path(path, "vm:stat")
-        o = _merge_kw(opts, kw, "vm:stat") or {}
-        for k in o:
-            if k != "follow":
-                raise ArgumentError(f"vm:stat: unknown option `{k}` (valid: follow)")
+        p = path_arg(path, "vm:stat")
+        o = merge_kw(opts, kw, "vm:stat") or {}
+        check_keys(o, ("follow",), "vm:stat")
         follow = o.get("follow", True)
         if follow is None:
             follow = True
@@ -513,7 +479,7 @@ class VM:
         return Stat(size=md.size, mtime_ns=md.mtime_ns, perm=md.perm & 0o7777, entry_type=entry_name(md.entry_type))
 
     def exists(self, path: Any) -> bool:
-        p = _path(path, "vm:exists")
+        p = path_arg(path, "vm:exists")
         res = self._agent("stat", StatArgs(p, True))
         if res.ok:
             return True
@@ -522,42 +488,40 @@ class VM:
         raise os_error(f"vm:exists `{p}`", res.value)
 
     def listdir(self, path: Any) -> list[DirEntry]:
-        p = _path(path, "vm:listdir")
+        p = path_arg(path, "vm:listdir")
         entries = self._unwrap(f"vm:listdir `{p}`", self._agent("listdir", ListdirArgs(p)))
         return [DirEntry(e.name, entry_name(e.entry_type)) for e in entries]
 
     def mkdir(self, path: Any, opts: Mapping | bool | None = None, **kw: Any) -> None:
         """Options: `parents` (like mkdir -p; a bare bool means this too), `perm`."""
-        p = _path(path, "vm:mkdir")
+        p = path_arg(path, "vm:mkdir")
         if isinstance(opts, bool):
             opts = {"parents": opts}
-        o = _merge_kw(opts, kw, "vm:mkdir") or {}
-        for k in o:
-            if k not in ("parents", "perm"):
-                raise ArgumentError(f"vm:mkdir: unknown option `{k}` (valid: parents, perm)")
+        o = merge_kw(opts, kw, "vm:mkdir") or {}
+        check_keys(o, ("parents", "perm"), "vm:mkdir")
         parents = o.get("parents", False)
         if parents is None:
             parents = False
         if not isinstance(parents, bool):
             raise ArgumentError(f"vm:mkdir: `parents` must be a boolean, got {type_name(parents)}")
-        perm = _perm(o.get("perm"), "vm:mkdir")
+        perm = perm_arg(o.get("perm"), "vm:mkdir")
         self._unwrap(f"vm:mkdir `{p}`", self._agent("mkdir", MkdirArgs(p, parents, perm)))
 
     def unlink(self, path: Any) -> None:
         """Remove a file or an empty directory."""
-        p = _path(path, "vm:unlink")
+        p = path_arg(path, "vm:unlink")
         self._unwrap(f"vm:unlink `{p}`", self._agent("unlink", UnlinkArgs(p)))
 
     def rename(self, src: Any, dst: Any) -> None:
-        a = _path(src, "vm:rename", "from")
-        b = _path(dst, "vm:rename", "to")
+        a = path_arg(src, "vm:rename", "from")
+        b = path_arg(dst, "vm:rename", "to")
         self._unwrap(f"vm:rename `{a}` -> `{b}`", self._agent("rename", RenameArgs(a, b)))
 
     def open_file(self, path: Any, mode: Any) -> File:
         """Open a guest file.  `mode` is a table of booleans (`read`, `write`,
         `create`, `truncate`, `append`, `exclusive`, plus `perm`) or a Python
         mode string ("r", "w", "a", "x", with "+")."""
-        p = _path(path, "vm:open_file")
+        p = path_arg(path, "vm:open_file")
         flags, perm = parse_open_mode(mode)
         meta = self._meta("open_file", f'"{p}"')
         handle = self._unwrap(f"vm:open_file `{p}`", self._agent("open_file", OpenFileArgs(p, flags, perm)))
@@ -568,13 +532,11 @@ class VM:
         """Follow a file.  `start` (alias `from`): "end" (default: only new bytes),
         "beginning"/"start", a byte offset, or a negative number = that many bytes
         before the current end."""
-        p = _path(path, "vm:tail_file")
+        p = path_arg(path, "vm:tail_file")
         if opts is not None and not isinstance(opts, Mapping):
             raise ArgumentError(f"vm:tail_file: second arg must be opts table, got {type_name(opts)}")
-        o = _merge_kw(opts, kw, "vm:tail_file") or {}
-        for k in o:
-            if k not in ("start", "from"):
-                raise ArgumentError(f"vm:tail_file: unknown option `{k}` (valid: start, from)")
+        o = merge_kw(opts, kw, "vm:tail_file") or {}
+        check_keys(o, ("start", "from"), "vm:tail_file")
         if "start" in o and "from" in o:
             raise ArgumentError("vm:tail_file: give `start` or `from`, not both")
         start = o.get("start", o.get("from"))
@@ -679,10 +641,8 @@ class VM:
         credentials: `uid`, `gid`, `groups`."""
         from .worker import Worker
 
-        o = _merge_kw(opts, kw, "vm:spawn_worker") or {}
-        for k in o:
-            if k not in WORKER_KEYS:
-                raise ArgumentError(f"vm:spawn_worker: unknown option `{k}` (valid: uid, gid, groups, thread)")
+        o = merge_kw(opts, kw, "vm:spawn_worker") or {}
+        check_keys(o, WORKER_KEYS, "vm:spawn_worker")
         if o.get("thread") is True:
             raise ArgumentError("vm:spawn_worker: `thread=true` is not yet supported (v1 always spawns a process sub-agent)")
         for k in ("uid", "gid"):
@@ -726,22 +686,9 @@ class VM:
         return [item.convert(msg) for item, msg in zip(b.items, res.responses)]
 
 
-def _perm(v: Any, method: str) -> int | None:
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 0o7777:
-        raise ArgumentError(f"{method}: `perm` must be an integer permission mask 0..0o7777, got {v!r}")
-    return v
-
-
 # Errors of the host model that already tell the story of this VM (or of the
 # caller's argument): passed on as they are instead of being wrapped again.
 _TOLD = (VmError, ArgumentError, SessionError, HandleError)
-
-
-def _vmm_text(exc: Exception) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if text.startswith("vmm:") else f"vmm: {text}"
 
 
 async def _quiet(coro) -> None:

@@ -27,6 +27,7 @@ from ..protocol.messages import (
 from .errors import HandleError
 from .execargs import build_command
 from .file import File, parse_open_mode
+from .options import merge_kw, path_arg
 from .process import Process
 from .results import RunResult, SyscallOutcome
 from .syscalls import PendingSyscall, build_syscall, outcome
@@ -63,18 +64,14 @@ class Worker:
 
     def run(self, cmd: Any, opts: Mapping | None = None, **kw: Any) -> RunResult:
         """Like `vm.run`, inside the worker (its credentials); `timeout` is honoured."""
-        from .vm import _merge_kw
-
         h = self._live("run")
-        c = build_command("worker:run", cmd, _merge_kw(opts, kw, "worker:run"))
+        c = build_command("worker:run", cmd, merge_kw(opts, kw, "worker:run"))
         res = self._vm._agent("worker_exec", WorkerExecArgs(h, c.exec_args()))
         return RunResult.from_exec(self._vm._unwrap(f"worker:run `{c.cmd}`", res))
 
     def run_async(self, cmd: Any, opts: Mapping | None = None, **kw: Any) -> Process:
-        from .vm import _merge_kw
-
         h = self._live("run_async")
-        c = build_command("worker:run_async", cmd, _merge_kw(opts, kw, "worker:run_async"), async_=True)
+        c = build_command("worker:run_async", cmd, merge_kw(opts, kw, "worker:run_async"), async_=True)
         res = self._vm._agent("worker_run_async", WorkerRunAsyncArgs(h, c.run_async_args()))
         proc = Process(self._vm, self._vm._unwrap(f"worker:run_async `{c.cmd}`", res), owner="worker")
         self._procs.add(proc)
@@ -87,9 +84,7 @@ class Worker:
         """Like `vm.open_file`, but the worker opens the file, so the permission
         check is the worker's (uid, gid, groups).  The File is an ordinary one
         of the VM (counted by `open_file_count`); joining the worker closes it."""
-        from .vm import _path
-
-        p = _path(path, "worker:open_file")
+        p = path_arg(path, "worker:open_file")
         flags, perm = parse_open_mode(mode, "worker:open_file")
         h = self._live("open_file")
         meta = self._vm._meta("worker_open_file", f'"{p}"')

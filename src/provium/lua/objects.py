@@ -143,7 +143,7 @@ class VmBinding(Binding):
 
     @method()
     def state(self, *a: Any) -> str:
-        return self.host.state
+        return self.host.state.public
 
     @method()
     def cid(self, *a: Any) -> int | None:

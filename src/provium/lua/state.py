@@ -334,7 +334,9 @@ class FileState:
         self.test_lab = None
         self.current_test = None
         self.env.set_global("provium", self.root_binding)
-        self.env.H.collect_garbage()
+        # No full collection here: its cost grows with everything the file holds
+        # (every registered test), so one per test made a file's cost quadratic.
+        # Lua's own incremental collector keeps up; the file end collects fully.
         return errors
 
     def close(self) -> list[str]:

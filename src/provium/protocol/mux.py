@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
+from enum import Enum
 from typing import Any
 
-from ..errors import ProtocolError
+from ..errors import ProtocolError, requires
 
 from .codec import WireError
 from .envelope import CONTROL, Envelope, decode_agent
@@ -140,8 +141,24 @@ class MuxStream:
                 pass
 
 
+class ClientState(str, Enum):
+    """The client's lifecycle: `open` until the connection breaks (`lost`, the
+    error is kept in `MuxClient.lost`) or we close it (`closed`)."""
+
+    OPEN = "open"
+    LOST = "lost"
+    CLOSED = "closed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class MuxClient:
-    """Talks to one agent over one (reader, writer) byte stream."""
+    """Talks to one agent over one (reader, writer) byte stream.
+
+    Owns two kinds of tasks: the reader (`_task`, started by `start()`) and
+    short cancel notices (`_tasks`); `close()` stops them all.
+    """
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
@@ -151,9 +168,18 @@ class MuxClient:
         self._streams: dict[int, MuxStream] = {}
         self._write_lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
-        self.closed = False
+        self._tasks: set[asyncio.Task] = set()
+        self.state = ClientState.OPEN
         self.lost: ClientError | None = None
         self.agent_info = None
+
+    @property
+    def closed(self) -> bool:
+        return self.state is ClientState.CLOSED
+
+    def _wrong_state(self, action: str) -> ClientError:
+        # The reason the connection broke says more than "closed" does.
+        return self.lost or ConnectionLost("the connection to the agent is closed")
 
     @classmethod
     async def connect(cls, reader, writer, *, version: int = PROTOCOL_VERSION, timeout: float | None = 10.0) -> "MuxClient":
@@ -178,11 +204,8 @@ class MuxClient:
         self.agent_info = reply.data.agent
         return reply.data
 
+    @requires(ClientState.OPEN)
     async def _send(self, env: Envelope) -> None:
-        if self.lost is not None:
-            raise self.lost
-        if self.closed:
-            raise ConnectionLost("the connection to the agent is closed")
         data = encode_frame(env.to_wire())
         async with self._write_lock:
             try:
@@ -215,8 +238,10 @@ class MuxClient:
             # The agent may still be working on it (a command, a blocked wait):
             # tell it we stopped listening, so it can stop too.  A task, because
             # a cancelled caller must not wait for the write.
-            if self.lost is None and not self.closed:
-                asyncio.get_running_loop().create_task(self._send_cancel(ch))
+            if self.state is ClientState.OPEN:
+                task = asyncio.get_running_loop().create_task(self._send_cancel(ch))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
             raise
         return self._check(op, reply)
 
@@ -291,6 +316,8 @@ class MuxClient:
     def _mark_lost(self, err: ClientError) -> ClientError:
         if self.lost is None:
             self.lost = err
+        if self.state is ClientState.OPEN:
+            self.state = ClientState.LOST
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(self.lost)
@@ -299,11 +326,13 @@ class MuxClient:
     async def close(self) -> None:
         if self.closed:
             return
-        self.closed = True
-        if self._task is not None:
-            self._task.cancel()
+        self.state = ClientState.CLOSED
+        for task in [self._task, *self._tasks]:
+            if task is None:
+                continue
+            task.cancel()
             try:
-                await self._task
+                await task
             except (asyncio.CancelledError, Exception):
                 pass
         try:

@@ -3,12 +3,19 @@
 A path that is itself a `*.test.lua` file is taken as is.  `--filter` matches the
 path relative to the root it was found under (a file given directly has the
 relative path "" and so is dropped by any non-empty filter, as in the reference).
+
+Only regular files are taken: a FIFO named `x.test.lua` would block the runner
+that opens it, forever.  A name that is not valid UTF-8 cannot be printed, put in
+JSON or in an event, so it is skipped too.  Both are reported as notices.  A file
+reached twice (`provium . ./a.test.lua`, overlapping roots, a symlink) runs once:
+files are de-duplicated by real path, the first path found is kept.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,32 +39,71 @@ class Discovered:
     rel: str  # relative to root ("" for a file given directly)
 
 
-def _walk(root: str, suffix: str) -> list[str]:
+def printable(path: str) -> str:
+    """`path` with bytes that are not UTF-8 shown as \\xNN, safe to print anywhere."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _unusable(path: str) -> str | None:
+    """Why `path` cannot be run as a test file, or None if it can."""
+    if printable(path) != path:
+        return "its name is not valid UTF-8 (rename it)"
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return f"cannot stat it: {exc.strerror}"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    return None
+
+
+def _walk(root: str, suffix: str, notices: list[str]) -> list[str]:
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames.sort()
         for name in sorted(filenames):
             if name.endswith(suffix):
                 # normpath: a scan of "." reports `a.test.lua`, not `./a.test.lua`
-                found.append(os.path.normpath(os.path.join(dirpath, name)))
+                path = os.path.normpath(os.path.join(dirpath, name))
+                why = _unusable(path)
+                if why:
+                    notices.append(f"skipping `{printable(path)}`: {why}")
+                    continue
+                found.append(path)
     return found
 
 
-def discover(paths: list[str], *, filter: str | None = None, suffix: str = TEST_SUFFIX) -> list[Discovered]:
-    """Every matching file under `paths`, sorted by path."""
+def discover(paths: list[str], *, filter: str | None = None, suffix: str = TEST_SUFFIX,
+             notices: list[str] | None = None) -> list[Discovered]:
+    """Every matching file under `paths`, sorted by path, each real file once.
+
+    Files skipped (not regular, name not UTF-8) are described in `notices`.
+    """
+    notices = notices if notices is not None else []
     out: list[Discovered] = []
     for root in paths:
-        if os.path.isfile(root):
+        if os.path.isfile(root) or (os.path.exists(root) and not os.path.isdir(root)):
             if not root.endswith(suffix):
-                raise DiscoveryError(f"`{root}` is not a `*{suffix}` file or a directory")
+                raise DiscoveryError(f"`{printable(root)}` is not a `*{suffix}` file or a directory")
+            why = _unusable(root)
+            if why:
+                raise DiscoveryError(f"`{printable(root)}`: {why}")
             out.append(Discovered(path=root, root=root, rel=""))
             continue
         if not os.path.isdir(root):
-            raise DiscoveryError(f"path `{root}` does not exist")
-        for f in _walk(root, suffix):
+            raise DiscoveryError(f"path `{printable(root)}` does not exist")
+        for f in _walk(root, suffix, notices):
             out.append(Discovered(path=f, root=root, rel=os.path.relpath(f, root)))
     if filter:
         out = [d for d in out if filter in d.rel]
+    seen: set[str] = set()
+    unique = []
+    for d in out:
+        real = os.path.realpath(d.path)
+        if real not in seen:
+            seen.add(real)
+            unique.append(d)
+    out = unique
     out.sort(key=lambda d: d.path)
     return out
 
