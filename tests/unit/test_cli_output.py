@@ -198,10 +198,12 @@ def invoke(args):
     (["-v", "-q"], "cannot be used together"),
     (["--config", "/nonexistent/provium.toml"], "read `/nonexistent/provium.toml`"),
     (["--bogus-flag"], "No such option"),
-    (["repl"], "not implemented yet"),
-    (["console", "linux", "--print-command"], "not implemented yet"),
+    (["repl"], "provium repl: profile is required (or pass --fixture)"),
+    (["repl", "--fixture", "base"], "provium repl --fixture is not yet implemented"),
+    (["repl", "nosuch"], "nosuch"),
+    (["console", "nosuch", "--print-command"], "nosuch"),
     (["fixture", "list"], "not implemented yet"),
-    (["lsp-setup"], "not implemented yet"),
+    (["lsp-setup", "/nonexistent/dir"], "`/nonexistent/dir` is not a directory"),
 ])
 def test_usage_errors_exit_2_with_one_clear_message(args, needle):
     r = invoke(args)

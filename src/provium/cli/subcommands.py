@@ -1,7 +1,7 @@
-"""Subcommands: `list`, `prepare`, `help`, and the ones that are not written yet.
+"""Subcommands: `list`, `prepare`, `help`, the interactive tools (`tools.py`), and
+the ones that are not written yet.
 
-`repl`, `console`, `fixture` and `lsp-setup` are part of the CLI contract but
-belong to later work; they exist so that calling them says so (exit 2) instead
+`fixture` is part of the CLI contract but belongs to later work; they exist so that calling them says so (exit 2) instead
 of being mistaken for a test path.
 """
 
@@ -16,10 +16,7 @@ from provium.scheduler import discovery
 from .run import UserError, load_config, run_preflight, settings_for
 
 LATER = {
-    "repl": "an interactive Lua prompt against a booted VM",
-    "console": "a QEMU guest wired to this terminal",
     "fixture": "fixture cache management (list/build/rebuild/clean/stale)",
-    "lsp-setup": "editor type stubs (.provium-meta/types.lua, .luarc.json)",
 }
 
 
@@ -127,6 +124,10 @@ def prepare_cmd(flags, profile):
 def register(group: click.Group, run_command: click.Command) -> None:
     group.add_command(list_cmd)
     group.add_command(prepare_cmd)
+    from .tools import COMMANDS
+
+    for cmd in COMMANDS:
+        group.add_command(cmd)
     for name, what in LATER.items():
         group.add_command(_not_yet(name, what))
 
