@@ -79,7 +79,16 @@ test("fixtures are functions", function(t)
 end)
 test("vm_fixture", function(t) provium.vm_fixture("base") end)
 test("bridge", function(t) provium:bridge("lan") end)
-test("barrier", function(t) provium:barrier("b", 1) end)
+test("barrier", function(t)
+  t:assert_eq(provium:barrier("b", 1), true)
+  local ok, why = provium:barrier("lone", 2, 0.05)      -- no other caller in this process
+  t:assert_eq(ok, false)
+  t:assert_contains(why, "timed out after 0.05s with 1 of 2 callers arrived")
+  t:assert_eq(provium:barrier("lone", 2, 0), false)      -- the lone arrival was rolled back
+end)
+test("barrier float count", function(t) provium:barrier("b", 2.0) end)
+test("barrier name", function(t) provium:barrier(7, 2) end)
+test("barrier timeout", function(t) provium:barrier("b", 2, "5s") end)
 test("snapshot", function(t) provium:snapshot() end)
 test("claim", function(t)
   local root = _G.root
@@ -96,7 +105,7 @@ def test_labs(tmp_path):
     r = run_lua(tmp_path, "root = provium\n" + LABS)
     assert r.outcome.chunk_error is None, r.outcome.chunk_error
     for name in ("names and tostring", "lookup", "listing", "include", "ordinary names",
-                 "fixtures are functions", "claim"):
+                 "fixtures are functions", "claim", "barrier"):
         assert r.status(name) == "passed", (name, r.message(name))
     assert "no vm named `aa` in this lab" in r.message("typo lookup")
     assert r.message("duplicate").endswith("vm name `a` already used in this lab")
@@ -118,7 +127,9 @@ def test_labs(tmp_path):
     assert "unknown boot option `memroy` (valid: memory, cpus," in r.message("unknown vm opt")
     assert "vm_fixture (fixtures) is not yet implemented" in r.message("vm_fixture")
     assert "lab:bridge (virtual networks) is not yet implemented" in r.message("bridge")
-    assert "lab:barrier is not yet implemented" in r.message("barrier")
+    assert "barrier: count must be an integer, got number (a float, even 2.0, is refused)" in r.message("barrier float count")
+    assert "barrier: name must be a string, got number" in r.message("barrier name")
+    assert "barrier: timeout must be a number of seconds, got string" in r.message("barrier timeout")
     assert "lab:snapshot (snapshots) is not yet implemented" in r.message("snapshot")
     assert "lab:claim: unknown option `memory_bytes` (valid: cpus, memory)" in r.message("claim bad key")
     for t in r.outcome.tests:
@@ -206,3 +217,44 @@ def test_included_members_survive_a_test_scope(tmp_path):
         end)
     ''')
     r.assert_all_passed()
+
+
+def test_member_kinds_are_generic():
+    """A kind registered later (as bridges and disks are) gets lookups, listing,
+    include and remove without any change to the lab."""
+    from provium.host.lab import Lab, LabError, _KINDS, register_member_kind
+    from provium.host.session import Session
+    from provium.vmm import create
+
+    class Widget:
+        def __init__(self, name):
+            self.name = name
+            self.closed = False
+
+        def close(self):
+            self.closed = True
+
+    register_member_kind("widget", Widget, 50)
+    try:
+        with Session(create("local")) as s:
+            root = Lab(s)
+            scope = Lab(s, "test:x", parents=[root])
+            w = root.adopt(Widget("sw"))
+            assert scope.find_any("sw") is w                    # falls through to the file root
+            assert root.members() == [{"kind": "widget", "name": "sw"}]
+            assert root.names("widget") == ["sw"]
+            other = root.lab("side")
+            other.include(w)
+            assert other.find("widget", "sw") is w
+            try:
+                scope.include(Widget("sw"))
+            except LabError as exc:
+                assert "widget name `sw` already declared at a parent scope" in str(exc)
+            else:
+                raise AssertionError("shadowing a parent's widget was allowed")
+            other.remove("sw")
+            assert other.members() == []
+            root.close()
+            assert w.closed                                      # adopted members close with their lab
+    finally:
+        del _KINDS["widget"]

@@ -48,8 +48,9 @@ def test_mediated_disk_argv():
     node = json.loads(_opt(argv, "-blockdev")[0])
     assert node["file"] == {"driver": "nbd", "server": {"type": "unix", "path": "/s/db.nbd"}, "export": "db,1"}
     assert node["cache"] == {"direct": True, "no-flush": False}
-    assert "driver=virtio-blk-pci,drive=disk0,serial=db,,1" in _opt(argv, "-device")
-    assert not any(d.startswith("pcie-root-port") for d in _opt(argv, "-device"))
+    assert "driver=virtio-blk-pci,drive=disk0,serial=db,,1,id=disk0-dev,bus=disk0-port" in _opt(argv, "-device")
+    assert [d for d in _opt(argv, "-device") if d.startswith("pcie-root-port")] == \
+        ["pcie-root-port,id=disk0-port,bus=pcie.0,chassis=64,io-reserve=0"]  # detachable boot disk
 
 
 def test_microvm_kvm_and_extras():
@@ -62,7 +63,7 @@ def test_microvm_kvm_and_extras():
     assert _opt(argv, "-rtc") == ["base=2030-03-17T17:46:40,clock=host"]
     assert _opt(argv, "-blockdev") == ['{"node-name":"disk0","driver":"raw","read-only":true,'
                                        '"file":{"driver":"file","filename":"/d.img"}}']
-    assert "driver=virtio-blk-device,drive=disk0,serial=data" in _opt(argv, "-device")
+    assert "driver=virtio-blk-device,drive=disk0,serial=data,id=disk0-dev" in _opt(argv, "-device")
     assert not any(d.startswith("pcie-root-port") for d in _opt(argv, "-device"))  # microvm: no PCIe
 
 

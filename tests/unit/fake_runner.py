@@ -18,6 +18,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--settings", required=True)
 ap.add_argument("--result", required=True)
 ap.add_argument("--events-fd", type=int, required=True)
+ap.add_argument("--owner", type=int)
 ap.add_argument("file")
 a = ap.parse_args()
 

@@ -96,10 +96,13 @@ def test_pool_sizing_and_overcommit_clamp():
     assert p.total.cpus == 16 and "clamped to 8" in notes[-1]
     p = size_pool(vmm="local", memory=1 << 30, cpus=3, overcommit=0.1, warn=notes.append)
     assert p.total.cpus == 2 and "clamped to 0.5" in notes[-1]  # round(3 * 0.5)
-    # qemu files are charged a default VM too, so memory limits the slots
+    # on qemu a file holds only its overhead (its VMs are charged as they boot)
     p = size_pool(vmm="qemu", memory=1 << 30, cpus=8)
-    assert p.slots == 1 and p.per_file.memory_bytes > FILE_OVERHEAD
-    assert p.available(1).cpus == 7 and p.used(2).cpus == 2
+    assert p.per_file == ev.ResourceAmount(FILE_OVERHEAD, 0) and p.charge_vms
+    assert p.slots == (1 << 30) // FILE_OVERHEAD
+    # on local a file's "VMs" are host processes: the file itself holds a CPU
+    p = size_pool(vmm="local", memory=1 << 30, cpus=3)
+    assert p.per_file == ev.ResourceAmount(FILE_OVERHEAD, 1) and not p.charge_vms and p.slots == 3
 
 
 # ---- dispatch ---------------------------------------------------------------------
@@ -126,7 +129,7 @@ def run_files(tmp_path, specs: dict[str, dict], *, slots=2, timeout=None, fail_f
     pool = size_pool(vmm="local", memory=1 << 30, cpus=slots)
     opts = DispatchOptions(settings_json=json.dumps({"vmm": "local"}), work_dir=str(work), pool=pool,
                            file_timeout=timeout, fail_fast=fail_fast, runner_cmd=[sys.executable, FAKE],
-                           kill_grace=0.0)
+                           kill_grace=0.0, psi_paths=())  # the host's own pressure must not gate these
     done = []
     results = Dispatcher(rec.sink, opts, on_file_done=lambda i, r: done.append(i)).run(files)
     return files, results, rec, done

@@ -17,7 +17,7 @@ from ..vmm.base import DiskSpec
 KEYS = ("id", "path", "scratch", "template", "readonly", "mediated")
 SOURCES = ("path", "scratch", "template")
 SHAPE = "{id=, path= | scratch= | template=[, readonly=][, mediated=]}"
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(?:i?b)?\s*$", re.I)
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 MAX_SCRATCH = 1 << 50  # 1 PiB: a sparse file of that size is still legal; more is a typo
 
 

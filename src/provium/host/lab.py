@@ -11,8 +11,12 @@ Batch operations (`boot`, `shutdown`, `pause`, `resume`) cover this lab and
 its sub-labs recursively, run every member at once on the session loop, never
 roll back the members that succeeded, and report every failure in one error.
 
-Networks, barriers, snapshots and fixtures are separate, later pieces: their
-methods raise `NotYetImplemented` with a message saying so.
+Members are generic: VMs and sub-labs are member kinds, and the network and
+disk packages register theirs (`register_member_kind`), so lookups, dot
+access, `members()`, `include` and `remove` serve every kind alike.
+
+Claims and barriers go through the session's pool (host/pool.py), which under
+the CLI is the dispatcher's one pool for the whole run.
 """
 
 from __future__ import annotations
@@ -22,11 +26,57 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+from ..events.types import ResourceAmount
+from .bootopts import make_spec
 from .errors import ArgumentError, NotYetImplemented
-from .values import parse_size, type_name
+from .pool import DEFAULT_BARRIER_TIMEOUT, PoolError
+from .values import parse_duration, parse_size, type_name
 from .vm import VM
 
 RESERVED_NAMES = ("vm_fixture", "lab_fixture", "pack", "unpack")
+
+
+@dataclass(frozen=True)
+class MemberKind:
+    """One kind of thing a lab holds by name (VMs, bridges, disks, sub-labs).
+
+    `kind` is what `lab:members()` reports and what error messages say;
+    `order` sorts kinds in listings and in dot-access lookups (VMs first, sub-labs
+    last).  The networks and disks packages register their kinds with
+    `register_member_kind`, so the lab needs no change when they arrive.
+    """
+
+    kind: str
+    cls: type
+    order: int
+    label: str  # for messages: "vm", "bridge", "sub-lab"
+
+
+_KINDS: dict[str, MemberKind] = {}
+
+
+def register_member_kind(kind: str, cls: type, order: int, label: str | None = None) -> MemberKind:
+    """Make objects of `cls` lab members of kind `kind` (idempotent)."""
+    mk = MemberKind(kind, cls, order, label or kind)
+    _KINDS[kind] = mk
+    return mk
+
+
+def member_kinds() -> list[MemberKind]:
+    return sorted(_KINDS.values(), key=lambda k: k.order)
+
+
+def kind_of(obj: Any) -> MemberKind | None:
+    """The member kind of `obj`, or None if labs cannot hold it."""
+    for mk in member_kinds():
+        if isinstance(obj, mk.cls):
+            return mk
+    return None
+
+
+def _kinds_text() -> str:
+    labels = [mk.label for mk in member_kinds()]
+    return ", ".join(labels[:-1]) + (", or " if len(labels) > 1 else "") + labels[-1]
 
 
 class LabError(ArgumentError):
@@ -47,10 +97,17 @@ class Account:
 
     claim_memory: int | None = None
     claim_cpus: int | None = None
+    pooled: bool = False  # a dispatcher's pool holds the claim (so its end is an event)
 
     @property
     def claimed(self) -> bool:
         return self.claim_memory is not None
+
+
+def planned_spec(vm: VM) -> Any:
+    """The launch spec `vm.boot()` would use now (for charging a joint boot)."""
+    return make_spec(vm.name, vm._profile, vm._opts, default_memory=vm.session.default_memory,
+                     default_cpus=vm.session.default_cpus)
 
 
 def check_name(name: Any, what: str) -> str:
@@ -75,52 +132,77 @@ class Lab:
         self.parents: list[Lab] = list(parents)
         self.account = account if account is not None else Account()
         self._vm_factory = vm_factory or VM
-        self._vms: dict[str, VM] = {}
-        self._sub_labs: dict[str, Lab] = {}
+        # kind -> name -> member; every registered kind has its table.
+        self._members: dict[str, dict[str, Any]] = {}
         # What this lab created (as opposed to included): what `close()` tears down.
         self._owned_vms: list[VM] = []
         self._owned_labs: list[Lab] = []
+        self._owned: list[Any] = []  # other kinds (bridges, disks) made through `adopt`
         self._lock = threading.RLock()
+
+    def _table(self, kind: str) -> dict[str, Any]:
+        t = self._members.get(kind)
+        if t is None:
+            t = self._members[kind] = {}
+        return t
+
+    @property
+    def _vms(self) -> dict[str, VM]:
+        return self._table("vm")
+
+    @property
+    def _sub_labs(self) -> dict[str, "Lab"]:
+        return self._table("sub_lab")
 
     # ---- lookups -----------------------------------------------------------------
 
     def _chain(self) -> list["Lab"]:
         return [self, *self.parents]
 
-    def find_vm(self, name: str) -> VM | None:
-        """This lab, then the parent chain; None when absent."""
+    def find(self, kind: str, name: str) -> Any:
+        """The member `name` of `kind` in this lab, then the parent chain; None when absent."""
         for lab in self._chain():
-            vm = lab._vms.get(name)
-            if vm is not None:
-                return vm
+            m = lab._table(kind).get(name)
+            if m is not None:
+                return m
         return None
 
-    def find_sub_lab(self, name: str) -> "Lab | None":
-        for lab in self._chain():
-            sub = lab._sub_labs.get(name)
-            if sub is not None:
-                return sub
+    def find_any(self, name: str) -> Any:
+        """Dot access: a member of any kind (VM, bridge, disk, sub-lab, in that
+        order), walking the parent chain for each kind; None when absent."""
+        for mk in member_kinds():
+            m = self.find(mk.kind, name)
+            if m is not None:
+                return m
         return None
+
+    def find_vm(self, name: str) -> VM | None:
+        """This lab, then the parent chain; None when absent."""
+        return self.find("vm", name)
+
+    def find_sub_lab(self, name: str) -> "Lab | None":
+        return self.find("sub_lab", name)
 
     def vm(self, name: str) -> VM:
         if not isinstance(name, str):
             raise ArgumentError(f"lab:vm: name must be a string, got {type_name(name)}")
         vm = self.find_vm(name)
         if vm is None:
-            have = ", ".join(self._visible_vm_names()) or "none"
+            have = ", ".join(self._visible_names("vm")) or "none"
             raise LabError(f"no vm named `{name}` in this lab (lab `{self.name}` has: {have})")
         return vm
 
-    def _visible_vm_names(self) -> list[str]:
+    def _visible_names(self, kind: str) -> list[str]:
         names: set[str] = set()
         for lab in self._chain():
-            names.update(lab._vms)
+            names.update(lab._table(kind))
         return sorted(names)
 
     def _shadow_owner(self, name: str, kind: str) -> "Lab | None":
+        if kind == "lab":
+            kind = "sub_lab"
         for lab in self.parents:
-            table = lab._vms if kind == "vm" else lab._sub_labs
-            if name in table:
+            if name in lab._table(kind):
                 return lab
         return None
 
@@ -143,6 +225,14 @@ class Lab:
             self._owned_vms.append(vm)
             return vm
 
+    def adopt(self, member: Any, *, what: str | None = None) -> Any:
+        """Add a member this lab *created* (a bridge, a disk...): like `include`,
+        but `close()` also closes it.  For the packages that add member kinds."""
+        self._add(member, what or f"lab:{self._kind(member).kind}")
+        with self._lock:
+            self._owned.append(member)
+        return member
+
     def lab(self, name: str | None = None) -> "Lab":
         with self._lock:
             if name is None:
@@ -163,35 +253,34 @@ class Lab:
             self._owned_labs.append(sub)
             return sub
 
+    def _kind(self, member: Any) -> MemberKind:
+        mk = kind_of(member)
+        if mk is None:
+            raise ArgumentError(f"lab:include: expected {_kinds_text()}, got {type_name(member)}")
+        return mk
+
     def include(self, member: Any) -> None:
-        """Add an existing VM or lab (it stays a member of where it was, too)."""
+        """Add an existing member (VM, bridge, disk, lab...); it stays a member
+        of where it was, too.  Including the same object twice is a no-op."""
+        self._add(member, "lab:include")
+
+    def _add(self, member: Any, what: str) -> None:
+        mk = self._kind(member)
+        name = member.name
         with self._lock:
-            if isinstance(member, VM):
-                check_name(member.name, "lab:include")
-                if member.name in self._vms:
-                    if self._vms[member.name] is member:
-                        return
-                    raise LabError(f"vm name `{member.name}` already used in this lab")
-                owner = self._shadow_owner(member.name, "vm")
-                if owner is not None:
-                    raise LabError(f"lab:include: vm name `{member.name}` already declared at a parent scope "
-                                   f"(lab `{owner.name}`). Pick a different name.")
-                self._vms[member.name] = member
-            elif isinstance(member, Lab):
-                if member is self or self in member._descendants():
-                    raise LabError(f"lab:include: lab `{member.name}` cannot contain itself")
-                check_name(member.name, "lab:include")
-                if member.name in self._sub_labs:
-                    if self._sub_labs[member.name] is member:
-                        return
-                    raise LabError(f"sub-lab name `{member.name}` already used in this lab")
-                owner = self._shadow_owner(member.name, "lab")
-                if owner is not None:
-                    raise LabError(f"lab:include: sub-lab name `{member.name}` already declared at a parent "
-                                   f"scope (lab `{owner.name}`). Pick a different name.")
-                self._sub_labs[member.name] = member
-            else:
-                raise ArgumentError(f"lab:include: expected vm, bridge, or lab, got {type_name(member)}")
+            if isinstance(member, Lab) and (member is self or self in member._descendants()):
+                raise LabError(f"{what}: lab `{member.name}` cannot contain itself")
+            check_name(name, what)
+            table = self._table(mk.kind)
+            if name in table:
+                if table[name] is member:
+                    return
+                raise LabError(f"{mk.label} name `{name}` already used in this lab")
+            owner = self._shadow_owner(name, mk.kind)
+            if owner is not None:
+                raise LabError(f"{what}: {mk.label} name `{name}` already declared at a parent scope "
+                               f"(lab `{owner.name}`). Pick a different name.")
+            table[name] = member
 
     def contains_lab(self, other: "Lab") -> bool:
         """`other` is this lab or one of its sub-labs (recursively)."""
@@ -205,41 +294,49 @@ class Lab:
         return out
 
     def remove(self, member: Any) -> None:
-        """Forget a member (by name or object).  Nothing is shut down."""
+        """Forget a member (by name or object).  Nothing is shut down.  A name
+        is looked up kind by kind (VM first); an absent member is not an error."""
         with self._lock:
             if isinstance(member, str):
-                if member in self._vms:
-                    del self._vms[member]
-                elif member in self._sub_labs:
-                    del self._sub_labs[member]
-            elif isinstance(member, VM):
-                if self._vms.get(member.name) is member:
-                    del self._vms[member.name]
-            elif isinstance(member, Lab):
-                if self._sub_labs.get(member.name) is member:
-                    del self._sub_labs[member.name]
-            else:
-                raise ArgumentError(f"lab:remove expected name|vm|bridge|lab, got {type_name(member)}")
+                for mk in member_kinds():
+                    table = self._table(mk.kind)
+                    if member in table:
+                        del table[member]
+                        return
+                return
+            mk = kind_of(member)
+            if mk is None:
+                raise ArgumentError(f"lab:remove expected a name or {_kinds_text()}, got {type_name(member)}")
+            table = self._table(mk.kind)
+            if table.get(member.name) is member:
+                del table[member.name]
+
+    def names(self, kind: str) -> list[str]:
+        """Direct members of one kind, sorted (no parent walk, no recursion)."""
+        return sorted(self._table(kind))
 
     def vm_names(self) -> list[str]:
-        return sorted(self._vms)
+        return self.names("vm")
 
     def bridge_names(self) -> list[str]:
-        return []
+        return self.names("bridge")
 
     def sub_lab_names(self) -> list[str]:
-        return sorted(self._sub_labs)
+        return self.names("sub_lab")
 
     def members(self) -> list[dict[str, str]]:
-        """Direct members: VMs, then bridges, then sub-labs, each sorted by name."""
-        return ([{"kind": "vm", "name": n} for n in sorted(self._vms)]
-                + [{"kind": "sub_lab", "name": n} for n in sorted(self._sub_labs)])
+        """Direct members, kind by kind (VMs, bridges, disks, sub-labs), each sorted by name."""
+        return [{"kind": mk.kind, "name": n} for mk in member_kinds() for n in self.names(mk.kind)]
+
+    def members_of(self, kind: str) -> list[Any]:
+        table = self._table(kind)
+        return [table[n] for n in sorted(table)]
 
     def vms(self) -> list[VM]:
-        return [self._vms[n] for n in sorted(self._vms)]
+        return self.members_of("vm")
 
     def sub_labs(self) -> list["Lab"]:
-        return [self._sub_labs[n] for n in sorted(self._sub_labs)]
+        return self.members_of("sub_lab")
 
     def all_vms(self, prefix: str = "") -> list[tuple[str, VM]]:
         """Every VM of this lab and its sub-labs, as ("sub/vm" path, VM)."""
@@ -272,8 +369,23 @@ class Lab:
             raise BatchFailed(action, failures)
 
     def boot(self) -> "Lab":
-        """Boot every member still `created` (already running ones are left alone)."""
-        self._batch("boot", lambda vm: vm.state == "created", lambda vm: vm.aboot())
+        """Boot every member still `created` (already running ones are left alone).
+
+        The pool charge for all of them is taken at once, before any boots: a
+        lab never holds half its VMs while it waits for room for the rest."""
+        todo = [vm for _, vm in self.all_vms() if vm.state == "created"]
+        if todo:
+            try:
+                self.session.run(self.session.pool.prepay(
+                    f"lab `{self.name}` boot ({len(todo)} vm(s))", [(vm, planned_spec(vm)) for vm in todo]))
+            except PoolError as exc:
+                raise LabError(f"lab boot cannot reserve for its members: {exc}") from exc
+        try:
+            self._batch("boot", lambda vm: vm.state == "created", lambda vm: vm.aboot())
+        finally:
+            for vm in todo:
+                if vm.state != "booted":
+                    self.session.pool.drop_vm_charge(vm)
         return self
 
     def shutdown(self) -> None:
@@ -293,13 +405,21 @@ class Lab:
             vm.close()
         for sub in list(self._owned_labs):
             sub.close()
+        for member in reversed(self._owned):
+            try:
+                member.close()
+            except Exception:  # noqa: BLE001 - scope teardown reaches every member
+                pass
 
     # ---- claims ----------------------------------------------------------------------
 
     def claim(self, memory: Any = None, cpus: Any = None) -> None:
-        """The file's one-shot resource reservation.  Without a scheduler pool
-        wired into this process there is nothing to reserve from: the amount is
-        validated and recorded, and a second claim is refused."""
+        """The file's one-shot resource reservation, held until the file ends.
+
+        Under the dispatcher it waits until the pool has room, and from then on
+        every boot of the file draws from the claim (a hard cap) instead of the
+        pool.  Without a pool (one file run in-process) nothing is reserved, but
+        a second claim is still refused."""
         mem = 0 if memory is None else parse_size(memory, "claim: memory")
         if cpus is None:
             n = 0
@@ -311,14 +431,42 @@ class Lab:
             if self.account.claimed:
                 raise LabError("lab claim already held; one-shot per lab (a file makes at most one claim)")
             self.account.claim_memory, self.account.claim_cpus = mem, n
+        try:
+            pooled = self.session.run(self.session.pool.claim(mem, n))
+        except PoolError as exc:
+            raise LabError(f"lab claim refused: {exc}") from exc
+        self.account.pooled = pooled
+        if pooled:
+            self.session.emit("claim_acquired", amount=ResourceAmount(mem, n))
+
+    def barrier(self, name: Any, count: Any, timeout: Any = None) -> tuple[bool, str | None]:
+        """Wait until `count` callers arrived at barrier `name`; (True, None), or
+        (False, why) on timeout (default 60 s) or when it can never be met.
+
+        Barriers are named run-wide: under the dispatcher, callers in every test
+        file running at the same time meet (each file is one caller at a time);
+        without it, threads of this process meet."""
+        if not isinstance(name, str):
+            raise ArgumentError(f"barrier: name must be a string, got {type_name(name)}")
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise ArgumentError(f"barrier: count must be an integer, got {type_name(count)}")
+        if count < 1:
+            raise ArgumentError(f"barrier: count must be at least 1, got {count}")
+        if timeout is None:
+            secs = DEFAULT_BARRIER_TIMEOUT
+        else:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise ArgumentError(f"barrier: timeout must be a number of seconds, got {type_name(timeout)}")
+            secs = parse_duration(timeout, "barrier: timeout")
+        try:
+            return self.session.run(self.session.pool.barrier(name, count, secs))
+        except PoolError as exc:
+            raise LabError(f"barrier `{name}`: {exc}") from exc
 
     # ---- later pieces ------------------------------------------------------------------
 
     def bridge(self, *args: Any) -> Any:
         raise NotYetImplemented("lab:bridge (virtual networks)", "in this version of provium")
-
-    def barrier(self, *args: Any) -> Any:
-        raise NotYetImplemented("lab:barrier", "in this version of provium")
 
     def snapshot(self, *args: Any) -> Any:
         raise NotYetImplemented("lab:snapshot (snapshots)", "in this version of provium")
@@ -336,3 +484,7 @@ class Lab:
         return f"lab({self.name}; {len(self._vms)} vm(s))"
 
     __repr__ = __str__
+
+
+register_member_kind("vm", VM, 10)
+register_member_kind("sub_lab", Lab, 100, "sub-lab")

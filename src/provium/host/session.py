@@ -16,6 +16,7 @@ from typing import Any, Callable, Coroutine
 from ..config import Config
 from ..vmm.base import Vmm
 from .errors import Interrupted, SessionError
+from .pool import HostPool
 
 CLOSE_VM_TIMEOUT = 60.0  # a backend that hangs in shutdown must not hang close()
 
@@ -45,6 +46,9 @@ class Session:
             config = load(None)
         self.vmm = vmm
         self.config = config
+        # Pool charges, the file's claim and barriers (host/pool.py); the runner
+        # swaps in one connected to the dispatcher.
+        self.pool = HostPool()
         self.default_memory = default_memory
         self.default_cpus = default_cpus
         self.site_provider: SiteProvider | None = None
@@ -202,6 +206,7 @@ class Session:
                 self.run(self.vmm.close(), timeout=30)
             except Exception:
                 pass
+            self.pool.close()
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
 

@@ -43,6 +43,7 @@ from ..vmm.base import Unimplemented
 from . import console as console_mod
 from .agent_errors import client_error, os_error, os_error_text, vmm_text  # noqa: F401  (os_error*: re-exported)
 from .bootopts import BootOpts, make_spec, parse_boot_opts
+from .disk import Disk, DiskError, VmDisks
 from .errors import (
     AgentCommError,
     AgentGone,
@@ -109,6 +110,7 @@ class VM:
         # (reset): handles from before refuse to act instead of hitting a new
         # agent's possibly re-used handle numbers.
         self.generation = 0
+        self.disks = VmDisks(self)  # owns the disks' images and NBD servers (host/disk.py)
         session._register(self)
 
     # ---- accessors ---------------------------------------------------------------
@@ -185,14 +187,21 @@ class VM:
         self._state = VmState.BOOTING
         started = time.monotonic_ns()
         try:
-            inst = await self._launch(spec)
+            try:
+                spec.disks = await self.disks.prepare(self._profile, spec.disks)
+            except DiskError as exc:
+                raise VmmFailure(f"vm `{self.name}`: boot failed: {exc}") from exc
+            inst = await self._charged_launch(spec)
         except BaseException:
+            await _quiet(self.disks.close())
             if self._state is VmState.BOOTING:
                 self._state = VmState.CREATED  # a failed launch can be retried
             raise
         if self._state is not VmState.BOOTING:
             # Shut down (e.g. by Session.close) while we were booting: do not leak it.
+            self._session.pool.drop_vm_charge(self)
             await _quiet(inst.shutdown())
+            await _quiet(self.disks.close())
             raise WrongState(self.name, self._state, "boot")
         self._inst = inst
         self._opts = merged
@@ -203,6 +212,16 @@ class VM:
         self._session.emit("vm_spawned", vm_name=self.name, profile=self.profile,
                            memory_bytes=spec.memory_bytes, cid=inst.cid)
         return self
+
+    async def _charged_launch(self, spec) -> Any:
+        """Launch while holding the VM's pool charge (host/pool.py: waits for room
+        in the pool first); a failed launch gives the charge back."""
+        await self._session.pool.take_vm_charge(self, spec)
+        try:
+            return await self._launch(spec)
+        except BaseException:
+            self._session.pool.drop_vm_charge(self)
+            raise
 
     async def _launch(self, spec: Any) -> Any:
         try:
@@ -226,8 +245,11 @@ class VM:
         if state is VmState.SHUTDOWN:
             return
         self._state = VmState.SHUTDOWN
+        if state is VmState.CREATED:
+            await self.disks.close()  # disks attached before boot
         if state in (VmState.CREATED, VmState.BOOTING):
             return  # a boot in flight sees this and shuts its new guest down
+        self._session.pool.drop_vm_charge(self)
         self._registry.clear()
         inst = self._inst
         error = None
@@ -237,6 +259,7 @@ class VM:
         except Exception as exc:
             error = VmmFailure(f"vm `{self.name}`: shutdown: {vmm_text(exc)}")
             error.__cause__ = exc
+        await _quiet(self.disks.close())
         self._session.emit("vm_shutdown", vm_name=self.name, duration_ns=time.monotonic_ns() - self._boot_ns)
         if error is not None:
             raise error
@@ -299,11 +322,28 @@ class VM:
         except Exception as exc:
             self._state = VmState.DEAD
             await _quiet(inst.shutdown())
+            await _quiet(self.disks.close())
             raise VmmFailure(f"vm `{self.name}`: power_button: {vmm_text(exc)} (the VM was killed)") from exc
         self._state = VmState.SHUTDOWN
         self._registry.clear()
         await _quiet(inst.shutdown())
+        self._session.pool.drop_vm_charge(self)
+        await _quiet(self.disks.close())
         self._session.emit("vm_shutdown", vm_name=self.name, duration_ns=time.monotonic_ns() - self._boot_ns)
+
+    # ---- disks (host/disk.py does the work) --------------------------------------
+
+    def disk(self, disk_id: Any) -> Disk:
+        """The disk `disk_id` (from the profile, the boot's `disks`, or attach_disk)."""
+        return self.disks.get(disk_id)
+
+    def attach_disk(self, opts: Mapping | None = None, **kw: Any) -> Disk:
+        """Attach a disk; hot-plugged into a booted q35 guest.  See `VmDisks.aattach`."""
+        return self.disks.attach(_merge_kw(opts, kw, "vm:attach_disk"))
+
+    def _stage_disk(self, spec) -> None:
+        """attach_disk on a created VM: the disk joins this VM's boot disks."""
+        self._opts.disks.append(spec)
 
     async def _control(self, action: str, coro) -> None:
         try:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..host.lab import Lab
+from ..host.lab import Lab, kind_of
 from ..host.values import parse_duration
 from .args import Args, opts_dict
-from .binding import Binding, method
+from .binding import Binding, Multi, method
 from .convert import is_table, lua_type, to_py
 from .errors import LuaApiError, NotYetImplemented
 
@@ -46,13 +46,8 @@ class LabBinding(Binding):
             return st.fixture_function(key)
         if key in CONFIG_KEYS:
             return st.file_config.get(key)
-        vm = self.host.find_vm(key)
-        if vm is not None:
-            return st.bind(vm)
-        sub = self.host.find_sub_lab(key)
-        if sub is not None:
-            return st.bind(sub)
-        return None
+        member = self.host.find_any(key)  # a VM, bridge, disk or sub-lab, walking up to the file root
+        return None if member is None else st.bind(member)
 
     def lua_newindex(self, key: str, value: Any) -> None:
         st = self._state
@@ -122,21 +117,17 @@ class LabBinding(Binding):
             raise LuaApiError(f"lab:include expected userdata or array, got {lua_type(v)}")
 
     def _include_one(self, b: Binding) -> None:
-        from .objects import VmBinding
-
-        if not isinstance(b, (VmBinding, LabBinding)):
+        if kind_of(getattr(b, "host", None)) is None:
             raise LuaApiError(f"lab:include: expected vm, bridge, or lab userdata, got a {b.KIND}")
         self.host.include(b.host)
 
     @method()
     def remove(self, *a: Any) -> None:
-        from .objects import VmBinding
-
         args = Args("lab:remove", a, max_args=1)
         v = args.get(1)
         if isinstance(v, (bytes, str)):
             self.host.remove(args.string(1, "name"))
-        elif isinstance(v, (VmBinding, LabBinding)):
+        elif isinstance(v, Binding) and kind_of(getattr(v, "host", None)) is not None:
             self.host.remove(v.host)
         elif isinstance(v, Binding):
             raise LuaApiError(f"lab:remove: userdata is not a vm, bridge, or lab (got a {v.KIND})")
@@ -208,7 +199,21 @@ class LabBinding(Binding):
 
     @method()
     def barrier(self, *a: Any) -> Any:
-        return self.host.barrier()
+        """true, or false and the reason (timed out, can never be met): so
+        `assert(provium:barrier("up", 2))` fails with a clear message."""
+        args = Args("lab:barrier", a, max_args=3)
+        name, count, timeout = args.get(1), args.get(2), args.get(3)
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "replace")
+        if not isinstance(name, str):
+            raise LuaApiError(f"barrier: name must be a string, got {lua_type(name)}")
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise LuaApiError(f"barrier: count must be an integer, got {lua_type(count)}"
+                              + (" (a float, even 2.0, is refused)" if isinstance(count, float) else ""))
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
+            raise LuaApiError(f"barrier: timeout must be a number of seconds, got {lua_type(timeout)}")
+        met, why = self.host.barrier(name, count, timeout)
+        return True if met else Multi((False, why))
 
     @method()
     def snapshot(self, *a: Any) -> Any:

@@ -17,6 +17,7 @@ from ..host.errors import ArgumentError
 from ..host.results import RunResult
 from .args import Args
 from .binding import Binding, Multi, method
+from .disk import DiskBinding
 from .convert import is_function, is_table, key_text, lua_type, text, to_py
 from .errors import LuaApiError, NotYetImplemented
 
@@ -318,12 +319,14 @@ class VmBinding(Binding):
         raise NotYetImplemented("vm:nic (virtual networks)")
 
     @method()
-    def disk(self, *a: Any) -> None:
-        raise NotYetImplemented("vm:disk (disks)")
+    def disk(self, *a: Any) -> Any:
+        args = Args("vm:disk", a, max_args=1)
+        return DiskBinding(self._state, self.host.disk(to_py(args.get(1))))
 
     @method()
-    def attach_disk(self, *a: Any) -> None:
-        raise NotYetImplemented("vm:attach_disk (disks)")
+    def attach_disk(self, *a: Any) -> Any:
+        args = Args("vm:attach_disk", a, max_args=1)
+        return DiskBinding(self._state, self.host.attach_disk(_opts("vm:attach_disk", args, 1)))
 
 
 class RunResultBinding(Binding):

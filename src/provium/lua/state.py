@@ -18,7 +18,7 @@ from typing import Any, Callable
 from ..errors import TestFileError
 from ..host.clock import Clock
 from ..host.file import File
-from ..host.lab import Account, Lab
+from ..host.lab import Account, Lab, kind_of
 from ..host.process import Process
 from ..host.results import DirEntry, IoctlOutcome, RunResult, Stat, SyscallOutcome
 from ..host.streams import Stream
@@ -116,7 +116,7 @@ class FileState:
         if hit is not None and hit[0] is obj:
             return hit[1]
         b = self._new_binding(obj)
-        if isinstance(obj, (VM, Lab)):
+        if kind_of(obj) is not None:  # lab members (VMs, labs, bridges...) keep their identity
             self._bindings[id(obj)] = (obj, b)
         return b
 

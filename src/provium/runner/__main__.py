@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--settings", required=True, help="RunSettings JSON file")
     ap.add_argument("--result", required=True, help="where to write the FileOutcome JSON")
     ap.add_argument("--events-fd", type=int, default=None, help="file descriptor for event frames")
+    ap.add_argument("--owner", type=int, default=None, help="this file's id with the dispatcher's coordinator")
     ap.add_argument("file", help="the *.test.lua file")
     args = ap.parse_args(argv)
 
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        outcome = run_file(args.file, settings, sink.emit, on_stuck=on_stuck)
+        outcome = run_file(args.file, settings, sink.emit, on_stuck=on_stuck, owner=args.owner)
         write_once(outcome)
     except SystemExit:
         raise

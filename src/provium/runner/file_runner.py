@@ -26,6 +26,7 @@ from .. import vmm as vmm_mod
 from ..events import types as ev
 from ..host.console import failure_block as console_failure_block
 from ..host.errors import ArgumentError
+from ..host.pool import HostPool
 from ..host.session import Session
 from ..host.values import parse_duration
 from ..lua.convert import meta_map, to_py
@@ -55,17 +56,26 @@ class _Watchdog:
     test is still not back after STUCK_GRACE, calls `on_stuck`."""
 
     def __init__(self, seconds: float, on_fire: Callable[[], None],
-                 on_stuck: Callable[[], None] | None = None) -> None:
+                 on_stuck: Callable[[], None] | None = None,
+                 waited: Callable[[], float] | None = None) -> None:
         self._done = threading.Event()
         self.fired = False
         self._on_fire = on_fire
         self._on_stuck = on_stuck
+        # Time spent waiting for the pool does not count: the deadline moves back by it.
+        self._waited = waited or (lambda: 0.0)
         self._thread = threading.Thread(target=self._run, args=(seconds,), name="provium-watchdog", daemon=True)
         self._thread.start()
 
     def _run(self, seconds: float) -> None:
-        if self._done.wait(seconds):
-            return
+        deadline = time.monotonic() + seconds
+        base = self._waited()
+        while True:
+            left = deadline + (self._waited() - base) - time.monotonic()
+            if left <= 0:
+                break
+            if self._done.wait(min(left, 1.0)):
+                return
         self.fired = True
         try:
             self._on_fire()
@@ -89,6 +99,7 @@ class _Ctx:
     outcome: FileOutcome | None = None
     on_stuck: Callable[[FileOutcome], None] | None = None
     file_deadline: float | None = None
+    owner: int | None = None  # this file's id with the dispatcher's coordinator
     log_prefix: list[str] = field(default_factory=list)
 
 
@@ -119,13 +130,14 @@ def make_vmm(settings: RunSettings) -> Any:
 
 def run_file(path: str, settings: RunSettings | None = None, emit: Emit | None = None, *,
              config: config_mod.Config | None = None, vmm: Any = None,
-             on_stuck: Callable[[FileOutcome], None] | None = None) -> FileOutcome:
+             on_stuck: Callable[[FileOutcome], None] | None = None, owner: int | None = None) -> FileOutcome:
     """Run every test of `path`; never raises for anything the file does."""
     settings = settings or RunSettings()
     send = _safe_emit(emit)
     started = time.monotonic_ns()
     out = FileOutcome(path=path)
     ctx = _Ctx(path=path, settings=settings, emit=send, outcome=out, on_stuck=on_stuck)
+    ctx.owner = owner
     if settings.file_timeout:
         ctx.file_deadline = time.monotonic() + settings.file_timeout
     try:
@@ -149,6 +161,8 @@ def _session_hook(ctx: _Ctx) -> Callable[..., None]:
         if "file" not in payload and "file" in getattr(cls, "__dataclass_fields__", {}):
             st = ctx.state
             payload["file"] = st.vm_owner(payload.get("vm_name", "")) if st is not None else ctx.path
+        if "path" not in payload and "path" in getattr(cls, "__dataclass_fields__", {}):
+            payload["path"] = ctx.path  # claim events name the file
         try:
             ctx.emit(cls(**payload))
         except TypeError:
@@ -164,6 +178,14 @@ def _run(ctx: _Ctx, cfg: config_mod.Config, backend: Any) -> None:
                       default_memory=s.vm_memory or (512 << 20), default_cpus=s.vm_cpus or 1)
     ctx.session = session
     try:
+        if s.coordinator and ctx.owner is not None:
+            from ..scheduler.coordinator import Client  # only under the dispatcher: keeps plain runs lean
+
+            try:
+                session.pool = HostPool(Client(s.coordinator, ctx.owner))
+            except OSError as exc:
+                out.chunk_error = f"cannot reach the provium dispatcher at `{s.coordinator}`: {exc}"
+                return
         try:
             source = open(ctx.path, "rb").read()
         except OSError as exc:
@@ -184,6 +206,11 @@ def _run(ctx: _Ctx, cfg: config_mod.Config, backend: Any) -> None:
             return
         _run_tests(ctx, state)
     finally:
+        acct = ctx.state.account if ctx.state is not None else None
+        if acct is not None and acct.pooled:
+            # The dispatcher releases the claim when this runner ends.
+            ctx.emit(ev.ClaimReleased(path=ctx.path, amount=ev.ResourceAmount(acct.claim_memory or 0,
+                                                                                acct.claim_cpus or 0)))
         try:
             if ctx.state is not None:
                 ctx.state.close()
@@ -196,18 +223,30 @@ def _guarded(ctx: _Ctx, seconds: float | None, fn: Callable[[], Any], what: str)
     limit, label = _limit(ctx, seconds)
     if limit is None:
         return fn(), False
-    dog = _Watchdog(limit, lambda: _fire(ctx, label), lambda: _stuck(ctx))
+    dog = _Watchdog(limit, lambda: _fire(ctx, label), lambda: _stuck(ctx), _pool_waited(ctx))
     try:
         return fn(), dog.fired
     finally:
         dog.cancel()
 
 
+def _pool_waited(ctx: _Ctx) -> Callable[[], float]:
+    session = ctx.session
+    return session.pool.waited if session is not None else (lambda: 0.0)
+
+
+def _file_deadline(ctx: _Ctx) -> float | None:
+    """The file's deadline, moved back by the time it waited for the pool."""
+    if ctx.file_deadline is None:
+        return None
+    return ctx.file_deadline + _pool_waited(ctx)()
+
+
 def _limit(ctx: _Ctx, seconds: float | None) -> tuple[float | None, str]:
     """The watchdog period and the message it reports."""
     limit, label = seconds, f"test timeout exceeded ({format_duration(seconds)})" if seconds else ""
     if ctx.file_deadline is not None:
-        left = max(0.0, ctx.file_deadline - time.monotonic())
+        left = max(0.0, _file_deadline(ctx) - time.monotonic())
         if limit is None or left < limit:
             limit = left
             label = f"file timeout exceeded ({format_duration(ctx.settings.file_timeout)})"
@@ -291,7 +330,7 @@ def _run_tests(ctx: _Ctx, state: FileState) -> None:
     todo = state.file_skip()
     for name, meta_tbl, fn in state.tests():
         meta = meta_map(meta_tbl)
-        if ctx.file_deadline is not None and time.monotonic() >= ctx.file_deadline:
+        if ctx.file_deadline is not None and time.monotonic() >= _file_deadline(ctx):
             out.timed_out = True
             break
         reason = todo if todo is not None else skip_reason(meta, s)

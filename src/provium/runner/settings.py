@@ -43,6 +43,7 @@ class RunSettings:
     fail_fast: bool = False
     verbose: bool = False
     vmm_options: dict[str, Any] = field(default_factory=dict)  # extra kwargs for vmm.create
+    coordinator: str | None = None  # the dispatcher's unix socket (pool, claims, barriers); None = no pool
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

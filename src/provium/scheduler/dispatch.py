@@ -1,4 +1,4 @@
-"""Running test files: one runner subprocess per file, up to N at a time.
+"""Running test files: one runner subprocess per file, as many at once as the pool allows.
 
 Everything happens on the calling thread: one selector watches every running
 runner's event pipe and its pidfd (readable when the process exits), so there
@@ -12,10 +12,17 @@ full fork of this process for every file: measurably slower.)
 A runner is the leader of its own process group; the per-file watchdog kills
 the whole group.  A runner that crashes (non-zero exit, signal, missing or bad
 result file) fails its file with a chunk error; the run carries on.
+
+Files start in discovery order (FIFO), each once its per-file overhead fits
+the pool and the host is not under CPU/memory pressure (psi.py).  The same
+selector serves the coordinator's socket (coordinator.py), through which the
+runners take VM charges, claims and barriers from the one pool.  Time a file
+spends parked in the pool is added to its kill deadline.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import selectors
 import signal
@@ -31,8 +38,11 @@ from provium.events import types as ev
 from provium.events.sinks import Sink
 from provium.protocol import framing
 
+from .coordinator import Coordinator
+from .declared import declared_claim
 from .discovery import Discovered
-from .pool import PoolSize
+from .pool import Pool, PoolRefused, PoolSize, fits, fmt_amount
+from .psi import DEFAULT_PATHS, PressureGate
 from .results import FileResult, ResultError, TestOutcome
 
 FAIL_FAST_REASON = "skipped: --fail-fast"
@@ -63,6 +73,8 @@ class DispatchOptions:
     runner_cmd: list[str] = field(default_factory=default_runner_cmd)
     env: dict[str, str] | None = None
     kill_grace: float | None = None  # seconds past the timeout before the kill; None = kill_grace(timeout)
+    psi_paths: tuple[str, ...] | list[str] = DEFAULT_PATHS  # PSI files to gate on (tests use fakes)
+    psi_threshold: float = 10.0
 
 
 @dataclass
@@ -110,6 +122,8 @@ class Dispatcher:
         self.on_file_done = on_file_done
         self._settings_path = os.path.join(opts.work_dir, "settings.json")
         Path(self._settings_path).write_text(opts.settings_json)
+        self.pool = Pool(opts.pool.total)
+        self._queue: deque[int] = deque()
         self._running: dict[int, _Running] = {}  # by index
         self._sel = selectors.DefaultSelector()
         self._stop = False
@@ -119,23 +133,39 @@ class Dispatcher:
     def run(self, files: list[Discovered]) -> list[FileResult]:
         """Run every file; results come back in input order."""
         results: list[FileResult | None] = [None] * len(files)
-        queue = deque(range(len(files)))
-        blocked_sent: set[int] = set()
+        self._queue = deque(range(len(files)))
+        blocked_sent: dict[int, str] = {}
         next_pool_state = 0.0
+        per_file = self.opts.pool.per_file
+        gate = PressureGate(self.opts.psi_paths, self.opts.psi_threshold)
+        self.coordinator = Coordinator(os.path.join(self.opts.work_dir, "coord.sock"), self.pool, self._sel,
+                                       live_files=lambda: len(self._running) + len(self._queue),
+                                       charge_vms=self.opts.pool.charge_vms)
+        self._write_settings()
         try:
-            while queue or self._running:
-                while queue and not self._stop and len(self._running) < self.opts.pool.slots:
-                    self._start(queue.popleft(), files)
+            while self._queue or self._running:
+                gated = False
+                while self._queue and not self._stop:
+                    i = self._queue[0]
+                    refused = self._refusal(files[i])
+                    if refused is not None:
+                        self._queue.popleft()
+                        results[i] = self._refuse(i, files[i], refused)
+                        continue
+                    if self._running and gate.pressured():
+                        gated = True
+                        self._blocked(files, blocked_sent, "psi_pressure")
+                        break
+                    if not fits(per_file, self.pool.available):
+                        self._blocked(files, blocked_sent, "pool_full")
+                        break
+                    self._queue.popleft()
+                    self._start(i, files)
                 if self._stop:
-                    while queue:
-                        i = queue.popleft()
+                    while self._queue:
+                        i = self._queue.popleft()
                         results[i] = FileResult(path=files[i].path, not_run=FAIL_FAST_REASON,
                                                 chunk_error=None)
-                for i in queue:
-                    if i not in blocked_sent:
-                        blocked_sent.add(i)
-                        self.sink.emit(ev.FileBlocked(path=files[i].path, waiting_for=self.opts.pool.per_file,
-                                                      reason="pool_full"))
                 now = time.monotonic()
                 if now >= next_pool_state:
                     self._emit_pool_state()
@@ -143,28 +173,85 @@ class Dispatcher:
                 if not self._running:
                     continue
                 wait = next_pool_state - now
+                if gated:
+                    wait = min(wait, 0.2)
                 for r in self._running.values():
-                    if r.deadline is not None:
-                        wait = min(wait, r.deadline - now)
-                for key, _ in self._sel.select(max(0.0, wait)):
-                    kind, r = key.data
+                    dl = self._deadline(r, now)
+                    if dl is not None:
+                        wait = min(wait, dl - now)
+                cd = self.coordinator.next_deadline()
+                if cd is not None:
+                    wait = min(wait, cd - now)
+                for key, mask in self._sel.select(max(0.0, wait)):
+                    kind, obj = key.data
                     if kind == "events":
-                        self._read_events(r)
+                        self._read_events(obj)
+                    elif kind.startswith("coord"):
+                        self.coordinator.on_ready(kind, obj, mask)
                 now = time.monotonic()
+                self.coordinator.tick(now)
                 for r in list(self._running.values()):
                     if r.proc.poll() is not None:
                         results[r.index] = self._finish(r)
-                    elif r.deadline is not None and now >= r.deadline:
-                        r.timed_out = True
-                        self._kill(r)
-                        results[r.index] = self._finish(r)
+                    else:
+                        dl = self._deadline(r, now)
+                        if dl is not None and now >= dl:
+                            r.timed_out = True
+                            self._kill(r)
+                            results[r.index] = self._finish(r)
             self._emit_pool_state()
         finally:
             for r in list(self._running.values()):
                 self._kill(r)
                 self._close(r)
+            self.coordinator.close()
             self._sel.close()
         return [r for r in results if r is not None]
+
+    def _write_settings(self) -> None:
+        """The runners' settings, plus where to reach the coordinator."""
+        try:
+            data = json.loads(self.opts.settings_json)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            data["coordinator"] = self.coordinator.path
+            Path(self._settings_path).write_text(json.dumps(data, sort_keys=True))
+
+    def _deadline(self, r: "_Running", now: float) -> float | None:
+        """The kill deadline, moved back by the time the file waited in the pool."""
+        if r.deadline is None:
+            return None
+        return r.deadline + self.coordinator.waited(r.index, now)
+
+    def _blocked(self, files: list[Discovered], sent: dict[int, str], reason: str) -> None:
+        for i in self._queue:
+            if sent.get(i) != reason:
+                sent[i] = reason
+                self.sink.emit(ev.FileBlocked(path=files[i].path, waiting_for=self.opts.pool.per_file,
+                                              reason=reason))
+
+    def _refusal(self, f: Discovered) -> str | None:
+        """Why this file can never run in this pool (decided before it starts), or None."""
+        total = self.pool.total
+        if not fits(self.opts.pool.per_file, total):
+            return (f"the per-file overhead ({fmt_amount(self.opts.pool.per_file)}) exceeds the pool total "
+                    f"({fmt_amount(total)}); raise --mem/--cpus")
+        claim = declared_claim(f.path)
+        if claim is not None and not fits(claim, total):
+            return (f"this file claims {fmt_amount(claim)} (provium:claim), which exceeds the pool total "
+                    f"({fmt_amount(total)}); it could never run. Raise --mem/--cpus/--cpu-overcommit, "
+                    "or claim less")
+        return None
+
+    def _refuse(self, index: int, f: Discovered, why: str) -> FileResult:
+        result = FileResult(path=f.path, chunk_error=why)
+        self.sink.emit(ev.FileCompleted(path=f.path, status=result.status, duration_ns=0))
+        if self.opts.fail_fast:
+            self._stop = True
+        if self.on_file_done is not None:
+            self.on_file_done(index, result)
+        return result
 
     # ---- one runner ---------------------------------------------------------
 
@@ -175,7 +262,12 @@ class Dispatcher:
         log_path = os.path.join(self.opts.work_dir, f"{index}.log")
         result_path = os.path.join(self.opts.work_dir, f"{index}.result.json")
         cmd = [*self.opts.runner_cmd, "--settings", self._settings_path, "--result", result_path,
-               "--events-fd", str(wfd), f.path]
+               "--events-fd", str(wfd), "--owner", str(index), f.path]
+        try:
+            self.pool.request(self.pool.new_request(index, [self.opts.pool.per_file], "the file overhead"))
+        except PoolRefused:  # cannot happen: the caller checked that it fits
+            pass
+        self.coordinator.file_started(index)
         self.sink.emit(ev.FileDispatched(path=f.path, reservation=self.opts.pool.per_file))
         started = time.monotonic()
         with open(log_path, "wb") as log:
@@ -185,6 +277,7 @@ class Dispatcher:
             except OSError as exc:
                 os.close(rfd)
                 os.close(wfd)
+                self.coordinator.file_ended(index)
                 raise OSError(exc.errno, f"cannot start the runner `{cmd[0]}`: {exc.strerror}") from exc
         os.close(wfd)
         pidfd = os.pidfd_open(proc.pid)
@@ -275,6 +368,7 @@ class Dispatcher:
             self._warn(r, f"event stream ended mid-frame ({len(r.buf)} bytes dropped)")
             r.buf.clear()
         self._close(r)
+        self.coordinator.file_ended(r.index)  # gives back all the file held
         duration_ns = int((time.monotonic() - r.started) * 1e9)
         output = _tail(r.log_path)
         result = self._outcome(r, output)
@@ -315,8 +409,7 @@ class Dispatcher:
         return FileResult(path=path, tests=list(r.seen.values()), chunk_error=msg, crashed=True)
 
     def _emit_pool_state(self) -> None:
-        n = len(self._running)
-        self.sink.emit(ev.PoolState(used=self.opts.pool.used(n), available=self.opts.pool.available(n)))
+        self.sink.emit(ev.PoolState(used=self.pool.used, available=self.pool.available))
 
     def _warn(self, r: _Running, msg: str) -> None:
         print(f"provium: {r.file.path}: {msg}", file=sys.stderr)

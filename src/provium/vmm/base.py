@@ -107,6 +107,14 @@ class VmInstance(abc.ABC):
     async def snapshot(self, path: Path) -> None:
         raise Unimplemented(self.backend, "snapshot")
 
+    async def attach_disk(self, disk: DiskSpec) -> None:
+        """Hot-plug a resolved disk (`image`, maybe `nbd_socket`); returns once QEMU has it."""
+        raise Unimplemented(self.backend, "disk hot-plug")
+
+    async def detach_disk(self, disk_id: str) -> None:
+        """Unplug a disk; returns once the guest has released it."""
+        raise Unimplemented(self.backend, "disk hot-unplug")
+
     def console_tail(self, n: int = 4096) -> bytes:
         """Last n bytes of the console, b"" when the backend has no console."""
         if self.console_log is None:

@@ -9,9 +9,11 @@ The agent is started with PROVIUM_AGENT_LOCAL=1 so it refuses to set the clock
 
 What the local backend cannot do raises: pause/resume/reset/power_button/
 wakeup/snapshot (`Unimplemented`, "not yet implemented"), and the boot options
-that only make sense for a real guest kernel (`files`, `disks`,
-`initial_time`).  Memory, cpus, kernel command line and rng seed are ignored:
-there is no guest kernel to give them to.
+that only make sense for a real guest kernel (`files`, `initial_time`).
+Memory, cpus, kernel command line and rng seed are ignored: there is no guest
+kernel to give them to.  Disks are accepted as host-side objects: the host layer
+makes their images and serves their sector I/O, and attaching or detaching one
+only updates that model (there is no guest to plug it into).
 """
 
 from __future__ import annotations
@@ -68,6 +70,12 @@ class LocalInstance(VmInstance):
         self._sock = sock
         self._down = False
 
+    async def attach_disk(self, disk) -> None:
+        """No guest kernel to plug into: the disk exists as the host layer's object only."""
+
+    async def detach_disk(self, disk_id: str) -> None:
+        """See attach_disk."""
+
     def alive(self) -> bool:
         return not self._down and self.proc.poll() is None and self.client.lost is None
 
@@ -97,11 +105,10 @@ class LocalVmm(Vmm):
         self._instances: list[LocalInstance] = []
 
     def _check_spec(self, spec: VmSpec) -> None:
-        for key, given in (("files", spec.files), ("disks", spec.disks), ("initial_time", spec.initial_time is not None)):
+        for key, given in (("files", spec.files), ("initial_time", spec.initial_time is not None)):
             if given:
                 hint = {
                     "files": "guest ops act on the host filesystem here; write them with vm:write_file after boot",
-                    "disks": "there is no guest kernel to attach a block device to",
                     "initial_time": "it would set the host's clock",
                 }[key]
                 raise VmmError(f"vmm: the local backend cannot honour boot option `{key}` ({hint})")

@@ -54,7 +54,7 @@ def rtc_base(initial_time: float | None) -> str | None:
     if initial_time is None:
         return None
     try:
-        t = datetime.datetime.fromtimestamp(int(initial_time), tz=datetime.timezone.utc)
+        t = datetime.datetime.fromtimestamp(int(initial_time), tz=datetime.UTC)
     except (OverflowError, OSError, ValueError):
         return None
     if not 1970 <= t.year <= 9999:
@@ -92,9 +92,8 @@ def build(c: QemuConfig) -> list[str]:
         argv += ["-rtc", f"base={base},clock=host"]
     if c.rng_seed is not None:
         argv += ["-fw_cfg", f"name={RNG_SEED_FW_CFG},string={c.rng_seed & (2**64 - 1):016x}"]
-    blk = "virtio-blk-pci" if pci else "virtio-blk-device"
     for i, d in enumerate(c.disks):
-        argv += disk_args(d, f"disk{i}", blk)
+        argv += disk_args(d, i, pci)
     argv += HotplugSlots(c.machine, c.hotplug_ports).argv()
     argv += c.extra
     return argv
@@ -132,7 +131,23 @@ def blk_device(d: DiskSpec, node: str, blk: str, dev_id: str | None = None, bus:
     return dev
 
 
-def disk_args(d: DiskSpec, node: str, blk: str) -> list[str]:
-    dev = blk_device(d, node, blk)
+BOOT_DISK_CHASSIS = 64  # chassis numbers of boot disks' own ports (hot-plug ports use 1..32)
+
+
+def boot_disk_ids(i: int) -> tuple[str, str, str]:
+    """(node name, device id, port id) of the i-th boot disk."""
+    return f"disk{i}", f"disk{i}-dev", f"disk{i}-port"
+
+
+def disk_args(d: DiskSpec, i: int, pci: bool) -> list[str]:
+    """A boot disk.  On q35 each sits behind its own pcie-root-port: a device on the root
+    complex itself cannot be unplugged, and `disk:detach` must work on boot disks too."""
+    node, dev_id, port = boot_disk_ids(i)
+    out: list[str] = []
+    bus = None
+    if pci:
+        out += ["-device", f"pcie-root-port,id={port},bus=pcie.0,chassis={BOOT_DISK_CHASSIS + i},io-reserve=0"]
+        bus = port
+    dev = blk_device(d, node, "virtio-blk-pci" if pci else "virtio-blk-device", dev_id, bus)
     opts = ",".join(f"{k}={_q(v)}" for k, v in dev.items())
-    return ["-blockdev", json.dumps(blockdev(d, node), separators=(",", ":")), "-device", opts]
+    return out + ["-blockdev", json.dumps(blockdev(d, node), separators=(",", ":")), "-device", opts]

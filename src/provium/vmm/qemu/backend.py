@@ -10,7 +10,7 @@ are swept the next time a backend starts.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import contextlib
 import itertools
 import os
 import shlex
@@ -34,6 +34,7 @@ DEFAULT_BOOT_TIMEOUT = 30.0
 QMP_CONNECT_TIMEOUT = 5.0
 QUIT_GRACE = 2.0
 RESET_EVENT_TIMEOUT = 10.0
+UNPLUG_TIMEOUT = 30.0
 CONSOLE_TAIL = 4096
 KEEP_CONSOLE = 256 << 10  # kept in memory after shutdown, when the log file is gone
 
@@ -94,6 +95,12 @@ def sweep_stale_roots(tmp: Path) -> None:
             continue
 
 
+async def _quiet_qmp(coro) -> None:
+    """Undo steps of a failed hot-plug: the first error is the one to report."""
+    with contextlib.suppress(QmpError):
+        await coro
+
+
 class QemuVmm(Vmm):
     name = "qemu"
 
@@ -134,33 +141,13 @@ class QemuVmm(Vmm):
             self._root = root
         return self._root
 
-    def _disks(self, spec: VmSpec) -> list[DiskSpec]:
-        """The disks to attach, profile disks first, each with its image resolved."""
-        out: list[DiskSpec] = []
-        seen: set[str] = set()
-        for d in spec.profile.disks:
-            path = spec.profile.resolve(d.path)
-            self._check_disk(d, path)
-            seen.add(d.id)
-            out.append(dataclasses.replace(d, image=str(path)))
-        for d in spec.disks:
-            if d.id in seen:
-                raise VmmError(f"disk id `{d.id}` is already attached by the profile; give the boot's disk a different id")
-            seen.add(d.id)
-            if d.image is None:  # not resolved by the host layer: a plain `path` disk
-                path = Path(os.path.expanduser(d.path)) if d.path else None
-                self._check_disk(d, path)
-                d = dataclasses.replace(d, image=str(path))
-            out.append(d)
-        return out
-
     @staticmethod
-    def _check_disk(d: DiskSpec, path: Path | None) -> None:
-        if d.mediated or d.source != "path":
-            raise VmmError(f"disk `{d.id}`: {'mediated' if d.mediated else d.source} disks are not yet "
-                           "implemented on the qemu backend")
-        if path is None or not path.is_file():
-            raise VmmError(f"disk `{d.id}`: no image at `{path}` (provium does not create one)")
+    def _disks(spec: VmSpec) -> list[DiskSpec]:
+        """The host layer resolved every disk (profile disks first); check it did."""
+        for d in spec.disks:
+            if not d.image:
+                raise VmmError(f"disk `{d.id}`: no image resolved for it")
+        return list(spec.disks)
 
     @staticmethod
     def _nic_args(spec: VmSpec, pci: bool) -> list[str]:
@@ -174,7 +161,7 @@ class QemuVmm(Vmm):
 
     # ---- launch ----------------------------------------------------------------------
 
-    async def launch(self, spec: VmSpec) -> "QemuInstance":
+    async def launch(self, spec: VmSpec) -> QemuInstance:
         qemu = self.qemu_binary()
         cid = next(_cids)
         scratch = self._scratch_root() / f"vm-{cid}"
@@ -188,7 +175,7 @@ class QemuVmm(Vmm):
         self._instances.add(inst)
         return inst
 
-    async def _launch(self, spec: VmSpec, qemu: str, cid: int, scratch: Path) -> "QemuInstance":
+    async def _launch(self, spec: VmSpec, qemu: str, cid: int, scratch: Path) -> QemuInstance:
         profile = spec.profile
         try:
             images = await asyncio.to_thread(
@@ -223,6 +210,9 @@ class QemuVmm(Vmm):
         proc = process.spawn(argv, stderr_path=scratch / "qemu.stderr", cwd=scratch)
         inst = QemuInstance(self, spec, cid, proc, scratch, accel, timeout)
         inst.hotplug = hotplug
+        for i, d in enumerate(cfg.disks):
+            node, dev, _port = argv_mod.boot_disk_ids(i)
+            inst._disk_devs[d.id] = (node, dev, None)
         try:
             await inst._qmp_connect(min(QMP_CONNECT_TIMEOUT, timeout))
             inst.client = await inst._connect_agent(deadline)
@@ -267,6 +257,8 @@ class QemuInstance(VmInstance):
         self.boot_seconds = 0.0
         # The free/held pcie-root-ports for devices plugged while the VM runs (disks, NICs).
         self.hotplug = HotplugSlots(spec.profile.machine, 0)
+        self._disk_devs: dict[str, tuple[str, str, str | None]] = {}  # disk id -> (node, device, port owner)
+        self._hot_seq = itertools.count()
         self._closed = False
         self._saved_console: bytes | None = None
         self._lock = asyncio.Lock()
@@ -302,7 +294,7 @@ class QemuInstance(VmInstance):
                         raise VmmError(f"QEMU exited (status {self.proc.returncode}) before the agent answered")
                     left = deadline - loop.time()
                     if left <= 0:
-                        raise asyncio.TimeoutError()
+                        raise TimeoutError()
                     await asyncio.wait({hello}, timeout=min(0.05, left))
                 hello.result()
                 return client
@@ -358,7 +350,7 @@ class QemuInstance(VmInstance):
                 loop = asyncio.get_running_loop()
                 try:
                     self.client = await self._connect_agent(loop.time() + self.boot_timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     raise VmmError(f"reset: the guest agent did not answer within {self.boot_timeout:g}s"
                                    + console_block(self.console_tail(CONSOLE_TAIL))) from None
             finally:
@@ -375,6 +367,55 @@ class QemuInstance(VmInstance):
         if rc is None:
             raise VmmError(f"power_button: the guest did not power off within {timeout:g}s"
                            + console_block(self.console_tail(CONSOLE_TAIL)))
+
+    # ---- disk hot-plug ---------------------------------------------------------------
+
+    async def attach_disk(self, disk: DiskSpec) -> None:
+        if disk.id in self._disk_devs:
+            raise VmmError(f"disk `{disk.id}` is already plugged into this VM")
+        owner = f"disk `{disk.id}`"
+        port = self.hotplug.allocate(owner)
+        n = next(self._hot_seq)
+        node, dev = f"hdisk{n}", f"hdisk{n}-dev"
+        try:
+            await self.qmp.execute("blockdev-add", argv_mod.blockdev(disk, node))
+            try:
+                await self.qmp.execute("device_add", argv_mod.blk_device(disk, node, "virtio-blk-pci", dev, port.id))
+            except BaseException:
+                await _quiet_qmp(self.qmp.execute("blockdev-del", {"node-name": node}))
+                raise
+        except BaseException:
+            self.hotplug.free(owner)
+            raise
+        self._disk_devs[disk.id] = (node, dev, owner)
+
+    async def detach_disk(self, disk_id: str) -> None:
+        """device_del, then wait for QEMU's DEVICE_DELETED for that device (the guest has
+        released it: ACPI hot-plug on q35), then drop the block node and the port."""
+        try:
+            node, dev, owner = self._disk_devs[disk_id]
+        except KeyError:
+            raise VmmError(f"disk `{disk_id}` is not plugged into this VM") from None
+        if self.spec.profile.machine == "microvm":
+            raise VmmError("hot-unplug needs PCIe, and this VM's machine is microvm")
+        mark = self.qmp.mark()
+        await self.qmp.execute("device_del", {"id": dev})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + UNPLUG_TIMEOUT
+        while True:
+            now = self.qmp.mark()  # before the scan: an event after it wakes the wait
+            if any(ev.get("event") == "DEVICE_DELETED" and (ev.get("data") or {}).get("device") == dev
+                   for ev in self.qmp.events_since(mark)):
+                break
+            left = deadline - loop.time()
+            if left <= 0:
+                raise VmmError(f"the guest did not release disk `{disk_id}` within {UNPLUG_TIMEOUT:g}s "
+                               "(is the VM paused, or its kernel without PCIe hot-plug?)")
+            await self.qmp.wait_event(("DEVICE_DELETED",), now, left)
+        await self.qmp.execute("blockdev-del", {"node-name": node})
+        del self._disk_devs[disk_id]
+        if owner is not None:
+            self.hotplug.free(owner)
 
     # ---- teardown --------------------------------------------------------------------
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...errors import ProviumError
 from ..base import VmmError
 
 DEFAULT_PORTS = 4
@@ -30,7 +29,7 @@ PORT_PREFIX = "hp"
 FIRST_SLOT = 0x10
 
 
-class HotplugError(VmmError, ProviumError):
+class HotplugError(VmmError):
     """No PCIe port is free for a hot-plugged device, or the machine has none."""
 
 
