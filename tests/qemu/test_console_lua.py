@@ -5,13 +5,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from qemu_util import needs_qemu
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "local"))
-from test_lua_support import run_lua  # noqa: E402
+from test_lua_support import run_lua
 
-from provium.runner.settings import RunSettings  # noqa: E402
+from provium.runner.settings import RunSettings
 
 pytestmark = [pytest.mark.qemu, needs_qemu]
 

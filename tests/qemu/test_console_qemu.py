@@ -3,10 +3,9 @@
 default initramfs keeps on ttyS0.  One VM for the module."""
 
 import pytest
+from qemu_util import needs_qemu
 
 from provium.host import VM, StreamTimeout
-
-from qemu_util import needs_qemu
 
 pytestmark = [pytest.mark.qemu, needs_qemu]
 

@@ -13,7 +13,7 @@ from provium.cli.main import group
 from provium.lua import stubs
 from provium.lua.binding import Binding
 
-METHOD = re.compile(r"^function (provium_\w+):(\w+)\(", re.M)
+METHOD = re.compile(r"^function (provium_\w+):(\w+)\(", re.MULTILINE)
 
 
 def test_stub_names_equal_the_bindings_methods():
@@ -29,7 +29,7 @@ def test_stub_names_equal_the_bindings_methods():
 
 def test_stub_has_the_test_context_and_globals():
     text = stubs.generate()
-    ctx = set(re.findall(r"^function provium_TestContext:(\w+)\(", text, re.M))
+    ctx = set(re.findall(r"^function provium_TestContext:(\w+)\(", text, re.MULTILINE))
     assert {"assert", "assert_eq", "assert_neq", "assert_contains", "assert_raises", "fail", "skip", "log"} <= ctx
     for g in ("function test(name, a, b) end", "function todo(reason) end", "function wait_until(pred, opts) end",
               "function json.encode(", "function json.decode(", "---@type provium.Lab\nprovium = {}"):

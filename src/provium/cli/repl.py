@@ -13,11 +13,14 @@ stopped by the interrupter's debug hook.  The REPL itself carries on.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import queue
 import sys
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import lupa.lua54 as lupa_mod
 
@@ -49,8 +52,8 @@ def show(value: Any, depth: int = 0, seen: set | None = None) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            return {"nan": "nan", "inf": "inf", "-inf": "-inf"}[str(value)]
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
         text = f"{value:.14g}"
         return text if any(c in text for c in ".en") else text + ".0"
     if isinstance(value, bytes):
@@ -236,10 +239,8 @@ class Repl:
 
     def close(self) -> None:
         if self.state is not None:
-            try:
+            with contextlib.suppress(Exception):  # leaving anyway
                 self.lua.call(self.state.close)
-            except Exception:  # noqa: BLE001 - leaving anyway
-                pass
         self.lua.stop()
 
     # -- one input -------------------------------------------------------------------

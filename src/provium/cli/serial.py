@@ -78,7 +78,8 @@ def run(cfg: Config, profile_name: str, *, print_command: bool = False, **kw) ->
         print(f"provium console — booting profile `{profile_name}` (Ctrl-A X quits, Ctrl-A C for monitor)",
               file=sys.stderr, flush=True)
         # Foreground, on this terminal: QEMU reads the keys (its own group would not get the tty).
-        proc = subprocess.Popen(argv, cwd=str(scratch), preexec_fn=pdeathsig_preexec(), close_fds=True)
+        proc = subprocess.Popen(argv, cwd=str(scratch), preexec_fn=pdeathsig_preexec(),  # noqa: PLW1509
+                                close_fds=True)  # (async-signal-safe prctl only; see vmm/qemu/process.py)
         while True:
             try:
                 rc = proc.wait()

@@ -20,6 +20,7 @@ A backend without a console (the local backend) has neither: `read_log` gives
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import re
 import time
@@ -92,7 +93,7 @@ class _Subscriber:
             try:
                 # Event.wait consumes nothing, so a timeout can never lose bytes.
                 await asyncio.wait_for(self.event.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return TIMEOUT
         if self.buf:
             out = bytes(self.buf[:READ_CHUNK])
@@ -155,7 +156,7 @@ class ConsoleHub:
                     await asyncio.wait_for(self._writer.drain(), timeout)
                 else:
                     await self._writer.drain()
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise ConsoleIOError(f"write console: the guest did not take {len(data)} byte(s) within "
                                      f"{timeout:g}s (is anything reading the serial port?)") from None
             except (ConnectionError, OSError) as exc:
@@ -172,15 +173,13 @@ class ConsoleHub:
                 pass
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
         for s in list(self._subs):
             s.end()
 
 
-async def _hub(vm: "VM", method: str) -> ConsoleHub:
+async def _hub(vm: VM, method: str) -> ConsoleHub:
     """The VM's hub, connected on first use (runs on the session loop)."""
     inst = vm.instance
     path = getattr(inst, "console_socket", None) if inst is not None else None
@@ -200,7 +199,7 @@ async def _hub(vm: "VM", method: str) -> ConsoleHub:
     return hub
 
 
-async def aclose_hub(vm: "VM") -> None:
+async def aclose_hub(vm: VM) -> None:
     """Close the VM's console connection (at shutdown); streams then see EOF."""
     hub = getattr(vm, "_console_hub", None)
     if hub is not None:
@@ -212,7 +211,7 @@ class Console:
     """`vm:console()`: the guest's serial console.  Creating one does nothing;
     the methods reach the VMM's log file and socket."""
 
-    def __init__(self, vm: "VM") -> None:
+    def __init__(self, vm: VM) -> None:
         self._vm = vm
 
     def __repr__(self) -> str:
@@ -264,7 +263,7 @@ class Console:
 
     # ---- the socket ------------------------------------------------------------
 
-    def read(self) -> "ConsoleStream":
+    def read(self) -> ConsoleStream:
         """A stream of what the guest prints from now on (see streams.md)."""
         vm = self._vm
         inst = vm.instance
@@ -305,7 +304,7 @@ class Console:
         """Nothing to release: the console belongs to the VMM."""
 
 
-def _log_from(vm: "VM", offset: int) -> bytes:
+def _log_from(vm: VM, offset: int) -> bytes:
     """Console log bytes from `offset` on; after shutdown, what the backend kept."""
     inst = vm.instance
     if inst is None:
@@ -332,7 +331,7 @@ class ConsoleStream(Stream):
     MSG_EOF = "console EOF"
     MSG_CLOSED = "console closed"
 
-    def __init__(self, vm: "VM", hub: ConsoleHub, meta: ResourceMeta) -> None:
+    def __init__(self, vm: VM, hub: ConsoleHub, meta: ResourceMeta) -> None:
         super().__init__(meta)
         self._vm = vm
         self._hub = hub
@@ -361,7 +360,7 @@ async def _subscribe(hub: ConsoleHub) -> _Subscriber:
     return hub.subscribe()
 
 
-def _release(vm: "VM", token: int, hub: ConsoleHub, sub: _Subscriber) -> None:
+def _release(vm: VM, token: int, hub: ConsoleHub, sub: _Subscriber) -> None:
     vm._registry.remove_stream(token)
     vm.session.call_soon(hub.unsubscribe, sub)
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..host import bootopts
 from ..host.batch import Batch
 from ..host.clock import Clock
-from ..host.console import Console, ConsoleStream
+from ..host.console import Console
 from ..host.file import File
 from ..host.lab import Lab
 from ..host.process import Process
@@ -87,9 +88,10 @@ def _local(cls_name: str) -> str:
     return cls_name.replace(".", "_")
 
 
-def bindings() -> list[type]:
+def bindings() -> list[type[Binding]]:
     """Every Binding subclass a test can meet (the runtime's private sample excluded)."""
-    out, todo = [], list(Binding.__subclasses__())
+    out: list[type[Binding]] = []
+    todo = list(Binding.__subclasses__())
     while todo:
         cls = todo.pop(0)
         todo.extend(cls.__subclasses__())
