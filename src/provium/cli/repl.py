@@ -24,6 +24,7 @@ from typing import Any
 
 import lupa.lua54 as lupa_mod
 
+from ..errors import StateError
 from ..lua import failtext
 from ..lua.binding import Binding
 from ..lua.objects import RunResultBinding
@@ -211,6 +212,7 @@ class Repl:
         self.lua = _LuaThread()
         self.state: Any = None
         self.evaluator: Evaluator | None = None
+        self._leaving = False
 
     # -- set-up and tear-down ----------------------------------------------------------
 
@@ -235,7 +237,9 @@ class Repl:
         self.out("  `vm` is the VM; also `provium`, `json`, `wait_until`. Ctrl-C stops a call, Ctrl-D leaves.")
 
     def _bye(self, *a: Any) -> None:
-        raise _Leave()
+        # Unwind the Lua call; `evaluate` sees the flag and leaves.
+        self._leaving = True
+        raise StateError("leaving the REPL")
 
     def close(self) -> None:
         if self.state is not None:
@@ -274,7 +278,7 @@ class Repl:
             if self.state is not None:
                 self.state.clear_timeout()
         if not ok:
-            if _Leave.MARK in str(values):
+            if self._leaving:
                 return False
             self.out(f"error: {values}")
             return True
@@ -291,13 +295,6 @@ class Repl:
             for m in b.LUA_METHODS:
                 words.add(m)
         return sorted(words)
-
-
-class _Leave(Exception):
-    MARK = "__PROVIUM_REPL_EXIT__"
-
-    def __init__(self) -> None:
-        super().__init__(self.MARK)
 
 
 def loop(repl: Repl) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .. import image
 from ..config import Config, Profile
-from ..errors import ProviumError
+from ..errors import ProviumError, VmmError
 from ..vmm.qemu import accel as accel_mod
 from ..vmm.qemu import argv as argv_mod
 from ..vmm.qemu.backend import DEFAULT_QEMU, host_tsc_khz
@@ -28,7 +28,7 @@ from ..vmm.qemu.process import pdeathsig_preexec
 DEFAULT_MEMORY = 512 << 20
 
 
-class ConsoleCommandError(ProviumError):
+class ConsoleCommandError(VmmError):
     """`provium console` cannot start the guest (message says why and what to do)."""
 
 
