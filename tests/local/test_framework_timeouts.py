@@ -84,6 +84,21 @@ def test_stuck_top_level_is_a_timed_out_chunk_error(tmp_path):
     assert r.outcome.timed_out and r.outcome.tests == []
 
 
+def test_a_vm_shut_down_by_a_timeout_says_why_and_what_to_do(tmp_path):
+    r = run_lua(tmp_path, '''
+        local vm = provium:vm("a", "linux"):boot()
+        test("slow one", {timeout = "300ms"}, function(t) vm:run("sleep 30") end)
+        test("next", function(t) vm:run("true") end)
+        test("reboot", function(t) vm:boot() end)
+    ''')
+    msg = r.message("next")
+    assert msg.startswith("vm `a`: VM is shutdown; create a new one (cannot run)") or \
+        "vm `a`: VM is shutdown; create a new one (cannot run)" in msg
+    assert 'test "slow one" timed out (test timeout exceeded (300ms))' in msg
+    assert "provium.reset_between_tests = true" in msg and "inside each test" in msg
+    assert 'test "slow one" timed out' in r.message("reboot")
+
+
 def test_per_test_cost_does_not_grow_with_the_files_heap(tmp_path):
     """A full Lua collection after every test made a file's cost quadratic in its
     size: each one walks everything the file holds.  With a big heap, 300 trivial

@@ -35,6 +35,9 @@ end)
 test("times out", function(t)
   wait_until(function() return false end, {timeout = 0.05, interval = 0.01, desc = "the moon"})
 end)
+test("shows the last value", function(t)
+  wait_until(function() return nil, "3 jobs left" end, {timeout = 0.02, interval = 0.005})
+end)
 test("string timeout", function(t)
   wait_until(function() return nil end, {timeout = "20ms", interval = "5ms"})
 end)
@@ -47,7 +50,12 @@ test("runs once with zero timeout", function(t)
   t:assert_eq(n, 1)
 end)
 test("bad unit", function(t) wait_until(function() return true end, {timeout = "5fortnights"}) end)
-test("bad shape", function(t) wait_until(function() return true end, {timeout = "5"}) end)
+test("bare number string", function(t) t:assert_eq(wait_until(function() return 7 end, {timeout = "5"}), 7) end)
+test("nan timeout", function(t) wait_until(function() return false end, {timeout = 0/0}) end)
+test("huge timeout", function(t) wait_until(function() return false end, {timeout = math.huge}) end)
+test("negative timeout", function(t) wait_until(function() return false end, {timeout = -1}) end)
+test("negative interval", function(t) wait_until(function() return false end, {interval = "-5ms"}) end)
+test("overflowing interval", function(t) wait_until(function() return false end, {interval = 1e300}) end)
 test("bad type", function(t) wait_until(function() return true end, {timeout = true}) end)
 test("bad key", function(t) wait_until(function() return true end, {tmeout = 1}) end)
 test("bad pred", function(t) wait_until(42) end)
@@ -57,13 +65,25 @@ test("bad pred", function(t) wait_until(42) end)
 def test_wait_until(tmp_path):
     r = run_lua(tmp_path, WAIT)
     assert r.status("returns the value") == "passed"
-    assert r.message("times out") == f"{r.path}:{line_of(WAIT, 'the moon')}: wait_until: the moon not met within 0.05s"
-    assert r.message("string timeout").endswith("wait_until: condition not met within 0.02s")
+    assert r.message("times out") == (f"{r.path}:{line_of(WAIT, 'the moon')}: wait_until: the moon not met "
+                                      "within 0.05s (last value: false)")
+    assert r.message("shows the last value").endswith('not met within 0.02s (last value: nil, "3 jobs left")')
+    assert r.message("string timeout").endswith("wait_until: condition not met within 0.02s (last value: nil)")
     assert r.message("predicate error") == f"{r.path}:{line_of(WAIT, 'pred broke')}: pred broke"
     assert r.status("runs once with zero timeout") == "passed"
-    assert r.message("bad unit").endswith("wait_until: bad timeout unit `fortnights` (expected ms, s, m or h)")
-    assert "bad timeout string `5`" in r.message("bad shape")
-    assert r.message("bad type").endswith("wait_until: timeout must be a number or string, got boolean")
+    # One duration parser for Lua and the host: the same spellings, the same refusals.
+    assert r.message("bad unit").endswith("wait_until: timeout: cannot parse `5fortnights` (expected a number of "
+                                          "seconds, or a string like `500ms`, `5s`, `2m`, `1h` (bare `5` = seconds))")
+    assert r.status("bare number string") == "passed"
+    assert r.message("bad type").endswith("wait_until: timeout: expected number|string, got boolean")
+    assert r.message("nan timeout").endswith("wait_until: timeout: must be a finite, non-negative number (got NaN)")
+    assert r.message("huge timeout").endswith("wait_until: timeout: must be a finite, non-negative number (got inf)")
+    assert r.message("negative timeout").endswith("wait_until: timeout: must be a finite, non-negative number (got -1.0)")
+    assert r.message("negative interval").endswith("wait_until: interval: must be a finite, non-negative number "
+                                                   "(got -0.005)")
+    assert r.message("overflowing interval") == (
+        f"{r.path}:{line_of(WAIT, 'overflowing interval')}: wait_until: interval: 1e+300 seconds is too long "
+        "(at most 1e+09 s, about 31 years; for no limit leave it out)")
     assert r.message("bad key").endswith("wait_until: unknown option `tmeout` (valid: desc, interval, timeout)")
     assert "predicate) must be a function, got number" in r.message("bad pred")
 

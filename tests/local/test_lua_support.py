@@ -66,3 +66,19 @@ def line_of(source: str, needle: str) -> int:
     """1-based line of the first line of `source` containing `needle` (after dedent)."""
     text = textwrap.dedent(source)
     return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+def test_os_tmpname_creates_the_file_like_lua_on_linux(tmp_path):
+    r = run_lua(tmp_path, '''
+        test("tmpname", function(t)
+          local a, b = os.tmpname(), os.tmpname()
+          t:assert(a ~= b)
+          t:assert(a:match("^/tmp/lua_"), a)
+          local f = io.open(a, "r")
+          t:assert(f ~= nil, "os.tmpname() made no file")
+          t:assert_eq(f:read("a"), "")
+          f:close()
+          os.remove(a); os.remove(b)
+        end)
+    ''')
+    r.assert_all_passed()

@@ -305,3 +305,30 @@ def test_processes_workers_clock_syscalls(tmp_path):
     assert "vm:nic (virtual networks) is not yet implemented" in r.message("not yet")
     for t in r.outcome.tests:
         assert no_traceback(t.message), t.message
+
+
+OVERFLOW = '''
+local vm = provium:vm("big", "linux"):boot()
+test("run timeout 1e300", function(t) vm:run("true", {timeout = 1e300}) end)
+test("run timeout_ms huge", function(t) vm:run("true", {timeout_ms = math.maxinteger}) end)
+test("wait 1e300", function(t)
+  local p = vm:run_async("true")
+  local ok, err = pcall(p.wait, p, 1e300)
+  p:wait()
+  error(err, 0)
+end)
+test("clock sleep 1e300", function(t) vm:clock():sleep(1e300) end)
+test("run timeout string", function(t) t:assert_eq(vm:run("true", {timeout = "5"}).exit_code, 0) end)
+'''
+
+
+def test_durations_that_would_overflow_are_refused_naming_the_argument(tmp_path):
+    r = run_lua(tmp_path, OVERFLOW)
+    too_long = "seconds is too long (at most 1e+09 s, about 31 years; for no limit leave it out)"
+    assert r.message("run timeout 1e300") == (f"{r.path}:{line_of(OVERFLOW, 'run timeout 1e300')}: "
+                                              f"vm:run timeout: 1e+300 {too_long}")
+    assert r.message("run timeout_ms huge").endswith("vm:run: `timeout_ms` 9223372036854775807 is too long (at most "
+                                                     "1e+12 ms, about 31 years; for no limit leave it out)")
+    assert r.message("wait 1e300") == f"proc:wait timeout: 1e+300 {too_long}"
+    assert r.message("clock sleep 1e300").endswith(f"clock:sleep duration: 1e+300 {too_long}")
+    assert r.status("run timeout string") == "passed", r.message("run timeout string")

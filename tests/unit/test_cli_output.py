@@ -223,9 +223,22 @@ def test_malformed_and_invalid_config(tmp_path):
     bad.write_text("[profiles.x\nkernel = 1")
     r = invoke(["--config", str(bad), str(tmp_path)])
     assert r.exit_code == 2 and f"parse `{bad}`" in r.output and "Traceback" not in r.output
-    bad.write_text('[profiles.x]\nkernel = "k"\n')
+    bad.write_text('[profiles.x]\nkernel = "k"\nmachine = "pc"\n')
     r = invoke(["--config", str(bad), str(tmp_path)])
-    assert r.exit_code == 2 and "empty cmdline" in r.output
+    assert r.exit_code == 2 and "machine 'pc' is not supported" in r.output
+
+
+def test_a_profile_without_cmdline_gets_the_builtin_default(tmp_path):
+    from provium.config import DEFAULT_CMDLINE, builtin_linux_profile, load
+
+    cfg = tmp_path / "provium.toml"
+    cfg.write_text('[profiles.x]\nkernel = "k"\n[profiles.y]\nkernel = "k"\ncmdline = "  "\n'
+                   '[profiles.z]\nkernel = "k"\ncmdline = "quiet"\n')
+    c = load(str(cfg))
+    assert c.profile("x").full_cmdline() == DEFAULT_CMDLINE == builtin_linux_profile().full_cmdline()
+    assert "console=ttyS0" in DEFAULT_CMDLINE
+    assert c.profile("y").full_cmdline() == DEFAULT_CMDLINE
+    assert c.profile("z").full_cmdline() == "quiet"
 
 
 def test_prepare_unknown_profile(tmp_path):

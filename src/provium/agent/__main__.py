@@ -8,6 +8,9 @@
                     before serving.
     --local         the agent runs on the host: never change the host clock.
                     (Also set by PROVIUM_AGENT_LOCAL=1.)
+    --keeper        (with --fd) fork a keeper that outlives the agent just long
+                    enough to kill everything it started, even after a SIGKILL
+                    (see keeper.py); the local backend uses it.
 
 When the served stream ends, or on SIGTERM, everything the agent started
 (processes, workers) is killed first, so nothing outlives it.
@@ -25,7 +28,7 @@ from .startup import defer_inspect
 defer_inspect()  # before anything imports dataclasses (see startup.py)
 
 USAGE = (
-    "usage: python -m provium.agent --fd N [--local]\n"
+    "usage: python -m provium.agent --fd N [--local] [--keeper]\n"
     "       python -m provium.agent --worker-fd N [--uid UID] [--gid GID] [--groups G1,G2,...] [--local]\n"
     "       python -m provium.agent --help\n"
 )
@@ -45,8 +48,8 @@ def parse(argv: list[str]) -> dict:
             opts["help"] = True
             i += 1
             continue
-        if arg == "--local":
-            opts["local"] = True
+        if arg in ("--local", "--keeper"):
+            opts[arg[2:]] = True
             i += 1
             continue
         name, eq, value = arg.partition("=")
@@ -77,6 +80,8 @@ def parse(argv: list[str]) -> dict:
         raise UsageError("give exactly one of --fd or --worker-fd")
     if "fd" in opts and any(k in opts for k in ("uid", "gid", "groups")):
         raise UsageError("--uid/--gid/--groups only apply with --worker-fd")
+    if opts.get("keeper") and "fd" not in opts:
+        raise UsageError("--keeper only applies with --fd")
     return opts
 
 
@@ -192,6 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     if opts.get("help"):
         sys.stdout.write(USAGE + (__doc__ or ""))
         return 0
+
+    if opts.get("keeper"):
+        from . import keeper
+
+        keeper.split([opts["fd"]])  # returns only in the child, which serves
 
     _no_inherit_fds()
 

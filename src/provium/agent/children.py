@@ -20,6 +20,8 @@ import select
 import threading
 import time
 
+from provium.protocol.framing import OUTPUT_CAP, output_marker
+
 from . import reaper
 
 # After the direct child exits its pipes close at once, unless a descendant
@@ -259,20 +261,33 @@ def _spawn_popen(cmd: str, args: list[str], env: dict, cwd: str | None) -> Child
 
 
 class OutputBuffer:
-    """Everything one pipe produced, growing; `done` once we stopped reading it."""
+    """What one pipe produced, up to `cap` bytes (OUTPUT_CAP); `done` once we
+    stopped reading it.  Bytes past the cap are counted and dropped (the pipe is
+    still drained, so the writer never blocks), and `finish` ends the kept part
+    with a marker saying how much was dropped."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "output", cap: int | None = None) -> None:
         self.data = bytearray()
         self.done = False
         self.cond = threading.Condition()
+        self.name = name
+        self.cap = OUTPUT_CAP if cap is None else cap
+        self.dropped = 0
 
     def append(self, chunk: bytes) -> None:
         with self.cond:
-            self.data += chunk
-            self.cond.notify_all()
+            room = self.cap - len(self.data)
+            if len(chunk) > room:
+                self.dropped += len(chunk) - max(0, room)
+                chunk = chunk[:max(0, room)]
+            if chunk:
+                self.data += chunk
+                self.cond.notify_all()
 
     def finish(self) -> None:
         with self.cond:
+            if not self.done and self.dropped:
+                self.data += output_marker(self.name, self.dropped)
             self.done = True
             self.cond.notify_all()
 

@@ -31,8 +31,8 @@ class Proc:
     def __init__(self, child: Child) -> None:
         self.child = child
         self.pid = child.pid
-        self.out = OutputBuffer()
-        self.err = OutputBuffer()
+        self.out = OutputBuffer("stdout")
+        self.err = OutputBuffer("stderr")
         self.lock = threading.Lock()
         self.stdin_lock = threading.Lock()  # a write blocked on a full pipe must not block kill
         self.waiting = False
@@ -113,7 +113,7 @@ def exec_(ctx, op):
     if isinstance(child, OpResult):
         return child
     deadline = None if op.timeout_ms is None else time.monotonic() + max(0, op.timeout_ms) / 1000
-    out, err = OutputBuffer(), OutputBuffer()
+    out, err = OutputBuffer("stdout"), OutputBuffer("stderr")
     try:
         # On the request's own thread (no helper threads): a short command costs
         # little more than its start.

@@ -20,6 +20,7 @@ from pathlib import Path
 from rich.console import Console
 
 from provium import config as configmod
+from provium import runfiles
 from provium.errors import ConfigError, ProviumError
 from provium.events import types as ev
 from provium.events.coverage import aggregate_stream
@@ -218,7 +219,7 @@ class Run:
             coverage_file = os.path.join(tempfile.gettempdir(), f"provium-coverage-{os.getpid()}.msgpack")
         try:
             sink = self.sinks(truncate=truncate_events, coverage_file=coverage_file)
-            work_dir = tempfile.mkdtemp(prefix="provium-run-")
+            work_dir = runfiles.make_run_dir()  # sweeps those of killed runs first
             try:
                 results = self.dispatch(selected, sink, work_dir)
             finally:

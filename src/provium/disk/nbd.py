@@ -238,8 +238,9 @@ class NbdServer:
             if err:
                 self.stats.errors += 1
                 self.stats.by_error[err] = self.stats.by_error.get(err, 0) + 1
-            writer.write(_REPLY.pack(SIMPLE_REPLY_MAGIC, err, handle) + data if data else
-                         _REPLY.pack(SIMPLE_REPLY_MAGIC, err, handle))
+            writer.write(_REPLY.pack(SIMPLE_REPLY_MAGIC, err, handle))
+            if data:
+                writer.write(data)  # not concatenated: a read reply can be 32 MiB
             await writer.drain()
 
     async def _serve(self, cmd: int, flags: int, offset: int, length: int, payload: bytes,

@@ -66,7 +66,7 @@ class Clock:
 
     def sleep(self, duration: Any = None) -> None:
         """Block while the guest sleeps for `duration` (does not change the clock)."""
-        secs = 0.0 if duration is None else parse_duration(duration, "duration")
+        secs = 0.0 if duration is None else parse_duration(duration, "clock:sleep duration")
         ns = seconds_to_ns(secs)
         self._vm._unwrap("clock:sleep", self._vm._agent("sleep_clock", SleepClockArgs(ns)))
 

@@ -46,7 +46,7 @@ class WrongState(VmError, StateError):
     Message shape (the reference's): ``vm `NAME`: BODY (cannot ACTION)``.
     """
 
-    def __init__(self, vm_name: str, state: str, action: str) -> None:
+    def __init__(self, vm_name: str, state: str, action: str, why: str | None = None) -> None:
         state = str(state)  # a VmState shows its value
         self.vm_name = vm_name
         self.state = state
@@ -57,7 +57,8 @@ class WrongState(VmError, StateError):
             body = "VM is already booting" if action in ("boot", "merge_boot_opts") else "VM not booted"
         else:
             body = _STATE_BODY.get(state, "VM is in an unexpected state for this op")
-        super().__init__(f"vm `{vm_name}`: {body} (cannot {action})")
+        # `why`: how the VM got into this state, when provium did it (e.g. a test timeout).
+        super().__init__(f"vm `{vm_name}`: {body} (cannot {action})" + (f": {why}" if why else ""))
 
 
 class AgentCommError(VmError, ProtocolError):

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..protocol.messages import ExecArgs, RunAsyncArgs
 from .errors import ArgumentError
-from .values import duration_ms, parse_duration, type_name
+from .values import MAX_DURATION, duration_ms, parse_duration, type_name
 
 RUN_OPTS = ("args", "stdin", "env", "env_clear", "cwd", "timeout", "timeout_ms")
 
@@ -118,6 +118,9 @@ def build_command(method: str, cmd: Any, opts: Mapping | None, *, async_: bool =
         t = opts["timeout_ms"]
         if isinstance(t, bool) or not isinstance(t, int) or t < 0:
             raise ArgumentError(f"{method}: `timeout_ms` must be a non-negative integer, got {t!r}")
+        if t > MAX_DURATION * 1000:  # the same upper bound as `timeout`
+            raise ArgumentError(f"{method}: `timeout_ms` {t} is too long (at most {MAX_DURATION * 1000:.0e} ms, "
+                                "about 31 years; for no limit leave it out)")
         timeout_ms = t
     elif opts.get("timeout") is not None:
         timeout_ms = duration_ms(parse_duration(opts["timeout"], f"{method} timeout"))

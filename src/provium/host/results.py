@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..protocol.messages import ExecOk
+from ..protocol.framing import OUTPUT_CAP, output_marker
 from ..protocol.types import EntryType
 from .errors import CommandFailed
 from .values import signal_name
@@ -56,11 +57,12 @@ class RunResult:
     @classmethod
     def from_exec(cls, ok: ExecOk) -> "RunResult":
         st = ok.status
+        out, err = _capped(ok.stdout, "stdout"), _capped(ok.stderr, "stderr")
         if st.kind == "exited":
-            return cls("exited", int(st.value), ok.stdout, ok.stderr)
+            return cls("exited", int(st.value), out, err)
         if st.kind == "signalled":
-            return cls("signalled", EXIT_SIGNALLED, ok.stdout, ok.stderr, int(st.value))
-        return cls("timed_out", EXIT_TIMED_OUT, ok.stdout, ok.stderr)
+            return cls("signalled", EXIT_SIGNALLED, out, err, int(st.value))
+        return cls("timed_out", EXIT_TIMED_OUT, out, err)
 
     @property
     def timed_out(self) -> bool:
@@ -86,6 +88,17 @@ class RunResult:
 
     def __str__(self) -> str:
         return f"RunResult{{ status={self.status}, stdout={len(self.stdout)}B, stderr={len(self.stderr)}B }}"
+
+
+def _capped(data: bytes, stream: str) -> bytes:
+    """The host keeps the agent's cap too: an agent that sent more (not ours,
+    or an old one) is cut the same way, marker included."""
+    if len(data) <= OUTPUT_CAP:
+        return data
+    rest = data[OUTPUT_CAP:]
+    if rest.startswith(b"\n[provium: ") and len(rest) <= len(output_marker(stream, 1 << 62)):
+        return data  # the agent capped it already
+    return data[:OUTPUT_CAP] + output_marker(stream, len(rest))
 
 
 # The wire spells entry types as the Lua API does (the reference's names).

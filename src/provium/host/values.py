@@ -54,6 +54,11 @@ _NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
 # Checked in this order, so "ms" is not read as "m" followed by junk.
 _UNITS = (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
 UNITS_HELP = "a number of seconds, or a string like `500ms`, `5s`, `2m`, `1h` (bare `5` = seconds)"
+# The longest duration anything accepts (about 31 years).  Longer ones are
+# refused rather than passed on: the wire's nanosecond fields, asyncio's
+# deadlines and the agent's millisecond timeouts would overflow (or a wait
+# would hang) long before "forever"; no limit at all is spelled nil.
+MAX_DURATION = 1e9
 
 
 def _fmt_num(x: float) -> str:
@@ -70,8 +75,10 @@ def parse_duration(value: Any, what: str = "duration", *, signed: bool = False,
 
     Accepts int/float seconds, `datetime.timedelta`, and strings `<n>ms|s|m|h`
     (no suffix = seconds; whitespace around is ignored; the suffix is
-    case-sensitive like the reference's).  NaN and infinity are always refused;
-    negatives unless `signed`.  None gives None when `allow_none`.
+    case-sensitive like the reference's).  NaN, infinity and anything longer
+    than `MAX_DURATION` are always refused; negatives unless `signed`.  None
+    gives None when `allow_none`.  The one duration parser: Lua's `wait_until`
+    and every host method use it.
     """
     if value is None:
         if allow_none:
@@ -99,6 +106,9 @@ def parse_duration(value: Any, what: str = "duration", *, signed: bool = False,
         raise ArgumentError(f"{what}: must be a finite, non-negative number (got {_fmt_num(seconds)})")
     if seconds < 0 and not signed:
         raise ArgumentError(f"{what}: must be a finite, non-negative number (got {_fmt_num(seconds)})")
+    if abs(seconds) > MAX_DURATION:
+        raise ArgumentError(f"{what}: {_fmt_num(seconds)} seconds is too long (at most {MAX_DURATION:.0e} s, "
+                            "about 31 years; for no limit leave it out)")
     return seconds
 
 

@@ -106,6 +106,7 @@ class VM:
         self._boot_ns = 0
         self._spec = None
         self._registry = Registry()
+        self.shutdown_cause: str | None = None  # set when provium itself shut the VM down
         # Bumped whenever the guest's agent state is lost while the VM lives on
         # (reset): handles from before refuse to act instead of hitting a new
         # agent's possibly re-used handle numbers.
@@ -164,12 +165,21 @@ class VM:
     # ---- state machine -----------------------------------------------------------
 
     def _wrong_state(self, action: str) -> WrongState:
-        return WrongState(self.name, self._state, action)
+        return WrongState(self.name, self._state, action, self.shutdown_cause)
 
     def _require(self, action: str, allowed: tuple = (VmState.BOOTED,)) -> None:
         """The imperative form of `@requires`, for ops whose action name is data."""
         if self._state not in allowed:
             raise self._wrong_state(action)
+
+    def shut_down_because(self, cause: str) -> None:
+        """Shut down (best effort), remembering why for every later refusal."""
+        if self._state != VmState.SHUTDOWN:
+            self.shutdown_cause = cause
+        try:
+            self.shutdown()
+        except Exception:  # noqa: BLE001 - the cause is what matters from here on
+            pass
 
     def boot(self, opts: Mapping | None = None) -> "VM":
         """Start the guest; returns self.  `opts` override the creation opts key

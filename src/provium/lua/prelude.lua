@@ -399,23 +399,24 @@ H.SKIP = SKIP
 -- wait_until
 -- ---------------------------------------------------------------------------
 
-local UNITS = {ms = 0.001, s = 1, m = 60, h = 3600}
+-- Durations go through the host's one parser (host/values.py), so `wait_until`
+-- accepts and refuses exactly what `vm:run{timeout=...}` does.
+local py_duration = PY.duration
 
 local function wait_duration(v, field, default)
   if v == nil then return default end
-  if type(v) == "number" then return v end
-  if type(v) ~= "string" then
-    error("wait_until: " .. field .. " must be a number or string, got " .. type(v), 3)
+  local ok, secs = py_duration(v, "wait_until: " .. field, default)
+  if not ok then error(secs, 3) end
+  return secs
+end
+
+-- The last value a predicate returned, for the message when it never held.
+local function shown(v)
+  if type(v) == "string" then
+    if #v > 200 then v = v:sub(1, 200) .. "..." end
+    return sformat("%q", v)
   end
-  local num, unit = smatch(v, "^(%d+%.?%d*)(%a+)$")
-  if not num then
-    error("wait_until: bad " .. field .. " string `" .. v .. "` (expected number with ms/s/m/h suffix)", 3)
-  end
-  local scale = UNITS[unit]
-  if not scale then
-    error("wait_until: bad " .. field .. " unit `" .. unit .. "` (expected ms, s, m or h)", 3)
-  end
-  return tonumber(num) * scale
+  return tostring(v)
 end
 
 local sleep, now = PY.sleep, PY.now
@@ -444,7 +445,10 @@ function wait_until(pred, opts)
     if not r[1] then error(r[2], 0) end
     if r[2] then return r[2] end
     if now() >= deadline then
-      error("wait_until: " .. desc .. " not met within " .. tostring(timeout) .. "s", 2)
+      local seen = {}
+      for i = 2, (r.n > 1 and r.n or 2) do seen[#seen + 1] = shown(r[i]) end
+      error("wait_until: " .. desc .. " not met within " .. sformat("%g", timeout) .. "s (last value: "
+            .. concat(seen, ", ") .. ")", 2)
     end
     if interval > 0 then sleep(interval) end
   end

@@ -14,13 +14,15 @@ Restrictions, and why:
 from __future__ import annotations
 
 import importlib.resources
+import os
 from typing import Any, Callable
 
 import lupa.lua54 as lupa_mod
 
+from ..host.values import parse_duration
 from . import failtext
 from .binding import Binding, Multi
-from .convert import key_text, lua_type
+from .convert import key_text, lua_type, to_py
 from .errors import LuaApiError, message_of
 from .interrupt import Interrupter, parse_address
 
@@ -60,7 +62,19 @@ class LuaEnv:
         def thread_started(addr: bytes, tag: bytes) -> None:
             self.interrupter.thread_started(parse_address(addr), tag.decode())
 
+        def duration(value: Any, what: bytes, default: float) -> tuple[bool, Any]:
+            # The host's one duration parser, for the prelude's `wait_until`:
+            # (true, seconds) or (false, message), so Lua raises at its caller.
+            try:
+                secs = parse_duration(to_py(value), what.decode(), allow_none=True)
+            except LuaApiError as exc:
+                return False, str(exc).encode()
+            except Exception as exc:  # noqa: BLE001 - an ArgumentError, worded for the user
+                return False, message_of(exc).encode()
+            return True, default if secs is None else secs
+
         py = self.rt.table_from({
+            b"duration": duration,
             b"timed_out": timed_out,
             b"timeout_message": lambda: timeout_message().encode(),
             b"sleep": sleep,
@@ -78,6 +92,9 @@ class LuaEnv:
         self.H.patch_pyobject_meta(_Sample(None))
         self.interrupter.adopt_main(parse_address(self.H.main_thread()))
         self.g = g
+        # lupa's Lua is built without LUA_USE_POSIX, so its os.tmpname only makes
+        # up a name; Lua on Linux creates the file (mkstemp), and so do we.
+        g[b"os"][b"tmpname"] = self.wrap(_tmpname)
 
     # ---- access control ------------------------------------------------------------
 
@@ -187,6 +204,18 @@ class LuaEnv:
             parts.append(f"{r}/?.lua;{r}/?/init.lua")
         if parts:
             package[b"path"] = (";".join(parts) + ";").encode() + package[b"path"]
+
+
+def _tmpname() -> bytes:
+    """os.tmpname as Lua on Linux does it: mkstemp on /tmp/lua_XXXXXX, the file left in place."""
+    import tempfile
+
+    try:
+        fd, name = tempfile.mkstemp(prefix="lua_", dir="/tmp")
+    except OSError as exc:
+        raise LuaApiError(f"os.tmpname: unable to generate a unique filename ({exc.strerror or exc})") from None
+    os.close(fd)
+    return name.encode()
 
 
 def _lua_error_text(exc: Exception) -> str:

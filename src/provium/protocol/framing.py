@@ -17,6 +17,18 @@ import msgpack
 from ..errors import ProtocolError
 
 MAX_FRAME = 128 * 1024 * 1024
+# How much of one process's stdout (and, separately, stderr) the agent keeps for
+# `wait`/`exec` and for stream readers; the rest is read and dropped, and a
+# marker line saying how much was dropped ends the kept part.  Both streams of
+# one result fit a frame with room to spare, and a chatty guest process cannot
+# grow the agent (or the host holding the result) without bound.
+OUTPUT_CAP = 16 * 1024 * 1024
+
+
+def output_marker(stream: str, dropped: int) -> bytes:
+    """The line that ends a capped output (agent and host write the same one)."""
+    return (f"\n[provium: {dropped} more bytes of {stream} dropped; a process's output is kept "
+            f"up to {OUTPUT_CAP >> 20} MiB per stream: redirect it to a file in the guest to keep it all]\n").encode()
 HEADER = struct.Struct(">I")
 
 

@@ -256,15 +256,19 @@ def _limit(ctx: _Ctx, seconds: float | None) -> tuple[float | None, str]:
 def _fire(ctx: _Ctx, text: str) -> None:
     """On the watchdog thread: stop the test and everything it waits on."""
     st, session = ctx.state, ctx.session
+    test = st.current_test if st is not None else None
     if st is not None:
         st.mark_timed_out(text)
     if session is not None:
         session.interrupt(text)
+        # A VM stuck in a guest op cannot be trusted afterwards: shut every VM of
+        # the file down (as the reference does), and tell later tests why.
+        what = f'test "{test}" timed out ({text})' if test else text
+        cause = (f"provium shut it down when {what}; a timeout shuts down every VM of the file. "
+                 "Create the VM inside each test that needs it, or set `provium.reset_between_tests = true`, "
+                 "so one test's timeout does not take the VM from the next")
         for vm in session.vms:
-            try:
-                vm.shutdown()
-            except Exception:  # noqa: BLE001 - shutting down is best effort here
-                pass
+            vm.shut_down_because(cause)
 
 
 def _stuck(ctx: _Ctx) -> None:

@@ -37,7 +37,8 @@ _CIDS = itertools.count(3)
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 DEFAULT_HELLO_TIMEOUT = 30.0
-GRACE = 1.0  # seconds the agent gets to exit on EOF before SIGKILL
+GRACE = 1.0  # seconds the agent gets to exit on EOF before the keeper is told to stop it
+KEEPER_GRACE = 4.0  # the keeper's own grace for the agent (2 s) plus killing the rest
 
 
 def _package_root() -> str:
@@ -64,8 +65,8 @@ class LocalInstance(VmInstance):
 
     def __init__(self, cid: int, proc: subprocess.Popen, client: MuxClient, sock: socket.socket) -> None:
         self.cid = cid
-        self.proc = proc
-        self.pid = proc.pid
+        self.proc = proc  # the keeper; the agent is its child
+        self.pid = _agent_pid(proc.pid)
         self.client = client
         self._sock = sock
         self._down = False
@@ -121,7 +122,9 @@ class LocalVmm(Vmm):
         env["PROVIUM_AGENT_LOCAL"] = "1"
         root = _package_root()
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        argv = [self.python, "-m", "provium.agent", "--fd", str(child.fileno())]
+        # --keeper: the process we start is the agent's keeper (a subreaper that
+        # kills whatever the agent started once the agent is gone, SIGKILL included).
+        argv = [self.python, "-m", "provium.agent", "--fd", str(child.fileno()), "--keeper"]
         try:
             # Spawned from the session's loop thread on purpose: PDEATHSIG fires
             # when the *thread* that forked the child exits.
@@ -158,15 +161,37 @@ class LocalVmm(Vmm):
         self._instances.clear()
 
 
+def _agent_pid(keeper: int) -> int:
+    """The agent's pid: the keeper's first child (the keeper's own pid if it has none)."""
+    try:
+        with open(f"/proc/{keeper}/task/{keeper}/children") as f:
+            kids = f.read().split()
+        return int(kids[0]) if kids else keeper
+    except (OSError, ValueError):
+        return keeper
+
+
+async def _wait_exit(proc: subprocess.Popen, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not _exited(proc):
+        await asyncio.sleep(0.005)
+    return _exited(proc)
+
+
 async def _stop(proc: subprocess.Popen, grace: float) -> None:
-    """Give the agent `grace` seconds to exit, then SIGKILL its process group, then reap.
+    """Give the agent `grace` seconds to exit on end of stream; then ask the keeper
+    to stop it (SIGTERM: it wakes a stopped agent, lets it clean up, then kills
+    everything it started); as a last resort SIGKILL the group; then reap.
 
     The group is killed while the leader is still unreaped (a zombie at worst),
     so its id cannot have been recycled by an unrelated process.
     """
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and not _exited(proc):
-        await asyncio.sleep(0.005)
+    if not await _wait_exit(proc, grace):
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except OSError:
+            pass
+        await _wait_exit(proc, KEEPER_GRACE)
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
