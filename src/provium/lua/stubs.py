@@ -25,6 +25,7 @@ from ..host import bootopts
 from ..host.batch import Batch
 from ..host.clock import Clock
 from ..host.console import Console
+from ..host.disk import Disk
 from ..host.file import File
 from ..host.lab import Lab
 from ..host.process import Process
@@ -33,7 +34,9 @@ from ..host.streams import Stream
 from ..host.syscalls import PendingSyscall
 from ..host.vm import VM, WORKER_KEYS
 from ..host.worker import Worker
+from . import disk as lua_disk
 from . import lab as lua_lab
+from . import state as _state  # noqa: F401  (imports every binding module, so the walk sees them all)
 from . import objects
 from .binding import Binding
 from .runtime import LuaEnv
@@ -47,7 +50,7 @@ HOST_OF: dict[type, type] = {
     objects.VmBinding: VM, lua_lab.LabBinding: Lab, objects.RunResultBinding: RunResult,
     objects.ProcessBinding: Process, objects.FileBinding: File, objects.StreamBinding: Stream,
     objects.ConsoleBinding: Console, objects.WorkerBinding: Worker, objects.ClockBinding: Clock,
-    objects.PendingBinding: PendingSyscall, objects.BatchBinding: Batch,
+    objects.PendingBinding: PendingSyscall, objects.BatchBinding: Batch, lua_disk.DiskBinding: Disk,
 }
 
 # Python annotations (as written) -> Lua types.
@@ -57,7 +60,7 @@ PY_TO_LUA = {
     "RunResult": "provium.RunResult", "VM": "provium.Vm", "Process": "provium.Process", "File": "provium.File",
     "Tail": "provium.Stream", "Stream": "provium.Stream", "ConsoleStream": "provium.Stream",
     "Console": "provium.Console", "Worker": "provium.Worker", "Clock": "provium.Clock",
-    "PendingSyscall": "provium.Pending", "Lab": "provium.Lab",
+    "PendingSyscall": "provium.Pending", "Lab": "provium.Lab", "Disk": "provium.Disk",
 }
 
 # Option tables: their keys are the checkers' own lists.
