@@ -36,8 +36,8 @@ from ..host.vm import VM, WORKER_KEYS
 from ..host.worker import Worker
 from . import disk as lua_disk
 from . import lab as lua_lab
-from . import state as _state  # noqa: F401  (imports every binding module, so the walk sees them all)
 from . import objects
+from . import state as _state  # noqa: F401  (imports every binding module, so the walk sees them all)
 from .binding import Binding
 from .runtime import LuaEnv
 
