@@ -279,7 +279,8 @@ def test_coverage_after_the_run(suite):
     out = r.stdout.decode()
     assert "coverage by meta `spec`:" in out
     assert "S-2" in out and "failing" in out
-    assert set(tmpdir.glob("provium-coverage-*")) == before  # the temporary stream is removed
+    # The temporary stream is removed (stale ones of killed runs may be swept too).
+    assert set(tmpdir.glob("provium-coverage-*")) - before == set()
 
 
 def test_provium_coverage_reads_a_saved_stream(suite):

@@ -202,8 +202,8 @@ def invoke(args):
     (["repl", "--fixture", "base"], "provium repl --fixture is not yet implemented"),
     (["repl", "nosuch"], "nosuch"),
     (["console", "nosuch", "--print-command"], "nosuch"),
-    (["fixture", "list"], "not implemented yet"),
     (["lsp-setup", "/nonexistent/dir"], "`/nonexistent/dir` is not a directory"),
+    (["fixture", "build"], "Missing argument"),
 ])
 def test_usage_errors_exit_2_with_one_clear_message(args, needle):
     r = invoke(args)

@@ -49,6 +49,18 @@ def _kv(ctx, param, values):
     return out
 
 
+def _shard(ctx, param, value):
+    if value is None:
+        return None
+    from provium.scheduler.shard import ShardError, parse_shard
+
+    try:
+        parse_shard(value)
+    except ShardError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--shard: ")) from exc
+    return value
+
+
 def _overcommit(ctx, param, value):
     if value is None:
         return 1.0
@@ -79,6 +91,11 @@ COMMON_OPTIONS = [
     click.Option(["--rerun-failed"], is_flag=True, help="Only files that failed in the previous run."),
     click.Option(["--watch"], is_flag=True, help="Re-run whenever a test file changes."),
     click.Option(["--since"], metavar="PATH", help="Only files modified after PATH."),
+    click.Option(["--shard"], metavar="K/N", callback=_shard,
+                 help="Run only shard K of N (CI): a split balanced by the durations file, same on every machine."),
+    click.Option(["--durations-file"], metavar="PATH",
+                 help="Per-file durations every run writes and --shard balances by "
+                      "(default ~/.cache/provium/durations.json)."),
     click.Option(["-v", "--verbose"], is_flag=True, help="List every test and show runner output."),
     click.Option(["-q", "--quiet"], is_flag=True, help="Only failing files and the summary."),
     click.Option(["--no-progress"], is_flag=True, help="No progress bar."),
@@ -120,6 +137,8 @@ class Flags:
     rerun_failed: bool = False
     watch: bool = False
     since: str | None = None
+    shard: str | None = None
+    durations_file: str | None = None
     verbose: bool = False
     quiet: bool = False
     no_progress: bool = False

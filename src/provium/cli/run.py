@@ -29,7 +29,8 @@ from provium.events.sinks import CallbackSink, FileSink, MultiSink, Sink, Stdout
 from provium import hostfiles
 from provium.hostfiles import HostFileError
 from provium.runner.settings import RunSettings
-from provium.scheduler import discovery
+from provium.scheduler import discovery, shard
+from provium.scheduler.declared import declared_claim
 from provium.scheduler.dispatch import Dispatcher, DispatchOptions
 from provium.scheduler.pool import size_pool
 from provium.scheduler.results import FileResult
@@ -162,7 +163,9 @@ class Run:
         return found
 
     def select(self, files: list[discovery.Discovered], *, use_rerun: bool) -> list[discovery.Discovered] | None:
-        """Apply --rerun-failed and --since; None means "nothing to re-run" (already reported)."""
+        """Apply --shard, --rerun-failed and --since; None means "nothing to re-run" (already reported)."""
+        if self.flags.shard:
+            files = self.shard(files)
         if use_rerun:
             path = rerun.state_path()
             try:
@@ -177,6 +180,34 @@ class Run:
         if self.flags.since:
             files = discovery.newer_than(files, self.flags.since)
         return files
+
+    def durations_path(self) -> Path:
+        return Path(self.flags.durations_file) if self.flags.durations_file else shard.default_path()
+
+    def shard(self, files: list[discovery.Discovered]) -> list[discovery.Discovered]:
+        """--shard K/N, on the whole discovered set (so every shard splits alike)."""
+        try:
+            k, n = shard.parse_shard(self.flags.shard)
+            durations = shard.load_durations(self.durations_path())
+        except (shard.ShardError, OSError) as exc:
+            raise UserError(str(exc)) from exc
+        mine = shard.select([d.path for d in files], k, n, durations)
+        return [d for d in files if d.path in mine]
+
+    def save_durations(self, results: list[FileResult]) -> None:
+        ran = [(r.path, r.duration_ns / 1e9) for r in results if r.not_run is None and r.duration_ns]
+        if not ran:
+            return
+        path = self.durations_path()
+        if self.flags.shard:
+            # A shard must not change the split its sibling shards compute from
+            # PATH: its durations go to a part beside it (PATH.K-of-N) to merge later.
+            k, n = shard.parse_shard(self.flags.shard)
+            path = shard.part_path(path, k, n)
+        try:
+            shard.save_durations(path, ran)
+        except OSError as exc:
+            print(f"provium: could not save the durations file: {exc}", file=sys.stderr)
 
     # ---- one iteration -----------------------------------------------------------
 
@@ -234,6 +265,7 @@ class Run:
                 rerun.update(results)
             except OSError as exc:
                 print(f"provium: could not save the rerun state: {exc}", file=sys.stderr)
+            self.save_durations(results)
             if f.junit:
                 try:
                     write_junit(f.junit, results, elapsed=elapsed)
@@ -263,7 +295,8 @@ class Run:
             file_timeout=f.file_timeout or None, fail_fast=f.fail_fast, env=env,
         )
         for d in files:
-            sink.emit(ev.FileDiscovered(path=d.path, fixture_refs=discovery.fixture_refs(d.path)))
+            sink.emit(ev.FileDiscovered(path=d.path, fixture_refs=discovery.fixture_refs(d.path),
+                                        declared_claim=declared_claim(d.path)))
         reporter = TextReporter(self.console, verbose=f.verbose, quiet=f.quiet)
         total = len(files)
         done = 0
@@ -361,6 +394,9 @@ def run_mode(flags: Flags) -> int:
             raise UserError(str(exc)) from exc
     cfg = load_config(flags)
     run_preflight(flags, cfg)
+    from .fixture_cmd import evict_at_startup
+
+    evict_at_startup(cfg)
     run_builds(flags, cfg)
     run = Run(flags, cfg)
     try:

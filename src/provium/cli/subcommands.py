@@ -1,7 +1,9 @@
 """Subcommands: `list`, `prepare`, `help`, the interactive tools (`tools.py`), and
 the ones that are not written yet.
 
-`fixture` is part of the CLI contract but belongs to later work; they exist so that calling them says so (exit 2) instead
+`fixture` lives in fixture_cmd.py.  Nothing is left unwritten today; `LATER` keeps the
+mechanism for a command that is part of the CLI contract but not written yet, so that
+calling it says so (exit 2) instead
 of being mistaken for a test path.
 """
 
@@ -15,9 +17,7 @@ from provium.scheduler import discovery
 
 from .run import UserError, load_config, run_preflight, settings_for
 
-LATER = {
-    "fixture": "fixture cache management (list/build/rebuild/clean/stale)",
-}
+LATER: dict[str, str] = {}
 
 
 def _not_yet(name: str, what: str) -> click.Command:
@@ -124,8 +124,10 @@ def prepare_cmd(flags, profile):
 def register(group: click.Group, run_command: click.Command) -> None:
     group.add_command(list_cmd)
     group.add_command(prepare_cmd)
+    from .fixture_cmd import fixture_group
     from .tools import COMMANDS
 
+    group.add_command(fixture_group)
     for cmd in COMMANDS:
         group.add_command(cmd)
     for name, what in LATER.items():

@@ -32,6 +32,8 @@ def declared_claim(path: str) -> ResourceAmount | None:
     if m is None:
         return None
     body = m.group(1)
+    if re.sub(r"[\s,;]", "", _CPUS.sub("", _MEM.sub("", body))):
+        return None  # not all literal: the claim decides at run time
     mem = 0
     mm = _MEM.search(body)
     if mm:

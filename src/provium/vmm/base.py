@@ -104,7 +104,9 @@ class VmInstance(abc.ABC):
     async def wakeup(self) -> None:
         raise Unimplemented(self.backend, "wakeup")
 
-    async def snapshot(self, path: Path) -> None:
+    async def snapshot(self, path: Path, extra: dict | None = None) -> int:
+        """Write this VM's state to `path` (format: `vmm/snapfile.py`; temp name +
+        rename); `extra` is per-VM data hooks want stored with it.  Returns the size."""
         raise Unimplemented(self.backend, "snapshot")
 
     async def attach_disk(self, disk: DiskSpec) -> None:
@@ -145,6 +147,8 @@ class Vmm(abc.ABC):
         """Start a VM and return it once its agent has answered hello."""
 
     async def restore(self, spec: VmSpec, snapshot: Path) -> VmInstance:
+        """Start a VM that resumes the guest saved in `snapshot`, once its agent answered.
+        A bad file raises `snapfile.SnapshotFileError` naming it."""
         raise Unimplemented(self.name, "restore")
 
     async def close(self) -> None:
