@@ -9,9 +9,10 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
-def repl(stdin: str, *args: str) -> subprocess.CompletedProcess:
+def repl(stdin: str, *args: str, cwd: str | None = None, profile: str | None = "linux") -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(SRC))
-    return subprocess.run([sys.executable, "-m", "provium.cli.main", "--vmm", "local", "repl", "linux", *args],
+    return subprocess.run([sys.executable, "-m", "provium.cli.main", "--vmm", "local", "repl",
+                           *([profile] if profile else []), *args], cwd=cwd,
                           input=stdin, capture_output=True, text=True, env=env, timeout=120, check=False)
 
 
@@ -33,3 +34,19 @@ def test_repl_ctrl_d_and_name():
     r = repl("vm:name()\n", "--name", "box")
     assert r.returncode == 0
     assert r.stdout.splitlines()[-2:] == ['"box"', "bye"]
+
+
+def test_repl_from_a_fixture(tmp_path):
+    (tmp_path / "provium.toml").write_text(f'[provium]\ncache_dir = "{tmp_path / "cache"}"\n')
+    (tmp_path / "base.fixture.lua").write_text(
+        'local vm = provium:vm("base", "linux"):boot()\n'
+        f'vm:write_file("{tmp_path}/marker", "from the fixture")\n'
+        "return vm:snapshot()\n")
+    r = repl(f'vm:name(), vm:state()\nvm:read_file("{tmp_path}/marker")\n', "--fixture", "base",
+             cwd=str(tmp_path), profile=None)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "provium repl — restoring fixture `base`"
+    assert lines[-4:] == ['"fixture:base"', '"booted"', '"from the fixture"', "bye"]
+    r = repl("", "--fixture", "nosuch", cwd=str(tmp_path), profile=None)
+    assert r.returncode == 2 and "nosuch" in r.stderr and "Traceback" not in r.stderr

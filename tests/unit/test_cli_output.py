@@ -199,7 +199,6 @@ def invoke(args):
     (["--config", "/nonexistent/provium.toml"], "read `/nonexistent/provium.toml`"),
     (["--bogus-flag"], "No such option"),
     (["repl"], "provium repl: profile is required (or pass --fixture)"),
-    (["repl", "--fixture", "base"], "provium repl --fixture is not yet implemented"),
     (["repl", "nosuch"], "nosuch"),
     (["console", "nosuch", "--print-command"], "nosuch"),
     (["lsp-setup", "/nonexistent/dir"], "`/nonexistent/dir` is not a directory"),

@@ -204,10 +204,12 @@ class _LuaThread:
 
 
 class Repl:
-    def __init__(self, session: Any, *, profile: str, name: str, out: Callable[[str], None] = print) -> None:
+    def __init__(self, session: Any, *, profile: str, name: str, fixture: str | None = None,
+                 out: Callable[[str], None] = print) -> None:
         self.session = session
         self.profile = profile
         self.name = name
+        self.fixture = fixture
         self.out = out
         self.lua = _LuaThread()
         self.state: Any = None
@@ -221,17 +223,24 @@ class Repl:
             from ..lua.state import FileState
 
             st = FileState("repl", self.session)
-            vm = st.root.create_vm(self.name, self.profile, None)
-            binding = st.register_vm(vm, st.root)
-            st.env.set_global("vm", binding)
             st.env.set_global("exit", st.env.wrap(self._bye))
             st.env.set_global("quit", st.env.wrap(self._bye))
             self.state = st
             self.evaluator = Evaluator(st)
-            vm.boot()
+            if self.fixture is not None:
+                # Built first if the cache has no entry (the same resolver tests use).
+                vm = st.fixtures().vm(self.fixture, st.root)
+            else:
+                vm = st.root.create_vm(self.name, self.profile, None)
+            st.env.set_global("vm", st.register_vm(vm, st.root))
+            if self.fixture is None:
+                vm.boot()
             return vm
 
-        self.out(f"provium repl — booting VM `{self.name}` (profile `{self.profile}`)")
+        if self.fixture is not None:
+            self.out(f"provium repl — restoring fixture `{self.fixture}`")
+        else:
+            self.out(f"provium repl — booting VM `{self.name}` (profile `{self.profile}`)")
         vm = self.lua.call(setup, self._interrupt)
         self.out(f"  ready: cid={vm.cid} state={vm.state}")
         self.out("  `vm` is the VM; also `provium`, `json`, `wait_until`. Ctrl-C stops a call, Ctrl-D leaves.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from provium import vmm as vmm_mod
-from provium.errors import NotYetImplemented, ProviumError
+from provium.errors import ProviumError
 
 from .run import UserError, load_config, run_builds, run_preflight
 
@@ -14,20 +14,17 @@ from .run import UserError, load_config, run_builds, run_preflight
 @click.argument("profile", required=False)
 @click.option("--name", default="repl", show_default=True, help="The VM's name.")
 @click.option("--fixture", "fixture", default=None, metavar="NAME",
-              help="Start from a built fixture instead of booting (not implemented yet).")
+              help="Start from the VM fixture NAME (restored from the cache; built first if needed).")
 @click.pass_obj
 def repl_cmd(flags, profile, name, fixture):
-    if fixture is not None:
-        raise UserError(str(NotYetImplemented(
-            "provium repl --fixture", "(fixtures are not finished in this version; boot a profile instead: "
-            "`provium repl PROFILE`)")))
-    if not profile:
+    if not profile and fixture is None:
         raise UserError("provium repl: profile is required (or pass --fixture), e.g. `provium repl linux`")
     cfg = load_config(flags)
-    try:
-        cfg.profile(profile)
-    except ProviumError as exc:
-        raise UserError(f"repl: {exc}") from exc
+    if profile:
+        try:
+            cfg.profile(profile)
+        except ProviumError as exc:
+            raise UserError(f"repl: {exc}") from exc
     run_preflight(flags, cfg)
     run_builds(flags, cfg)
     from provium.host import Session
@@ -36,7 +33,7 @@ def repl_cmd(flags, profile, name, fixture):
 
     opts = {"accel": flags.accel} if flags.vmm == "qemu" and flags.accel else {}
     session = Session(vmm_mod.create(flags.vmm, **opts), cfg)
-    r = repl_mod.Repl(session, profile=profile, name=name, out=lambda s: click.echo(s))
+    r = repl_mod.Repl(session, profile=profile or "", name=name, fixture=fixture, out=lambda s: click.echo(s))
     try:
         try:
             r.start()
