@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from provium import vmm  # noqa: E402
-from provium.config import load  # noqa: E402
-from provium.host import VM, Session  # noqa: E402
+from provium import vmm
+from provium.config import load
+from provium.host import VM, Session
 
 
 def timed(fn, rounds: int) -> list[float]:
