@@ -24,6 +24,7 @@ the device layout matches the saved one.  Hooks run in registration order.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import time
@@ -183,14 +184,19 @@ async def arestore(vm: VM, src: Any, *, in_place: bool = False,
     if spec_hook is not None:
         spec = spec_hook(spec)
     old = vm.instance if in_place else None
-    if old is not None:
-        try:
-            await old.shutdown()
-        except Exception:  # noqa: BLE001, S110
-            pass  # it is being replaced; a VMM that fails to stop it cleanly must not block the reset
     started = time.monotonic_ns()
+
+    async def drop_old() -> None:
+        if old is not None:
+            try:
+                await old.discard()
+            except Exception:  # noqa: BLE001, S110
+                pass  # it is being replaced; a VMM that fails to stop it must not block the reset
+
     try:
-        inst = await session.vmm.restore(spec, path)
+        # The old guest goes while the new one starts: they share nothing (own scratch
+        # dirs, sockets and RAM mappings), and a reset costs one of the two, not both.
+        _, inst = await asyncio.gather(drop_old(), session.vmm.restore(spec, path))
     except ProviumError:
         if old is not None:
             vm._mark_dead()

@@ -130,6 +130,11 @@ class VmInstance(abc.ABC):
         except OSError:
             return b""
 
+    async def discard(self) -> None:
+        """Stop the VM as fast as possible, its guest state being thrown away (a
+        restore in place replaces it).  Default: an ordinary shutdown."""
+        await self.shutdown()
+
     @abc.abstractmethod
     async def shutdown(self) -> None:
         """Stop the VM for good and free everything it held.  Idempotent."""

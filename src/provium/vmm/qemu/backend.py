@@ -276,6 +276,7 @@ class QemuInstance(VmInstance):
         self.cmdline = ""
         self.ram_file: Path | None = None  # our RAM file on /dev/shm (removed at shutdown)
         self.ram_shared = False  # False: anonymous RAM or a private map of a snapshot file
+        self.last_snapshot_pause = 0.0
         # The free/held pcie-root-ports for devices plugged while the VM runs (disks, NICs).
         self.hotplug = HotplugSlots(spec.profile.machine, 0)
         self._disk_devs: dict[str, tuple[str, str, str | None]] = {}  # disk id -> (node, device, port owner)
@@ -456,6 +457,14 @@ class QemuInstance(VmInstance):
         await process.kill(self.proc)
         shutil.rmtree(self.scratch, ignore_errors=True)
         ram_mod.remove(self.ram_file)
+
+    async def discard(self) -> None:
+        """SIGKILL, no `quit`: nothing of this guest is kept (restore in place)."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._kill()
+        self.vmm._instances.discard(self)
 
     def _save_console(self) -> None:
         if self._saved_console is None:

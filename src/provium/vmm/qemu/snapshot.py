@@ -109,6 +109,7 @@ async def save(inst: QemuInstance, path: Path, extra: dict[str, Any]) -> int:
         await _set_ignore_shared(inst, file_mode)
         if was_running:
             await inst.qmp.execute("stop")
+        stopped = time.monotonic()
         try:
             await inst.qmp.execute("migrate", {"uri": "exec:cat > " + shlex.quote(str(state_tmp))})
             await _wait_migration(inst, "snapshot")
@@ -124,6 +125,7 @@ async def save(inst: QemuInstance, path: Path, extra: dict[str, Any]) -> int:
         finally:
             if was_running and inst.proc.poll() is None:
                 await inst.qmp.execute("cont")
+            inst.last_snapshot_pause = time.monotonic() - stopped  # what the guest felt (bench/snapshot.py)
         try:
             if file_mode:
                 state_off = snapfile.align(spec.memory_bytes)
