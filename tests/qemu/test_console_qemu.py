@@ -44,6 +44,8 @@ def test_write_reaches_the_serial_shell_and_streams_fan_out(vm):
     try:
         assert vm.open_stream_count() == 2
         assert vm.open_resources()[1][0].kind == "console_read"
+        with pytest.raises(Exception, match=r"2 open stream\(s\)[\s\S]*console_read\(\"/"):
+            vm.snapshot()  # an open console stream blocks a snapshot, naming itself
         c.write(b"echo from-the-host-$((40+2))\n", {"timeout": "5s"})
         got = a.read_until(b"from-the-host-42", "20s")
         assert got.endswith(b"from-the-host-42")
