@@ -243,3 +243,16 @@ def test_no_psi_pressure_lets_files_run_together(tmp_path):
                    psi_paths=[str(fake), str(tmp_path / "missing")])
     assert not ran.events("file_blocked")
     assert ran.ts("file_dispatched", "b.test.lua") < ran.ts("file_completed", "a.test.lua")
+
+
+def test_local_vms_are_not_charged(tmp_path):
+    """On `--vmm local` a file holds one CPU and its VMs (host processes) cost nothing:
+    three VMs boot together in a one-CPU pool."""
+    src = '''
+    local root = provium
+    for _, n in ipairs({"a", "b", "c"}) do provium:vm(n, "linux") end
+    test("boot", function(t) root:boot() end)
+    '''
+    p = PoolSize(total=ev.ResourceAmount(GIB, 1), per_file=ev.ResourceAmount(FILE_OVERHEAD, 1), charge_vms=False)
+    ran = dispatch(tmp_path, {"l.test.lua": src}, p)
+    ran.assert_passed("l.test.lua")

@@ -261,6 +261,10 @@ class Coordinator:
     def _reserve(self, c: _Conn, st: _FileState, rid: int, msg: dict) -> None:
         amounts = [self._amount(p) for p in msg["amounts"]]
         what = str(msg.get("what", "a boot"))
+        if not self.charge_vms:
+            # `--vmm local`: VMs are host processes; the file's overhead holds its CPU.
+            self._send(c, {"id": rid, "ok": True, "charges": [next(self._claim_ids) for _ in amounts]})
+            return
         if st.claim is not None:
             # The claim is a hard cap: boots draw from it and never queue on the pool.
             in_use = ResourceAmount(sum(a.memory_bytes for a in st.claim_used.values()),
