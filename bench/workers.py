@@ -31,12 +31,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from provium import vmm  # noqa: E402
-from provium.config import load  # noqa: E402
-from provium.host import VM, Session  # noqa: E402
-from provium.protocol.envelope import Envelope  # noqa: E402
-from provium.protocol.framing import encode_frame, read_frame_body  # noqa: E402
-from provium.protocol.messages import PROTOCOL_VERSION, ExecArgs, Hello  # noqa: E402
+from provium import vmm
+from provium.config import load
+from provium.host import VM, Session
+from provium.protocol.envelope import Envelope
+from provium.protocol.framing import encode_frame, read_frame_body
+from provium.protocol.messages import PROTOCOL_VERSION, Hello
 
 
 def median_ms(samples: list[float]) -> float:

@@ -9,12 +9,11 @@ tests also prove a real guest runs the changed agent.
 import time
 
 import pytest
+from qemu_util import needs_qemu
 
 from provium.host import VM
 from provium.host.errors import GuestOsError, HandleError
 from provium.protocol.framing import OUTPUT_CAP, output_marker
-
-from qemu_util import needs_qemu
 
 pytestmark = [pytest.mark.qemu, needs_qemu]
 
@@ -63,7 +62,7 @@ def test_worker_open_file_checks_the_workers_permissions(vm):
 def test_worker_kill_join_and_streams(vm):
     w = vm.spawn_worker(uid=65534, gid=65534)
     a = w.run_async("sleep 300")
-    b = w.run_async("sleep 300")
+    w.run_async("sleep 300")  # never waited: the join reaps it
     s = w.run_async(["sh", "-c", "echo started; id -u; sleep 300"])
     out = s.stdout_stream()
     assert out.read_until("65534", "20s").endswith(b"65534")
@@ -72,7 +71,7 @@ def test_worker_kill_join_and_streams(vm):
     assert (r.status, r.signal) == ("signalled", 9)
     assert s.wait("20s").stdout == b"started\n65534\n"
     out.close()
-    assert w.join("20s") == 128 + 9  # b: reaped by the join
+    assert w.join("20s") == 128 + 9  # the second sleep: reaped by the join
     assert vm.run("pgrep -x sleep || true").stdout == b""
 
 
