@@ -103,9 +103,8 @@ def test_file_scope_settings(tmp_path):
     r = run_lua(tmp_path, 'provium.timeot = 5\n')
     assert r.outcome.chunk_error == (f"{r.path}:1: cannot set `provium.timeot`: not a recognised file-scope "
                                      "config key. Known keys: reset_between_tests, timeout")
-    r = run_lua(tmp_path, 'provium.reset_between_tests = true\n')
-    assert r.outcome.chunk_error.startswith(f"{r.path}:1: provium.reset_between_tests = true is not yet implemented")
-    assert "snapshots are not implemented yet" in r.outcome.chunk_error
+    r = run_lua(tmp_path, 'provium.reset_between_tests = true\ntest("t", function(t) end)\n')
+    assert r.outcome.chunk_error is None and r.status("t") == "passed"
 
 
 def test_require_from_the_test_dir_and_config_roots(tmp_path):

@@ -89,7 +89,7 @@ end)
 test("barrier float count", function(t) provium:barrier("b", 2.0) end)
 test("barrier name", function(t) provium:barrier(7, 2) end)
 test("barrier timeout", function(t) provium:barrier("b", 2, "5s") end)
-test("snapshot", function(t) provium:snapshot() end)
+test("snapshot", function(t) provium:snapshot(42) end)
 test("claim", function(t)
   local root = _G.root
   root:claim({memory = "1G", cpus = 2})
@@ -125,12 +125,12 @@ def test_labs(tmp_path):
     assert r.message("vm opts type").endswith("lab:vm: opts must be a table, got string")
     assert r.message("vm name type").endswith("lab:vm: argument #1 (name) must be a string, got number")
     assert "unknown boot option `memroy` (valid: memory, cpus," in r.message("unknown vm opt")
-    assert "vm_fixture (fixtures) is not yet implemented" in r.message("vm_fixture")
+    assert "fixture `base` not found in any test root" in r.message("vm_fixture")
     assert "lab:bridge (virtual networks) is not yet implemented" in r.message("bridge")
     assert "barrier: count must be an integer, got number (a float, even 2.0, is refused)" in r.message("barrier float count")
     assert "barrier: name must be a string, got number" in r.message("barrier name")
     assert "barrier: timeout must be a number of seconds, got string" in r.message("barrier timeout")
-    assert "lab:snapshot (snapshots) is not yet implemented" in r.message("snapshot")
+    assert "lab:snapshot: argument #1 (dir) must be a string, got number" in r.message("snapshot")
     assert "lab:claim: unknown option `memory_bytes` (valid: cpus, memory)" in r.message("claim bad key")
     for t in r.outcome.tests:
         assert no_traceback(t.message), t.message

@@ -200,7 +200,7 @@ def invoke(args):
     (["--bogus-flag"], "No such option"),
     (["repl"], "not implemented yet"),
     (["console", "linux", "--print-command"], "not implemented yet"),
-    (["fixture", "list"], "not implemented yet"),
+    (["fixture", "build"], "Missing argument"),
     (["lsp-setup"], "not implemented yet"),
 ])
 def test_usage_errors_exit_2_with_one_clear_message(args, needle):

@@ -206,3 +206,15 @@ def test_fuzzed_peer_never_crashes_the_server(tmp_path, case):
     import os
     for f in os.listdir(tmp_path):
         os.unlink(tmp_path / f)
+
+
+def test_power_cut_restores_holes_and_data(tmp_path):
+    s = BlockStore(_image(tmp_path))
+    s.host_write(4096, b"D" * 4096)        # data; the rest of the file is a hole
+    s.write(0, b"x" * 8192)                # over a hole and over data
+    s.write(SIZE - 512, b"e" * 512)        # the last sector
+    assert s.dirty_sectors() == 17
+    s.power_cut()
+    assert s.read(0, 8192) == bytes(4096) + b"D" * 4096
+    assert s.read(SIZE - 512, 512) == bytes(512) and s.size() == SIZE
+    s.close()

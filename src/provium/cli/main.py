@@ -37,7 +37,8 @@ SUBCOMMANDS_HELP = """\b
 Subcommands (flags above go before the subcommand):
   list [--fixtures] [PATH]...   list test files and their tests
   prepare [PROFILE]             run profile build commands / build the default guest image
-  repl, console, fixture, lsp-setup   not implemented yet
+  fixture list|build|rebuild|clean|stale   manage the fixture cache
+  repl, console, lsp-setup      not implemented yet
 \b
 Exit codes: 0 all passed or skipped, 1 a failure or timeout, 2 usage or setup error.
 """

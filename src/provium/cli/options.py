@@ -109,6 +109,9 @@ COMMON_OPTIONS = [
     click.Option(["--mem"], metavar="BYTES", callback=_mem,
                  help="Pool memory (bytes or K/M/G/T; default 80% of RAM)."),
     click.Option(["--cpus"], type=click.IntRange(min=1), metavar="N", help="Pool vCPUs (default: host CPUs)."),
+    click.Option(["--psi-threshold"], type=click.FloatRange(min=0), default=10.0, metavar="PCT",
+                 help="Start no new file while host CPU or memory pressure (PSI some avg10) is above PCT "
+                      "(default 10; 0 turns the check off)."),
     click.Option(["--cpu-overcommit"], type=float, metavar="F", callback=_overcommit,
                  help="Multiplier on the pool's CPUs, 0.5-8.0 (default 1.0)."),
 ]
@@ -150,6 +153,7 @@ class Flags:
     mem: int | None = None
     cpus: int | None = None
     cpu_overcommit: float = 1.0
+    psi_threshold: float = 10.0
 
     @property
     def file_timeout(self) -> float:

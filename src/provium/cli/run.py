@@ -29,7 +29,7 @@ from provium.events.sinks import CallbackSink, FileSink, MultiSink, Sink, Stdout
 from provium import hostfiles
 from provium.hostfiles import HostFileError
 from provium.runner.settings import RunSettings
-from provium.scheduler import discovery, shard
+from provium.scheduler import discovery, psi, shard
 from provium.scheduler.declared import declared_claim
 from provium.scheduler.dispatch import Dispatcher, DispatchOptions
 from provium.scheduler.pool import size_pool
@@ -293,6 +293,7 @@ class Run:
         opts = DispatchOptions(
             settings_json=settings_for(f, self.cfg).to_json(), work_dir=work_dir, pool=pool,
             file_timeout=f.file_timeout or None, fail_fast=f.fail_fast, env=env,
+            psi_threshold=f.psi_threshold, psi_paths=psi.DEFAULT_PATHS if f.psi_threshold > 0 else (),
         )
         for d in files:
             sink.emit(ev.FileDiscovered(path=d.path, fixture_refs=discovery.fixture_refs(d.path),
@@ -394,6 +395,9 @@ def run_mode(flags: Flags) -> int:
             raise UserError(str(exc)) from exc
     cfg = load_config(flags)
     run_preflight(flags, cfg)
+    from .fixture_cmd import evict_at_startup
+
+    evict_at_startup(cfg)
     run_builds(flags, cfg)
     run = Run(flags, cfg)
     try:

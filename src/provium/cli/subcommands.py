@@ -1,6 +1,6 @@
 """Subcommands: `list`, `prepare`, `help`, and the ones that are not written yet.
 
-`repl`, `console`, `fixture` and `lsp-setup` are part of the CLI contract but
+`fixture` lives in fixture_cmd.py.  `repl`, `console` and `lsp-setup` are part of the CLI contract but
 belong to later work; they exist so that calling them says so (exit 2) instead
 of being mistaken for a test path.
 """
@@ -18,7 +18,6 @@ from .run import UserError, load_config, run_preflight, settings_for
 LATER = {
     "repl": "an interactive Lua prompt against a booted VM",
     "console": "a QEMU guest wired to this terminal",
-    "fixture": "fixture cache management (list/build/rebuild/clean/stale)",
     "lsp-setup": "editor type stubs (.provium-meta/types.lua, .luarc.json)",
 }
 
@@ -127,6 +126,9 @@ def prepare_cmd(flags, profile):
 def register(group: click.Group, run_command: click.Command) -> None:
     group.add_command(list_cmd)
     group.add_command(prepare_cmd)
+    from .fixture_cmd import fixture_group
+
+    group.add_command(fixture_group)
     for name, what in LATER.items():
         group.add_command(_not_yet(name, what))
 

@@ -24,6 +24,7 @@ from the page cache cost less than a hop to a worker thread.
 
 from __future__ import annotations
 
+import errno
 import os
 
 SECTOR = 512
@@ -69,13 +70,26 @@ class BlockStore:
             if fua:
                 os.fdatasync(self._fd)
             return
-        old = os.pread(self._fd, len(data), offset)
+        old = self._old(offset, len(data))
         self._pwrite(offset, data)
         if old:
             self._undo.append((offset, old))
             self._undo_bytes += len(old)
             if self._undo_bytes > OVERLAY_LIMIT:
                 self._forget()
+
+    def _old(self, offset: int, length: int) -> bytes:
+        """The bytes a write is about to replace.  A range that is all hole (a fresh
+        scratch disk) is zeros without reading it: one lseek instead of a copy."""
+        try:
+            data_at = os.lseek(self._fd, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # no SEEK_DATA here: read it
+                return os.pread(self._fd, length, offset)
+            data_at = offset + length  # ENXIO: nothing but hole from offset to the end
+        if data_at >= offset + length:
+            return bytes(max(0, min(length, self.size() - offset)))
+        return os.pread(self._fd, length, offset)
 
     def flush(self) -> None:
         """Make every write so far durable."""

@@ -468,17 +468,38 @@ class Lab:
     def bridge(self, *args: Any) -> Any:
         raise NotYetImplemented("lab:bridge (virtual networks)", "in this version of provium")
 
-    def snapshot(self, *args: Any) -> Any:
-        raise NotYetImplemented("lab:snapshot (snapshots)", "in this version of provium")
+    # ---- snapshots and fixtures (host/labsnap.py, provium.fixtures) -----------------------
 
-    def restore(self, *args: Any) -> Any:
-        raise NotYetImplemented("lab:restore (snapshots)", "in this version of provium")
+    def snapshot(self, directory: Any = None) -> Any:
+        """Snapshot this lab and its sub-labs into `directory` (default: a new temp
+        dir); returns a `LabSnapshot`."""
+        from . import labsnap
 
-    def vm_fixture(self, *args: Any) -> Any:
-        raise NotYetImplemented("vm_fixture (fixtures)", "in this version of provium")
+        return labsnap.snapshot(self, directory)
 
-    def lab_fixture(self, *args: Any) -> Any:
-        raise NotYetImplemented("lab_fixture (fixtures)", "in this version of provium")
+    def restore(self, src: Any) -> dict:
+        """Restore a lab snapshot (a `LabSnapshot` or a directory) into this lab;
+        returns the restored VMs by "sub/vm" path."""
+        from . import labsnap
+
+        return labsnap.restore(self, src)
+
+    def _fixtures(self) -> Any:
+        from ..fixtures.builder import Fixtures
+
+        fx = getattr(self.session, "_provium_fixtures", None)
+        if fx is None:
+            fx = Fixtures(self.session, self.session.config)
+            self.session._provium_fixtures = fx
+        return fx
+
+    def vm_fixture(self, name: str) -> VM:
+        """The cached single-VM fixture `name`, built first if needed, as a new VM here."""
+        return self._fixtures().vm(name, self)
+
+    def lab_fixture(self, name: str) -> "Lab":
+        """The cached lab fixture `name`, built first if needed, as a new sub-lab here."""
+        return self._fixtures().lab(name, self)
 
     def __str__(self) -> str:
         return f"lab({self.name}; {len(self._vms)} vm(s))"

@@ -361,6 +361,47 @@ class VM:
                 self._state = VmState.DEAD
             raise VmmFailure(f"vm `{self.name}`: {action}: {vmm_text(exc)}") from exc
 
+    # ---- snapshots (logic in host/snapshot.py) -------------------------------------
+
+    def snapshot(self, path: Any = None):
+        """Save the guest to `path` (default: a new temp file); returns a `Snapshot`.
+        Refused while files or streams are open, naming each."""
+        from . import snapshot as snap
+
+        return self._session.run(snap.asnapshot(self, snap.path_arg(path, "vm:snapshot")))
+
+    def restore(self, src: Any) -> None:
+        """Resume the guest saved in `src` (a `Snapshot` or a path) in this
+        never-booted VM; it becomes `booted`."""
+        from . import snapshot as snap
+
+        self._session.run(snap.arestore(self, src))
+
+    def boot_spec(self):
+        """The VmSpec a boot of this VM would use now (for restores)."""
+        if self._spec is not None:
+            return self._spec
+        return make_spec(self.name, self._profile, self._opts, default_memory=self._session.default_memory,
+                         default_cpus=self._session.default_cpus)
+
+    def _mark_dead(self) -> None:
+        if self._state in RUNNING:
+            self._state = VmState.DEAD
+
+    def _adopt(self, inst, spec, started_ns: int, keep_handles: bool) -> None:
+        """Take over a restored instance: the VM is `booted` with the saved guest."""
+        if keep_handles:
+            self._registry.clear()  # the baseline had none open (a snapshot precondition)
+        else:
+            self._forget_handles()
+        self._inst = inst
+        self._spec = spec
+        self._boot_ns = started_ns
+        self.cid = inst.cid
+        self._state = VmState.BOOTED
+        self._session.emit("vm_spawned", vm_name=self.name, profile=self.profile,
+                           memory_bytes=spec.memory_bytes, cid=inst.cid)
+
     # ---- the agent channel -------------------------------------------------------
 
     async def _acall(self, op: Any, timeout: float | None = None) -> Any:

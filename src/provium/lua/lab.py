@@ -58,10 +58,6 @@ class LabBinding(Binding):
             raise LuaApiError(f"cannot set `provium.{key}` inside a test body: it is a file-scope setting, "
                               "read once before the first test; set it at the top of the file")
         if key == "reset_between_tests":
-            if value is True:
-                raise NotYetImplemented("provium.reset_between_tests = true",
-                                        "(it restores a snapshot after every test, and snapshots are not "
-                                        "implemented yet; reset state explicitly in each test instead)")
             if value is not None and not isinstance(value, bool):
                 raise LuaApiError(f"provium.reset_between_tests must be a boolean, got {lua_type(value)}")
         else:
@@ -217,8 +213,20 @@ class LabBinding(Binding):
 
     @method()
     def snapshot(self, *a: Any) -> Any:
-        return self.host.snapshot()
+        from ..host import labsnap
+        from .snapshots import LabSnapshotBinding
+
+        d = Args("lab:snapshot", a, max_args=1).string(1, "dir", optional=True)
+        snap = labsnap.snapshot(self.host, d)
+        # With a dir the reference returns the dir string (legacy shape), else a handle.
+        return snap.path if d is not None else LabSnapshotBinding(self._state, snap)
 
     @method()
-    def restore(self, *a: Any) -> Any:
-        return self.host.restore()
+    def restore(self, *a: Any) -> None:
+        from ..host import labsnap
+        from .snapshots import lab_restore_source
+
+        args = Args("lab:restore", a, max_args=1)
+        vms = labsnap.restore(self.host, lab_restore_source(args.get(1)))
+        for vm in vms.values():
+            self._state.register_vm(vm, self.host)

@@ -125,12 +125,18 @@ class VmBinding(Binding):
         self.host.wakeup()
 
     @method()
-    def snapshot(self, *a: Any) -> None:
-        raise NotYetImplemented("vm:snapshot (snapshots)")
+    def snapshot(self, *a: Any) -> Any:
+        from .snapshots import SnapshotBinding
+
+        path = Args("vm:snapshot", a, max_args=1).string(1, "path", optional=True)
+        return SnapshotBinding(self._state, self.host.snapshot(path))
 
     @method()
     def restore(self, *a: Any) -> None:
-        raise NotYetImplemented("vm:restore (snapshots)")
+        from .snapshots import vm_restore_source
+
+        args = Args("vm:restore", a, max_args=1)
+        self.host.restore(vm_restore_source(args.get(1)))
 
     # ---- accessors ----------------------------------------------------------------
 

@@ -165,12 +165,22 @@ class FileState:
     def fixture_function(self, key: str) -> Any:
         cached = getattr(self, "_fixture_fns", {})
         if key not in cached:
-            def refuse(*args: Any) -> None:
-                raise NotYetImplemented(f"provium:{key} (fixtures)")
+            from .fixtures import fixture_function
 
-            cached[key] = self.env.wrap(refuse)
+            cached[key] = fixture_function(self, key)
             self._fixture_fns = cached
         return cached[key]
+
+    def fixtures(self) -> Any:
+        """This file's fixture resolver (provium.fixtures), made on first use."""
+        fx = getattr(self, "_fixtures", None)
+        if fx is None:
+            from ..fixtures.builder import Fixtures
+
+            fx = Fixtures(self.session, self.session.config, file_path=self.path,
+                          should_stop=self._timed_out.is_set)
+            self._fixtures = fx
+        return fx
 
     def call_lua(self, fn: Any, *args: Any) -> Any:
         """Call a Lua function from Python (e.g. vm:batch's builder); a Lua error

@@ -31,6 +31,7 @@ from ..host.values import parse_duration
 from ..lua.convert import meta_map, to_py
 from ..lua.state import FileState, LuaChunkError
 from .filters import skip_reason
+from . import reset
 from .outcome import FileOutcome, TestOutcome
 from .settings import RunSettings
 
@@ -100,6 +101,7 @@ class _Ctx:
     file_deadline: float | None = None
     owner: int | None = None  # this file's id with the dispatcher's coordinator
     log_prefix: list[str] = field(default_factory=list)
+    baseline: Any = None  # reset_between_tests: the root lab's LabSnapshot
 
 
 def _safe_emit(emit: Emit | None) -> Emit:
@@ -203,6 +205,12 @@ def _run(ctx: _Ctx, cfg: config_mod.Config, backend: Any) -> None:
             out.chunk_error = state._timeout_text
             out.timed_out = True
             return
+        if reset.wanted(state):
+            try:
+                ctx.baseline = reset.take_baseline(state)
+            except reset.BaselineError as exc:
+                out.chunk_error = str(exc)
+                return
         _run_tests(ctx, state)
     finally:
         acct = ctx.state.account if ctx.state is not None else None
@@ -215,6 +223,7 @@ def _run(ctx: _Ctx, cfg: config_mod.Config, backend: Any) -> None:
                 ctx.state.close()
         finally:
             session.close()
+            reset.drop(ctx.baseline)
 
 
 def _guarded(ctx: _Ctx, seconds: float | None, fn: Callable[[], Any], what: str) -> tuple[Any, bool]:
@@ -330,6 +339,9 @@ def _run_tests(ctx: _Ctx, state: FileState) -> None:
             continue
         result = _run_one(ctx, state, name, meta, meta_tbl, fn, timeout)
         out.tests.append(result)
+        if ctx.baseline is not None:
+            state.clear_timeout()
+            reset.restore_baseline(state, ctx.baseline)
         if state.timed_out and result.status == "timed_out" and result.message \
                 and result.message.startswith("file timeout"):
             out.timed_out = True

@@ -104,7 +104,9 @@ class VmInstance(abc.ABC):
     async def wakeup(self) -> None:
         raise Unimplemented(self.backend, "wakeup")
 
-    async def snapshot(self, path: Path) -> None:
+    async def snapshot(self, path: Path, extra: dict | None = None) -> int:
+        """Write this VM's state to `path` (format: `vmm/snapfile.py`; temp name +
+        rename); `extra` is per-VM data hooks want stored with it.  Returns the size."""
         raise Unimplemented(self.backend, "snapshot")
 
     async def attach_disk(self, disk: DiskSpec) -> None:
@@ -128,6 +130,11 @@ class VmInstance(abc.ABC):
         except OSError:
             return b""
 
+    async def discard(self) -> None:
+        """Stop the VM as fast as possible, its guest state being thrown away (a
+        restore in place replaces it).  Default: an ordinary shutdown."""
+        await self.shutdown()
+
     @abc.abstractmethod
     async def shutdown(self) -> None:
         """Stop the VM for good and free everything it held.  Idempotent."""
@@ -145,6 +152,8 @@ class Vmm(abc.ABC):
         """Start a VM and return it once its agent has answered hello."""
 
     async def restore(self, spec: VmSpec, snapshot: Path) -> VmInstance:
+        """Start a VM that resumes the guest saved in `snapshot`, once its agent answered.
+        A bad file raises `snapfile.SnapshotFileError` naming it."""
         raise Unimplemented(self.name, "restore")
 
     async def close(self) -> None:

@@ -8,12 +8,18 @@ The agent is started with PROVIUM_AGENT_LOCAL=1 so it refuses to set the clock
 (this process may be root; it must never move the host's time).
 
 What the local backend cannot do raises: pause/resume/reset/power_button/
-wakeup/snapshot (`Unimplemented`, "not yet implemented"), and the boot options
+wakeup (`Unimplemented`, "not yet implemented"), and the boot options
 that only make sense for a real guest kernel (`files`, `initial_time`).
 Memory, cpus, kernel command line and rng seed are ignored: there is no guest
 kernel to give them to.  Disks are accepted as host-side objects: the host layer
 makes their images and serves their sector I/O, and attaching or detaching one
 only updates that model (there is no guest to plug it into).
+
+Snapshots here are bookkeeping only: `snapshot` writes a valid snapshot file
+(metadata, no guest state: ram_mode "none") so that preconditions, errors,
+lab snapshots and the fixture cache work without QEMU; `restore` starts a
+fresh agent.  The "guest's" files are the host's and are not rolled back, and
+processes started before the snapshot are not carried over (docs/differences.md).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import time
 from pathlib import Path
 
 from ...protocol.mux import ClientError, MuxClient
+from .. import snapfile
 from ..base import VmInstance, Vmm, VmmError, VmSpec
 
 # CIDs 0-2 are reserved in vsock; we mimic the numbering (never reused in a process).
@@ -70,6 +77,7 @@ class LocalInstance(VmInstance):
         self.client = client
         self._sock = sock
         self._down = False
+        self.spec: VmSpec | None = None
 
     async def attach_disk(self, disk) -> None:
         """No guest kernel to plug into: the disk exists as the host layer's object only."""
@@ -79,6 +87,28 @@ class LocalInstance(VmInstance):
 
     def alive(self) -> bool:
         return not self._down and self.proc.poll() is None and self.client.lost is None
+
+    async def snapshot(self, path: Path, extra: dict | None = None) -> int:
+        spec = self.spec
+        meta = snapfile.SnapshotMeta(
+            vm_name=spec.name, profile=spec.profile.name, backend="local", memory_bytes=spec.memory_bytes,
+            cpus=spec.cpus, ram_mode="none", ram_size=0, state_offset=0, state_length=0,
+            created_unix_ns=time.time_ns(), extra=dict(extra or {}))
+        tmp = snapfile.write_tmp_name(Path(path))
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                size = snapfile.append_meta(fd, meta, 0)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        return size
 
     async def shutdown(self) -> None:
         if self._down:
@@ -149,8 +179,16 @@ class LocalVmm(Vmm):
             tail = f" (agent exited with status {code})" if code not in (None, -signal.SIGKILL) else ""
             raise VmmError(f"vmm: local agent for `{spec.name}` did not start: {why}{tail}") from exc
         inst = LocalInstance(next(_CIDS), proc, client, parent)
+        inst.spec = spec
         self._instances.append(inst)
         return inst
+
+    async def restore(self, spec: VmSpec, snapshot: Path) -> LocalInstance:
+        meta = snapfile.read_meta(snapshot)
+        if meta.backend != "local":
+            raise snapfile.SnapshotFileError(snapshot, f"was taken on the {meta.backend} backend; the local "
+                                                       "backend cannot restore guest state")
+        return await self.launch(spec)
 
     async def close(self) -> None:
         for inst in self._instances:

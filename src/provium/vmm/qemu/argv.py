@@ -38,6 +38,11 @@ class QemuConfig:
     disks: list[DiskSpec] = field(default_factory=list)  # resolved: `image` (and `nbd_socket`) set
     hotplug_ports: int = DEFAULT_PORTS  # empty pcie-root-ports for hot-plug (q35 only)
     extra: list[str] = field(default_factory=list)  # e.g. NIC arguments from the network layer
+    # Guest RAM in a file (see vmm/qemu/ram.py): shared for a booted VM, so a snapshot
+    # need not stream it; private (copy-on-write) when restoring from a snapshot file.
+    ram_path: Path | None = None
+    ram_share: bool = True
+    incoming: bool = False  # start paused, waiting for `migrate-incoming` (restore)
 
 
 def _q(path: str | Path) -> str:
@@ -63,9 +68,16 @@ def build(c: QemuConfig) -> list[str]:
     pci = c.machine != "microvm"
     machine = MICROVM if c.machine == "microvm" else "q35"
     s = c.scratch
+    mem_opt = ""
+    ram: list[str] = []
+    if c.ram_path is not None:
+        mem_opt = ",memory-backend=ram0"
+        ram = ["-object", f"memory-backend-file,id=ram0,size={mib}M,mem-path={_q(c.ram_path)},"
+                          f"share={'on' if c.ram_share else 'off'}"]
     argv = [
         c.qemu,
-        "-M", f"{machine},accel={c.accel}",
+        "-M", f"{machine},accel={c.accel}{mem_opt}",
+        *ram,
         "-cpu", "host" if c.accel == "kvm" else TCG_CPU,
         "-m", f"{mib}M",
         "-smp", str(max(1, c.cpus)),
@@ -90,6 +102,8 @@ def build(c: QemuConfig) -> list[str]:
         argv += disk_args(d, i, pci)
     argv += HotplugSlots(c.machine, c.hotplug_ports).argv()
     argv += c.extra
+    if c.incoming:
+        argv += ["-incoming", "defer"]
     return argv
 
 

@@ -22,10 +22,13 @@ from pathlib import Path
 from ... import image
 from ...config import VALID_ACCEL
 from ...protocol.mux import ClientError, ConnectionLost, MuxClient
+from .. import snapfile
 from ..base import DiskSpec, VmInstance, Vmm, VmmError, VmSpec
 from . import accel as accel_mod
 from . import argv as argv_mod
 from . import process
+from . import ram as ram_mod
+from . import snapshot as snapshot_mod
 from .hotplug import HotplugSlots
 from .qmp import Qmp, QmpError
 
@@ -195,11 +198,14 @@ class QemuVmm(Vmm):
             khz = host_tsc_khz()
             if khz:
                 cmdline += f" tsc_early_khz={khz}"
+        rdir = ram_mod.ram_dir(spec.memory_bytes)
+        ram_file = rdir / f"vm-{cid}.ram" if rdir is not None else None
         cfg = argv_mod.QemuConfig(
             qemu=qemu, machine=profile.machine, accel=accel, memory_bytes=spec.memory_bytes, cpus=spec.cpus,
             kernel=images.kernel, initrd=images.initrd, cmdline=cmdline, scratch=scratch,
             rng_seed=spec.rng_seed, initial_time=spec.initial_time, disks=self._disks(spec),
-            extra=self._nic_args(spec, pci) + [a.replace("{scratch}", str(scratch)) for a in self.extra_args])
+            extra=self._nic_args(spec, pci) + [a.replace("{scratch}", str(scratch)) for a in self.extra_args],
+            ram_path=ram_file)
         argv = argv_mod.build(cfg)
         hotplug = HotplugSlots(profile.machine, cfg.hotplug_ports)
         (scratch / "qemu.argv").write_text(shlex.join(argv) + "\n")
@@ -209,6 +215,8 @@ class QemuVmm(Vmm):
         started = time.monotonic()
         proc = process.spawn(argv, stderr_path=scratch / "qemu.stderr", cwd=scratch)
         inst = QemuInstance(self, spec, cid, proc, scratch, accel, timeout)
+        inst.machine, inst.kernel, inst.cmdline = profile.machine, images.kernel, cmdline
+        inst.ram_file, inst.ram_shared = ram_file, ram_file is not None
         inst.hotplug = hotplug
         for i, d in enumerate(cfg.disks):
             node, dev, _port = argv_mod.boot_disk_ids(i)
@@ -225,6 +233,10 @@ class QemuVmm(Vmm):
         inst.boot_seconds = time.monotonic() - started
         return inst
 
+    async def restore(self, spec: VmSpec, snapshot: Path) -> "QemuInstance":
+        meta = snapfile.read_meta(snapshot)
+        return await snapshot_mod.restore(self, spec, Path(snapshot), meta)
+
     async def close(self) -> None:
         for inst in list(self._instances):
             try:
@@ -234,6 +246,9 @@ class QemuVmm(Vmm):
         if self._root is not None:
             shutil.rmtree(self._root, ignore_errors=True)
             self._root = None
+        shm = ram_mod.SHM / f"provium-qemu-{os.getpid()}"
+        if shm.is_dir():
+            shutil.rmtree(shm, ignore_errors=True)
 
 
 class QemuInstance(VmInstance):
@@ -255,6 +270,13 @@ class QemuInstance(VmInstance):
         self.qmp = Qmp(f"provium-{spec.name}")
         self.client = None  # type: ignore[assignment]
         self.boot_seconds = 0.0
+        # Set by launch/restore: what a snapshot records and a restore needs.
+        self.machine = spec.profile.machine
+        self.kernel: Path | None = None
+        self.cmdline = ""
+        self.ram_file: Path | None = None  # our RAM file on /dev/shm (removed at shutdown)
+        self.ram_shared = False  # False: anonymous RAM or a private map of a snapshot file
+        self.last_snapshot_pause = 0.0
         # The free/held pcie-root-ports for devices plugged while the VM runs (disks, NICs).
         self.hotplug = HotplugSlots(spec.profile.machine, 0)
         self._disk_devs: dict[str, tuple[str, str, str | None]] = {}  # disk id -> (node, device, port owner)
@@ -322,7 +344,15 @@ class QemuInstance(VmInstance):
                 what += f"\nQEMU said: {err}"
         return f"{what}{console_block(self.console_tail(CONSOLE_TAIL))}"
 
+    def stderr_tail(self) -> str:
+        err = _tail(self.scratch / "qemu.stderr", 2048).decode("utf-8", "replace").strip()
+        return f"\nQEMU said: {err}" if err else ""
+
     # ---- control ---------------------------------------------------------------------
+
+    async def snapshot(self, path: Path, extra: dict | None = None) -> int:
+        async with self._lock:
+            return await snapshot_mod.save(self, path, extra or {})
 
     async def pause(self) -> None:
         await self.qmp.execute("stop")
@@ -426,6 +456,15 @@ class QemuInstance(VmInstance):
         await self.qmp.close()
         await process.kill(self.proc)
         shutil.rmtree(self.scratch, ignore_errors=True)
+        ram_mod.remove(self.ram_file)
+
+    async def discard(self) -> None:
+        """SIGKILL, no `quit`: nothing of this guest is kept (restore in place)."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._kill()
+        self.vmm._instances.discard(self)
 
     def _save_console(self) -> None:
         if self._saved_console is None:
@@ -447,6 +486,7 @@ class QemuInstance(VmInstance):
         if await process.wait_exit(self.proc, QUIT_GRACE) is None:
             await process.kill(self.proc)
         shutil.rmtree(self.scratch, ignore_errors=True)
+        ram_mod.remove(self.ram_file)
         self.vmm._instances.discard(self)
 
     def alive(self) -> bool:
