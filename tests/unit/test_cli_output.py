@@ -15,7 +15,7 @@ from provium.cli.coverage import coverage_command
 from provium.cli.main import cli
 from provium.events import types as ev
 from provium.events.coverage import aggregate
-from provium.events.reporters import TextReporter, json_object, junit_tree, write_junit
+from provium.events.reporters import TextReporter, json_object, write_junit
 from provium.scheduler.results import FileResult, ResultError, TestOutcome
 
 

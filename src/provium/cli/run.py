@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from rich.console import Console
 
@@ -123,7 +124,7 @@ def test_filter_env(flags: Flags) -> str:
 class Streams:
     """Where human text and machine output go for this run."""
 
-    human: object
+    human: TextIO
     interactive: bool
 
     @classmethod
@@ -187,7 +188,7 @@ class Run:
     def shard(self, files: list[discovery.Discovered]) -> list[discovery.Discovered]:
         """--shard K/N, on the whole discovered set (so every shard splits alike)."""
         try:
-            k, n = shard.parse_shard(self.flags.shard)
+            k, n = shard.parse_shard(self.flags.shard or "")
             durations = shard.load_durations(self.durations_path())
         except (shard.ShardError, OSError) as exc:
             raise UserError(str(exc)) from exc
@@ -334,6 +335,8 @@ class Run:
 
     def coverage_report(self, path: str | None) -> bool:
         out = sys.stderr if (self.flags.json_out or self.flags.events_stdout) else self.streams.human
+        if path is None:
+            return False
         try:
             with open(path, "rb") as fh:
                 report = aggregate_stream(fh, "spec")
