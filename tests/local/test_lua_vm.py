@@ -288,7 +288,6 @@ test("batch kept", function(t)
   vm:batch(function(b) kept = b; b:run("true") end)
   kept:run("echo lost")
 end)
-test("not yet", function(t) vm:console() end)
 '''
 
 
@@ -309,7 +308,6 @@ def test_processes_workers_clock_syscalls(tmp_path):
     line = next(i for i, s in enumerate(procs_source().splitlines(), 1) if "builder broke" in s)
     assert r.message("batch error") == f"{r.path}:{line}: builder broke"
     assert "batch:run: this batch was already sent (vm:batch has returned)" in r.message("batch kept")
-    assert "vm:console (console streams) is not yet implemented" in r.message("not yet")
     for t in r.outcome.tests:
         assert no_traceback(t.message), t.message
 
