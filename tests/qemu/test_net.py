@@ -202,3 +202,39 @@ def test_capture_holds_the_icmp_packets(net, tmp_path):
     requests = [p for p in icmp if p.data.data.type == dpkt.icmp.ICMP_ECHO]
     replies = [p for p in icmp if p.data.data.type == dpkt.icmp.ICMP_ECHOREPLY]
     assert len(requests) == 3 and len(replies) == 3
+
+
+def test_lab_snapshot_restores_the_network(net):
+    _, lab, a, b, lan = net
+    lan.partition("a", "ghost")  # graph state that must come back
+    lan.add_latency(5)
+    try:
+        snap = lab.snapshot()
+    finally:
+        lan.reset()
+    copy = lab.lab("copy")
+    try:
+        vms = copy.restore(snap)
+        br = copy.find_bridge("lan")
+        assert br is not None and br is not lan
+        assert br.members() == ["a", "b"] and br.is_partitioned("a", "ghost") and br.latency_ms() == 5
+        ca = vms["a"]
+        code, rtts, _ = ping(ca, "b.lan", count=3)
+        assert code == 0 and min(rtts) >= 10  # 5 ms each way, through the restored bridge
+        assert br.port_of("b").counters()["rx_packets"] > 0  # the copy's own switch ports
+    finally:
+        copy.close()
+        snap.delete()
+
+
+def test_vm_restore_needs_the_same_bridges(net, tmp_path):
+    s, lab, a, _, lan = net
+    from provium.host.snapshot import SnapshotError
+
+    snap = a.snapshot(str(tmp_path / "a.snap"))
+    other = lab.create_vm("lonely", "linux")
+    try:
+        with pytest.raises(SnapshotError, match=r"NICs on bridges \[lan\] but the VM is attached to \[\]"):
+            other.restore(snap)
+    finally:
+        other.close()

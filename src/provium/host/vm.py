@@ -44,6 +44,7 @@ from . import bridge as net
 from .agent_errors import client_error, os_error, os_error_text, vmm_text  # noqa: F401  (os_error*: re-exported)
 from .bootopts import BootOpts, make_spec, parse_boot_opts
 from . import disksnap  # noqa: F401  (registers the disks' part of snapshots)
+from . import netsnap  # noqa: F401  (registers the NICs and bridges part of snapshots)
 from .disk import Disk, DiskError, VmDisks
 from .errors import (
     AgentCommError,
