@@ -238,3 +238,42 @@ def test_vm_restore_needs_the_same_bridges(net, tmp_path):
             other.restore(snap)
     finally:
         other.close()
+
+
+def test_uplink_reaches_the_host_loopback_and_nothing_else(net):
+    import http.server
+    import socketserver
+    import threading
+
+    _, _, a, _, lan = net
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"hello from the host\n")
+
+        def log_message(self, *args):
+            pass
+
+    srv = socketserver.TCPServer(("127.0.0.1", 0), Hello)
+    port = srv.server_address[1]
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    get = "(printf 'GET / HTTP/1.0\\r\\n\\r\\n'; sleep 1) | nc -w 3 {} {}"
+    try:
+        lan.enable_uplink({"ports": {80: port}})
+        assert lan.uplink_address() == str(list(lan.subnet.hosts())[1])
+        r = a.run(get.format("host.lan", 80), timeout=30)
+        assert b"hello from the host" in r.stdout, r
+        # Not forwarded: the same host port on the uplink's gateway address, another port.
+        r = a.run(get.format(str(list(lan.subnet.hosts())[0]), port), timeout=30)
+        assert b"hello" not in r.stdout
+        r = a.run(get.format("host.lan", 81), timeout=30)
+        assert b"hello" not in r.stdout
+    finally:
+        lan.disable_uplink()
+        srv.shutdown()
+        srv.server_close()
+    assert lan.uplink_address() is None
+    r = a.run(get.format("host.lan", 80), timeout=30)
+    assert b"hello" not in r.stdout

@@ -82,6 +82,7 @@ class BridgesPart:
             rec["vm_members"] = sorted(path_of[id(vm)] for vm in br._vms.values() if id(vm) in path_of)
             rec["subnet"] = str(br.subnet) if br.subnet is not None else None
             rec["addresses"] = dict(br._addresses)
+            rec["uplink_ports"] = {str(g): h for g, h in br.uplink_forwards().items()}
             out.append(rec)
         return out
 
@@ -140,8 +141,8 @@ def _apply(br: Bridge, rec: dict) -> None:
     g.route([str(r) for r in rec.get("routes") or []])
     if rec.get("fully_partitioned"):
         g.partition_all()
-    if rec.get("uplink_enabled"):
-        g.uplink = True
+    if rec.get("uplink_enabled") and rec.get("uplink_ports"):
+        br.enable_uplink({"ports": {int(k): int(v) for k, v in rec["uplink_ports"].items()}})
 
 
 register_vm_hook("nics", NicHook())
