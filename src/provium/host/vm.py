@@ -37,6 +37,7 @@ from ..protocol.messages import (
     WriteFileArgs,
 )
 from ..errors import requires
+from ..log import timed, vm_logger
 from ..protocol.mux import ClientError
 from ..protocol.types import OpResult, TailStart, WriteFileMode
 from ..vmm.base import Unimplemented, VmInstance, VmSpec
@@ -105,6 +106,7 @@ class VM:
         self._boot_ns = 0
         self._spec: VmSpec | None = None
         self._registry = Registry()
+        self.log = vm_logger(name)
         self.shutdown_cause: str | None = None  # set when provium itself shut the VM down
         # Bumped whenever the guest's agent state is lost while the VM lives on
         # (reset): handles from before refuse to act instead of hitting a new
@@ -203,7 +205,8 @@ class VM:
                 spec.disks = await self.disks.prepare(self._profile, spec.disks)
             except DiskError as exc:
                 raise VmmFailure(f"vm `{self.name}`: boot failed: {exc}") from exc
-            inst = await self._charged_launch(spec)
+            with timed(self.log, f"boot (profile {self.profile})"):
+                inst = await self._charged_launch(spec)
         except BaseException:
             await _quiet(self.disks.close())
             if self._state is VmState.BOOTING:
@@ -266,7 +269,8 @@ class VM:
         inst = self._live
         error = None
         try:
-            await inst.shutdown()
+            with timed(self.log, "shutdown"):
+                await inst.shutdown()
         except Exception as exc:
             error = VmmFailure(f"vm `{self.name}`: shutdown: {vmm_text(exc)}")
             error.__cause__ = exc
@@ -289,7 +293,8 @@ class VM:
 
     @requires(VmState.BOOTED, action="pause")
     async def apause(self) -> None:
-        await self._control("pause", self._live.pause())
+        with timed(self.log, "pause"):
+            await self._control("pause", self._live.pause())
         self._state = VmState.PAUSED
 
     def resume(self) -> None:
@@ -297,7 +302,8 @@ class VM:
 
     @requires(VmState.PAUSED, action="resume")
     async def aresume(self) -> None:
-        await self._control("resume", self._live.resume())
+        with timed(self.log, "resume"):
+            await self._control("resume", self._live.resume())
         self._state = VmState.BOOTED
 
     def reset(self) -> None:
@@ -307,7 +313,8 @@ class VM:
 
     @requires(VmState.BOOTED, action="reset")
     async def areset(self) -> None:
-        await self._control("reset", self._live.reset())
+        with timed(self.log, "reset"):
+            await self._control("reset", self._live.reset())
         self._forget_handles()
 
     def wakeup(self) -> None:
@@ -315,7 +322,8 @@ class VM:
 
     @requires(VmState.BOOTED, action="wakeup")
     async def awakeup(self) -> None:
-        await self._control("wakeup", self._live.wakeup())
+        with timed(self.log, "wakeup"):
+            await self._control("wakeup", self._live.wakeup())
 
     def power_button(self, timeout: Any = None) -> None:
         """ACPI power button: waits (default 60 s) for the guest to power off, then
@@ -412,9 +420,13 @@ class VM:
     # ---- the agent channel -------------------------------------------------------
 
     async def _acall(self, op: Any, timeout: float | None = None) -> Any:
+        started = time.monotonic()
         try:
-            return await self._live.client.call(op, timeout)
+            reply = await self._live.client.call(op, timeout)
+            self.log.debug("%s (%.1f ms)", op.KIND, (time.monotonic() - started) * 1000)
+            return reply
         except ClientError as exc:
+            self.log.debug("%s failed after %.1f ms: %s", op.KIND, (time.monotonic() - started) * 1000, exc)
             raise client_error(exc, self._died) from exc
         except asyncio.TimeoutError:
             raise AgentCommError(f"agent: no answer to `{op.KIND}` within {timeout:g}s") from None
