@@ -41,8 +41,10 @@ from ..log import timed, vm_logger
 from ..protocol.mux import ClientError
 from ..protocol.types import OpResult, TailStart, WriteFileMode
 from ..vmm.base import Unimplemented, VmInstance, VmSpec
+from . import bridge as net
 from .agent_errors import client_error, os_error, os_error_text, vmm_text  # noqa: F401  (os_error*: re-exported)
 from .bootopts import BootOpts, make_spec, parse_boot_opts
+from . import disksnap  # noqa: F401  (registers the disks' part of snapshots)
 from .disk import Disk, DiskError, VmDisks
 from .errors import (
     AgentCommError,
@@ -205,8 +207,13 @@ class VM:
                 spec.disks = await self.disks.prepare(self._profile, spec.disks)
             except DiskError as exc:
                 raise VmmFailure(f"vm `{self.name}`: boot failed: {exc}") from exc
-            with timed(self.log, f"boot (profile {self.profile})"):
-                inst = await self._charged_launch(spec)
+            spec.nics = net.prepare_boot(self)
+            try:
+                with timed(self.log, f"boot (profile {self.profile})"):
+                    inst = await self._charged_launch(spec)
+            except BaseException:
+                net.after_shutdown(self)
+                raise
         except BaseException:
             await _quiet(self.disks.close())
             if self._state is VmState.BOOTING:
@@ -217,6 +224,7 @@ class VM:
             self._session.pool.drop_vm_charge(self)
             await _quiet(inst.shutdown())
             await _quiet(self.disks.close())
+            net.after_shutdown(self)
             raise WrongState(self.name, self._state, "boot")
         self._inst = inst
         self._opts = merged
@@ -226,6 +234,7 @@ class VM:
         self._state = VmState.BOOTED
         self._session.emit("vm_spawned", vm_name=self.name, profile=self.profile,
                            memory_bytes=spec.memory_bytes, cid=inst.cid)
+        await net.after_boot(self)
         return self
 
     async def _charged_launch(self, spec) -> Any:
@@ -275,6 +284,7 @@ class VM:
             error = VmmFailure(f"vm `{self.name}`: shutdown: {vmm_text(exc)}")
             error.__cause__ = exc
         await _quiet(self.disks.close())
+        net.after_shutdown(self)
         self._session.emit("vm_shutdown", vm_name=self.name, duration_ns=time.monotonic_ns() - self._boot_ns)
         if error is not None:
             raise error
@@ -348,6 +358,7 @@ class VM:
         await _quiet(inst.shutdown())
         self._session.pool.drop_vm_charge(self)
         await _quiet(self.disks.close())
+        net.after_shutdown(self)
         self._session.emit("vm_shutdown", vm_name=self.name, duration_ns=time.monotonic_ns() - self._boot_ns)
 
     # ---- disks (host/disk.py does the work) --------------------------------------

@@ -320,8 +320,11 @@ class VmBinding(Binding):
         raise NotYetImplemented("vm:console (console streams)")
 
     @method()
-    def nic(self, *a: Any) -> None:
-        raise NotYetImplemented("vm:nic (virtual networks)")
+    def nic(self, *a: Any) -> Any:
+        from ..host.bridge import nic_of
+
+        args = Args("vm:nic", a, max_args=1)
+        return self._state.bind(nic_of(self.host, args.string(1, "name")))
 
     @method()
     def disk(self, *a: Any) -> Any:

@@ -30,8 +30,9 @@ import selectors
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from provium.errors import ProtocolError
 from provium.events.types import ResourceAmount
@@ -48,7 +49,7 @@ MAX_MSG = 1 << 20
 @dataclass
 class _Conn:
     sock: socket.socket
-    owner: int | None = None
+    owner: int = -1  # the file's index once it said hello
     buf: bytearray = field(default_factory=bytearray)
     out: bytearray = field(default_factory=bytearray)
 
@@ -230,13 +231,13 @@ class Coordinator:
         if op == "hello":
             owner = msg.get("owner")
             st = self._files.get(owner) if isinstance(owner, int) else None
-            if st is None:
+            if st is None or not isinstance(owner, int):
                 self._drop(c)
                 return
             c.owner = owner
             st.conn = c
             return
-        if c.owner is None or c.owner not in self._files:
+        if c.owner not in self._files:
             self._drop(c)
             return
         st = self._files[c.owner]

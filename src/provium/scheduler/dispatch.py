@@ -30,9 +30,9 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from provium.events import types as ev
 from provium.events.sinks import Sink
@@ -124,6 +124,7 @@ class Dispatcher:
         Path(self._settings_path).write_text(opts.settings_json)
         self.pool = Pool(opts.pool.total)
         self._queue: deque[int] = deque()
+        self._refusals: dict[str, str | None] = {}
         self._running: dict[int, _Running] = {}  # by index
         self._sel = selectors.DefaultSelector()
         self._stop = False
@@ -218,7 +219,7 @@ class Dispatcher:
             data["coordinator"] = self.coordinator.path
             Path(self._settings_path).write_text(json.dumps(data, sort_keys=True))
 
-    def _deadline(self, r: "_Running", now: float) -> float | None:
+    def _deadline(self, r: _Running, now: float) -> float | None:
         """The kill deadline, moved back by the time the file waited in the pool."""
         if r.deadline is None:
             return None
@@ -233,6 +234,11 @@ class Dispatcher:
 
     def _refusal(self, f: Discovered) -> str | None:
         """Why this file can never run in this pool (decided before it starts), or None."""
+        if f.path not in self._refusals:  # the head of a blocked queue is asked again and again
+            self._refusals[f.path] = self._find_refusal(f)
+        return self._refusals[f.path]
+
+    def _find_refusal(self, f: Discovered) -> str | None:
         total = self.pool.total
         if not fits(self.opts.pool.per_file, total):
             return (f"the per-file overhead ({fmt_amount(self.opts.pool.per_file)}) exceeds the pool total "
