@@ -1,6 +1,6 @@
 """Evidence of a failing file, kept after the run: one artifacts directory per run.
 
-The CLI makes `$TMPDIR/provium-artifacts-<pid>-<random>/` and hands its path to
+The CLI names `$TMPDIR/provium-artifacts-<pid>-<ns>/` and hands its path to
 the runners (`PROVIUM_ARTIFACTS`).  Each runner gives its file a subdirectory
 (`PROVIUM_ARTIFACTS_DIR`), and each QEMU guest copies its evidence there when it
 is torn down, just before its scratch directory is removed:
@@ -22,6 +22,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
@@ -72,15 +73,22 @@ class RunArtifacts:
         self.mode = mode
         self.root: str | None = None
         if mode != "never":
-            self.root = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
+            # Named now, made by the first guest that leaves evidence: a run without
+            # guests (or one that is interrupted before any) leaves no directory.
+            self.root = os.path.join(tempfile.gettempdir(), f"{PREFIX}{os.getpid()}-{time.time_ns()}")
 
     def env(self) -> dict[str, str]:
         return {ENV_ROOT: self.root} if self.root else {}
 
+    def discard(self) -> None:
+        """An interrupted run: nothing it left is kept (a run leaks no files)."""
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+
     def finish(self, results: Iterable[Any], out: TextIO = sys.stderr) -> str | None:
         """Drop what is not kept; print and return the directory if anything is left."""
         root = self.root
-        if root is None:
+        if root is None or not os.path.isdir(root):
             return None
         if self.mode == "on-failure":
             for r in results:

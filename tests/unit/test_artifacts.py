@@ -43,7 +43,7 @@ def _vm_left_evidence(root: str, file: str, monkeypatch, tmp_path: Path) -> Path
 
 def test_failed_files_keep_their_evidence_and_the_path_is_printed(tmpdir_env, monkeypatch, tmp_path):
     run = artifacts.RunArtifacts("on-failure")
-    assert run.root is not None and os.path.isdir(run.root)
+    assert run.root is not None and not os.path.exists(run.root)  # made by the first evidence
     bad = _vm_left_evidence(run.root, "tests/a.test.lua", monkeypatch, tmp_path)
     _vm_left_evidence(run.root, "tests/b.test.lua", monkeypatch, tmp_path)
     assert sorted(p.name for p in bad.iterdir()) == ["console.log", "qemu.argv"]
@@ -68,6 +68,13 @@ def test_always_and_never(tmpdir_env, monkeypatch, tmp_path):
     assert run.finish([_Result("ok.test.lua", True)], io.StringIO()) == run.root
     never = artifacts.RunArtifacts("never")
     assert never.root is None and never.env() == {} and never.finish([], io.StringIO()) is None
+
+
+def test_an_interrupted_run_keeps_nothing(tmpdir_env, monkeypatch, tmp_path):
+    run = artifacts.RunArtifacts("on-failure")
+    _vm_left_evidence(run.root, "a.test.lua", monkeypatch, tmp_path)
+    run.discard()
+    assert not os.path.exists(run.root)
 
 
 def test_no_run_directory_means_nothing_is_copied(monkeypatch, tmp_path):

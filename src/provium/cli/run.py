@@ -257,6 +257,9 @@ class Run:
             self.artifacts = artifacts.RunArtifacts(f.keep_artifacts)
             try:
                 results = self.dispatch(selected, sink, work_dir)
+            except BaseException:
+                self.artifacts.discard()
+                raise
             finally:
                 for s in sink.sinks:
                     if s is not self.socket_sink:
