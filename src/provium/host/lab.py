@@ -461,8 +461,11 @@ class Lab:
             self.account.claim_memory, self.account.claim_cpus = mem, n
         try:
             pooled = self.session.run(self.session.pool.claim(mem, n))
-        except PoolError as exc:
-            raise LabError(f"lab claim refused: {exc}") from exc
+        except BaseException as exc:
+            self.account.claim_memory = self.account.claim_cpus = None  # nothing is held: may try again
+            if isinstance(exc, PoolError):
+                raise LabError(f"lab claim refused: {exc}") from exc
+            raise
         self.account.pooled = pooled
         if pooled:
             self.session.emit("claim_acquired", amount=ResourceAmount(mem, n))

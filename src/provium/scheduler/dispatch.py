@@ -25,9 +25,11 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
@@ -125,6 +127,7 @@ class Dispatcher:
         self.pool = Pool(opts.pool.total)
         self._queue: deque[int] = deque()
         self._refusals: dict[str, str | None] = {}
+        self._cleanup_dirs: list[str] = []
         self._running: dict[int, _Running] = {}  # by index
         self._sel = selectors.DefaultSelector()
         self._stop = False
@@ -139,7 +142,7 @@ class Dispatcher:
         next_pool_state = 0.0
         per_file = self.opts.pool.per_file
         gate = PressureGate(self.opts.psi_paths, self.opts.psi_threshold)
-        self.coordinator = Coordinator(os.path.join(self.opts.work_dir, "coord.sock"), self.pool, self._sel,
+        self.coordinator = Coordinator(self._socket_path(), self.pool, self._sel,
                                        live_files=lambda: len(self._running) + len(self._queue),
                                        charge_vms=self.opts.pool.charge_vms)
         self._write_settings()
@@ -207,7 +210,19 @@ class Dispatcher:
                 self._close(r)
             self.coordinator.close()
             self._sel.close()
+            for d in self._cleanup_dirs:
+                shutil.rmtree(d, ignore_errors=True)
         return [r for r in results if r is not None]
+
+    def _socket_path(self) -> str:
+        """The coordinator's socket: in the work dir, unless that path is too long
+        for a unix socket (108 bytes), then in a private directory under /tmp."""
+        path = os.path.join(self.opts.work_dir, "coord.sock")
+        if len(os.fsencode(path)) < 100:
+            return path
+        short = tempfile.mkdtemp(prefix="provium-coord-", dir="/tmp")
+        self._cleanup_dirs.append(short)
+        return os.path.join(short, "coord.sock")
 
     def _write_settings(self) -> None:
         """The runners' settings, plus where to reach the coordinator."""
