@@ -487,7 +487,7 @@ class VM:
             except Exception:
                 pass
 
-        asyncio.ensure_future(reap())
+        self._session.background(reap())
 
     def _forget_handles(self) -> None:
         self._registry.clear()
