@@ -106,6 +106,17 @@ def test_damaged_files_fail_fast_and_leak_nothing(session, saved, tmp_path):
     assert len(qemu_processes()) == before
 
 
+def test_rollback_in_place(vm, saved):
+    snap, proc = saved
+    vm.write_file("/tmp/after", b"later")
+    later = vm.run_async("sleep 300")
+    vm.restore(snap)
+    assert vm.state == "booted" and not vm.run("test -e /tmp/after").ok()
+    assert vm.read_file("/tmp/kept") == b"before the snapshot"
+    with pytest.raises(Exception, match="from before its reset"):
+        later.status()
+
+
 def test_ram_file_removed_at_shutdown(session):
     v = VM(session, "short", "linux", {"memory": 128 << 20})
     v.boot()
