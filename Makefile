@@ -7,7 +7,7 @@ PIP    := $(VENV)/bin/pip
 SYSPKG := qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static qemu-guest-agent cpio
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup sysdeps venv image demo test test-fast bench clean
+.PHONY: setup sysdeps venv image demo lint test test-fast bench clean
 
 setup: sysdeps venv image
 
@@ -36,10 +36,15 @@ image: venv sysdeps
 demo: setup
 	$(VENV)/bin/provium examples/
 
-test: setup
+# ruff and mypy first: seconds, and they fail before the long real-VM run starts.
+lint: venv
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/mypy
+
+test: setup lint
 	$(PY) -m pytest -q tests
 
-test-fast: venv
+test-fast: venv lint
 	$(PY) -m pytest -q -m "not qemu" tests
 
 bench: setup

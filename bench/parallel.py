@@ -30,10 +30,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from provium.scheduler.pool import host_cpus  # noqa: E402
-from provium.scheduler.psi import read_pressure  # noqa: E402
+from readme import write_section
 
-from readme import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
+from provium.scheduler.pool import host_cpus
+from provium.scheduler.psi import read_pressure
 
 FILE = """
 local vm = provium:vm("v", "linux")
@@ -52,7 +52,7 @@ def run_suite(suite: Path, extra: list[str]) -> tuple[float, int, str]:
                PROVIUM_RERUN_STATE=str(suite.parent / "rerun.json"))
     t0 = time.monotonic()
     r = subprocess.run([sys.executable, "-m", "provium.cli.main", "--no-progress", *extra, str(suite)],
-                       env=env, capture_output=True, text=True, timeout=3600)
+                       check=False, env=env, capture_output=True, text=True, timeout=3600)
     return time.monotonic() - t0, r.returncode, r.stdout + r.stderr
 
 
@@ -78,7 +78,7 @@ def main() -> int:
         warm = Path(tmp) / "warm"
         warm.mkdir()
         (warm / "w.test.lua").write_text(FILE)
-        secs, code, out = run_suite(warm, [])
+        _, code, out = run_suite(warm, [])
         if code != 0:
             print(out)
             return 1
@@ -104,13 +104,13 @@ def main() -> int:
         f"| default ({cores} CPUs) | {parallel:.1f} s | {before_par} |",
         f"| default, `--psi-threshold 0` (no pressure gate) | {nopsi:.1f} s | {before_nopsi} |",
         "",
-        f"Speed-up **{speedup:.2f}x** with the defaults, **{serial / nopsi:.2f}x** without the pressure gate, "
-        f"on {cores} cores (target >= {target:.1f}x: {'met' if max(speedup, serial / nopsi) >= target else 'NOT met'}). "
-        f"After the runs: {after}.",
+        (f"Speed-up **{speedup:.2f}x** with the defaults, **{serial / nopsi:.2f}x** without the pressure gate, "
+         f"on {cores} cores (target >= {target:.1f}x: "
+         f"{'met' if max(speedup, serial / nopsi) >= target else 'NOT met'}). After the runs: {after}."),
     ]
     print("\n".join(lines))
     if args.write_readme:
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         section = "\n".join([
             "## parallel files", "",
             f"`bench/parallel.py`, {stamp}, {platform.node()} ({cores} cores, {platform.machine()}). "

@@ -15,7 +15,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from . import errors, hostfiles
 from .disk.spec import parse_disk
@@ -54,6 +54,10 @@ class Profile:
     builtin: bool = False
     base_dir: str = "."  # relative paths resolve against this
 
+    @overload
+    def resolve(self, p: str) -> Path: ...
+    @overload
+    def resolve(self, p: str | None) -> Path | None: ...
     def resolve(self, p: str | None) -> Path | None:
         if not p:
             return None
@@ -63,8 +67,9 @@ class Profile:
     def full_cmdline(self) -> str:
         """cmdline_file's words first, then the inline cmdline; whitespace collapsed."""
         words: list[str] = []
-        if self.cmdline_file:
-            words += self.resolve(self.cmdline_file).read_text().split()
+        cmdline_path = self.resolve(self.cmdline_file)
+        if cmdline_path is not None:
+            words += cmdline_path.read_text().split()
         words += self.cmdline.split()
         return " ".join(words)
 

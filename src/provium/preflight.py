@@ -125,6 +125,41 @@ def check(config: Config, vmm: str = "qemu", accel: str | None = None) -> tuple[
     return problems, notes
 
 
+def _first_time(note: str, config: Config) -> bool:
+    """True once per note per verdict lifetime (a day), across runs.
+
+    The KVM notice is worth reading once, not at the top of every run: the
+    notes already said are remembered beside the cached KVM verdict, and said
+    again when that verdict expires (it is then probed again)."""
+    import hashlib
+    import json
+    import time
+
+    from .fsutil import atomic_write
+    from .image import cache
+    from .vmm.qemu.accel import VERDICT_TTL
+
+    try:
+        path = cache.image_dir(config.cache_dir).parent / "notices.json"
+        try:
+            seen = json.loads(path.read_text())
+            if not isinstance(seen, dict):
+                seen = {}
+        except (OSError, ValueError):
+            seen = {}
+        now = time.time()
+        key = hashlib.sha256(note.encode()).hexdigest()[:16]
+        at = seen.get(key)
+        if isinstance(at, (int, float)) and now - at < VERDICT_TTL:
+            return False
+        seen = {k: v for k, v in seen.items() if isinstance(v, (int, float)) and now - v < VERDICT_TTL}
+        seen[key] = now
+        atomic_write(path, json.dumps(seen).encode(), mode=0o644)
+    except OSError:
+        return True  # no cache to remember it in: say it
+    return True
+
+
 def run(config: Config, vmm: str = "qemu", accel: str | None = None, *,
         say: Callable[[str], None] = _say) -> list[str]:
     """Check the host; raise PreflightError with every problem.  Returns the notes announced."""
@@ -132,7 +167,8 @@ def run(config: Config, vmm: str = "qemu", accel: str | None = None, *,
     for n in notes:
         if n not in _announced:
             _announced.add(n)
-            say(n)
+            if _first_time(n, config):
+                say(n)
     if problems:
         head = "pre-flight found a problem" if len(problems) == 1 else f"pre-flight found {len(problems)} problems"
         raise PreflightError(head + ":\n" + "\n".join(str(p) for p in problems))

@@ -40,7 +40,7 @@ def owner_alive(pid: int) -> bool:
 
 def sweep_stale(tmp: str | os.PathLike) -> list[str]:
     """Remove our temp entries in `tmp` whose owner process is gone; what was removed."""
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(tmp)
     except OSError:

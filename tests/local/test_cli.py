@@ -433,3 +433,27 @@ test("spins", function(t) local t0 = os.time() while os.time() - t0 < 60 do end 
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_a_test_stuck_in_c_code_is_named_and_later_tests_listed(tmp_path):
+    # A pathological pattern: Lua's matcher backtracks for minutes inside one C call,
+    # where the count hook cannot fire; the runner must give up on it cleanly.
+    write(tmp_path / "stuck.test.lua", """
+test("first", function(t) end)
+test("stuck in C", {timeout = "300ms"}, function(t)
+  string.find(string.rep("a", 60), string.rep("a?", 60) .. string.rep("a", 60))
+end)
+test("later", function(t) end)
+""")
+    t0 = time.monotonic()
+    r = provium(*LOCAL, "--json", "stuck.test.lua", cwd=tmp_path, timeout=60)
+    assert time.monotonic() - t0 < 30
+    [obj] = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    tests = {t["name"]: t for t in obj["tests"]}
+    assert list(tests) == ["first", "stuck in C", "later"], text(r)
+    assert tests["first"]["status"] == "passed"
+    assert tests["stuck in C"]["status"] == "failed"
+    assert tests["stuck in C"]["message"].startswith("test timeout exceeded (300ms)")
+    assert tests["later"]["status"] == "skipped" and tests["later"]["message"].startswith("not run:")
+    assert r.returncode == 1
+

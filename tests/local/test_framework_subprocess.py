@@ -102,3 +102,20 @@ def test_list_tests(tmp_path):
     h.write_text("test(")
     with pytest.raises(Exception, match="c.test.lua:1:"):
         list_tests(str(h))
+
+
+def test_a_runner_given_sigterm_says_so_and_lists_later_tests(tmp_path):
+    proc, rfd = start_runner(tmp_path, '''
+        test("busy", function(t) while true do end end)
+        test("later", function(t) end)
+    ''')
+    time.sleep(2.0)  # well inside the busy loop, where Python signal handlers cannot run
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    read_all(rfd)
+    result = json.loads((tmp_path / "result.json").read_text())
+    tests = {t["name"]: t for t in result["tests"]}
+    assert tests["busy"]["message"].startswith("runner terminated (SIGTERM)"), result
+    assert tests["later"]["status"] == "skipped"
+    assert tests["later"]["message"] == "not run: runner terminated (SIGTERM)"
+    assert result["chunk_error"] == "runner terminated (SIGTERM)"

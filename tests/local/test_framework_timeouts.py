@@ -75,7 +75,8 @@ def test_file_timeout_stops_the_file(tmp_path):
     ''', file_timeout=0.3)
     assert r.outcome.timed_out
     assert r.status("one") == "timed_out" and r.message("one") == "file timeout exceeded (300ms)"
-    assert [t.name for t in r.outcome.tests] == ["one"]
+    assert [t.name for t in r.outcome.tests] == ["one", "two"]  # the rest are listed, as not run
+    assert r.status("two") == "skipped" and r.message("two") == "not run: file timeout exceeded (300ms)"
 
 
 def test_stuck_top_level_is_a_timed_out_chunk_error(tmp_path):
@@ -114,3 +115,27 @@ def test_per_test_cost_does_not_grow_with_the_files_heap(tmp_path):
 
     small, big = elapsed(10), elapsed(300_000)
     assert big - small < 1.0, (small, big)
+
+
+def test_a_test_blocked_in_a_host_command_is_stopped_and_the_command_killed(tmp_path):
+    marker = tmp_path / "sleep-marker"
+    t0 = time.monotonic()
+    r = run_lua(tmp_path, f'''
+        test("blocked in C", {{timeout = "300ms"}}, function(t) os.execute("exec sleep 30 # {marker}") end)
+        test("later", function(t) end)
+    ''')
+    assert time.monotonic() - t0 < 10
+    assert r.status("blocked in C") == "timed_out" and r.message("blocked in C") == "test timeout exceeded (300ms)"
+    assert r.status("later") == "passed"
+    import psutil
+    assert not [p for p in psutil.process_iter(["cmdline"]) if str(marker) in " ".join(p.info["cmdline"] or [])]
+
+
+def test_debug_sethook_is_refused(tmp_path):
+    r = run_lua(tmp_path, '''
+        test("hook", function(t) debug.sethook(function() end, "", 1) end)
+        test("still stoppable", {timeout = "200ms"}, function(t) while true do end end)
+    ''')
+    assert r.status("hook") == "failed"
+    assert "debug.sethook is not available in a provium test" in r.message("hook")
+    assert r.status("still stoppable") == "timed_out"

@@ -81,7 +81,7 @@ def test_a_file_claiming_more_than_the_pool_fails_at_dispatch(tmp_path):
 
 
 def test_a_claim_the_scan_cannot_see_is_refused_at_run_time(tmp_path):
-    src = 'local m = "8G"\nprovium:claim({memory = m})\ntest("t", function(t) end)\n'
+    src = ('local m = "8G"\nprovium:claim({memory = m})\ntest("t", function(t) end)\n')
     ran = dispatch(tmp_path, {"big.test.lua": src}, pool(2 * GIB, 2))
     err = ran.result("big.test.lua").chunk_error
     assert "lab claim refused: lab claim exceeds total pool budget: the claim is 8 GiB / 0 cpus" in err
@@ -126,7 +126,7 @@ def test_waiting_for_the_pool_does_not_count_against_timeouts(tmp_path):
     '''
     ran = dispatch(tmp_path, {"a.test.lua": whole % (0, 2.0), "b.test.lua": whole % (0.5, 0)},
                    pool(2 * GIB + 200 * MIB, 2), timeout=1.5)
-    a, b = ran.result("a.test.lua"), ran.result("b.test.lua")
+    a = ran.result("a.test.lua")
     # a holds the pool past its own 1 s limit: a real timeout
     assert a.tests[0].status == "timed_out", a.tests
     # b waited ~2 s for the pool, more than its test and file limits, and still passed
@@ -256,3 +256,24 @@ def test_local_vms_are_not_charged(tmp_path):
     p = PoolSize(total=ev.ResourceAmount(GIB, 1), per_file=ev.ResourceAmount(FILE_OVERHEAD, 1), charge_vms=False)
     ran = dispatch(tmp_path, {"l.test.lua": src}, p)
     ran.assert_passed("l.test.lua")
+
+
+def test_a_work_dir_too_long_for_a_unix_socket_still_works(tmp_path):
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    ran = dispatch(deep, {"a.test.lua": BARRIER.replace("2, 30", "1, 30")}, pool(2 * GIB, 2))
+    ran.assert_passed("a.test.lua")
+
+
+def test_a_refused_claim_holds_nothing_and_may_be_retried(tmp_path):
+    src = '''
+    test("retry", function(t)
+      local big = "8G"
+      local ok, err = pcall(function() provium:claim({memory = big}) end)
+      t:assert(not ok)
+      t:assert_contains(err, "exceeds total pool budget")
+      provium:claim({memory = "1G"})          -- not "already held"
+    end)
+    '''
+    ran = dispatch(tmp_path, {"r.test.lua": src}, pool(2 * GIB, 2))
+    ran.assert_passed("r.test.lua")

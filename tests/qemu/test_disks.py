@@ -156,3 +156,35 @@ def test_boot_disk_detaches_too(vm):
     vm.disk("plain").detach()
     assert _dev(vm, "plain", present=False, timeout=2) is None
     assert os.path.exists(vm.disk("plain").image)  # the user's image stays
+
+
+def test_disks_in_a_snapshot(session, images, tmp_path):
+    """Boot disks travel with a VM snapshot: a restored VM sees the disks as they were."""
+    src = VM(session, "disksnap", "linux")
+    src.boot({"disks": [{"id": "m", "scratch": "4M", "mediated": True}, {"id": "p", "path": images["plain"]}]})
+    try:
+        with pytest.raises(Exception, match="hot-plugged"):
+            src.attach_disk({"id": "extra", "image": images["hot"]})
+            src.snapshot(str(tmp_path / "refused.snap"))
+        src.disk("extra").detach()
+        assert _dd_write(src, _dev(src, "m"), 5, "BEFORE", "oflag=direct conv=fsync").exit_code == 0
+        snap = src.snapshot(str(tmp_path / "s.snap"))
+        assert _dd_write(src, _dev(src, "m"), 5, "AFTER!", "oflag=direct conv=fsync").exit_code == 0
+        other = VM(session, "disksnap2", "linux")
+        other.restore(snap)
+        try:
+            m = other.disk("m")
+            assert m.read_sectors(40, 1)[:6] == b"BEFORE"
+            assert _dd_read(other, _dev(other, "m"), 5).stdout[:6] == b"BEFORE"
+            m.fault_inject("eio_read")  # still mediated: faults reach the restored guest
+            assert _dd_read(other, _dev(other, "m"), 6).exit_code != 0
+            m.clear_faults()
+            other.disk("p").detach()     # the restored VM knows its disks' devices
+            assert _dev(other, "p", present=False, timeout=2) is None
+        finally:
+            other.shutdown()
+        assert src.disk("m").read_sectors(40, 1)[:6] == b"AFTER!"  # the source's own disk is untouched
+        snap.delete()
+        assert not os.path.exists(snap.path + ".disks")
+    finally:
+        src.shutdown()

@@ -7,7 +7,6 @@ running VM at once get there through the dispatcher's pool and barrier.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

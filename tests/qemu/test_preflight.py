@@ -12,14 +12,19 @@ def no_kvm(monkeypatch):
     monkeypatch.setattr(accel, "kvm_openable", lambda: (False, "/dev/kvm does not exist"))
 
 
-def test_tcg_fallback_is_announced_once(no_kvm, monkeypatch):
+def test_tcg_fallback_is_announced_once(no_kvm, monkeypatch, tmp_path):
     monkeypatch.setattr(preflight, "_announced", set())
     said = []
     cfg = load(None)
+    cfg.cache_dir = str(tmp_path / "cache")
     notes = preflight.run(cfg, say=said.append)
     assert len(said) == 1 and "guests run under TCG" in said[0] and "/dev/kvm does not exist" in said[0]
     preflight.run(cfg, say=said.append)
     assert len(said) == 1 and notes == preflight.check(cfg)[1]
+    # a later run (a new process): the verdict is cached, so is the fact it was said
+    monkeypatch.setattr(preflight, "_announced", set())
+    preflight.run(cfg, say=said.append)
+    assert len(said) == 1
 
 
 def test_local_backend_needs_nothing(monkeypatch):

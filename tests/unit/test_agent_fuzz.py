@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from agent_client_util import AgentConn
 from provium.agent import AgentState, serve
 from provium.protocol.framing import MAX_FRAME
-from provium.protocol.messages import GetTimeArgs
 
 # One state for every example, as a guest agent keeps it across reconnects.
 STATE = AgentState(local=True)

@@ -35,7 +35,7 @@ def test_idle_threads_are_reused():
     idents = []
     for _ in range(20):
         done = threading.Event()
-        pool.submit(lambda: (idents.append(threading.get_ident()), done.set()))
+        pool.submit(lambda done=done: (idents.append(threading.get_ident()), done.set()))
         assert done.wait(5)
         time.sleep(0.005)  # let the worker get back to the idle set
     assert len(set(idents)) <= 2

@@ -15,7 +15,7 @@ from provium.cli.coverage import coverage_command
 from provium.cli.main import cli
 from provium.events import types as ev
 from provium.events.coverage import aggregate
-from provium.events.reporters import TextReporter, json_object, junit_tree, write_junit
+from provium.events.reporters import TextReporter, json_object, write_junit
 from provium.scheduler.results import FileResult, ResultError, TestOutcome
 
 
@@ -282,3 +282,30 @@ def test_list_files(tmp_path):
     assert r.exit_code == 0 and f"  {tmp_path}/sub/a.test.lua" in r.output
     r = invoke(["list", "--fixtures", str(tmp_path)])
     assert r.exit_code == 0 and "b.fixture.lua" in r.output and "1 fixture(s) found" in r.output
+
+
+def test_nothing_is_probed_or_built_before_arguments_are_checked(tmp_path, monkeypatch):
+    """A typo in a path must not wait for a KVM probe; `list` boots nothing, so probes nothing."""
+    from provium import preflight
+
+    def probed(*a, **k):
+        raise AssertionError("pre-flight (KVM probe) ran")
+
+    monkeypatch.setattr(preflight, "run", probed)
+    monkeypatch.chdir(tmp_path)
+    r = invoke([str(tmp_path / "nonexist.test.lua")])
+    assert r.exit_code == 2 and "does not exist" in r.output, r.output
+    (tmp_path / "a.test.lua").write_text('test("x", function(t) end)')
+    r = invoke(["list", str(tmp_path)])
+    assert r.exit_code == 0 and "a.test.lua" in r.output, r.output
+    r = invoke(["--filter", "nomatch", str(tmp_path)])  # nothing selected: nothing to boot
+    assert r.exit_code == 0 and "--filter `nomatch` matched no test file" in r.output, r.output
+
+
+def test_local_runs_do_not_build_profiles(tmp_path, monkeypatch):
+    (tmp_path / "provium.toml").write_text('[profiles.k]\nkernel = "bz"\ncmdline = "x"\nbuild = "exit 3"\n')
+    (tmp_path / "a.test.lua").write_text('test("x", function(t) end)')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PROVIUM_RERUN_STATE", str(tmp_path / "rerun.json"))
+    r = invoke(["--vmm", "local", "--no-progress", "a.test.lua"])
+    assert r.exit_code == 0, r.output

@@ -160,7 +160,6 @@ def test_results_in_input_order_with_events_forwarded_in_order(tmp_path):
 def test_files_run_in_parallel_up_to_the_slot_count(tmp_path):
     rec_file = tmp_path / "record.txt"
     specs = {f"{i}.test.lua": {"tests": [{"name": "t", "sleep": 0.4}], "record": str(rec_file)} for i in range(4)}
-    t0 = time.monotonic()
     files, results, rec, _ = run_files(tmp_path, specs, slots=2)
     assert all(r.passed for r in results)
     spans = {}

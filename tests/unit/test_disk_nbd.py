@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import struct
-import subprocess
 
 import pytest
 from hypothesis import HealthCheck, given, settings

@@ -252,9 +252,10 @@ def _spawn_popen(cmd: str, args: list[str], env: dict, cwd: str | None) -> Child
         reaper.register(p.pid)
     fds = []
     for f in (p.stdin, p.stdout, p.stderr):
+        assert f is not None  # all three are pipes
         fds.append(os.dup(f.fileno()))  # plain descriptors, like the posix_spawn path
         f.close()
-    return Child(p.pid, *fds, popen=p)
+    return Child(p.pid, fds[0], fds[1], fds[2], popen=p)
 
 
 # ---- collecting output -------------------------------------------------------------

@@ -64,7 +64,7 @@ def split(close_in_keeper: list[int]) -> None:
 
 def keep(agent: int) -> int:
     """Serve as the keeper of `agent` (our child) until it is gone; its exit status."""
-    stopping = []
+    stopping: list[int] = []
 
     def on_stop(signum, frame) -> None:
         if not stopping:

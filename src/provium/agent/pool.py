@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import threading
 
+TYPE_CHECKING = False  # typing stays out of the agent's start
+if TYPE_CHECKING:
+    from typing import Any
+
 MAX_IDLE = 8
 
 
@@ -53,7 +57,7 @@ class Pool:
         with self._lock:
             return len(self._idle)
 
-    def _work(self, fn, args: tuple) -> None:
+    def _work(self, fn: Any, args: Any) -> None:
         me = _Worker()
         while True:
             fn(*args)
@@ -63,7 +67,7 @@ class Pool:
                     return
                 self._idle.append(me)
             me.wake.acquire()
-            fn, args = me.task
+            fn, args = me.task  # type: ignore[misc]  # set by whoever woke us
             me.task = None
 
 

@@ -105,6 +105,7 @@ def _status(child: Child, timed_out: bool) -> ExitStatus:
     if timed_out:
         return ExitStatus.timed_out()
     rc = child.returncode
+    assert rc is not None  # only asked of a child that has exited
     return ExitStatus.signalled(-rc) if rc < 0 else ExitStatus.exited(rc)
 
 

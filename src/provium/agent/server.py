@@ -82,7 +82,7 @@ class Session:
             # read(n) would wait for all n bytes).
             self._read = getattr(rfile, "read1", None) or rfile.read
         self._buf = bytearray()
-        self._sock = wfile if hasattr(wfile, "sendmsg") else None  # can carry descriptors
+        self._sock: Any = wfile if hasattr(wfile, "sendmsg") else None  # can carry descriptors
         if hasattr(wfile, "sendall"):
             self._write = wfile.sendall
         else:

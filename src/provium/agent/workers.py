@@ -172,7 +172,7 @@ class WorkerLink:
             raise LinkError(f"no reply to `{kind}` within {timeout:g} s")
         if slot.error is not None:
             raise LinkError(slot.error)
-        return slot.kind, slot.data, slot.fds
+        return slot.kind or "", slot.data, slot.fds
 
     def open_stream(self, kind: str, payload: Any) -> tuple[int, Any]:
         """Start a stream op in the worker: (channel, slot whose queue gets the ack, frames, end)."""
@@ -192,7 +192,7 @@ class WorkerLink:
         rfile = _FdReader(self.sock)
         try:
             while True:
-                value = unpack(read_frame_body(rfile))
+                value = unpack(read_frame_body(rfile))  # type: ignore[arg-type]  # a file-like reader
                 if not isinstance(value, dict) or not isinstance(value.get("ch"), int):
                     raise LinkError("the worker sent a frame that is not an envelope")
                 ch, kind, data = value["ch"], value.get("kind"), value.get("data")

@@ -8,7 +8,14 @@ drop), VMs up (spawned minus shut down) and tests finished.
 from __future__ import annotations
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from provium.events import types as ev
 
@@ -26,7 +33,7 @@ class ProgressBar:
         )
         self.task = self.progress.add_task("run", total=total, msg="starting")
 
-    def __enter__(self) -> "ProgressBar":
+    def __enter__(self) -> ProgressBar:
         self.progress.start()
         return self
 

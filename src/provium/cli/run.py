@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from rich.console import Console
 
@@ -73,8 +74,10 @@ def run_preflight(flags: Flags, cfg: configmod.Config) -> None:
 
 
 def run_builds(flags: Flags, cfg: configmod.Config) -> None:
-    """Dynamic profiles' `build` commands, once per invocation, before anything boots."""
-    if flags.no_build:
+    """Dynamic profiles' `build` commands, once per invocation, before anything boots.
+
+    Not for `--vmm local`: it boots no kernel, so nothing built would be used."""
+    if flags.no_build or flags.vmm == "local":
         return
     names = sorted(n for n, p in cfg.profiles.items() if p.build)
     if not names:
@@ -123,7 +126,7 @@ def test_filter_env(flags: Flags) -> str:
 class Streams:
     """Where human text and machine output go for this run."""
 
-    human: object
+    human: TextIO
     interactive: bool
 
     @classmethod
@@ -145,6 +148,7 @@ class Run:
         self.err_console = Console(file=sys.stderr, highlight=False, soft_wrap=True)
         self.socket_sink: UnixSocketSink | None = None
         self.said: set[str] = set()
+        self.host_ready = False
         # Sized once: under --watch a clamp notice is said once, not per iteration.
         self.pool = size_pool(vmm=flags.vmm, memory=flags.mem, cpus=flags.cpus, overcommit=flags.cpu_overcommit)
 
@@ -187,7 +191,7 @@ class Run:
     def shard(self, files: list[discovery.Discovered]) -> list[discovery.Discovered]:
         """--shard K/N, on the whole discovered set (so every shard splits alike)."""
         try:
-            k, n = shard.parse_shard(self.flags.shard)
+            k, n = shard.parse_shard(self.flags.shard or "")
             durations = shard.load_durations(self.durations_path())
         except (shard.ShardError, OSError) as exc:
             raise UserError(str(exc)) from exc
@@ -239,11 +243,19 @@ class Run:
         if selected is None:
             return 0
         if not selected:
+            if f.filter:  # exit 0 stays (nothing failed), but a typo in a filter must be visible
+                print(f"provium: warning: --filter `{f.filter}` matched no test file", file=sys.stderr, flush=True)
             if f.json_out:
                 print(json.dumps(NO_FILES_JSON), file=self.streams.human, flush=True)
             else:
                 print("provium: no *.test.lua files found", file=self.streams.human, flush=True)
             return 0
+        if not self.host_ready:
+            # Only now: arguments are validated and there is something to boot, so a
+            # typo in a path never waits for a KVM probe or a profile build.
+            run_preflight(f, self.cfg)
+            run_builds(f, self.cfg)
+            self.host_ready = True
 
         coverage_file = None
         if f.coverage and not f.save_events:
@@ -334,6 +346,8 @@ class Run:
 
     def coverage_report(self, path: str | None) -> bool:
         out = sys.stderr if (self.flags.json_out or self.flags.events_stdout) else self.streams.human
+        if path is None:
+            return False
         try:
             with open(path, "rb") as fh:
                 report = aggregate_stream(fh, "spec")
@@ -394,12 +408,10 @@ def run_mode(flags: Flags) -> int:
         except HostFileError as exc:
             raise UserError(str(exc)) from exc
     cfg = load_config(flags)
-    run_preflight(flags, cfg)
     from .fixture_cmd import evict_at_startup
 
     evict_at_startup(cfg)
-    run_builds(flags, cfg)
-    run = Run(flags, cfg)
+    run = Run(flags, cfg)  # the host is checked (KVM probe) and builds run once files are found
     try:
         if flags.watch:
             return run.watch()

@@ -13,7 +13,7 @@ from provium import config as configmod
 from provium.errors import ProviumError
 from provium.scheduler import discovery
 
-from .run import UserError, load_config, run_preflight, settings_for
+from .run import UserError, load_config, settings_for
 
 LATER = {
     "repl": "an interactive Lua prompt against a booted VM",
@@ -64,8 +64,7 @@ def _describe(meta: dict) -> str:
 @click.argument("paths", nargs=-1, metavar="[PATH]...")
 @click.pass_obj
 def list_cmd(flags, fixtures, paths):
-    cfg = load_config(flags)
-    run_preflight(flags, cfg)
+    cfg = load_config(flags)  # no pre-flight: listing boots nothing (the runner lists with a stand-in VMM)
     roots = list(paths) or list(flags.paths) or list(cfg.roots) or ["."]
     suffix = discovery.FIXTURE_SUFFIX if fixtures else discovery.TEST_SUFFIX
     try:

@@ -95,6 +95,7 @@ class NbdServer:
         self.faults = faults
         self.stats = Stats()
         self._server: asyncio.AbstractServer | None = None
+        self._starting: asyncio.Task | None = None
         self._conns: set[asyncio.Task] = set()
 
     async def start(self) -> None:
@@ -107,7 +108,32 @@ class NbdServer:
         self._server = await asyncio.start_unix_server(self._accept, path=self.socket_path, limit=STREAM_LIMIT)
         os.chmod(self.socket_path, 0o600)
 
+    def listen_now(self) -> None:
+        """Bind and listen at once, from synchronous code on the loop thread (a snapshot
+        restore hook): a client that connects before the accept loop runs waits in the
+        backlog.  The accept loop starts at the loop's next turn; `close()` waits for it."""
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(self.socket_path)
+            os.chmod(self.socket_path, 0o600)
+            sock.listen(8)
+        except OSError:
+            sock.close()
+            raise
+        self._starting = asyncio.get_running_loop().create_task(self._serve_on(sock))
+
+    async def _serve_on(self, sock: socket.socket) -> None:
+        self._server = await asyncio.start_unix_server(self._accept, sock=sock, limit=STREAM_LIMIT)
+
     async def close(self) -> None:
+        starting, self._starting = self._starting, None
+        if starting is not None:
+            with contextlib.suppress(Exception):
+                await starting
         if self._server is not None:
             self._server.close()
             self._server = None

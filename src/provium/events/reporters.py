@@ -252,4 +252,5 @@ def write_junit(path: str, results: list[FileResult], *, elapsed: float) -> None
     """Written to a temp file and renamed (a CI job never reads half a report), or into
     a device or FIFO; never over anything else (see `provium.hostfiles`)."""
     root = junit_tree(results, elapsed=elapsed).getroot()
+    assert root is not None
     hostfiles.write_file(path, ET.tostring(root, encoding="utf-8", xml_declaration=True), what="--junit")

@@ -147,7 +147,7 @@ def make_spec(name: str, profile: Profile, opts: BootOpts, *, default_memory: in
         kernel_cmdline=opts.kernel_cmdline,
         kernel_cmdline_append=opts.kernel_cmdline_append or "",
         rng_seed=opts.rng_seed,
-        initial_time=opts.initial_time,
+        initial_time=None if opts.initial_time is None else int(opts.initial_time),
         files=list(opts.files),
         disks=list(opts.disks),
         agent_boot_timeout=opts.agent_boot_timeout or profile.agent_boot_timeout,

@@ -292,6 +292,8 @@ class VmDisks:
         self._disks: dict[str, Disk] = {}
         self._dir: Path | None = None
         self._seq = itertools.count()
+        self._boot_ids: list[str] = []  # the disks on the VM's command line, in order
+        self._bg: set[asyncio.Task] = set()  # releases of disks a restore replaced
 
     def require_running(self, action: str) -> None:
         self._vm._require(action, RUNNING)
@@ -336,9 +338,10 @@ class VmDisks:
                 staged = self._disks.get(d.id)
                 # attach_disk on a created VM made the disk already
                 reuse = staged is not None and staged.spec is d and staged.store is not None
-                disk = staged if reuse else await self._make(d, base)
+                disk = staged if reuse and staged is not None else await self._make(d, base)
                 disk.plugged = True
                 out.append(disk.spec)
+            self._boot_ids = [d.id for d in out]
         except BaseException:
             await self.close()
             raise
@@ -488,8 +491,65 @@ class VmDisks:
             disk.store.close()
             disk.store = None
 
+    # ---- snapshots (host/disksnap.py) -------------------------------------------
+
+    def snapshot_entries(self) -> list[Disk]:
+        """The disks a snapshot must carry, in command-line order; refuses what a restore
+        could not rebuild (a restored QEMU starts with the boot disks only)."""
+        disks = []
+        for did in self._boot_ids:
+            disk = self._disks.get(did)
+            if disk is None or disk.detached or not disk.plugged:
+                raise DiskError(f"disk `{did}` of vm `{self.vm_name}` was detached; a snapshot needs the VM's "
+                                "boot disks in place (not yet supported)")
+            disks.append(disk)
+        for disk in self._disks.values():
+            if disk.plugged and disk.id not in self._boot_ids:
+                raise DiskError(f"disk `{disk.id}` of vm `{self.vm_name}` was hot-plugged; detach it before "
+                                "snapshotting (hot-plugged disks in snapshots are not yet supported)")
+        return disks
+
+    def restore_disks(self, saved: list[tuple[DiskSpec, Path]]) -> list[DiskSpec]:
+        """Synchronous (a snapshot restore hook runs on the loop thread without awaiting):
+        replace this VM's disks with copies of the saved images, serve the mediated ones,
+        and return the specs the restored QEMU attaches, in the saved order."""
+        old, old_dir = list(self._disks.values()), self._dir
+        self._disks, self._dir = {}, None
+        if old or old_dir is not None:
+            task = asyncio.get_running_loop().create_task(self._release_all(old, old_dir))
+            self._bg.add(task)
+            task.add_done_callback(self._bg.discard)
+        out: list[DiskSpec] = []
+        for spec, saved_image in saved:
+            n = next(self._seq)
+            image = self._directory() / f"{n}.img"
+            disk_image.copy_template(saved_image, image)
+            sock = str(self._directory() / f"{n}.nbd") if spec.mediated else None
+            spec = dataclasses.replace(spec, image=str(image), nbd_socket=sock)
+            disk = Disk(self, spec)
+            if sock is not None:
+                assert disk.store is not None
+                disk.server = NbdServer(sock, spec.id, disk.store, disk.faults)
+                disk.server.listen_now()
+            disk.plugged = True
+            self._disks[spec.id] = disk
+            out.append(spec)
+        self._boot_ids = [d.id for d in out]
+        return out
+
+    async def _release_all(self, disks: list[Disk], d: Path | None) -> None:
+        for disk in disks:
+            try:
+                await self._release(disk)
+            except Exception:
+                log.exception("vm %s: closing disk %s", self.vm_name, disk.id)
+        if d is not None:
+            disk_image.remove_dir(d)
+
     async def close(self) -> None:
         """The VM is gone: stop every server, close every image, remove the directory."""
+        if self._bg:
+            await asyncio.gather(*list(self._bg), return_exceptions=True)
         for disk in list(self._disks.values()):
             try:
                 await self._release(disk)

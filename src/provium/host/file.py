@@ -100,7 +100,7 @@ class File:
 
     def read_all(self) -> bytes:
         """From the cursor to end of file, in 64 KiB reads."""
-        parts = []
+        parts: list[bytes] = []
         while True:
             chunk = self.read(READ_ALL_CHUNK)
             if not chunk:

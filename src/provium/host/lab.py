@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ..events.types import ResourceAmount
 from .bootopts import make_spec
-from .errors import ArgumentError, NotYetImplemented
+from .bridge import Bridge
+from .errors import ArgumentError, NotYetImplemented  # noqa: F401  (re-exported)
 from .pool import DEFAULT_BARRIER_TIMEOUT, PoolError
 from .values import parse_duration, parse_size, type_name
 from .vm import VM
@@ -124,7 +126,7 @@ def check_name(name: Any, what: str) -> str:
 
 
 class Lab:
-    def __init__(self, session: Any, name: str = "provium", *, parents: Iterable["Lab"] = (),
+    def __init__(self, session: Any, name: str = "provium", *, parents: Iterable[Lab] = (),
                  account: Account | None = None,
                  vm_factory: Callable[..., VM] | None = None) -> None:
         self.session = session
@@ -151,12 +153,12 @@ class Lab:
         return self._table("vm")
 
     @property
-    def _sub_labs(self) -> dict[str, "Lab"]:
+    def _sub_labs(self) -> dict[str, Lab]:
         return self._table("sub_lab")
 
     # ---- lookups -----------------------------------------------------------------
 
-    def _chain(self) -> list["Lab"]:
+    def _chain(self) -> list[Lab]:
         return [self, *self.parents]
 
     def find(self, kind: str, name: str) -> Any:
@@ -180,7 +182,7 @@ class Lab:
         """This lab, then the parent chain; None when absent."""
         return self.find("vm", name)
 
-    def find_sub_lab(self, name: str) -> "Lab | None":
+    def find_sub_lab(self, name: str) -> Lab | None:
         return self.find("sub_lab", name)
 
     def vm(self, name: str) -> VM:
@@ -198,7 +200,7 @@ class Lab:
             names.update(lab._table(kind))
         return sorted(names)
 
-    def _shadow_owner(self, name: str, kind: str) -> "Lab | None":
+    def _shadow_owner(self, name: str, kind: str) -> Lab | None:
         if kind == "lab":
             kind = "sub_lab"
         for lab in self.parents:
@@ -225,6 +227,31 @@ class Lab:
             self._owned_vms.append(vm)
             return vm
 
+    def bridge(self, name: Any, opts: Any = None, *, create_only: bool = False) -> Bridge:
+        """Look a bridge up (this lab, then the parent chain) or create it here.
+        With `create_only` (the reference's 2-argument form) an existing name in
+        this lab is an error."""
+        check_name(name, "lab:bridge")
+        with self._lock:
+            mine = self._table("bridge").get(name)
+            if mine is not None:
+                if create_only:
+                    raise LabError(f"bridge name `{name}` already used in this lab")
+                return mine
+            if not create_only:
+                found = self.find("bridge", name)
+                if found is not None:
+                    return found
+            owner = self._shadow_owner(name, "bridge")
+            if owner is not None:
+                raise LabError(f'provium:bridge("{name}", …): name already declared at a parent scope '
+                               f'(lab `{owner.name}`). Pick a different name, or use provium:bridge("{name}") '
+                               "to reuse the parent-scope bridge.")
+            return self.adopt(Bridge(self.session, name, opts), what="lab:bridge")
+
+    def find_bridge(self, name: str) -> Bridge | None:
+        return self.find("bridge", name)
+
     def adopt(self, member: Any, *, what: str | None = None) -> Any:
         """Add a member this lab *created* (a bridge, a disk...): like `include`,
         but `close()` also closes it.  For the packages that add member kinds."""
@@ -233,7 +260,7 @@ class Lab:
             self._owned.append(member)
         return member
 
-    def lab(self, name: str | None = None) -> "Lab":
+    def lab(self, name: str | None = None) -> Lab:
         with self._lock:
             if name is None:
                 # `__lab_<N>`, N = how many sub-labs this lab has (skipping taken names).
@@ -282,11 +309,11 @@ class Lab:
                                f"(lab `{owner.name}`). Pick a different name.")
             table[name] = member
 
-    def contains_lab(self, other: "Lab") -> bool:
+    def contains_lab(self, other: Lab) -> bool:
         """`other` is this lab or one of its sub-labs (recursively)."""
         return other is self or other in self._descendants()
 
-    def _descendants(self) -> list["Lab"]:
+    def _descendants(self) -> list[Lab]:
         out: list[Lab] = []
         for sub in self._sub_labs.values():
             out.append(sub)
@@ -304,12 +331,13 @@ class Lab:
                         del table[member]
                         return
                 return
-            mk = kind_of(member)
-            if mk is None:
+            kind = kind_of(member)
+            if kind is None:
                 raise ArgumentError(f"lab:remove expected a name or {_kinds_text()}, got {type_name(member)}")
-            table = self._table(mk.kind)
-            if table.get(member.name) is member:
-                del table[member.name]
+            table = self._table(kind.kind)
+            name = getattr(member, "name", None)
+            if name is not None and table.get(name) is member:
+                del table[name]
 
     def names(self, kind: str) -> list[str]:
         """Direct members of one kind, sorted (no parent walk, no recursion)."""
@@ -335,7 +363,7 @@ class Lab:
     def vms(self) -> list[VM]:
         return self.members_of("vm")
 
-    def sub_labs(self) -> list["Lab"]:
+    def sub_labs(self) -> list[Lab]:
         return self.members_of("sub_lab")
 
     def all_vms(self, prefix: str = "") -> list[tuple[str, VM]]:
@@ -368,7 +396,7 @@ class Lab:
         if failures:
             raise BatchFailed(action, failures)
 
-    def boot(self) -> "Lab":
+    def boot(self) -> Lab:
         """Boot every member still `created` (already running ones are left alone).
 
         The pool charge for all of them is taken at once, before any boots: a
@@ -433,8 +461,11 @@ class Lab:
             self.account.claim_memory, self.account.claim_cpus = mem, n
         try:
             pooled = self.session.run(self.session.pool.claim(mem, n))
-        except PoolError as exc:
-            raise LabError(f"lab claim refused: {exc}") from exc
+        except BaseException as exc:
+            self.account.claim_memory = self.account.claim_cpus = None  # nothing is held: may try again
+            if isinstance(exc, PoolError):
+                raise LabError(f"lab claim refused: {exc}") from exc
+            raise
         self.account.pooled = pooled
         if pooled:
             self.session.emit("claim_acquired", amount=ResourceAmount(mem, n))
@@ -457,7 +488,7 @@ class Lab:
         else:
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
                 raise ArgumentError(f"barrier: timeout must be a number of seconds, got {type_name(timeout)}")
-            secs = parse_duration(timeout, "barrier: timeout")
+            secs = parse_duration(timeout, "barrier: timeout") or 0.0
         try:
             return self.session.run(self.session.pool.barrier(name, count, secs))
         except PoolError as exc:
@@ -465,8 +496,6 @@ class Lab:
 
     # ---- later pieces ------------------------------------------------------------------
 
-    def bridge(self, *args: Any) -> Any:
-        raise NotYetImplemented("lab:bridge (virtual networks)", "in this version of provium")
 
     # ---- snapshots and fixtures (host/labsnap.py, provium.fixtures) -----------------------
 
@@ -497,7 +526,7 @@ class Lab:
         """The cached single-VM fixture `name`, built first if needed, as a new VM here."""
         return self._fixtures().vm(name, self)
 
-    def lab_fixture(self, name: str) -> "Lab":
+    def lab_fixture(self, name: str) -> Lab:
         """The cached lab fixture `name`, built first if needed, as a new sub-lab here."""
         return self._fixtures().lab(name, self)
 
@@ -508,4 +537,5 @@ class Lab:
 
 
 register_member_kind("vm", VM, 10)
+register_member_kind("bridge", Bridge, 20)
 register_member_kind("sub_lab", Lab, 100, "sub-lab")

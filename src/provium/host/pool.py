@@ -40,7 +40,7 @@ class PoolError(StateError):
 class Charge:
     """Resources held for one VM; `release()` gives them back (idempotent)."""
 
-    pool: "HostPool"
+    pool: HostPool
     ids: list[int] = field(default_factory=list)
     released: bool = False
 

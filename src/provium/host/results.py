@@ -59,9 +59,9 @@ class RunResult:
         st = ok.status
         out, err = _capped(ok.stdout, "stdout"), _capped(ok.stderr, "stderr")
         if st.kind == "exited":
-            return cls("exited", int(st.value), out, err)
+            return cls("exited", int(st.value or 0), out, err)
         if st.kind == "signalled":
-            return cls("signalled", EXIT_SIGNALLED, out, err, int(st.value))
+            return cls("signalled", EXIT_SIGNALLED, out, err, int(st.value or 0))
         return cls("timed_out", EXIT_TIMED_OUT, out, err)
 
     @property
@@ -75,7 +75,7 @@ class RunResult:
         if self.status == "exited":
             return f"status=exited code={self.exit_code}"
         if self.status == "signalled":
-            return f"status=signalled signal={self.signal} ({signal_name(self.signal)})"
+            return f"status=signalled signal={self.signal} ({signal_name(self.signal or 0)})"
         return "status=timed_out"
 
     def assert_ok(self) -> None:

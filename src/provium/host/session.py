@@ -207,6 +207,9 @@ class Session:
             except Exception:
                 pass
             self.pool.close()
+            from .bridge import close_switch
+
+            close_switch(self)  # the network switch outlives no VM
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
 

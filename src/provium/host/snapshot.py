@@ -82,7 +82,8 @@ class Snapshot:
             raise SnapshotError(f"snapshot `{self._path}`: stat failed: {exc.strerror or exc}") from None
 
     def delete(self) -> None:
-        """Remove the file; a missing file is fine."""
+        """Remove the file (and the disk images saved beside it); a missing file is fine."""
+        shutil.rmtree(self._path + ".disks", ignore_errors=True)  # host/disksnap.py
         try:
             os.unlink(self._path)
         except FileNotFoundError:

@@ -225,7 +225,9 @@ class Tail(Stream):
         self._finalizer()
 
     def __repr__(self) -> str:
-        return f"tail({self.meta.kind}({self.meta.detail}){', closed' if self._closed else ''})"
+        meta = self.meta
+        what = f"{meta.kind}({meta.detail})" if meta is not None else "stream"
+        return f"tail({what}{', closed' if self._closed else ''})"
 
 
 def _release(vm: "VM", token: int, mux: MuxStream) -> None:

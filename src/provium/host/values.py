@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 import math
 import re
-from typing import Any
+from typing import Any, Literal, overload
 
 from .errors import ArgumentError
 
@@ -69,6 +69,10 @@ def _fmt_num(x: float) -> str:
     return repr(x)
 
 
+@overload
+def parse_duration(value: Any, what: str = ..., *, signed: bool = ..., allow_none: Literal[False] = ...) -> float: ...
+@overload
+def parse_duration(value: Any, what: str = ..., *, signed: bool = ..., allow_none: bool) -> float | None: ...
 def parse_duration(value: Any, what: str = "duration", *, signed: bool = False,
                    allow_none: bool = False) -> float | None:
     """Seconds as a float.

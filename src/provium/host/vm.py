@@ -38,10 +38,12 @@ from ..protocol.messages import (
 )
 from ..errors import requires
 from ..protocol.mux import ClientError
-from ..protocol.types import OpResult, OsError, TailStart, WriteFileMode
-from ..vmm.base import Unimplemented
+from ..protocol.types import OpResult, TailStart, WriteFileMode
+from ..vmm.base import Unimplemented, VmInstance, VmSpec
+from . import bridge as net
 from .agent_errors import client_error, os_error, os_error_text, vmm_text  # noqa: F401  (os_error*: re-exported)
 from .bootopts import BootOpts, make_spec, parse_boot_opts
+from . import disksnap  # noqa: F401  (registers the disks' part of snapshots)
 from .disk import Disk, DiskError, VmDisks
 from .errors import (
     AgentCommError,
@@ -100,10 +102,10 @@ class VM:
         self.profile = profile_name
         self._opts: BootOpts = parse_boot_opts(opts, f"vm `{name}`")
         self._state = VmState.CREATED
-        self._inst = None
+        self._inst: VmInstance | None = None
         self.cid: int | None = None
         self._boot_ns = 0
-        self._spec = None
+        self._spec: VmSpec | None = None
         self._registry = Registry()
         self.shutdown_cause: str | None = None  # set when provium itself shut the VM down
         # Bumped whenever the guest's agent state is lost while the VM lives on
@@ -123,6 +125,13 @@ class VM:
     def memory_bytes(self) -> int | None:
         """Memory of the running VM (None before boot)."""
         return self._spec.memory_bytes if self._spec else None
+
+    @property
+    def _live(self) -> VmInstance:
+        """The backend instance of a VM that has booted (callers checked the state)."""
+        inst = self._inst
+        assert inst is not None, f"vm `{self.name}` has no instance in state {self._state}"
+        return inst
 
     @property
     def instance(self):
@@ -196,7 +205,12 @@ class VM:
                 spec.disks = await self.disks.prepare(self._profile, spec.disks)
             except DiskError as exc:
                 raise VmmFailure(f"vm `{self.name}`: boot failed: {exc}") from exc
-            inst = await self._charged_launch(spec)
+            spec.nics = net.prepare_boot(self)
+            try:
+                inst = await self._charged_launch(spec)
+            except BaseException:
+                net.after_shutdown(self)
+                raise
         except BaseException:
             await _quiet(self.disks.close())
             if self._state is VmState.BOOTING:
@@ -207,6 +221,7 @@ class VM:
             self._session.pool.drop_vm_charge(self)
             await _quiet(inst.shutdown())
             await _quiet(self.disks.close())
+            net.after_shutdown(self)
             raise WrongState(self.name, self._state, "boot")
         self._inst = inst
         self._opts = merged
@@ -216,6 +231,7 @@ class VM:
         self._state = VmState.BOOTED
         self._session.emit("vm_spawned", vm_name=self.name, profile=self.profile,
                            memory_bytes=spec.memory_bytes, cid=inst.cid)
+        await net.after_boot(self)
         return self
 
     async def _charged_launch(self, spec) -> Any:
@@ -256,7 +272,7 @@ class VM:
             return  # a boot in flight sees this and shuts its new guest down
         self._session.pool.drop_vm_charge(self)
         self._registry.clear()
-        inst = self._inst
+        inst = self._live
         error = None
         try:
             await inst.shutdown()
@@ -264,6 +280,7 @@ class VM:
             error = VmmFailure(f"vm `{self.name}`: shutdown: {vmm_text(exc)}")
             error.__cause__ = exc
         await _quiet(self.disks.close())
+        net.after_shutdown(self)
         self._session.emit("vm_shutdown", vm_name=self.name, duration_ns=time.monotonic_ns() - self._boot_ns)
         if error is not None:
             raise error
@@ -282,7 +299,7 @@ class VM:
 
     @requires(VmState.BOOTED, action="pause")
     async def apause(self) -> None:
-        await self._control("pause", self._inst.pause())
+        await self._control("pause", self._live.pause())
         self._state = VmState.PAUSED
 
     def resume(self) -> None:
@@ -290,7 +307,7 @@ class VM:
 
     @requires(VmState.PAUSED, action="resume")
     async def aresume(self) -> None:
-        await self._control("resume", self._inst.resume())
+        await self._control("resume", self._live.resume())
         self._state = VmState.BOOTED
 
     def reset(self) -> None:
@@ -300,7 +317,7 @@ class VM:
 
     @requires(VmState.BOOTED, action="reset")
     async def areset(self) -> None:
-        await self._control("reset", self._inst.reset())
+        await self._control("reset", self._live.reset())
         self._forget_handles()
 
     def wakeup(self) -> None:
@@ -308,7 +325,7 @@ class VM:
 
     @requires(VmState.BOOTED, action="wakeup")
     async def awakeup(self) -> None:
-        await self._control("wakeup", self._inst.wakeup())
+        await self._control("wakeup", self._live.wakeup())
 
     def power_button(self, timeout: Any = None) -> None:
         """ACPI power button: waits (default 60 s) for the guest to power off, then
@@ -318,7 +335,7 @@ class VM:
 
     @requires(VmState.BOOTED, action="power_button")
     async def apower_button(self, timeout: float = POWER_BUTTON_TIMEOUT) -> None:
-        inst = self._inst
+        inst = self._live
         try:
             await inst.power_button(timeout)
         except Unimplemented as exc:
@@ -333,6 +350,7 @@ class VM:
         await _quiet(inst.shutdown())
         self._session.pool.drop_vm_charge(self)
         await _quiet(self.disks.close())
+        net.after_shutdown(self)
         self._session.emit("vm_shutdown", vm_name=self.name, duration_ns=time.monotonic_ns() - self._boot_ns)
 
     # ---- disks (host/disk.py does the work) --------------------------------------
@@ -357,7 +375,7 @@ class VM:
         except _TOLD:
             raise
         except Exception as exc:
-            if not self._inst.alive():
+            if not self._live.alive():
                 self._state = VmState.DEAD
             raise VmmFailure(f"vm `{self.name}`: {action}: {vmm_text(exc)}") from exc
 
@@ -407,7 +425,7 @@ class VM:
 
     async def _acall(self, op: Any, timeout: float | None = None) -> Any:
         try:
-            return await self._inst.client.call(op, timeout)
+            return await self._live.client.call(op, timeout)
         except ClientError as exc:
             raise client_error(exc, self._died) from exc
         except asyncio.TimeoutError:
@@ -453,8 +471,8 @@ class VM:
 
         async def reap():
             try:
-                await self._inst.client.call(KillArgs(handle, 15))
-                await self._inst.client.call(WaitArgs(handle, 2000))
+                await self._live.client.call(KillArgs(handle, 15))
+                await self._live.client.call(WaitArgs(handle, 2000))
             except Exception:
                 pass
 
@@ -479,7 +497,7 @@ class VM:
 
         async def opener():
             try:
-                return await self._inst.client.open_stream(op)
+                return await self._live.client.open_stream(op)
             except ClientError as exc:
                 raise client_error(exc, self._died) from exc
 

@@ -112,7 +112,7 @@ def files_segment(files: Iterable[Any]) -> bytes:
     for f in files:
         path = getattr(f, "path", None)
         try:
-            name = norm_path(path, "boot_opts.files: path")
+            name = norm_path(path, "boot_opts.files: path")  # type: ignore[arg-type]  # it checks the type
         except CpioError as exc:
             raise ImageError(str(exc)) from exc
         mode = getattr(f, "mode", 0o644)

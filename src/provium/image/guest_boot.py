@@ -50,7 +50,7 @@ def install(path: str = CODE_CACHE) -> None:
                 return real_exec(code, globals, locals)
         return real_exec(source, globals, locals)
 
-    dataclasses.exec = exec_  # a module global shadows the builtin for dataclasses only
+    dataclasses.exec = exec_  # type: ignore[attr-defined]  # a module global shadows the builtin for dataclasses only
 
 
 def run(target: str) -> None:

@@ -7,7 +7,7 @@ expected, e.g. ``vm:read_file: argument #1 (path) must be a string, got number``
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Literal, Sequence, overload
 
 from .convert import is_function, is_table, key_text, lua_type, text
 from .errors import LuaApiError
@@ -35,6 +35,10 @@ class Args:
         return LuaApiError(f"{self.method}: argument #{i} ({name}) must be {expected}, "
                            f"got {lua_type(self.get(i))}")
 
+    @overload
+    def string(self, i: int, name: str, *, optional: Literal[False] = ...) -> str: ...
+    @overload
+    def string(self, i: int, name: str, *, optional: bool) -> str | None: ...
     def string(self, i: int, name: str, *, optional: bool = False) -> str | None:
         v = self.get(i)
         if v is None and optional:

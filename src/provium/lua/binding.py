@@ -31,7 +31,7 @@ def method(name: str | None = None) -> Callable:
     Python name without a trailing underscore)."""
 
     def deco(fn: Callable) -> Callable:
-        fn._lua_name = name or fn.__name__.rstrip("_")
+        fn._lua_name = name or fn.__name__.rstrip("_")  # type: ignore[attr-defined]
         return fn
 
     return deco
@@ -39,6 +39,7 @@ def method(name: str | None = None) -> Callable:
 
 class Binding:
     KIND: ClassVar[str] = "object"  # how messages name the object: "vm", "lab", "proc"...
+    host: Any  # the host object this binding stands for (set by each subclass)
     LUA_METHODS: ClassVar[dict[str, Callable]] = {}
 
     def __init_subclass__(cls, **kw: Any) -> None:

@@ -16,7 +16,7 @@ from ..host.values import parse_duration
 from .args import Args, opts_dict
 from .binding import Binding, Multi, method
 from .convert import is_table, lua_type, to_py
-from .errors import LuaApiError, NotYetImplemented
+from .errors import LuaApiError
 
 if TYPE_CHECKING:
     from .state import FileState
@@ -191,7 +191,22 @@ class LabBinding(Binding):
 
     @method()
     def bridge(self, *a: Any) -> Any:
-        return self.host.bridge()
+        n = len(a)
+        while n and a[n - 1] is None:
+            n -= 1
+        if n > 3:
+            raise LuaApiError(f"lab:bridge: expected 1, 2, or 3 args, got {n}")
+        args = Args("lab:bridge", a)
+        name = args.string(1, "name")
+        opts = args.get(2)
+        if opts is not None and not is_table(opts):
+            raise LuaApiError(f"lab:bridge: opts must be a table, got {lua_type(opts)}")
+        existed = self.host.find_bridge(name) is not None if name is not None else False
+        br = self.host.bridge(name, to_py(opts, empty="dict") if opts is not None else None,
+                              create_only=n >= 2)
+        if existed:
+            return self._state.bind(br)
+        return self._state.register_bridge(br, self.host)
 
     @method()
     def barrier(self, *a: Any) -> Any:

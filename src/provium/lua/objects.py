@@ -18,7 +18,7 @@ from ..host.results import RunResult
 from .args import Args
 from .binding import Binding, Multi, method
 from .disk import DiskBinding
-from .convert import is_function, is_table, key_text, lua_type, text, to_py
+from .convert import is_table, key_text, lua_type, text, to_py
 from .errors import LuaApiError, NotYetImplemented
 
 if TYPE_CHECKING:
@@ -320,8 +320,11 @@ class VmBinding(Binding):
         raise NotYetImplemented("vm:console (console streams)")
 
     @method()
-    def nic(self, *a: Any) -> None:
-        raise NotYetImplemented("vm:nic (virtual networks)")
+    def nic(self, *a: Any) -> Any:
+        from ..host.bridge import nic_of
+
+        args = Args("vm:nic", a, max_args=1)
+        return self._state.bind(nic_of(self.host, args.string(1, "name")))
 
     @method()
     def disk(self, *a: Any) -> Any:

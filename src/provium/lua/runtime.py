@@ -116,7 +116,7 @@ class LuaEnv:
 
     # ---- calling Python from Lua ---------------------------------------------------
 
-    def method_function(self, cls: type, name: str) -> Any:
+    def method_function(self, cls: type[Binding], name: str) -> Any:
         """The Lua function implementing `cls`'s method `name` (one per class)."""
         fn = self._methods.get((cls, name))
         if fn is None:
@@ -227,6 +227,9 @@ class _Helpers:
 
     def __init__(self, fns: dict[str, Any]) -> None:
         self.__dict__.update(fns)
+
+    def __getattr__(self, name: str) -> Any:  # the prelude's functions, for the type checker
+        raise AttributeError(f"the prelude has no helper `{name}`")
 
 
 class _Sample(Binding):

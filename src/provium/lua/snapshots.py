@@ -15,7 +15,7 @@ from .errors import LuaApiError
 class SnapshotBinding(Binding):
     KIND = "snapshot"
 
-    def __init__(self, state: Any, snap: Snapshot) -> None:
+    def __init__(self, state: Any, snap: Any) -> None:  # a Snapshot or a LabSnapshot
         super().__init__(state)
         self.host = snap
 

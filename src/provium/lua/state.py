@@ -13,8 +13,10 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
+from ..host.bridge import Bridge, Nic
+from ..host.capture import Capture
 from ..errors import TestFileError
 from ..host.clock import Clock
 from ..host.file import File
@@ -28,8 +30,9 @@ from ..host.worker import Worker
 from . import json as lua_json
 from .binding import Binding
 from .convert import lua_type
-from .errors import LuaApiError, NotYetImplemented
+from .errors import LuaApiError
 from .lab import LabBinding
+from .net import BridgeBinding, CaptureBinding, NicBinding
 from .objects import (
     ClockBinding,
     FileBinding,
@@ -125,6 +128,12 @@ class FileState:
             return VmBinding(self, obj)
         if isinstance(obj, Lab):
             return LabBinding(self, obj)
+        if isinstance(obj, Bridge):
+            return BridgeBinding(self, obj)
+        if isinstance(obj, Nic):
+            return NicBinding(self, obj)
+        if isinstance(obj, Capture):
+            return CaptureBinding(self, obj)
         if isinstance(obj, Process):
             return ProcessBinding(self, obj)
         if isinstance(obj, File):
@@ -161,6 +170,21 @@ class FileState:
         in_test = self.test_lab is not None and self.test_lab.contains_lab(lab)
         (self.test_scope if in_test and self.test_scope is not None else self.file_scope).add("vm", vm)
         return self.bind(vm)
+
+    def register_bridge(self, br: Any, lab: Lab) -> Binding:
+        """Like a VM, a bridge ends with the scope of the lab it was created in."""
+        in_test = self.test_lab is not None and self.test_lab.contains_lab(lab)
+        (self.test_scope if in_test and self.test_scope is not None else self.file_scope).add("bridge", br)
+        return self.bind(br)
+
+    def warn_once(self, key: str, text: str) -> None:
+        """One line on stderr per key per file (e.g. features that only record state)."""
+        seen = self.__dict__.setdefault("_warned", set())
+        if key not in seen:
+            seen.add(key)
+            import sys
+
+            print(text, file=sys.stderr)
 
     def fixture_function(self, key: str) -> Any:
         cached = getattr(self, "_fixture_fns", {})

@@ -649,7 +649,7 @@ class Credit:
     bytes: int
 
 
-OPS: list[type] = [
+OPS: "list[Any]" = [
     ExecArgs, OpenFileArgs, ReadArgs, WriteArgs, CloseArgs, ReadFileArgs, WriteFileArgs,
     StatArgs, ListdirArgs, MkdirArgs, UnlinkArgs, RenameArgs, SeekArgs, TailFileArgs,
     FdStreamArgs, ProcStreamArgs, RunAsyncArgs, WaitArgs, KillArgs, GetPidArgs,

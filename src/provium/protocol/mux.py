@@ -21,7 +21,7 @@ from .codec import WireError
 from .envelope import CONTROL, Envelope, decode_agent
 from .framing import CleanEof, FrameError, async_read_frame_body, encode_frame, unpack
 from .messages import PROTOCOL_VERSION, STREAM_KINDS, Cancel, Credit, Hello, HelloErr, HelloOk
-from .types import AgentError, StreamEnd
+from .types import AgentError, AgentInfo, StreamEnd
 
 STREAM_WINDOW = 1 << 20
 
@@ -171,7 +171,7 @@ class MuxClient:
         self._tasks: set[asyncio.Task] = set()
         self.state = ClientState.OPEN
         self.lost: ClientError | None = None
-        self.agent_info = None
+        self.agent_info: AgentInfo | None = None
 
     @property
     def closed(self) -> bool:

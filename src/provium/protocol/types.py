@@ -129,7 +129,7 @@ class NestedPtr:
 class _Tagged:
     """Base for `{"kind": tag[, "value": v]}` unions."""
 
-    TAGS = {}  # tag -> value type, or None for a bare tag
+    TAGS: dict[str, Any] = {}  # tag -> value type, or None for a bare tag
 
 
 @dataclass(frozen=True)

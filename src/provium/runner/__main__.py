@@ -39,6 +39,35 @@ def _die_with_parent() -> None:
         pass
 
 
+def _watch_sigterm() -> None:
+    """SIGTERM stops the file politely: the running test fails with "runner
+    terminated (SIGTERM)", later tests are listed as not run, VMs shut down.
+
+    Python runs a signal handler only between bytecodes, never while Lua code or
+    a C call holds the main thread; the wakeup fd is written by the C-level
+    handler at once, so a thread reading it can act on time."""
+    from .file_runner import terminate
+
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)  # the watcher does the work
+    signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+
+    def watch() -> None:
+        import select
+
+        while True:
+            select.select([r], [], [])
+            try:
+                data = os.read(r, 64)
+            except BlockingIOError:
+                continue
+            if signal.SIGTERM in data:
+                terminate("runner terminated (SIGTERM)")
+                return
+
+    threading.Thread(target=watch, name="provium-sigterm", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     _die_with_parent()  # first: no window in which a dead dispatcher leaves us running
     ap = argparse.ArgumentParser(prog="python -m provium.runner",
@@ -81,10 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.flush()
             os._exit(0)
 
-    def on_term(signum, frame):  # a polite kill: let `finally` blocks shut VMs down
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_term)
+    _watch_sigterm()
     try:
         outcome = run_file(args.file, settings, sink.emit, on_stuck=on_stuck, owner=args.owner)
         write_once(outcome)

@@ -14,12 +14,13 @@ file; the test fails with `test timeout exceeded (<duration>)`.
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+import psutil
 
 from .. import config as config_mod
 from .. import vmm as vmm_mod
@@ -38,7 +39,7 @@ from .settings import RunSettings
 Emit = Callable[[Any], None]
 SKIP_SENTINEL = "__PROVIUM_SKIP__"
 CONSOLE_EXCERPT = 4096
-STUCK_GRACE = 15.0  # seconds a timed-out test gets to unwind before `on_stuck`
+STUCK_GRACE = 5.0  # seconds a timed-out test gets to unwind before `on_stuck`
 
 
 def format_duration(secs: float) -> str:
@@ -96,12 +97,45 @@ class _Ctx:
     emit: Emit
     state: FileState | None = None
     session: Session | None = None
-    outcome: FileOutcome | None = None
+    outcome: FileOutcome = field(default_factory=lambda: FileOutcome(path=""))
     on_stuck: Callable[[FileOutcome], None] | None = None
     file_deadline: float | None = None
     owner: int | None = None  # this file's id with the dispatcher's coordinator
     log_prefix: list[str] = field(default_factory=list)
     baseline: Any = None  # reset_between_tests: the root lab's LabSnapshot
+    # The test running now and the ones after it, so a runner that has to give
+    # up on a stuck test can still name it and list the rest as not run.
+    current: tuple[str, dict] | None = None
+    pending: list[tuple[str, dict]] = field(default_factory=list)
+    next_index: int = 0  # pending[next_index:] have not started
+    terminated: str | None = None  # why the runner was told to stop (SIGTERM)
+
+
+_active: list[_Ctx] = []  # the file this process is running, for `terminate`
+
+
+def terminate(text: str) -> None:
+    """From any thread (the runner's signal watcher): stop the file now.
+
+    The running test fails with `text`, the tests after it are listed as not
+    run, VMs are shut down; if the test does not come back (blocked in C code)
+    the runner gives up on it as on a stuck timeout."""
+    if not _active:
+        return
+    ctx = _active[-1]
+    ctx.terminated = text
+    running = ctx.current
+    _fire(ctx, text)
+
+    def give_up() -> None:
+        # Only if the same test is still in its body (not if it returned and the
+        # runner is merely shutting VMs down).
+        if ctx in _active and ctx.current is running and (running is not None or not ctx.outcome.tests):
+            _stuck(ctx)
+
+    timer = threading.Timer(STUCK_GRACE, give_up)
+    timer.daemon = True
+    timer.start()
 
 
 def _safe_emit(emit: Emit | None) -> Emit:
@@ -141,6 +175,7 @@ def run_file(path: str, settings: RunSettings | None = None, emit: Emit | None =
     ctx.owner = owner
     if settings.file_timeout:
         ctx.file_deadline = time.monotonic() + settings.file_timeout
+    _active.append(ctx)
     try:
         try:
             cfg = config if config is not None else load_config(settings)
@@ -150,7 +185,13 @@ def run_file(path: str, settings: RunSettings | None = None, emit: Emit | None =
             return out
         _run(ctx, cfg, backend)
     finally:
+        _active.remove(ctx)
         out.duration_ns = time.monotonic_ns() - started
+        if ctx.terminated:
+            out.timed_out = False
+            out.chunk_error = out.chunk_error or ctx.terminated
+            if out.chunk_error != ctx.terminated and not out.tests:
+                out.chunk_error = ctx.terminated
     return out
 
 
@@ -243,10 +284,9 @@ def _pool_waited(ctx: _Ctx) -> Callable[[], float]:
     return session.pool.waited if session is not None else (lambda: 0.0)
 
 
-def _file_deadline(ctx: _Ctx) -> float | None:
-    """The file's deadline, moved back by the time it waited for the pool."""
-    if ctx.file_deadline is None:
-        return None
+def _file_deadline(ctx: _Ctx) -> float:
+    """The file's deadline (the file has one), moved back by the time it waited for the pool."""
+    assert ctx.file_deadline is not None
     return ctx.file_deadline + _pool_waited(ctx)()
 
 
@@ -257,7 +297,7 @@ def _limit(ctx: _Ctx, seconds: float | None) -> tuple[float | None, str]:
         left = max(0.0, _file_deadline(ctx) - time.monotonic())
         if limit is None or left < limit:
             limit = left
-            label = f"file timeout exceeded ({format_duration(ctx.settings.file_timeout)})"
+            label = f"file timeout exceeded ({format_duration(ctx.settings.file_timeout or 0.0)})"
     return limit, label
 
 
@@ -277,12 +317,53 @@ def _fire(ctx: _Ctx, text: str) -> None:
                  "so one test's timeout does not take the VM from the next")
         for vm in session.vms:
             vm.shut_down_because(cause)
+    # A test blocked in C code waits on a host process (`os.execute("sleep 30")`,
+    # `io.popen`): ending it lets the call return, so the hook can stop the test.
+    kill_children()
+
+
+def kill_children() -> None:
+    """SIGKILL every process this runner started, children of children included.
+
+    The VMs were shut down just before, so what is left is what the test itself
+    started on the host; nothing of it may outlive the test (psutil walks /proc
+    for us instead of a hand-written walk)."""
+    try:
+        procs = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=2)
 
 
 def _stuck(ctx: _Ctx) -> None:
-    if ctx.on_stuck is not None and ctx.outcome is not None:
-        ctx.outcome.timed_out = True
-        ctx.on_stuck(ctx.outcome)
+    """The timed-out test did not come back (blocked in C code): name it, list the
+    tests after it as not run, end every process we started, and hand over."""
+    out = ctx.outcome
+    if ctx.on_stuck is None or out is None:
+        return
+    out.timed_out = True
+    text = (ctx.state._timeout_text if ctx.state is not None else None) or "test timeout exceeded"
+    if ctx.current is not None:
+        name, meta = ctx.current
+        out.tests.append(TestOutcome(name, "timed_out", f"{text}; the test did not stop (blocked outside Lua) "
+                                                        f"and the runner ended it", meta=meta))
+        ctx.emit(ev.TestFailed(path=ctx.path, name=name, reason=text, meta=meta))
+    _not_run(ctx, f"not run: an earlier test timed out ({text})")
+    kill_children()
+    ctx.on_stuck(out)
+
+
+def _not_run(ctx: _Ctx, reason: str) -> None:
+    """Report every test still pending as skipped with `reason`, so none goes unlisted."""
+    for name, meta in ctx.pending[ctx.next_index:]:
+        ctx.outcome.tests.append(TestOutcome(name, "skipped", reason, meta=meta))
+        ctx.emit(ev.TestSkipped(path=ctx.path, name=name, reason=reason, meta=meta))
+    ctx.next_index = len(ctx.pending)
 
 
 def _test_timeout(meta: dict[str, Any], state: FileState, settings: RunSettings) -> float | None:
@@ -320,11 +401,15 @@ def _console_excerpt(state: FileState) -> str:
 def _run_tests(ctx: _Ctx, state: FileState) -> None:
     out, s, send = ctx.outcome, ctx.settings, ctx.emit
     todo = state.file_skip()
-    for name, meta_tbl, fn in state.tests():
-        meta = meta_map(meta_tbl)
+    tests = [(name, meta_tbl, fn, meta_map(meta_tbl)) for name, meta_tbl, fn in state.tests()]
+    ctx.pending = [(name, meta) for name, _, _, meta in tests]
+    for i, (name, meta_tbl, fn, meta) in enumerate(tests):
+        ctx.next_index = i
         if ctx.file_deadline is not None and time.monotonic() >= _file_deadline(ctx):
             out.timed_out = True
+            _not_run(ctx, f"not run: file timeout exceeded ({format_duration(s.file_timeout or 0.0)})")
             break
+        ctx.next_index = i + 1
         reason = todo if todo is not None else skip_reason(meta, s)
         if reason is not None:
             out.tests.append(TestOutcome(name, "skipped", reason, meta=meta))
@@ -337,14 +422,20 @@ def _run_tests(ctx: _Ctx, state: FileState) -> None:
             send(ev.TestStarted(path=ctx.path, name=name, meta=meta))
             send(ev.TestFailed(path=ctx.path, name=name, reason=str(exc), meta=meta))
             continue
+        ctx.current = (name, meta)
         result = _run_one(ctx, state, name, meta, meta_tbl, fn, timeout)
+        ctx.current = None
         out.tests.append(result)
+        if ctx.terminated:
+            _not_run(ctx, f"not run: {ctx.terminated}")
+            break
         if ctx.baseline is not None:
             state.clear_timeout()
             reset.restore_baseline(state, ctx.baseline)
         if state.timed_out and result.status == "timed_out" and result.message \
                 and result.message.startswith("file timeout"):
             out.timed_out = True
+            _not_run(ctx, f"not run: {result.message.split(';')[0]}")
             break
 
 
@@ -358,6 +449,7 @@ def _run_one(ctx: _Ctx, state: FileState, name: str, meta: dict, meta_tbl: Any, 
     (ok, err), fired = _guarded(ctx, timeout, lambda: state.run_body(fn, t), "test")
     duration = time.monotonic_ns() - began
     outcome, skip_reason_, failed, failed_msg, log = state.outcome(t)
+    message: str | None
     if fired or state.timed_out:
         status = "timed_out"
         message = state._timeout_text

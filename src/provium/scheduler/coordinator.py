@@ -30,8 +30,9 @@ import selectors
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from provium.errors import ProtocolError
 from provium.events.types import ResourceAmount
@@ -48,9 +49,15 @@ MAX_MSG = 1 << 20
 @dataclass
 class _Conn:
     sock: socket.socket
-    owner: int | None = None
+    owner: int = -1  # the file's index once it said hello
     buf: bytearray = field(default_factory=bytearray)
     out: bytearray = field(default_factory=bytearray)
+
+
+def _owner(c: _Conn) -> int:
+    """The file a connection speaks for (set by its hello, which every other op follows)."""
+    assert c.owner is not None
+    return c.owner
 
 
 @dataclass
@@ -224,17 +231,17 @@ class Coordinator:
         if op == "hello":
             owner = msg.get("owner")
             st = self._files.get(owner) if isinstance(owner, int) else None
-            if st is None:
+            if st is None or not isinstance(owner, int):
                 self._drop(c)
                 return
             c.owner = owner
             st.conn = c
             return
-        if c.owner is None or c.owner not in self._files:
+        if c.owner not in self._files:
             self._drop(c)
             return
         st = self._files[c.owner]
-        rid = msg.get("id")
+        rid: Any = msg.get("id")
         try:
             if op == "reserve":
                 self._reserve(c, st, rid, msg)
@@ -283,7 +290,7 @@ class Coordinator:
                 ids.append(cid)
             self._send(c, {"id": rid, "ok": True, "charges": ids})
             return
-        req = self.pool.new_request(c.owner, amounts, what, time.monotonic())
+        req = self.pool.new_request(_owner(c), amounts, what, time.monotonic())
         self._submit(c, st, rid, req)
 
     def _submit(self, c: _Conn, st: _FileState, rid: int, req: Request) -> None:
@@ -300,7 +307,7 @@ class Coordinator:
 
     def _answer_grant(self, c: _Conn, charges: list[int], req: Request) -> None:
         if req.claim:
-            st = self._files.get(c.owner)
+            st = self._files.get(_owner(c))
             if st is not None:
                 st.claim = req.total
         self._send(c, {"id": req.rid, "ok": True, "charges": charges})
@@ -333,7 +340,7 @@ class Coordinator:
                            f"lab claim exceeds total pool budget: the claim is {fmt_amount(amount)}, the pool "
                            f"is {fmt_amount(self.pool.total)} (raise --mem/--cpus, or claim less)"})
             return
-        req = self.pool.new_request(c.owner, [amount], "the file's claim", time.monotonic())
+        req = self.pool.new_request(_owner(c), [amount], "the file's claim", time.monotonic())
         req.claim = True
         self._submit(c, st, rid, req)
 
@@ -369,7 +376,7 @@ class Coordinator:
                            f"barrier `{name}`: called with count {count} but the waiting callers use count "
                            f"{b.count}; every caller must pass the same count"})
             return
-        b.waiting.append(_Arrival(c.owner, rid, time.monotonic() + max(0.0, float(timeout))))
+        b.waiting.append(_Arrival(_owner(c), rid, time.monotonic() + max(0.0, float(timeout))))
         if len(b.waiting) >= b.count:
             self._release_barrier(name, b, True, None)
         else:
@@ -476,7 +483,7 @@ class Client:
                 if not isinstance(msg, dict):
                     continue
                 with self._lock:
-                    fut = self._pending.pop(msg.get("id"), None)
+                    fut = self._pending.pop(msg.get("id"), None)  # type: ignore[arg-type]  # None finds nothing
                 if fut is not None and not fut.done():
                     fut.set_result(msg)
         except (framing.FrameError, OSError, ValueError):

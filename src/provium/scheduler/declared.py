@@ -19,7 +19,7 @@ _CPUS = re.compile(r"""\bcpus\s*=\s*([0-9]+)\b""")
 
 
 def _strip_comments(text: str) -> str:
-    return re.sub(r"--\[(=*)\[.*?\]\1\]|--[^\n]*", "", text, flags=re.S)
+    return re.sub(r"--\[(=*)\[.*?\]\1\]|--[^\n]*", "", text, flags=re.DOTALL)
 
 
 def declared_claim(path: str) -> ResourceAmount | None:

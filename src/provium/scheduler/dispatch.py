@@ -25,14 +25,16 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from provium.events import types as ev
 from provium.events.sinks import Sink
@@ -124,6 +126,8 @@ class Dispatcher:
         Path(self._settings_path).write_text(opts.settings_json)
         self.pool = Pool(opts.pool.total)
         self._queue: deque[int] = deque()
+        self._refusals: dict[str, str | None] = {}
+        self._cleanup_dirs: list[str] = []
         self._running: dict[int, _Running] = {}  # by index
         self._sel = selectors.DefaultSelector()
         self._stop = False
@@ -138,7 +142,7 @@ class Dispatcher:
         next_pool_state = 0.0
         per_file = self.opts.pool.per_file
         gate = PressureGate(self.opts.psi_paths, self.opts.psi_threshold)
-        self.coordinator = Coordinator(os.path.join(self.opts.work_dir, "coord.sock"), self.pool, self._sel,
+        self.coordinator = Coordinator(self._socket_path(), self.pool, self._sel,
                                        live_files=lambda: len(self._running) + len(self._queue),
                                        charge_vms=self.opts.pool.charge_vms)
         self._write_settings()
@@ -206,7 +210,19 @@ class Dispatcher:
                 self._close(r)
             self.coordinator.close()
             self._sel.close()
+            for d in self._cleanup_dirs:
+                shutil.rmtree(d, ignore_errors=True)
         return [r for r in results if r is not None]
+
+    def _socket_path(self) -> str:
+        """The coordinator's socket: in the work dir, unless that path is too long
+        for a unix socket (108 bytes), then in a private directory under /tmp."""
+        path = os.path.join(self.opts.work_dir, "coord.sock")
+        if len(os.fsencode(path)) < 100:
+            return path
+        short = tempfile.mkdtemp(prefix="provium-coord-", dir="/tmp")
+        self._cleanup_dirs.append(short)
+        return os.path.join(short, "coord.sock")
 
     def _write_settings(self) -> None:
         """The runners' settings, plus where to reach the coordinator."""
@@ -218,7 +234,7 @@ class Dispatcher:
             data["coordinator"] = self.coordinator.path
             Path(self._settings_path).write_text(json.dumps(data, sort_keys=True))
 
-    def _deadline(self, r: "_Running", now: float) -> float | None:
+    def _deadline(self, r: _Running, now: float) -> float | None:
         """The kill deadline, moved back by the time the file waited in the pool."""
         if r.deadline is None:
             return None
@@ -233,6 +249,11 @@ class Dispatcher:
 
     def _refusal(self, f: Discovered) -> str | None:
         """Why this file can never run in this pool (decided before it starts), or None."""
+        if f.path not in self._refusals:  # the head of a blocked queue is asked again and again
+            self._refusals[f.path] = self._find_refusal(f)
+        return self._refusals[f.path]
+
+    def _find_refusal(self, f: Discovered) -> str | None:
         total = self.pool.total
         if not fits(self.opts.pool.per_file, total):
             return (f"the per-file overhead ({fmt_amount(self.opts.pool.per_file)}) exceeds the pool total "

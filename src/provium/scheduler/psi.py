@@ -17,7 +17,7 @@ DEFAULT_PATHS = ("/proc/pressure/cpu", "/proc/pressure/memory")
 DEFAULT_THRESHOLD = 10.0  # percent, some avg10
 POLL = 0.2  # seconds between reads while gated
 
-_SOME = re.compile(r"^some\s+avg10=([0-9]+(?:\.[0-9]+)?)\b", re.M)
+_SOME = re.compile(r"^some\s+avg10=([0-9]+(?:\.[0-9]+)?)\b", re.MULTILINE)
 
 
 def read_pressure(path: str) -> float | None:

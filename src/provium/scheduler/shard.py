@@ -25,8 +25,8 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from provium import hostfiles
 from provium.errors import ConfigError

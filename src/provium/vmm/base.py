@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import VmmError
 from ..protocol.mux import MuxClient
@@ -28,6 +28,21 @@ class BootFile:
     path: str
     content: bytes
     mode: int = 0o644
+
+
+@dataclass(frozen=True)
+class NicSpec:
+    """One guest NIC: a virtio-net device whose backend is a unix stream socket that
+    provium's switch listens on (`-netdev stream`, QEMU connects as the client).
+
+    `id` is the QEMU netdev id (also what QMP `set_link` takes); `mac` is stable
+    for (lab, VM, bridge); NICs are given in the order the guest should see them
+    (eth0 first)."""
+
+    id: str
+    mac: str
+    socket: str
+    bridge: str
 
 
 @dataclass(frozen=True)
@@ -73,7 +88,7 @@ class VmSpec:
     initial_time: int | None = None  # unix seconds
     files: list[BootFile] = field(default_factory=list)
     disks: list[DiskSpec] = field(default_factory=list)  # every disk, profile disks first
-    nics: list[Any] = field(default_factory=list)
+    nics: list[NicSpec] = field(default_factory=list)
     agent_boot_timeout: float | None = None
     accel: str | None = None  # run-wide override of the profile's accel
 
@@ -108,6 +123,10 @@ class VmInstance(abc.ABC):
         """Write this VM's state to `path` (format: `vmm/snapfile.py`; temp name +
         rename); `extra` is per-VM data hooks want stored with it.  Returns the size."""
         raise Unimplemented(self.backend, "snapshot")
+
+    async def set_link(self, nic_id: str, up: bool) -> None:
+        """Carrier of one NIC (the guest sees link down/up)."""
+        raise Unimplemented(self.backend, "set_link")
 
     async def attach_disk(self, disk: DiskSpec) -> None:
         """Hot-plug a resolved disk (`image`, maybe `nbd_socket`); returns once QEMU has it."""

@@ -90,6 +90,7 @@ class LocalInstance(VmInstance):
 
     async def snapshot(self, path: Path, extra: dict | None = None) -> int:
         spec = self.spec
+        assert spec is not None  # a launched instance has its spec
         meta = snapfile.SnapshotMeta(
             vm_name=spec.name, profile=spec.profile.name, backend="local", memory_bytes=spec.memory_bytes,
             cpus=spec.cpus, ram_mode="none", ram_size=0, state_offset=0, state_length=0,

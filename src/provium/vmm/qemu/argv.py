@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..base import DiskSpec
+from ..base import DiskSpec, NicSpec
 from .hotplug import DEFAULT_PORTS, HotplugSlots
 
 AGENT_PORT = "org.provium.agent"
@@ -36,8 +36,9 @@ class QemuConfig:
     rng_seed: int | None = None
     initial_time: float | None = None
     disks: list[DiskSpec] = field(default_factory=list)  # resolved: `image` (and `nbd_socket`) set
+    nics: list[NicSpec] = field(default_factory=list)
     hotplug_ports: int = DEFAULT_PORTS  # empty pcie-root-ports for hot-plug (q35 only)
-    extra: list[str] = field(default_factory=list)  # e.g. NIC arguments from the network layer
+    extra: list[str] = field(default_factory=list)  # run-wide extra arguments (experiments, benchmarks)
     # Guest RAM in a file (see vmm/qemu/ram.py): shared for a booted VM, so a snapshot
     # need not stream it; private (copy-on-write) when restoring from a snapshot file.
     ram_path: Path | None = None
@@ -100,11 +101,24 @@ def build(c: QemuConfig) -> list[str]:
         argv += ["-fw_cfg", f"name={RNG_SEED_FW_CFG},string={c.rng_seed & (2**64 - 1):016x}"]
     for i, d in enumerate(c.disks):
         argv += disk_args(d, i, pci)
+    argv += nic_args(c.nics, pci)
     argv += HotplugSlots(c.machine, c.hotplug_ports).argv()
     argv += c.extra
     if c.incoming:
         argv += ["-incoming", "defer"]
     return argv
+
+
+def nic_args(nics: list[NicSpec], pci: bool) -> list[str]:
+    """Each NIC: a stream netdev connecting to the switch's socket, and a virtio-net
+    device on it.  On q35 the devices take the next free slots of the root bus in this
+    order, so the guest names them eth0, eth1, ... in the order given."""
+    dev = "virtio-net-pci" if pci else "virtio-net-device"
+    out: list[str] = []
+    for n in nics:
+        out += ["-netdev", f"stream,id={n.id},server=off,addr.type=unix,addr.path={_q(n.socket)}",
+                "-device", f"{dev},netdev={n.id},id={n.id}-dev,mac={n.mac}"]
+    return out
 
 
 def blockdev(d: DiskSpec, node: str) -> dict:

@@ -154,16 +154,6 @@ class QemuVmm(Vmm):
                 raise VmmError(f"disk `{d.id}`: no image resolved for it")
         return list(spec.disks)
 
-    @staticmethod
-    def _nic_args(spec: VmSpec, pci: bool) -> list[str]:
-        out: list[str] = []
-        for nic in spec.nics:
-            fn = getattr(nic, "qemu_args", None)
-            if fn is None:
-                raise VmmError(f"NIC {nic!r}: the qemu backend does not know how to attach it")
-            out += list(fn(pci))
-        return out
-
     # ---- launch ----------------------------------------------------------------------
 
     async def launch(self, spec: VmSpec) -> QemuInstance:
@@ -205,8 +195,8 @@ class QemuVmm(Vmm):
         cfg = argv_mod.QemuConfig(
             qemu=qemu, machine=profile.machine, accel=accel, memory_bytes=spec.memory_bytes, cpus=spec.cpus,
             kernel=images.kernel, initrd=images.initrd, cmdline=cmdline, scratch=scratch,
-            rng_seed=spec.rng_seed, initial_time=spec.initial_time, disks=self._disks(spec),
-            extra=self._nic_args(spec, pci) + [a.replace("{scratch}", str(scratch)) for a in self.extra_args],
+            rng_seed=spec.rng_seed, initial_time=spec.initial_time, disks=self._disks(spec), nics=list(spec.nics),
+            extra=[a.replace("{scratch}", str(scratch)) for a in self.extra_args],
             ram_path=ram_file)
         argv = argv_mod.build(cfg)
         hotplug = HotplugSlots(profile.machine, cfg.hotplug_ports)
@@ -220,9 +210,7 @@ class QemuVmm(Vmm):
         inst.machine, inst.kernel, inst.cmdline = profile.machine, images.kernel, cmdline
         inst.ram_file, inst.ram_shared = ram_file, ram_file is not None
         inst.hotplug = hotplug
-        for i, d in enumerate(cfg.disks):
-            node, dev, _port = argv_mod.boot_disk_ids(i)
-            inst._disk_devs[d.id] = (node, dev, None)
+        inst.record_boot_disks(cfg.disks)
         try:
             await inst._qmp_connect(min(QMP_CONNECT_TIMEOUT, timeout))
             inst.client = await inst._connect_agent(deadline)
@@ -270,7 +258,7 @@ class QemuInstance(VmInstance):
         self.scratch = scratch
         self.accel = accel
         self.boot_timeout = boot_timeout
-        self.console_log = scratch / "console.log"
+        self.console_log: Path = scratch / "console.log"
         self.console_socket = scratch / "console.sock"
         self.agent_socket = scratch / "agent.sock"
         self.qmp = Qmp(f"provium-{spec.name}")
@@ -369,6 +357,10 @@ class QemuInstance(VmInstance):
     async def wakeup(self) -> None:
         await self.qmp.execute("system_wakeup")
 
+    async def set_link(self, nic_id: str, up: bool) -> None:
+        # On the netdev: QEMU sets its peer (the virtio-net device) too and tells the guest.
+        await self.qmp.execute("set_link", {"name": nic_id, "up": bool(up)})
+
     async def reset(self) -> None:
         """Hard reset; returns once the agent of the rebooted guest has answered."""
         async with self._lock:
@@ -376,7 +368,7 @@ class QemuInstance(VmInstance):
             # -no-reboot turns every reset into a shutdown, and the firmware resets once
             # more on its way up: allow resets until the new agent has answered.
             await self.qmp.execute("set-action", {"reboot": "reset"})
-            old, self.client = self.client, None
+            old, self.client = self.client, None  # type: ignore[assignment]  # none while the guest resets
             try:
                 if old is not None:
                     await old.close()
@@ -405,6 +397,12 @@ class QemuInstance(VmInstance):
                            + console_block(self.console_tail(CONSOLE_TAIL)))
 
     # ---- disk hot-plug ---------------------------------------------------------------
+
+    def record_boot_disks(self, disks: list[DiskSpec]) -> None:
+        """The disks on the command line, so `detach_disk` finds their QEMU ids."""
+        for i, d in enumerate(disks):
+            node, dev, _port = argv_mod.boot_disk_ids(i)
+            self._disk_devs[d.id] = (node, dev, None)
 
     async def attach_disk(self, disk: DiskSpec) -> None:
         if disk.id in self._disk_devs:

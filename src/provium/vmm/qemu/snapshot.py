@@ -215,9 +215,8 @@ async def _start_incoming(vmm: QemuVmm, spec: VmSpec, path: Path, meta: snapfile
     cfg = argv_mod.QemuConfig(
         qemu=qemu, machine=meta.machine, accel=meta.accel, memory_bytes=meta.memory_bytes, cpus=meta.cpus,
         kernel=kernel, initrd=None, cmdline=meta.cmdline, scratch=scratch, ram_path=ram_path, ram_share=share,
-        incoming=True, disks=vmm._disks(spec),
-        extra=vmm._nic_args(spec, meta.machine != "microvm")
-        + [a.replace("{scratch}", str(scratch)) for a in vmm.extra_args])
+        incoming=True, disks=vmm._disks(spec), nics=list(spec.nics),
+        extra=[a.replace("{scratch}", str(scratch)) for a in vmm.extra_args])
     argv = argv_mod.build(cfg)
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(mode=0o700)
@@ -228,6 +227,7 @@ async def _start_incoming(vmm: QemuVmm, spec: VmSpec, path: Path, meta: snapfile
     inst.machine, inst.kernel, inst.cmdline = meta.machine, kernel, meta.cmdline
     inst.ram_file, inst.ram_shared = ram_file, share
     inst.hotplug = HotplugSlots(meta.machine, cfg.hotplug_ports)
+    inst.record_boot_disks(cfg.disks)
     try:
         await inst._qmp_connect(min(5.0, timeout))
         await _set_ignore_shared(inst, file_mode)
