@@ -78,10 +78,10 @@ def test_context_methods_and_outcomes(tmp_path):
     assert r.message("assert fails") == f"{r.path}:{line_of(CONTEXT, 'boom at the door')}: boom at the door"
     assert r.message("assert default").endswith(": assertion failed")
     assert r.message("eq shows values").endswith("assert_eq failed: 1 ~= 2")
-    assert r.message("eq custom").endswith("names differ: a ~= b")
+    assert r.message("eq custom").endswith('names differ: "a" ~= "b"')
     assert r.status("eq ok") == "passed"
     assert r.message("neq").endswith("assert_neq failed: 3 == 3")
-    assert r.message("contains").endswith("plain text, not a pattern: x. not found in: hello")
+    assert r.message("contains").endswith('plain text, not a pattern: "x." not found in: "hello"')
     assert "both arguments must be strings" in r.message("contains types")
     assert r.status("raises ok") == "passed"
     assert r.message("raises missing").endswith("should throw: expected to raise")
@@ -176,3 +176,25 @@ def test_todo_skips_every_test_without_running_it(tmp_path):
 def test_no_test_is_a_passing_empty_file(tmp_path):
     r = run_lua(tmp_path, "local x = 1\n")
     assert r.outcome.chunk_error is None and r.outcome.tests == [] and r.outcome.all_succeeded()
+
+
+QUOTED = '''
+test("string eq", function(t) t:assert_eq("hi\\n", "hi") end)
+test("multi-line eq", function(t) t:assert_eq("a\\nb\\nc\\n", "a\\nB\\nc\\n") end)
+test("mixed", function(t) t:assert_eq("1", 1) end)
+test("neq quoted", function(t) t:assert_neq("x y", "x y", "same") end)
+test("binary", function(t) t:assert_eq("\\0\\255", "") end)
+'''
+
+
+def test_assertion_messages_quote_and_diff(tmp_path):
+    r = run_lua(tmp_path, QUOTED)
+    assert r.message("string eq").endswith('assert_eq failed: "hi\\n" ~= "hi"')
+    msg = r.message("multi-line eq")
+    first, *rest = msg.split("\n")
+    assert first.endswith('assert_eq failed: "a\\nb\\nc\\n" ~= "a\\nB\\nc\\n"')
+    assert rest == ["--- left (first argument)", "+++ right (second argument)", "@@ -1,3 +1,3 @@",
+                    " a", "-b", "+B", " c"]
+    assert r.message("mixed").endswith('assert_eq failed: "1" ~= 1')
+    assert r.message("neq quoted").endswith('same: "x y" == "x y"')
+    assert r.message("binary").endswith('assert_eq failed: "\\0\\xff" ~= ""')

@@ -121,6 +121,9 @@ test("unknown option", function(t) provium:bridge("o", {color = "red"}) end)
 test("bad subnet", function(t) provium:bridge("s", {subnet = "8.8.8.0/24"}) end)
 test("unknown nic", function(t) a:nic("eth5") end)
 test("nic capture before boot", function(t) lan:nic("a"):capture() end)
+test("uplink without subnet", function(t) lan:enable_uplink({ports = {8080}}) end)
+test("uplink without ports", function(t) provium:bridge("u1", {addressing = true}):enable_uplink() end)
+test("uplink bad port", function(t) provium:bridge("u2", {addressing = true}):enable_uplink({ports = {70000}}) end)
 '''
 
 
@@ -152,6 +155,9 @@ def test_bridge_graph_on_local(tmp_path):
         "bad subnet": "must be a private IPv4 network",
         "unknown nic": "vm:nic: no NIC `eth5` on vm `a`",
         "nic capture before boot": "nic:capture: vm `a` has no NIC on bridge `lan` (not booted?)",
+        "uplink without subnet": "bridge:enable_uplink: bridge `lan` has no subnet",
+        "uplink without ports": "bridge:enable_uplink: needs `ports`",
+        "uplink bad port": "bridge:enable_uplink: port must be a TCP port 1..65535, got 70000",
     }
     for name, text in expect.items():
         assert r.status(name) == "failed", name

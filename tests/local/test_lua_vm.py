@@ -282,7 +282,6 @@ test("batch", function(t)
   t:assert_eq(#vm:batch(function(b) end), 0)
 end)
 test("batch error", function(t) vm:batch(function(b) error("builder broke") end) end)
-test("not yet", function(t) vm:console() end)
 '''
 
 
@@ -302,7 +301,6 @@ def test_processes_workers_clock_syscalls(tmp_path):
     assert "nr" in r.message("syscall nr")
     line = next(i for i, s in enumerate(procs_source().splitlines(), 1) if "builder broke" in s)
     assert r.message("batch error") == f"{r.path}:{line}: builder broke"
-    assert "vm:console (console streams) is not yet implemented" in r.message("not yet")
     for t in r.outcome.tests:
         assert no_traceback(t.message), t.message
 

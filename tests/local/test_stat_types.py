@@ -5,12 +5,12 @@ import socket
 import stat as st
 
 import pytest
+from test_lua_support import run_lua
 
 from provium import vmm
 from provium.config import load
 from provium.host import VM, Session
 from provium.host.errors import ArgumentError
-from test_lua_support import run_lua
 
 
 @pytest.fixture(scope="module")

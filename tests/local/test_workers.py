@@ -7,12 +7,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from test_lua_support import run_lua
 
 from provium import vmm
 from provium.config import load
 from provium.host import VM, Session
 from provium.host.errors import GuestOsError, HandleError
-from test_lua_support import run_lua
 
 
 @pytest.fixture(scope="module")

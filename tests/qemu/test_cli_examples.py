@@ -33,4 +33,4 @@ def test_the_failing_example_fails_on_qemu(tmp_path):
     out = r.stdout.decode()
     assert r.returncode == 1, out + r.stderr.decode()
     assert "FAIL examples/04-tags.test.lua (2 passed, 1 failed, 1 skipped)" in out
-    assert "this guest is not Plan 9: Linux ~= Plan 9" in out
+    assert 'this guest is not Plan 9: "Linux" ~= "Plan 9"' in out

@@ -202,3 +202,78 @@ def test_capture_holds_the_icmp_packets(net, tmp_path):
     requests = [p for p in icmp if p.data.data.type == dpkt.icmp.ICMP_ECHO]
     replies = [p for p in icmp if p.data.data.type == dpkt.icmp.ICMP_ECHOREPLY]
     assert len(requests) == 3 and len(replies) == 3
+
+
+def test_lab_snapshot_restores_the_network(net):
+    _, lab, a, b, lan = net
+    lan.partition("a", "ghost")  # graph state that must come back
+    lan.add_latency(5)
+    try:
+        snap = lab.snapshot()
+    finally:
+        lan.reset()
+    copy = lab.lab("copy")
+    try:
+        vms = copy.restore(snap)
+        br = copy.find_bridge("lan")
+        assert br is not None and br is not lan
+        assert br.members() == ["a", "b"] and br.is_partitioned("a", "ghost") and br.latency_ms() == 5
+        ca = vms["a"]
+        code, rtts, _ = ping(ca, "b.lan", count=3)
+        assert code == 0 and min(rtts) >= 10  # 5 ms each way, through the restored bridge
+        assert br.port_of("b").counters()["rx_packets"] > 0  # the copy's own switch ports
+    finally:
+        copy.close()
+        snap.delete()
+
+
+def test_vm_restore_needs_the_same_bridges(net, tmp_path):
+    s, lab, a, _, lan = net
+    from provium.host.snapshot import SnapshotError
+
+    snap = a.snapshot(str(tmp_path / "a.snap"))
+    other = lab.create_vm("lonely", "linux")
+    try:
+        with pytest.raises(SnapshotError, match=r"NICs on bridges \[lan\] but the VM is attached to \[\]"):
+            other.restore(snap)
+    finally:
+        other.close()
+
+
+def test_uplink_reaches_the_host_loopback_and_nothing_else(net):
+    import http.server
+    import socketserver
+    import threading
+
+    _, _, a, _, lan = net
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"hello from the host\n")
+
+        def log_message(self, *args):
+            pass
+
+    srv = socketserver.TCPServer(("127.0.0.1", 0), Hello)
+    port = srv.server_address[1]
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    get = "(printf 'GET / HTTP/1.0\\r\\n\\r\\n'; sleep 1) | nc -w 3 {} {}"
+    try:
+        lan.enable_uplink({"ports": {80: port}})
+        assert lan.uplink_address() == str(list(lan.subnet.hosts())[1])
+        r = a.run(get.format("host.lan", 80), timeout=30)
+        assert b"hello from the host" in r.stdout, r
+        # Not forwarded: the same host port on the uplink's gateway address, another port.
+        r = a.run(get.format(str(list(lan.subnet.hosts())[0]), port), timeout=30)
+        assert b"hello" not in r.stdout
+        r = a.run(get.format("host.lan", 81), timeout=30)
+        assert b"hello" not in r.stdout
+    finally:
+        lan.disable_uplink()
+        srv.shutdown()
+        srv.server_close()
+    assert lan.uplink_address() is None
+    r = a.run(get.format("host.lan", 80), timeout=30)
+    assert b"hello" not in r.stdout

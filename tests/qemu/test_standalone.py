@@ -42,6 +42,7 @@ def test_agent_alone_mounts_loads_its_driver_and_serves(tmp_path):
         for fs, where in (("devtmpfs", "/dev"), ("proc", "/proc"), ("sysfs", "/sys"), ("tmpfs", "/tmp")):
             assert f"{fs} {where} " in mounts, (fs, mounts)
         assert "virtio_console" in vm.read_file("/proc/modules").decode()
+        assert int(vm.read_file("/sys/class/net/lo/flags"), 16) & 1  # the agent brought `lo` up
         # no /bin/sh in this initrd: a command by absolute path still runs
         assert vm.run(["/provium/bin/busybox", "echo", "standalone"]).stdout == b"standalone\n"
         vm.shutdown()

@@ -5,8 +5,16 @@ from __future__ import annotations
 import time
 
 from agent_client_util import spawn_agent
+
 from provium.protocol.framing import OUTPUT_CAP, output_marker
-from provium.protocol.messages import Credit, ExecArgs, ExecOk, ProcStreamArgs, RunAsyncArgs, WaitArgs
+from provium.protocol.messages import (
+    Credit,
+    ExecArgs,
+    ExecOk,
+    ProcStreamArgs,
+    RunAsyncArgs,
+    WaitArgs,
+)
 from provium.protocol.types import ExitStatus
 
 OVER = OUTPUT_CAP + (3 << 20)

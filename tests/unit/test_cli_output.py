@@ -198,10 +198,11 @@ def invoke(args):
     (["-v", "-q"], "cannot be used together"),
     (["--config", "/nonexistent/provium.toml"], "read `/nonexistent/provium.toml`"),
     (["--bogus-flag"], "No such option"),
-    (["repl"], "not implemented yet"),
-    (["console", "linux", "--print-command"], "not implemented yet"),
+    (["repl"], "provium repl: profile is required (or pass --fixture)"),
+    (["repl", "nosuch"], "nosuch"),
+    (["console", "nosuch", "--print-command"], "nosuch"),
+    (["lsp-setup", "/nonexistent/dir"], "`/nonexistent/dir` is not a directory"),
     (["fixture", "build"], "Missing argument"),
-    (["lsp-setup"], "not implemented yet"),
 ])
 def test_usage_errors_exit_2_with_one_clear_message(args, needle):
     r = invoke(args)

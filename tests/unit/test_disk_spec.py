@@ -51,3 +51,28 @@ def test_sizes():
     assert parse_disk({"scratch": "1M"}, "w", "d", ArgumentError).scratch == 1 << 20
     assert parse_disk({"scratch": 4096}, "w", "d", ArgumentError).scratch == 4096
     assert parse_disk({"scratch": "64KiB"}, "w", "d", ArgumentError).scratch == 64 << 10
+
+
+def test_stale_disk_directories_are_swept(monkeypatch):
+    """A run killed with SIGKILL leaves provium-disks-<pid>; the next run removes it."""
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from provium.disk import image
+
+    tmp_path = Path(tempfile.mkdtemp(prefix="pd-", dir="/tmp"))  # short: socket paths live there
+
+    p = subprocess.Popen(["true"])
+    p.wait()  # a pid that no longer runs
+    stale = tmp_path / f"provium-disks-{p.pid}"
+    (stale / "1").mkdir(parents=True)
+    (stale / "1" / "0.img").write_bytes(b"x")
+    monkeypatch.setattr(image.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(image, "_root", None)
+    d = image.vm_dir()
+    assert not stale.exists() and d.is_dir()
+    image.remove_dir(d)
+    assert not d.parent.exists()  # the last directory takes the root with it
+    shutil.rmtree(tmp_path)

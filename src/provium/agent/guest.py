@@ -157,6 +157,35 @@ def _milestone(what: str) -> None:
         log(f"{what} at uptime {up} s")
 
 
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
+
+def loopback_up(name: str = "lo") -> bool:
+    """Bring the loopback interface up (the kernel then gives it 127.0.0.1/8).
+
+    A minimal initrd never does (no ifupdown), so a daemon listening on
+    127.0.0.1 would be unreachable from inside the guest.  Done here, in the
+    agent, it holds in chain and standalone mode alike and costs no process
+    start: one ioctl pair.  True if it is up.
+    """
+    import fcntl
+    import socket
+    import struct
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            ifr = struct.pack("16sh22x", name.encode(), 0)
+            flags = struct.unpack("16sh", fcntl.ioctl(s, SIOCGIFFLAGS, ifr)[:18])[1]
+            if not flags & IFF_UP:
+                fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh22x", name.encode(), flags | IFF_UP))
+        return True
+    except OSError as exc:
+        log(f"could not bring `{name}` up: {exc}")
+        return False
+
+
 def main() -> int:
     if os.environ.get("PROVIUM_AGENT_DEBUG", "0") != "0":
         try:
@@ -166,6 +195,7 @@ def main() -> int:
         except (OSError, ValueError, IndexError):
             pass
     _milestone("imported the agent")
+    loopback_up()
     from .server import serve
     from .state import AgentState
 

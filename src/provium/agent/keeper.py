@@ -39,7 +39,7 @@ def _prctl(option: int, value: int) -> bool:
 
         libc = ctypes.CDLL(None, use_errno=True)
         return libc.prctl(option, value, 0, 0, 0) == 0
-    except Exception:  # no libc prctl: keep going without it
+    except (OSError, AttributeError):  # no libc prctl: keep going without it
         return False
 
 

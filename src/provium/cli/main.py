@@ -38,7 +38,9 @@ Subcommands (flags above go before the subcommand):
   list [--fixtures] [PATH]...   list test files and their tests
   prepare [PROFILE]             run profile build commands / build the default guest image
   fixture list|build|rebuild|clean|stale   manage the fixture cache
-  repl, console, lsp-setup      not implemented yet
+  repl [PROFILE] [--name NAME] [--fixture NAME]   a Lua prompt with a VM bound as `vm`
+  console PROFILE [--print-command] [-- QEMU_ARG...]   the guest's serial console here
+  lsp-setup [DIR] [--force]     editor completion: .luarc.json + generated type stubs
 \b
 Exit codes: 0 all passed or skipped, 1 a failure or timeout, 2 usage or setup error.
 """

@@ -1,7 +1,9 @@
-"""Subcommands: `list`, `prepare`, `help`, and the ones that are not written yet.
+"""Subcommands: `list`, `prepare`, `help`, the interactive tools (`tools.py`), and
+the ones that are not written yet.
 
-`fixture` lives in fixture_cmd.py.  `repl`, `console` and `lsp-setup` are part of the CLI contract but
-belong to later work; they exist so that calling them says so (exit 2) instead
+`fixture` lives in fixture_cmd.py.  Nothing is left unwritten today; `LATER` keeps the
+mechanism for a command that is part of the CLI contract but not written yet, so that
+calling it says so (exit 2) instead
 of being mistaken for a test path.
 """
 
@@ -15,11 +17,7 @@ from provium.scheduler import discovery
 
 from .run import UserError, load_config, settings_for
 
-LATER = {
-    "repl": "an interactive Lua prompt against a booted VM",
-    "console": "a QEMU guest wired to this terminal",
-    "lsp-setup": "editor type stubs (.provium-meta/types.lua, .luarc.json)",
-}
+LATER: dict[str, str] = {}
 
 
 def _not_yet(name: str, what: str) -> click.Command:
@@ -126,8 +124,11 @@ def register(group: click.Group, run_command: click.Command) -> None:
     group.add_command(list_cmd)
     group.add_command(prepare_cmd)
     from .fixture_cmd import fixture_group
+    from .tools import COMMANDS
 
     group.add_command(fixture_group)
+    for cmd in COMMANDS:
+        group.add_command(cmd)
     for name, what in LATER.items():
         group.add_command(_not_yet(name, what))
 

@@ -16,6 +16,7 @@ method returns several values, the Python one returns a tuple (`read_mem`).
 
 from .batch import Batch
 from .clock import Clock
+from .console import Console, ConsoleIOError, ConsoleStream, ConsoleUnavailable
 from .errors import (
     AgentCommError,
     AgentGone,
@@ -46,7 +47,8 @@ from .vm import VM
 from .worker import Worker
 
 __all__ = [
-    "AgentCommError", "AgentGone", "ArgumentError", "Batch", "Clock", "CommandFailed", "DirEntry", "File",
+    "AgentCommError", "AgentGone", "ArgumentError", "Batch", "Clock", "CommandFailed", "Console", "ConsoleIOError",
+    "ConsoleStream", "ConsoleUnavailable", "DirEntry", "File",
     "GuestOsError", "HandleError", "Interrupted", "IoctlOutcome", "PendingSyscall", "Process", "ProviumError",
     "ResourceMeta", "RunResult", "Session", "SessionError", "Stat", "Stream", "StreamClosed", "StreamEof",
     "StreamError", "StreamTimeout", "SyscallOutcome", "TIMEOUT", "Tail", "VM", "VmError", "VmmFailure", "Worker",

@@ -397,15 +397,46 @@ class Bridge:
     # ---- uplink ---------------------------------------------------------------------------
 
     def enable_uplink(self, opts: Mapping | None = None) -> None:
-        from ..errors import NotYetImplemented
+        """Let the members reach services on the host's loopback: `ports = {8080, ...}`
+        (same port on both sides) or `ports = {[80] = 8080}` (guest port -> host
+        port), at `host.<bridge>` (`<subnet>.2`).  Needs an addressed bridge."""
+        from ..net.uplink import Uplink
 
-        raise NotYetImplemented("bridge:enable_uplink (NAT to the host's loopback)", "being built")
+        o = dict(opts or {})
+        for k in o:
+            if k != "ports":
+                raise BridgeArgumentError(f"bridge:enable_uplink: unknown option `{k}` (valid: ports)")
+        forwards = _forwards(o.get("ports"))
+        if self.subnet is None:
+            raise NetError(f"bridge:enable_uplink: bridge `{self.name}` has no subnet: create it with "
+                           "{addressing=true} or {subnet=\"10.5.0.0/24\"} so the members have addresses the "
+                           "uplink can answer")
+        if self.closed:
+            raise NetError(f"bridge:enable_uplink: bridge `{self.name}` is closed")
+        self.disable_uplink()
+        up = Uplink(self.switch, self.graph, self.subnet, forwards)
+        up.start()
+        self._uplink = up
+        self.switch.on_close(up.stop)
+        self.graph.uplink = True
+        self._run_refresh()
 
     def disable_uplink(self) -> None:
+        up, self._uplink = self._uplink, None
+        if up is not None:
+            up.stop()
         self.graph.uplink = False
 
     def uplink_address(self) -> str | None:
-        return None
+        """`<subnet>.2` while the uplink is on (also named `host.<bridge>`), else None."""
+        return self._uplink.address if self._uplink is not None else None
+
+    def uplink_forwards(self) -> dict[int, int]:
+        return dict(self._uplink.forwards) if self._uplink is not None else {}
+
+    def _run_refresh(self) -> None:
+        if any(vm.state == "booted" and not _local(vm) for vm in self._vms.values()):
+            self._session.run(self._refresh_hosts())
 
     # ---- ports ----------------------------------------------------------------------------
 
@@ -594,6 +625,22 @@ def _subnet(subnet: Any, addressing: Any) -> ipaddress.IPv4Network | None:
         raise BridgeArgumentError(f"lab:bridge: `subnet` {subnet} must be a private IPv4 network between /8 and "
                                   "/28 (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16)")
     return net
+
+
+def _forwards(ports: Any) -> dict[int, int]:
+    def port(v: Any, what: str) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 65535:
+            raise BridgeArgumentError(f"bridge:enable_uplink: {what} must be a TCP port 1..65535, got {v!r}")
+        return v
+
+    if ports is None:
+        raise BridgeArgumentError("bridge:enable_uplink: needs `ports`, the host loopback ports to reach, "
+                                  "e.g. {ports = {8080}} or {ports = {[80] = 8080}}")
+    if isinstance(ports, Mapping):
+        return {port(g, "guest port"): port(h, "host port") for g, h in ports.items()}
+    if isinstance(ports, (list, tuple)):
+        return {port(p, "port"): port(p, "port") for p in ports}
+    raise BridgeArgumentError(f"bridge:enable_uplink: `ports` must be a list or a table, got {type_name(ports)}")
 
 
 def _hostname_ok(name: str) -> bool:

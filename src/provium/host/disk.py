@@ -455,7 +455,10 @@ class VmDisks:
             self._disks.pop(spec.id, None)
             await self._release(disk)
             if isinstance(exc, Exception) and not isinstance(exc, ArgumentError):
-                raise DiskError(f"vm:attach_disk: disk `{spec.id}`: {exc}") from exc
+                text = str(exc)
+                if f"`{spec.id}`" not in text:
+                    text = f"disk `{spec.id}`: {text}"
+                raise DiskError(f"vm:attach_disk: {text}") from exc
             raise
         disk.plugged = True
         return disk
@@ -471,7 +474,10 @@ class VmDisks:
         if not disk.plugged:
             return
         inst = self._vm.instance
-        if inst is not None and self._vm.state in ("booted", "paused"):
+        if self._vm.state == "paused":
+            raise DiskError(f"disk:detach: vm `{self.vm_name}` is paused; resume it first (the guest has to "
+                            f"release disk `{disk.id}` before it can go)")
+        if inst is not None and self._vm.state == "booted":
             try:
                 await inst.detach_disk(disk.id)
             except Exception as exc:

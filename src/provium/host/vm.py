@@ -41,9 +41,11 @@ from ..protocol.mux import ClientError
 from ..protocol.types import OpResult, TailStart, WriteFileMode
 from ..vmm.base import Unimplemented, VmInstance, VmSpec
 from . import bridge as net
+from . import console as console_mod
 from .agent_errors import client_error, os_error, os_error_text, vmm_text  # noqa: F401  (os_error*: re-exported)
 from .bootopts import BootOpts, make_spec, parse_boot_opts
 from . import disksnap  # noqa: F401  (registers the disks' part of snapshots)
+from . import netsnap  # noqa: F401  (registers the NICs and bridges part of snapshots)
 from .disk import Disk, DiskError, VmDisks
 from .errors import (
     AgentCommError,
@@ -160,6 +162,10 @@ class VM:
         """(open files, open streams), each with kind, detail and creation site."""
         return self._registry.files(), self._registry.streams()
 
+    def console(self) -> console_mod.Console:
+        """The guest's serial console (`host/console.py`); never fails, opens nothing."""
+        return console_mod.Console(self)
+
     def console_tail(self, n: int = 4096) -> bytes:
         """The last n bytes of the console (b"" without a console or before boot)."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
@@ -274,6 +280,7 @@ class VM:
         self._registry.clear()
         inst = self._live
         error = None
+        await console_mod.aclose_hub(self)
         try:
             await inst.shutdown()
         except Exception as exc:

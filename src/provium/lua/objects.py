@@ -316,8 +316,9 @@ class VmBinding(Binding):
         return self.host.batch(call)
 
     @method()
-    def console(self, *a: Any) -> None:
-        raise NotYetImplemented("vm:console (console streams)")
+    def console(self, *a: Any) -> Any:
+        Args("vm:console", a, max_args=0)
+        return ConsoleBinding(self._state, self.host.console())
 
     @method()
     def nic(self, *a: Any) -> Any:
@@ -523,6 +524,40 @@ class StreamBinding(Binding):
         if site is None:
             return None
         return {"file": site[0], "line": site[1]}
+
+
+class ConsoleBinding(Binding):
+    """`vm:console()`; not a scope resource (closing it releases nothing)."""
+
+    KIND = "console"
+
+    def __init__(self, state: Any, console: Any) -> None:
+        super().__init__(state)
+        self.host = console
+
+    @method()
+    def read(self, *a: Any) -> Any:
+        Args("console:read", a, max_args=0)
+        return self._state.register("stream", self.host.read())
+
+    @method()
+    def read_log(self, *a: Any) -> bytes:
+        Args("console:read_log", a, max_args=0)
+        return self.host.read_log()
+
+    @method()
+    def expect(self, *a: Any) -> Any:
+        args = Args("console:expect", a, max_args=2)
+        return self.host.expect(args.data(1, "pattern"), to_py(args.get(2)))
+
+    @method()
+    def write(self, *a: Any) -> None:
+        args = Args("console:write", a, max_args=2)
+        self.host.write(args.data(1, "data"), _opts("console:write", args, 2))
+
+    @method()
+    def close(self, *a: Any) -> None:
+        self.host.close()
 
 
 class WorkerBinding(Binding):

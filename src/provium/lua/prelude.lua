@@ -293,10 +293,26 @@ function T.assert(t, cond, msg)
   return cond
 end
 
+-- Values in failure messages: strings quoted and escaped ("hi\n"), the rest
+-- through tostring; two multi-line strings also get a unified diff.
+local function show(v)
+  if type(v) == "string" then return PY.quote(v) end
+  return tostring(v)
+end
+
+local function with_diff(m, a, b)
+  if type(a) == "string" and type(b) == "string" then
+    local d = PY.diff(a, b)
+    if d ~= "" then return m .. "\n" .. d end
+  end
+  return m
+end
+
 function T.assert_eq(t, a, b, msg)
   check_self(t, "assert_eq")
   if a ~= b then
-    local m = (msg ~= nil and tostring(msg) or "assert_eq failed") .. ": " .. tostring(a) .. " ~= " .. tostring(b)
+    local m = (msg ~= nil and tostring(msg) or "assert_eq failed") .. ": " .. show(a) .. " ~= " .. show(b)
+    m = with_diff(m, a, b)
     mark_fail(t, m, 2)
     error(m, 2)
   end
@@ -305,7 +321,7 @@ end
 function T.assert_neq(t, a, b, msg)
   check_self(t, "assert_neq")
   if a == b then
-    local m = (msg ~= nil and tostring(msg) or "assert_neq failed") .. ": " .. tostring(a) .. " == " .. tostring(b)
+    local m = (msg ~= nil and tostring(msg) or "assert_neq failed") .. ": " .. show(a) .. " == " .. show(b)
     mark_fail(t, m, 2)
     error(m, 2)
   end
@@ -319,7 +335,8 @@ function T.assert_contains(t, hay, needle, msg)
     error(m, 2)
   end
   if not sfind(hay, needle, 1, true) then
-    local m = (msg ~= nil and tostring(msg) or "assert_contains failed") .. ": " .. needle .. " not found in: " .. hay
+    local m = (msg ~= nil and tostring(msg) or "assert_contains failed") .. ": " .. show(needle)
+              .. " not found in: " .. show(hay)
     mark_fail(t, m, 2)
     error(m, 2)
   end

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import lupa.lua54 as lupa_mod
 
 from ..host.values import parse_duration
+from . import failtext
 from .binding import Binding, Multi
 from .convert import key_text, lua_type, to_py
 from .errors import LuaApiError, message_of
@@ -78,6 +79,8 @@ class LuaEnv:
             b"timeout_message": lambda: timeout_message().encode(),
             b"sleep": sleep,
             b"now": now,
+            b"quote": failtext.quote,
+            b"diff": failtext.diff,
             b"thread_started": thread_started,
         })
         H = self.rt.execute(_prelude_source(), py, name=PRELUDE_CHUNK)

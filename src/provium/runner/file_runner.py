@@ -25,6 +25,7 @@ import psutil
 from .. import config as config_mod
 from .. import vmm as vmm_mod
 from ..events import types as ev
+from ..host.console import failure_block as console_failure_block
 from ..host.errors import ArgumentError
 from ..host.pool import HostPool
 from ..host.session import Session
@@ -398,6 +399,26 @@ def _console_excerpt(state: FileState) -> str:
     return "".join(parts)
 
 
+def _console_lines(state: FileState, *, timed_out: bool) -> str:
+    """The console's last lines for the failure message, when the VM misbehaved: a
+    VM that died (agent lost), or every VM that ran when the test timed out (a
+    hung guest shows why there).  Bounded per VM; the event carries the 4 KiB excerpt."""
+    vms = [vm for _, vm in state.root.all_vms()]
+    if state.test_lab is not None:
+        vms += [vm for _, vm in state.test_lab.all_vms()]
+    blocks = []
+    for vm in vms:
+        # A timeout shuts the test's VMs down before we get here: any VM that ran counts.
+        if vm.state == "dead" or (timed_out and vm.state != "created"):
+            try:
+                block = console_failure_block(vm.name, vm.console_tail(CONSOLE_EXCERPT))
+            except Exception:  # noqa: BLE001 - a missing console must not hide the failure
+                block = ""
+            if block:
+                blocks.append(block)
+    return "\n".join(blocks)
+
+
 def _run_tests(ctx: _Ctx, state: FileState) -> None:
     out, s, send = ctx.outcome, ctx.settings, ctx.emit
     todo = state.file_skip()
@@ -467,8 +488,9 @@ def _run_one(ctx: _Ctx, state: FileState, name: str, meta: dict, meta_tbl: Any, 
         excerpt = _console_excerpt(state)
         send(ev.TestFailed(path=ctx.path, name=name, duration_ns=duration, reason=message or "",
                            console_excerpt=excerpt, meta=meta))
-        if excerpt and any(vm.state == "dead" for _, vm in state.root.all_vms()):
-            message = f"{message}\n{excerpt.rstrip()}"
+        shown = _console_lines(state, timed_out=status == "timed_out")
+        if shown:
+            message = f"{message}\n{shown}"
     elif status == "skipped":
         send(ev.TestSkipped(path=ctx.path, name=name, reason=message or "", meta=meta))
     else:

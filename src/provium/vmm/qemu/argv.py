@@ -44,6 +44,10 @@ class QemuConfig:
     ram_path: Path | None = None
     ram_share: bool = True
     incoming: bool = False  # start paused, waiting for `migrate-incoming` (restore)
+    # `provium console`: the serial port (with QEMU's monitor on Ctrl-A C) on this
+    # terminal instead of the socket + log, and no QMP.
+    stdio_console: bool = False
+    agent_port: bool = True  # the agent's virtio-serial port (off for a console without agent)
 
 
 def _q(path: str | Path) -> str:
@@ -86,13 +90,15 @@ def build(c: QemuConfig) -> list[str]:
         "-kernel", _q(c.kernel),
         *(["-initrd", _q(c.initrd)] if c.initrd else []),
         "-append", c.cmdline,
-        "-qmp", f"unix:{_q(s / 'qmp.sock')},server=on,wait=off",
-        "-chardev", f"socket,id=console,path={_q(s / 'console.sock')},server=on,wait=off,"
-                    f"logfile={_q(s / 'console.log')},logappend=on",
-        "-serial", "chardev:console",
-        "-device", "virtio-serial-pci,id=vser0" if pci else "virtio-serial-device,id=vser0",
-        "-chardev", f"socket,id=agent,path={_q(s / 'agent.sock')},server=on,wait=off",
-        "-device", f"virtserialport,bus=vser0.0,chardev=agent,name={AGENT_PORT}",
+        *(["-serial", "mon:stdio"] if c.stdio_console else [
+            "-qmp", f"unix:{_q(s / 'qmp.sock')},server=on,wait=off",
+            "-chardev", f"socket,id=console,path={_q(s / 'console.sock')},server=on,wait=off,"
+                        f"logfile={_q(s / 'console.log')},logappend=on",
+            "-serial", "chardev:console"]),
+        *([] if not c.agent_port else [
+            "-device", "virtio-serial-pci,id=vser0" if pci else "virtio-serial-device,id=vser0",
+            "-chardev", f"socket,id=agent,path={_q(s / 'agent.sock')},server=on,wait=off",
+            "-device", f"virtserialport,bus=vser0.0,chardev=agent,name={AGENT_PORT}"]),
     ]
     base = rtc_base(c.initial_time)
     if base is not None:
