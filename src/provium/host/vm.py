@@ -405,8 +405,9 @@ class VM:
         return self._session.run(snap.asnapshot(self, snap.path_arg(path, "vm:snapshot")))
 
     def restore(self, src: Any) -> None:
-        """Resume the guest saved in `src` (a `Snapshot` or a path) in this
-        never-booted VM; it becomes `booted`."""
+        """Resume the guest saved in `src` (a `Snapshot` or a path): a never-booted
+        VM starts as that guest; a booted or paused one is rolled back to it (its
+        older handles then refuse to act).  The VM is `booted` afterwards."""
         from . import snapshot as snap
 
         self._session.run(snap.arestore(self, src))
@@ -503,8 +504,8 @@ class VM:
 
     def _check_generation(self, generation: int, what: str) -> None:
         if generation != self.generation:
-            raise HandleError(f"{what} belongs to vm `{self.name}` from before its reset; the guest lost it "
-                              "(open it again)")
+            raise HandleError(f"{what} belongs to vm `{self.name}` from before its reset or restore; the guest "
+                              "lost it (open it again)")
 
     def _meta(self, kind: str, detail: str) -> ResourceMeta:
         site, test = self._session.creation_site()

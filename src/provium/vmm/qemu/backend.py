@@ -122,6 +122,8 @@ class QemuVmm(Vmm):
         self._scratch_root_base = Path(scratch_root) if scratch_root else Path(tempfile.gettempdir())
         self._root: Path | None = None
         self._instances: set[QemuInstance] = set()
+        # Paused QEMUs waiting for the next restore of a VM (snapshot.prestart).
+        self._standby: dict[tuple[str, str, int], QemuInstance] = {}
         self.accel_notes: list[str] = []
 
     # ---- helpers ---------------------------------------------------------------------
@@ -225,7 +227,11 @@ class QemuVmm(Vmm):
         meta = snapfile.read_meta(snapshot)
         return await snapshot_mod.restore(self, spec, Path(snapshot), meta)
 
+    async def prestart(self, spec: VmSpec, snapshot: Path) -> None:
+        await snapshot_mod.prestart(self, spec, Path(snapshot))
+
     async def close(self) -> None:
+        self._standby.clear()  # they are in _instances too
         for inst in list(self._instances):
             try:
                 await inst.shutdown()
