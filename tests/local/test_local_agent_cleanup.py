@@ -111,3 +111,43 @@ def test_a_stopped_agent_is_not_orphaned_when_its_host_dies(tmp_path, sig):
         if host.poll() is None:
             host.kill()
             host.wait()
+
+
+STOPPED_FILE = """
+local vm = provium:vm("s", "linux"):boot()
+test("stops its agent", function(t)
+  local agent = vm:syscall(39).ret
+  local pids = {agent, vm:run("sleep 1000 >/dev/null 2>&1 & echo $!").stdout:match("%d+")}
+  vm:run("setsid", {"sh", "-c", "sleep 1000 >/dev/null 2>&1 & echo $! > PIDS.d; mv PIDS.d PIDS.s"})
+  local f = io.open("PIDS", "w"); f:write(table.concat(pids, " ")); f:close()
+  local stopper = vm:run_async("sh", {"-c", "sleep 0.3; kill -STOP " .. agent})
+  local t0 = os.time() while os.time() - t0 < 60 do end
+end)
+"""
+
+
+def test_provium_sigterm_with_a_stopped_local_agent_leaves_nothing(tmp_path):
+    (tmp_path / "stop.test.lua").write_text(STOPPED_FILE.replace("PIDS", str(tmp_path / "pids")))
+    env = dict(os.environ, PROVIUM_RERUN_STATE=str(tmp_path / "rr.json"))
+    p = subprocess.Popen([sys.executable, "-m", "provium.cli.main", "--vmm", "local", "--no-progress",
+                          "stop.test.lua"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "pids").exists() or not (tmp_path / "pids.s").exists():
+            assert time.monotonic() < deadline, "the test file never got going"
+            time.sleep(0.05)
+        pids = [int(x) for x in (tmp_path / "pids").read_text().split()]
+        pids.append(int((tmp_path / "pids.s").read_text()))
+        agent = pids[0]
+        deadline = time.monotonic() + 10
+        while open(f"/proc/{agent}/stat").read().rsplit(")", 1)[1].split()[0] != "T":
+            assert time.monotonic() < deadline, "the agent was never stopped"
+            time.sleep(0.05)
+        p.send_signal(signal.SIGTERM)
+        p.wait(30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert all_gone(pids), [q for q in pids if alive(q)]

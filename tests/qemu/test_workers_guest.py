@@ -62,7 +62,7 @@ def test_worker_open_file_checks_the_workers_permissions(vm):
 def test_worker_kill_join_and_streams(vm):
     w = vm.spawn_worker(uid=65534, gid=65534)
     a = w.run_async("sleep 300")
-    w.run_async("sleep 300")  # never waited: the join reaps it
+    _b = w.run_async("sleep 300")  # kept (a dropped Process is reaped), never waited: the join reaps it
     s = w.run_async(["sh", "-c", "echo started; id -u; sleep 300"])
     out = s.stdout_stream()
     assert out.read_until("65534", "20s").endswith(b"65534")
