@@ -106,6 +106,17 @@ def test_damaged_files_fail_fast_and_leak_nothing(session, saved, tmp_path):
     assert len(qemu_processes()) == before
 
 
+def test_rollback_in_place(vm, saved):
+    snap, proc = saved
+    vm.write_file("/tmp/after", b"later")
+    later = vm.run_async("sleep 300")
+    vm.restore(snap)
+    assert vm.state == "booted" and not vm.run("test -e /tmp/after").ok()
+    assert vm.read_file("/tmp/kept") == b"before the snapshot"
+    with pytest.raises(Exception, match="from before its reset"):
+        later.status()
+
+
 def test_ram_file_removed_at_shutdown(session):
     v = VM(session, "short", "linux", {"memory": 128 << 20})
     v.boot()
@@ -141,3 +152,73 @@ end)
     assert out.chunk_error is None, out.chunk_error
     assert [(t.name, t.status, t.message) for t in out.tests] == [
         ("changes things", "passed", None), ("sees the baseline", "passed", None)]
+
+
+RUNNER = """
+import json, sys
+from provium.runner.file_runner import run_file
+from provium.runner.settings import RunSettings
+events = []
+out = run_file(sys.argv[1], RunSettings(vmm="qemu", config_path=sys.argv[2]), events.append)
+kinds = [e.KIND for e in events if e.KIND.startswith("fixture_")]
+print(json.dumps({"kinds": kinds, "tests": [(t.name, t.status, t.message) for t in out.tests]}))
+"""
+
+
+def test_fixture_built_once_by_two_files_then_hit(tmp_path):
+    """Two runner processes started together on one cold fixture: one builds, one waits;
+    a later run restores from the cache."""
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "provium.toml").write_text(f'[provium]\ncache_dir = "{tmp_path / "cache"}"\n')
+    (tmp_path / "fixtures").mkdir()
+    (tmp_path / "fixtures" / "base.fixture.lua").write_text(
+        'local vm = provium:vm("base", "linux", {memory = "256M"}):boot()\n'
+        'vm:write_file("/tmp/prepared", "yes")\nreturn vm:snapshot()\n')
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.test.lua").write_text(
+            'test("t", function(t)\n  local vm = provium:vm_fixture("fixtures/base")\n'
+            '  t:assert_eq(vm:read_file("/tmp/prepared"), "yes")\nend)\n')
+
+    def run(*names):
+        procs = [subprocess.Popen([sys.executable, "-c", RUNNER, str(tmp_path / f"{n}.test.lua"),
+                                   str(tmp_path / "provium.toml")], cwd=str(tmp_path),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for n in names]
+        return [json.loads(p.communicate(timeout=300)[0].decode().strip().splitlines()[-1]) for p in procs]
+
+    first = run("a", "b")
+    assert all(r["tests"] == [["t", "passed", None]] for r in first), first
+    kinds = [k for r in first for k in r["kinds"]]
+    assert kinds.count("fixture_build_started") == 1 and kinds.count("fixture_build_waiting") == 1
+    assert kinds.count("fixture_build_done") == 2 and kinds.count("fixture_cache_hit") == 2
+    second = run("a")
+    assert second[0]["kinds"] == ["fixture_cache_hit"] and second[0]["tests"] == [["t", "passed", None]]
+
+
+def test_ram_files_of_a_killed_owner_are_swept(tmp_path):
+    """SIGKILL the process that owns a VM: QEMU dies with it, its RAM directory stays on
+    /dev/shm until the next provium process starts a VM backend's RAM directory."""
+    import signal
+    import subprocess
+    import sys
+
+    owner = subprocess.Popen([sys.executable, "-c", """
+import sys, time
+from provium import vmm
+from provium.config import load
+from provium.host import Session, VM
+s = Session(vmm.create("qemu"), load(None))
+vm = VM(s, "doomed", "linux", {"memory": 128 << 20}).boot()
+print(vm.instance.ram_file, flush=True)
+time.sleep(600)
+"""], stdout=subprocess.PIPE)
+    ram = owner.stdout.readline().decode().strip()
+    assert ram and os.path.exists(ram)
+    owner.send_signal(signal.SIGKILL)
+    owner.wait()
+    assert os.path.exists(ram)  # left behind by the kill ...
+    subprocess.run([sys.executable, "-c", "from provium.vmm.qemu import ram; ram.ram_dir(1 << 20).rmdir()"],
+                   check=True)
+    assert not os.path.exists(os.path.dirname(ram))  # ... and swept by the next process

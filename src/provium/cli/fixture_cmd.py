@@ -40,7 +40,6 @@ def _build(flags, cfg, name: str, rebuild: bool) -> None:
     except FixtureNotFound as exc:
         raise UserError(str(exc)) from None
     store = _store(cfg)
-    kind = "lab" if store.has(key, "lab") else "vm"
     if rebuild:
         store.remove(key)
         click.echo(f"  evicted cache entry for `{name}`; rebuilding…")
@@ -51,14 +50,10 @@ def _build(flags, cfg, name: str, rebuild: bool) -> None:
     settings = settings_for(flags, cfg)
     with Session(make_vmm(settings), cfg) as session:
         fx = Fixtures(session, cfg, file_path=str(path))
-        for kind in ("vm", "lab"):
-            try:
-                fx.ensure_built(name, kind)
-            except FixtureError as exc:
-                if kind == "vm" and "returned a lab snapshot" in str(exc):
-                    continue  # a lab fixture: build it as one
-                raise UserError(str(exc)) from None
-            break
+        try:
+            _, kind, _ = fx.ensure_built(name, None)
+        except FixtureError as exc:
+            raise UserError(str(exc)) from None
     word = "rebuilt" if rebuild else "built"
     if kind == "vm":
         click.echo(f"  {word}: {store.snap(key)}")

@@ -279,7 +279,7 @@ def restore_in_place(lab: Lab, src: Any) -> None:
              for e in doc["vms"] if e["vm_name"] in current]
 
     async def all_of() -> list[Any]:
-        return await asyncio.gather(*(snap_mod.arestore(vm, p, in_place=True) for vm, p in pairs),
+        return await asyncio.gather(*(snap_mod.arestore(vm, p, reset=True) for vm, p in pairs),
                                     return_exceptions=True)
 
     results = lab.session.run(all_of())
@@ -289,6 +289,24 @@ def restore_in_place(lab: Lab, src: Any) -> None:
     for part in _PARTS:
         if part.key in doc:
             part.after_vms(lab, doc[part.key], d, {p: current[p] for p in current})
+
+
+def prestart_in_place(lab: Lab, src: Any) -> None:
+    """Hint the VMM that `restore_in_place(lab, src)` comes next (it may start the
+    restoring VMMs ahead, in the background).  Never raises."""
+    try:
+        d, doc = read_lab_json(src)
+    except LabSnapshotError:
+        return
+    current = dict(lab.all_vms())
+    for e in doc["vms"]:
+        vm = current.get(e["vm_name"])
+        if vm is None:
+            continue
+        try:
+            lab.session.spawn(lab.session.vmm.prestart(vm.boot_spec(), _snap_path(d, e["snapshot_path"])))
+        except Exception:  # noqa: BLE001, S110 - a hint only
+            pass
 
 
 def _snap_path(d: Path, p: str) -> Path:

@@ -161,18 +161,22 @@ def source_path(src: Any, method: str = "vm:restore") -> Path:
     raise ArgumentError(f"{method}: expected snapshot|string, got {type_name(src)}")
 
 
-async def arestore(vm: VM, src: Any, *, in_place: bool = False,
+async def arestore(vm: VM, src: Any, *, reset: bool = False,
                    spec_hook: Callable[[VmSpec], VmSpec] | None = None) -> None:
     """Resume the guest saved in `src` (Snapshot or path) as `vm`.
 
-    Normally `vm` must be `created` (never booted).  `in_place=True` replaces a
-    booted or paused VM's guest with the snapshot (reset_between_tests): its
-    handles taken before the snapshot stay valid, since the agent's state is the
-    one they were made in."""
+    A `created` (never booted) VM starts as the saved guest.  A `booted` or
+    `paused` VM is rolled back in place: its guest is replaced by the saved one,
+    and its handles (files, processes, workers) from before refuse to act, since
+    they may not exist in the saved guest.  `reset=True` (reset_between_tests)
+    also takes a `shutdown` or `dead` VM back, and keeps its handles valid: the
+    baseline was taken with none open and test-scope ones are closed first, so
+    what is left was made in exactly the state being restored."""
     path = source_path(src)
-    allowed = ("booted", "paused", "shutdown", "dead") if in_place else ("created",)
+    allowed = ("booted", "paused", "shutdown", "dead") if reset else ("created", "booted", "paused")
     if vm.state not in allowed:
         raise WrongState(vm.name, vm.state, "restore")
+    in_place = vm.state != "created"
     meta = snapfile.read_meta(path)
     session = vm.session
     if meta.backend != session.vmm.name:
@@ -206,7 +210,7 @@ async def arestore(vm: VM, src: Any, *, in_place: bool = False,
         if old is not None:
             vm._mark_dead()
         raise SnapshotError(f"vm:restore failed for `{vm.name}`: {exc}") from None
-    vm._adopt(inst, spec, started, keep_handles=in_place and meta.ram_mode != "none")
+    vm._adopt(inst, spec, started, keep_handles=reset and meta.ram_mode != "none")
 
 
 def copy_snapshot(src: Path, dst: Path) -> None:

@@ -41,15 +41,18 @@ def take_baseline(state: Any) -> LabSnapshot:
         lines.append("  Either move the stream into a test() block, or set reset_between_tests = false.")
         raise BaselineError("\n".join(lines))
     try:
-        return labsnap.snapshot(state.root)
-    except Exception as exc:
+        baseline = labsnap.snapshot(state.root)
+    except Exception as exc:  # any failure is this file's chunk error
         raise BaselineError(f"reset_between_tests baseline snapshot failed: {exc}") from exc
+    labsnap.prestart_in_place(state.root, baseline)
+    return baseline
 
 
 def restore_baseline(state: Any, baseline: LabSnapshot) -> None:
     """Put the root lab back; a failure is reported on stderr and the run goes on."""
     try:
         labsnap.restore_in_place(state.root, baseline)
+        labsnap.prestart_in_place(state.root, baseline)
     except Exception as exc:  # noqa: BLE001 - the next test will see what is left
         print(f"provium: reset_between_tests restore failed in `{state.path}`: {exc}", file=sys.stderr)
 

@@ -175,5 +175,9 @@ class Vmm(abc.ABC):
         A bad file raises `snapfile.SnapshotFileError` naming it."""
         raise Unimplemented(self.name, "restore")
 
+    async def prestart(self, spec: VmSpec, snapshot: Path) -> None:
+        """Optionally get ready for a coming `restore(spec, snapshot)` (a hint: the
+        default does nothing).  reset_between_tests calls it after each reset."""
+
     async def close(self) -> None:
         """Release backend-wide resources (scratch dirs, servers)."""

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ... import image
+from ... import artifacts, image
 from ...config import VALID_ACCEL
 from ...protocol.mux import ClientError, ConnectionLost, MuxClient
 from .. import snapfile
@@ -122,6 +122,8 @@ class QemuVmm(Vmm):
         self._scratch_root_base = Path(scratch_root) if scratch_root else Path(tempfile.gettempdir())
         self._root: Path | None = None
         self._instances: set[QemuInstance] = set()
+        # Paused QEMUs waiting for the next restore of a VM (snapshot.prestart).
+        self._standby: dict[tuple[str, str, int], QemuInstance] = {}
         self.accel_notes: list[str] = []
 
     # ---- helpers ---------------------------------------------------------------------
@@ -225,7 +227,11 @@ class QemuVmm(Vmm):
         meta = snapfile.read_meta(snapshot)
         return await snapshot_mod.restore(self, spec, Path(snapshot), meta)
 
+    async def prestart(self, spec: VmSpec, snapshot: Path) -> None:
+        await snapshot_mod.prestart(self, spec, Path(snapshot))
+
     async def close(self) -> None:
+        self._standby.clear()  # they are in _instances too
         for inst in list(self._instances):
             try:
                 await inst.shutdown()
@@ -255,7 +261,7 @@ class QemuInstance(VmInstance):
         self.console_log: Path = scratch / "console.log"
         self.console_socket = scratch / "console.sock"
         self.agent_socket = scratch / "agent.sock"
-        self.qmp = Qmp(f"provium-{spec.name}")
+        self.qmp = Qmp(f"provium-{spec.name}-{cid}", log_path=scratch / "qmp.log")
         self.client = None  # type: ignore[assignment]
         self.boot_seconds = 0.0
         # Set by launch/restore: what a snapshot records and a restore needs.
@@ -453,6 +459,7 @@ class QemuInstance(VmInstance):
             await self.client.close()
         await self.qmp.close()
         await process.kill(self.proc)
+        artifacts.keep_vm_evidence(self.scratch, f"{self.spec.name}-vm{self.cid}")
         shutil.rmtree(self.scratch, ignore_errors=True)
         ram_mod.remove(self.ram_file)
 
@@ -483,6 +490,7 @@ class QemuInstance(VmInstance):
         await self.qmp.close()
         if await process.wait_exit(self.proc, QUIT_GRACE) is None:
             await process.kill(self.proc)
+        artifacts.keep_vm_evidence(self.scratch, f"{self.spec.name}-vm{self.cid}")
         shutil.rmtree(self.scratch, ignore_errors=True)
         ram_mod.remove(self.ram_file)
         self.vmm._instances.discard(self)

@@ -189,8 +189,8 @@ def _append_file(src: Path, dst_fd: int, offset: int) -> int:
             n += len(buf)
 
 
-async def restore(vmm: QemuVmm, spec: VmSpec, path: Path, meta: snapfile.SnapshotMeta) -> QemuInstance:
-    """Start a QEMU that resumes the guest saved in `path`; returns once its agent answered."""
+async def _start_incoming(vmm: QemuVmm, spec: VmSpec, path: Path, meta: snapfile.SnapshotMeta) -> QemuInstance:
+    """A QEMU waiting for `path`'s state (`-incoming defer`), QMP connected, capabilities set."""
     from .backend import QemuInstance, _cids
 
     if meta.backend != "qemu":
@@ -222,7 +222,6 @@ async def restore(vmm: QemuVmm, spec: VmSpec, path: Path, meta: snapfile.Snapsho
     scratch.mkdir(mode=0o700)
     (scratch / "qemu.argv").write_text(shlex.join(argv) + "\n")
     timeout = spec.agent_boot_timeout or spec.profile.agent_boot_timeout or vmm.boot_timeout or 30.0
-    started = time.monotonic()
     proc = process.spawn(argv, stderr_path=scratch / "qemu.stderr", cwd=scratch)
     inst = QemuInstance(vmm, spec, cid, proc, scratch, meta.accel, timeout)
     inst.machine, inst.kernel, inst.cmdline = meta.machine, kernel, meta.cmdline
@@ -230,10 +229,59 @@ async def restore(vmm: QemuVmm, spec: VmSpec, path: Path, meta: snapfile.Snapsho
     inst.hotplug = HotplugSlots(meta.machine, cfg.hotplug_ports)
     inst.record_boot_disks(cfg.disks)
     try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
         await inst._qmp_connect(min(5.0, timeout))
         await _set_ignore_shared(inst, file_mode)
+    except BaseException as exc:
+        detail = inst._failure_text(exc, timeout)
+        await inst._kill()
+        if isinstance(exc, (ProviumError, OSError, asyncio.TimeoutError, QmpError)):
+            raise VmmError(f"restore from `{path}` failed: {detail}") from None
+        raise
+    return inst
+
+
+def _standby_key(spec: VmSpec, path: Path) -> tuple[str, str, int]:
+    st = os.stat(path)
+    return (spec.name, str(Path(path).resolve()), st.st_mtime_ns)
+
+
+async def prestart(vmm: QemuVmm, spec: VmSpec, path: Path) -> None:
+    """Start, ahead of time, the QEMU the next restore of `spec`'s VM from `path` will use.
+
+    reset_between_tests restores the same baseline after every test; QEMU's own
+    start-up (process, machine, QMP) is then paid while the test runs instead of
+    during the reset.  A standby is used once, replaced by the next prestart, and
+    killed with the backend."""
+    key = _standby_key(spec, path)
+    old = vmm._standby.pop(key, None)
+    if old is not None:
+        await old.discard()
+    meta = snapfile.read_meta(path)
+    inst = await _start_incoming(vmm, spec, path, meta)
+    vmm._instances.add(inst)
+    vmm._standby[key] = inst
+
+
+async def restore(vmm: QemuVmm, spec: VmSpec, path: Path, meta: snapfile.SnapshotMeta) -> QemuInstance:
+    """Start a QEMU that resumes the guest saved in `path`; returns once its agent answered."""
+    started = time.monotonic()
+    inst = None
+    try:
+        inst = vmm._standby.pop(_standby_key(spec, path), None)
+    except OSError:
+        inst = None
+    if inst is not None and (inst.proc.poll() is not None or inst._closed):
+        await inst.discard()
+        inst = None
+    if inst is None:
+        inst = await _start_incoming(vmm, spec, path, meta)
+    else:
+        vmm._instances.discard(inst)
+        inst.spec = spec
+    timeout = inst.boot_timeout
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         src = (f"exec:dd if={shlex.quote(str(Path(path).resolve()))} bs=1M iflag=skip_bytes,count_bytes "
                f"skip={meta.state_offset} count={meta.state_length} status=none")
         await inst.qmp.execute("migrate-incoming", {"uri": src})
