@@ -457,3 +457,27 @@ test("later", function(t) end)
     assert tests["later"]["status"] == "skipped" and tests["later"]["message"].startswith("not run:")
     assert r.returncode == 1
 
+
+
+def test_killed_runners_leave_no_qemu_scratch_dir(tmp_path):
+    """After Ctrl-C or SIGTERM the dispatcher kills its runners, which cannot clean
+    up: it removes their `provium-qemu-<runner pid>` scratch dirs itself."""
+    write(tmp_path / "spin.test.lua", f"""
+local f = io.open("/proc/self/stat"); local pid = f:read("a"):match("^(%d+)"); f:close()
+os.execute("mkdir -p {tmp_path}/provium-qemu-" .. pid .. "/vm-1 && touch {tmp_path}/provium-qemu-" .. pid .. "/vm-1/console.log")
+test("spin", function(t) while true do end end)
+""")
+    env = dict(os.environ, TMPDIR=str(tmp_path), PROVIUM_RERUN_STATE=str(tmp_path / ".rerun.json"))
+    p = subprocess.Popen([sys.executable, "-m", "provium.cli.main", *LOCAL, "spin.test.lua"], cwd=tmp_path, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not list(tmp_path.glob("provium-qemu-*/vm-1/console.log")):
+            assert time.monotonic() < deadline, "the runner never started"
+            time.sleep(0.05)
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert list(tmp_path.glob("provium-qemu-*")) == []
