@@ -481,3 +481,25 @@ test("spin", function(t) while true do end end)
         if p.poll() is None:
             p.kill()
     assert list(tmp_path.glob("provium-qemu-*")) == []
+
+
+def test_list_reports_chunk_errors_and_has_the_file_timeout(tmp_path):
+    write(tmp_path / "ok.test.lua", 'test("fine", function(t) end)\n')
+    write(tmp_path / "broken.test.lua", 'error("top level broke")\ntest("never", function(t) end)\n')
+    r = provium("list", ".", cwd=tmp_path)
+    assert r.returncode == 1, text(r)
+    assert "top level broke" in text(r) and "fine" in text(r)
+    write(tmp_path / "broken.test.lua", 'while true do end\n')
+    t0 = time.monotonic()
+    r = provium("--timeout", "1", "list", ".", cwd=tmp_path, timeout=60)
+    assert time.monotonic() - t0 < 20
+    assert r.returncode == 1 and "file timeout exceeded (1s) while listing" in text(r), text(r)
+
+
+def test_list_takes_run_flags_after_the_subcommand(tmp_path):
+    write(tmp_path / "net" / "dns.test.lua", 'test("resolves", function(t) end)\n')
+    write(tmp_path / "fs" / "io.test.lua", 'test("reads", function(t) end)\n')
+    for args in (["list", "--filter", "net", "."], ["list", ".", "--filter=net"], ["--filter", "net", "list", "."]):
+        r = provium(*args, cwd=tmp_path)
+        assert r.returncode == 0, (args, text(r))
+        assert "dns.test.lua" in text(r) and "io.test.lua" not in text(r), (args, text(r))
