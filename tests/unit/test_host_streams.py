@@ -66,7 +66,7 @@ def test_timeout_keeps_data_and_names_pattern():
     with pytest.raises(StreamTimeout) as ei:
         s.read_until("never", 0.1)
     assert time.monotonic() - t0 >= 0.09
-    assert str(ei.value) == "read_until timed out waiting for `never`"
+    assert str(ei.value) == "read_until timed out waiting for `never` (7 bytes arrived; 'partial')"
     with pytest.raises(StreamTimeout, match="expect timed out waiting for `x`"):
         s.expect("x", 0.01)
     assert s.next(0.01) == b"partial"  # nothing was dropped
@@ -139,3 +139,12 @@ def test_subclass_messages_and_defaults():
     c = Console()
     with pytest.raises(StreamTimeout, match="console:expect timed out waiting for login"):
         c.expect("login")
+
+
+def test_timeout_message_shows_what_arrived_or_that_nothing_did():
+    with pytest.raises(StreamTimeout, match=r"waiting for `x` \(nothing arrived\)$"):
+        Scripted([]).read_until("x", 0.01)
+    long = Scripted([b"a" * 300 + b"END"])
+    with pytest.raises(StreamTimeout) as ei:
+        long.read_until("never", 0.05)
+    assert str(ei.value).endswith(f"(303 bytes arrived; last '{'a' * 197}END')")

@@ -6,6 +6,7 @@ that names the flag and says what would be valid.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import click
@@ -100,6 +101,13 @@ COMMON_OPTIONS = [
     click.Option(["-q", "--quiet"], is_flag=True, help="Only failing files and the summary."),
     click.Option(["--no-progress"], is_flag=True, help="No progress bar."),
     click.Option(["--no-preflight"], is_flag=True, help="Skip the host prerequisite checks."),
+    click.Option(["--log-level"], type=click.Choice(["debug", "info", "warning", "error"]), default=None,
+                 help="Print provium's log at this level to stderr (also $PROVIUM_LOG; runner logs go "
+                      "to their output, shown with -v)."),
+    click.Option(["--keep-artifacts"], type=click.Choice(["on-failure", "always", "never"]), default="on-failure",
+                 show_default=True,
+                 help="Keep each file's VM evidence (console log, QMP log, QEMU argv) under one run "
+                      "artifacts directory, whose path is printed."),
     click.Option(["--no-ksm"], is_flag=True, help="Accepted for compatibility; provium does not tune KSM."),
     click.Option(["--no-build"], is_flag=True, help="Skip the profiles' build commands."),
     click.Option(["--vmm"], type=click.Choice(["qemu", "local"]), default="qemu", show_default=True,
@@ -146,6 +154,8 @@ class Flags:
     quiet: bool = False
     no_progress: bool = False
     no_preflight: bool = False
+    log_level: str | None = None
+    keep_artifacts: str = "on-failure"
     no_ksm: bool = False
     no_build: bool = False
     vmm: str = "qemu"
@@ -170,6 +180,11 @@ def flags_from(params: dict) -> Flags:
     known = Flags.__dataclass_fields__
     f = Flags(**{k: v for k, v in params.items() if k in known})
     f.paths = list(params.get("paths") or [])
+    if f.log_level:
+        from provium import log
+
+        os.environ[log.ENV] = f.log_level  # runner subprocesses inherit it
+        log.configure(f.log_level)
     return f
 
 

@@ -20,6 +20,7 @@ from typing import TextIO
 
 from rich.console import Console
 
+from provium import artifacts
 from provium import config as configmod
 from provium import runfiles
 from provium.errors import ConfigError, ProviumError
@@ -144,6 +145,7 @@ class Run:
         self.cfg = cfg
         self.roots = default_roots(flags, cfg)
         self.streams = Streams.for_flags(flags)
+        self.artifacts: artifacts.RunArtifacts | None = None
         self.console = Console(file=self.streams.human, highlight=False, soft_wrap=True)
         self.err_console = Console(file=sys.stderr, highlight=False, soft_wrap=True)
         self.socket_sink: UnixSocketSink | None = None
@@ -263,8 +265,12 @@ class Run:
         try:
             sink = self.sinks(truncate=truncate_events, coverage_file=coverage_file)
             work_dir = runfiles.make_run_dir()  # sweeps those of killed runs first
+            self.artifacts = artifacts.RunArtifacts(f.keep_artifacts)
             try:
                 results = self.dispatch(selected, sink, work_dir)
+            except BaseException:
+                self.artifacts.discard()
+                raise
             finally:
                 for s in sink.sinks:
                     if s is not self.socket_sink:
@@ -273,6 +279,7 @@ class Run:
             elapsed = time.monotonic() - started
 
             self.report(results, elapsed)
+            self.artifacts.finish(results)
             try:
                 rerun.update(results)
             except OSError as exc:
@@ -302,6 +309,7 @@ class Run:
         pool = self.pool
         env = dict(os.environ)
         env["PROVIUM_TEST_FILTER"] = test_filter_env(f)
+        env.update(self.artifacts.env() if self.artifacts is not None else {})
         opts = DispatchOptions(
             settings_json=settings_for(f, self.cfg).to_json(), work_dir=work_dir, pool=pool,
             file_timeout=f.file_timeout or None, fail_fast=f.fail_fast, env=env,

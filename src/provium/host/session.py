@@ -60,6 +60,9 @@ class Session:
         self._interrupt_reason: str | None = None
         self._closed = False
         self._loop = asyncio.new_event_loop()
+        # Fire-and-forget work on the loop (closing a dropped stream, reaping a
+        # dropped process): owned here, cancelled and awaited when the loop stops.
+        self._background: set[asyncio.Task] = set()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="provium-session", daemon=True)
         self._thread.start()
@@ -132,6 +135,12 @@ class Session:
             coro.close()
             raise SessionError("session is closed; create a new Session")
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def background(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """On the loop thread: run `coro` as a task this session owns (never awaited by the caller)."""
+        task = self._loop.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Fire-and-forget `fn(*args)` on the loop (ignored once the loop is gone).

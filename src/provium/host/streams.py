@@ -37,6 +37,18 @@ def _show(pat: bytes) -> str:
     return pat.decode("utf-8", "replace")
 
 
+SEEN_TAIL = 200  # bytes of what did arrive that a timeout message quotes
+
+
+def _seen(acc: bytes | bytearray) -> str:
+    """What arrived while we waited, for a timeout message (the test author's first question)."""
+    if not acc:
+        return " (nothing arrived)"
+    tail = bytes(acc[-SEEN_TAIL:]).decode("utf-8", "replace")
+    more = "last " if len(acc) > SEEN_TAIL else ""
+    return f" ({len(acc)} bytes arrived; {more}{tail!r})"
+
+
 class Stream:
     """Base class: `next`, `read_until`, `expect`, `drain`, `close`, `eof`.
 
@@ -171,7 +183,7 @@ class Stream:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self._pending = acc  # nothing read is ever dropped
-                raise StreamTimeout(self.MSG_TIMEOUT.format(op=op, pat=_show(pat)))
+                raise StreamTimeout(self.MSG_TIMEOUT.format(op=op, pat=_show(pat)) + _seen(acc))
             if self._at_eof:
                 self._pending = acc
                 raise StreamEof(self.MSG_EOF)
@@ -233,10 +245,5 @@ class Tail(Stream):
 def _release(vm: "VM", token: int, mux: MuxStream) -> None:
     vm._registry.remove_stream(token)
     if not mux.closed:
-        vm._session.call_soon(_close_mux, mux)
-
-
-def _close_mux(mux: MuxStream) -> None:
-    import asyncio
-
-    asyncio.ensure_future(mux.close())
+        session = vm._session
+        session.call_soon(lambda: session.background(mux.close()))

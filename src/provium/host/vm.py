@@ -37,6 +37,7 @@ from ..protocol.messages import (
     WriteFileArgs,
 )
 from ..errors import requires
+from ..log import timed, vm_logger
 from ..protocol.mux import ClientError
 from ..protocol.types import OpResult, TailStart, WriteFileMode
 from ..vmm.base import Unimplemented, VmInstance, VmSpec
@@ -109,6 +110,8 @@ class VM:
         self._boot_ns = 0
         self._spec: VmSpec | None = None
         self._registry = Registry()
+        self.log = vm_logger(name)
+        self._console_hub: Any = None  # host/console.py's connection, made on first use
         self.shutdown_cause: str | None = None  # set when provium itself shut the VM down
         # Bumped whenever the guest's agent state is lost while the VM lives on
         # (reset): handles from before refuse to act instead of hitting a new
@@ -213,7 +216,8 @@ class VM:
                 raise VmmFailure(f"vm `{self.name}`: boot failed: {exc}") from exc
             spec.nics = net.prepare_boot(self)
             try:
-                inst = await self._charged_launch(spec)
+                with timed(self.log, f"boot (profile {self.profile})"):
+                    inst = await self._charged_launch(spec)
             except BaseException:
                 net.after_shutdown(self)
                 raise
@@ -282,7 +286,8 @@ class VM:
         error = None
         await console_mod.aclose_hub(self)
         try:
-            await inst.shutdown()
+            with timed(self.log, "shutdown"):
+                await inst.shutdown()
         except Exception as exc:
             error = VmmFailure(f"vm `{self.name}`: shutdown: {vmm_text(exc)}")
             error.__cause__ = exc
@@ -306,7 +311,8 @@ class VM:
 
     @requires(VmState.BOOTED, action="pause")
     async def apause(self) -> None:
-        await self._control("pause", self._live.pause())
+        with timed(self.log, "pause"):
+            await self._control("pause", self._live.pause())
         self._state = VmState.PAUSED
 
     def resume(self) -> None:
@@ -314,7 +320,8 @@ class VM:
 
     @requires(VmState.PAUSED, action="resume")
     async def aresume(self) -> None:
-        await self._control("resume", self._live.resume())
+        with timed(self.log, "resume"):
+            await self._control("resume", self._live.resume())
         self._state = VmState.BOOTED
 
     def reset(self) -> None:
@@ -324,7 +331,8 @@ class VM:
 
     @requires(VmState.BOOTED, action="reset")
     async def areset(self) -> None:
-        await self._control("reset", self._live.reset())
+        with timed(self.log, "reset"):
+            await self._control("reset", self._live.reset())
         self._forget_handles()
 
     def wakeup(self) -> None:
@@ -332,7 +340,8 @@ class VM:
 
     @requires(VmState.BOOTED, action="wakeup")
     async def awakeup(self) -> None:
-        await self._control("wakeup", self._live.wakeup())
+        with timed(self.log, "wakeup"):
+            await self._control("wakeup", self._live.wakeup())
 
     def power_button(self, timeout: Any = None) -> None:
         """ACPI power button: waits (default 60 s) for the guest to power off, then
@@ -431,9 +440,13 @@ class VM:
     # ---- the agent channel -------------------------------------------------------
 
     async def _acall(self, op: Any, timeout: float | None = None) -> Any:
+        started = time.monotonic()
         try:
-            return await self._live.client.call(op, timeout)
+            reply = await self._live.client.call(op, timeout)
+            self.log.debug("%s (%.1f ms)", op.KIND, (time.monotonic() - started) * 1000)
+            return reply
         except ClientError as exc:
+            self.log.debug("%s failed after %.1f ms: %s", op.KIND, (time.monotonic() - started) * 1000, exc)
             raise client_error(exc, self._died) from exc
         except asyncio.TimeoutError:
             raise AgentCommError(f"agent: no answer to `{op.KIND}` within {timeout:g}s") from None
@@ -483,7 +496,7 @@ class VM:
             except Exception:
                 pass
 
-        asyncio.ensure_future(reap())
+        self._session.background(reap())
 
     def _forget_handles(self) -> None:
         self._registry.clear()

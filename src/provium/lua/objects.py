@@ -19,7 +19,7 @@ from .args import Args
 from .binding import Binding, Multi, method
 from .disk import DiskBinding
 from .convert import is_table, key_text, lua_type, text, to_py
-from .errors import LuaApiError, NotYetImplemented
+from .errors import LuaApiError
 
 if TYPE_CHECKING:
     from .state import FileState

@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("file", help="the *.test.lua file")
     args = ap.parse_args(argv)
 
+    from .. import artifacts, log
     from ..events.sinks import FdSink, NullSink
     from .file_runner import run_file
     from .settings import RunSettings, SettingsError
@@ -90,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"provium runner: cannot read settings `{args.settings}`: {exc}", file=sys.stderr)
         return 2
 
+    artifacts.enter_file(args.file)  # where this file's VMs leave their evidence
+    try:
+        log.configure()  # $PROVIUM_LOG, set by `provium --log-level`
+    except Exception as exc:  # noqa: BLE001 - a bad level must not stop the file
+        print(f"provium runner: {exc}", file=sys.stderr)
     sink = FdSink(args.events_fd, close_fd=True) if args.events_fd is not None else NullSink()
     written = threading.Lock()
     done = {"flag": False}

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ... import image
+from ... import artifacts, image
 from ...config import VALID_ACCEL
 from ...protocol.mux import ClientError, ConnectionLost, MuxClient
 from .. import snapfile
@@ -261,7 +261,7 @@ class QemuInstance(VmInstance):
         self.console_log: Path = scratch / "console.log"
         self.console_socket = scratch / "console.sock"
         self.agent_socket = scratch / "agent.sock"
-        self.qmp = Qmp(f"provium-{spec.name}")
+        self.qmp = Qmp(f"provium-{spec.name}-{cid}", log_path=scratch / "qmp.log")
         self.client = None  # type: ignore[assignment]
         self.boot_seconds = 0.0
         # Set by launch/restore: what a snapshot records and a restore needs.
@@ -459,6 +459,7 @@ class QemuInstance(VmInstance):
             await self.client.close()
         await self.qmp.close()
         await process.kill(self.proc)
+        artifacts.keep_vm_evidence(self.scratch, f"{self.spec.name}-vm{self.cid}")
         shutil.rmtree(self.scratch, ignore_errors=True)
         ram_mod.remove(self.ram_file)
 
@@ -489,6 +490,7 @@ class QemuInstance(VmInstance):
         await self.qmp.close()
         if await process.wait_exit(self.proc, QUIT_GRACE) is None:
             await process.kill(self.proc)
+        artifacts.keep_vm_evidence(self.scratch, f"{self.spec.name}-vm{self.cid}")
         shutil.rmtree(self.scratch, ignore_errors=True)
         ram_mod.remove(self.ram_file)
         self.vmm._instances.discard(self)

@@ -4,6 +4,12 @@ Every event QEMU sends is appended to one log.  A caller that is about to
 trigger something takes `mark()` first and then `wait_event(names, mark)`
 looks only at events after it, so an old RESET or SHUTDOWN can never satisfy
 a new wait.
+
+The library logs to `qemu.qmp.protocol.<name>`; each VM's records go to its
+own `qmp.log` (kept with the VM's evidence when a file fails) instead of the
+terminal, where every VM's normal end (QEMU closing QMP as it quits) would
+show up as an error.  Only this VM's child logger is redirected: the library's
+logging stays as its user configured it.
 """
 
 from __future__ import annotations
@@ -19,9 +25,6 @@ from ..base import VmmError
 
 COMMAND_TIMEOUT = 30.0
 
-# The library logs every dropped connection (QEMU closes QMP when it quits, which is
-# how every VM ends); we report what matters ourselves.
-logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 
 
 class QmpError(VmmError):
@@ -40,8 +43,16 @@ class _Log(EventListener):
 
 
 class Qmp:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, log_path: Path | None = None) -> None:
         self._client = QMPClient(name)
+        self._handler: logging.Handler | None = None
+        if log_path is not None:
+            logger = logging.getLogger("qemu.qmp.protocol").getChild(name)
+            self._handler = logging.FileHandler(log_path, delay=True)
+            self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s: %(message)s"))
+            logger.addHandler(self._handler)
+            logger.setLevel(logging.DEBUG)
+            logger.propagate = False
         self._log = _Log()
         self._client.register_listener(self._log)
         self.name = name
@@ -107,3 +118,7 @@ class Qmp:
             await asyncio.wait_for(self._client.disconnect(), 2.0)
         except Exception:
             pass
+        if self._handler is not None:
+            logging.getLogger("qemu.qmp.protocol").getChild(self.name).removeHandler(self._handler)
+            self._handler.close()
+            self._handler = None
