@@ -130,6 +130,8 @@ async def after_boot(vm: VM) -> None:
     nets = nets_of(vm)
     for br in nets.ordered():
         att = nets.live.get(id(br))
+        if att is not None and not br.is_plugged(vm.name):
+            await vm.instance.set_link(att.nic_id, False)  # still unplugged: no carrier either
         if att is not None and att.address is not None:
             await _configure(vm, att, br)
     for br in nets.ordered():
