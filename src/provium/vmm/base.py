@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import VmmError
+from ..fsutil import read_tail
 from ..protocol.mux import MuxClient
 
 if TYPE_CHECKING:  # config imports DiskSpec from here: only a type reference back
@@ -144,14 +145,7 @@ class VmInstance(abc.ABC):
         """Last n bytes of the console, b"" when the backend has no console."""
         if self.console_log is None:
             return b""
-        try:
-            with open(self.console_log, "rb") as f:
-                f.seek(0, 2)
-                size = f.tell()
-                f.seek(max(0, size - n))
-                return f.read()
-        except OSError:
-            return b""
+        return read_tail(self.console_log, n)
 
     async def discard(self) -> None:
         """Stop the VM as fast as possible, its guest state being thrown away (a

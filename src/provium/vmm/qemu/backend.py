@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ... import artifacts, image
 from ...config import VALID_ACCEL
+from ...fsutil import read_tail
 from ...protocol.mux import ClientError, ConnectionLost, MuxClient
 from .. import snapfile
 from ..base import DiskSpec, NicSpec, VmInstance, Vmm, VmmError, VmSpec
@@ -50,13 +51,7 @@ def console_block(tail: bytes) -> str:
 
 
 def _tail(path: Path, n: int) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - n))
-            return f.read()
-    except OSError:
-        return b""
+    return read_tail(path, n)
 
 
 def host_tsc_khz() -> int | None:
