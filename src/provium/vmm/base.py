@@ -129,6 +129,10 @@ class VmInstance(abc.ABC):
         """Carrier of one NIC (the guest sees link down/up)."""
         raise Unimplemented(self.backend, "set_link")
 
+    async def attach_nic(self, nic: NicSpec) -> None:
+        """Hot-plug a NIC (its switch port already listens); returns once QEMU has it."""
+        raise Unimplemented(self.backend, "NIC hot-plug")
+
     async def attach_disk(self, disk: DiskSpec) -> None:
         """Hot-plug a resolved disk (`image`, maybe `nbd_socket`); returns once QEMU has it."""
         raise Unimplemented(self.backend, "disk hot-plug")
