@@ -1,4 +1,4 @@
-"""Writing a file so that no reader ever sees half of it."""
+"""Files: writing one so that no reader ever sees half of it, reading the end of one."""
 
 from __future__ import annotations
 
@@ -44,3 +44,20 @@ def atomic_write(path: str | os.PathLike, data: Data, mode: int | None = None) -
             pass
         raise
     return path
+
+
+def read_tail(path: str | os.PathLike, n: int) -> bytes:
+    """The last `n` bytes of a file (all of a shorter one); b"" when it cannot be read.
+
+    The one helper for console logs, QEMU's stderr and runner output: a log that is
+    still growing is read up to where it ends now.
+    """
+    if n <= 0:
+        return b""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - n))
+            return f.read()
+    except OSError:
+        return b""

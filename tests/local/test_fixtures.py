@@ -49,6 +49,17 @@ def provium(*args, cwd, env=None, timeout=120):
                           capture_output=True, timeout=timeout)
 
 
+def all_events(path: Path) -> list[tuple[str, dict]]:
+    data = path.read_bytes() if path.exists() else b""
+    out, i = [], 0
+    while i < len(data):
+        (n,) = struct.unpack(">I", data[i:i + 4])
+        m = msgpack.unpackb(data[i + 4:i + 4 + n])
+        i += 4 + n
+        out.append((m["kind"], m["payload"]))
+    return out
+
+
 def fixture_events(path: Path) -> list[tuple[str, dict]]:
     data = path.read_bytes() if path.exists() else b""
     out, i = [], 0
@@ -79,6 +90,8 @@ def test_two_files_build_once_then_the_next_run_hits(proj):
     assert kinds.count("fixture_build_started") == 1
     assert kinds.count("fixture_build_done") == 1 + kinds.count("fixture_build_waiting")
     assert kinds.count("fixture_cache_hit") == 2
+    spawned = [p for k, p in all_events(proj / "ev1") if k == "vm_spawned"]
+    assert [p["vm_name"] for p in spawned] == ["fixture:fixtures_base", "fixture:fixtures_base"]  # no build VM
     r = provium(*LOCAL, "--save-events", "ev2", "a.test.lua", cwd=str(proj))
     assert r.returncode == 0
     assert [k for k, _ in fixture_events(proj / "ev2")] == ["fixture_cache_hit"]

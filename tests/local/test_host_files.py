@@ -8,6 +8,8 @@ import os
 
 import pytest
 
+from provium.errors import ProviumError
+
 from provium import vmm
 from provium.config import load
 from provium.host import VM, File, Session
@@ -131,6 +133,10 @@ def test_file_handle_read_write_seek_tell_close(vm, tmp_path):
     assert f.seek(0, "set") == 0 and f.seek(4, "cur") == 4
     with pytest.raises(ArgumentError, match="seek: whence must be set/cur/end, got `middle`"):
         f.seek(0, "middle")
+    for args in ((-10,), (-10, "set"), (-100, "cur"), (-100, "end")):  # before the start: EINVAL, as lseek
+        with pytest.raises(ProviumError, match="seek: .*Invalid argument"):
+            f.seek(*args)
+    assert f.tell() == 4  # and the position did not move
     f.close()
     f.close()
     assert f.fd() == 0 and repr(f) == "file(closed)"

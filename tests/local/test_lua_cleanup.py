@@ -57,7 +57,7 @@ def test_scope_cleanup_and_vm_events(tmp_path):
     assert spawned == Counter({"filevm": 1, "scoped": 1, "explicit": 1})
     assert down == spawned  # exactly one each, none for the never-booted VM
     files = {e.vm_name: e.file for e in r.kinds("vm_spawned")}
-    assert files == {"filevm": "provium", "scoped": "test:open things", "explicit": "test:open things"}
+    assert set(files.values()) == {r.path}  # `file` is the test file, whichever lab owns the VM
     # the test-scope VM goes down before the next test starts, the file's VM at the end
     order = [(e.KIND, getattr(e, "name", None) or getattr(e, "vm_name", None)) for e in r.events]
     assert order.index(("vm_shutdown", "scoped")) < order.index(("test_started", "all closed"))

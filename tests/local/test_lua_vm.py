@@ -40,6 +40,7 @@ def test_state_machine(tmp_path):
     assert "VM is shutdown; create a new one (cannot run)" in r.message("run after shutdown")
     assert "create a new one" in r.message("boot after shutdown")
     assert [e.KIND for e in r.events if e.KIND.startswith("vm_")] == ["vm_spawned", "vm_shutdown"]
+    assert {e.file for e in r.events if e.KIND.startswith("vm_")} == {r.path}  # the file, not the lab name
 
 
 def run_forms(d):
@@ -282,6 +283,11 @@ test("batch", function(t)
   t:assert_eq(#vm:batch(function(b) end), 0)
 end)
 test("batch error", function(t) vm:batch(function(b) error("builder broke") end) end)
+test("batch kept", function(t)
+  local kept
+  vm:batch(function(b) kept = b; b:run("true") end)
+  kept:run("echo lost")
+end)
 '''
 
 
@@ -301,6 +307,7 @@ def test_processes_workers_clock_syscalls(tmp_path):
     assert "nr" in r.message("syscall nr")
     line = next(i for i, s in enumerate(procs_source().splitlines(), 1) if "builder broke" in s)
     assert r.message("batch error") == f"{r.path}:{line}: builder broke"
+    assert "batch:run: this batch was already sent (vm:batch has returned)" in r.message("batch kept")
     for t in r.outcome.tests:
         assert no_traceback(t.message), t.message
 

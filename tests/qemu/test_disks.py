@@ -58,7 +58,8 @@ def images(tmp_path_factory):
 def vm(session, images):
     v = VM(session, "disks", "linux")
     v.boot({"disks": [{"id": "data", "scratch": "8M", "mediated": True},
-                      {"id": "plain", "path": images["plain"]}]})
+                      {"id": "plain", "path": images["plain"]},
+                      {"id": "ro", "scratch": "1M", "mediated": True, "readonly": True}]})
     yield v
     v.shutdown()
 
@@ -76,6 +77,15 @@ def test_host_and_guest_see_each_others_writes(vm):
     assert _dd_read(vm, pdev, 0).stdout[:8] == b"PLAINIMG"
     assert _dd_write(vm, pdev, 3, "RAWWRITE", "oflag=direct conv=fsync").exit_code == 0
     assert vm.disk("plain").read_sectors(24, 1)[:8] == b"RAWWRITE"
+
+
+def test_readonly_disk_refuses_guest_writes(vm):
+    dev = _dev(vm, "ro")
+    assert _dd_read(vm, dev, 0).exit_code == 0
+    r = _dd_write(vm, dev, 0, "NO")
+    assert r.exit_code != 0, r
+    vm.disk("ro").write_sectors(0, b"host")  # the test's own view still writes
+    assert _dd_read(vm, dev, 0).stdout[:4] == b"host"
 
 
 def test_eio_read_and_write_reach_the_guest(vm):

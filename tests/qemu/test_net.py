@@ -277,3 +277,18 @@ def test_uplink_reaches_the_host_loopback_and_nothing_else(net):
     assert lan.uplink_address() is None
     r = a.run(get.format("host.lan", 80), timeout=30)
     assert b"hello" not in r.stdout
+
+
+def test_hot_plugged_nic_on_a_running_guest(net, tmp_path):
+    _, lab, a, b, _ = net
+    from provium.host.bridge import nic_of
+    from provium.host.snapshot import SnapshotError
+
+    wan = lab.bridge("wan", {"subnet": "10.78.0.0/24"})
+    wan.attach([a, b])  # both are running: q35 PCIe hot-plug
+    code, rtts, _ = ping(a, "b.wan", count=3)
+    assert code == 0, rtts
+    assert nic_of(a, "wan").counters()["rx_packets"] > 0
+    assert b"10.78.0." in a.run("ip -4 addr").stdout
+    with pytest.raises(SnapshotError, match="hot-plugged"):
+        a.snapshot(str(tmp_path / "a.snap"))

@@ -33,7 +33,9 @@ def test_open_write_seek_read_close(agent, tmp_path):
     assert agent.value(ReadArgs(h, 100)).data == b""  # EOF is empty, not an error
     assert agent.value(SeekArgs(h, -5, SeekWhence.END)) == 6
     assert agent.value(SeekArgs(h, -2, SeekWhence.CUR)) == 4
-    assert agent.value(SeekArgs(h, -100, SeekWhence.SET)) == 0  # clamps to the start
+    res = agent.ok(SeekArgs(h, -100, SeekWhence.SET))  # before the start: EINVAL, as lseek
+    assert not res.ok and "Invalid argument" in str(res.value)
+    assert agent.value(SeekArgs(h, 0, SeekWhence.SET)) == 0
     assert agent.value(ReadArgs(h, 5)).data == b"hello"
     assert agent.ok(CloseArgs(h)).ok
     with open(path, "rb") as f:

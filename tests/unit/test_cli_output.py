@@ -15,7 +15,7 @@ from provium.cli.coverage import coverage_command
 from provium.cli.main import cli
 from provium.events import types as ev
 from provium.events.coverage import aggregate
-from provium.events.reporters import TextReporter, json_object, write_junit
+from provium.events.reporters import TextReporter, json_object, junit_tree, write_junit
 from provium.scheduler.results import FileResult, ResultError, TestOutcome
 
 
@@ -72,9 +72,10 @@ def test_json_object_shape():
     objs = [json.loads(json.dumps(json_object(r))) for r in results]
     assert objs[0] == {"path": "a.test.lua", "timeout": "in_time", "passed": True, "chunk_error": None,
                        "duration_ns": 2_000_000,
-                       "tests": [{"name": "one", "status": "passed", "message": None, "log": [], "duration_ns": 1_500_000},
+                       "tests": [{"name": "one", "status": "passed", "message": None, "log": [], "duration_ns": 1_500_000,
+                                  "meta": {}},
                                  {"name": "two", "status": "skipped", "message": "filtered: slow tests skipped",
-                                  "log": [], "duration_ns": 0}]}
+                                  "log": [], "duration_ns": 0, "meta": {}}]}
     assert objs[1]["passed"] is False and objs[1]["tests"][1]["log"] == ["step 1"]
     assert objs[2]["chunk_error"].startswith("c.test.lua:3") and objs[2]["tests"] == []
     assert objs[3]["timeout"] == "timed_out" and objs[3]["tests"][0]["status"] == "failed"
@@ -210,6 +211,7 @@ def test_usage_errors_exit_2_with_one_clear_message(args, needle):
     assert needle in r.output
     assert "Traceback" not in r.output
     assert r.output.startswith("provium: ")
+    assert len(r.output.strip().splitlines()) == 1, r.output  # one line, as running.md says
 
 
 def test_timeout_error_names_units():
@@ -310,3 +312,20 @@ def test_local_runs_do_not_build_profiles(tmp_path, monkeypatch):
     monkeypatch.setenv("PROVIUM_RERUN_STATE", str(tmp_path / "rerun.json"))
     r = invoke(["--vmm", "local", "--no-progress", "a.test.lua"])
     assert r.exit_code == 0, r.output
+
+
+def test_json_tests_carry_meta_and_junit_classname_is_the_path():
+    r = FileResult(path="net/dns.test.lua", tests=[
+        TestOutcome("t", "passed", meta={"spec": "NET-1", "tags": ["a"], "raw": b"\xff", "x": float("inf")})])
+    obj = json_object(r)
+    assert obj["tests"][0]["meta"] == {"spec": "NET-1", "tags": ["a"], "raw": "\ufffd", "x": None}
+    json.dumps(obj, allow_nan=False)
+    case = junit_tree([r], elapsed=1.0).getroot().find("testsuite/testcase")
+    assert case.get("classname") == "net.dns.test.lua"  # running.md: the path with `/` as `.`
+
+
+def test_skip_without_reason_prints_no_empty_parentheses():
+    r = FileResult(path="a.test.lua", tests=[TestOutcome("quiet skip", "skipped", None),
+                                             TestOutcome("loud skip", "skipped", "why")])
+    out = render(lambda rep: rep.print_batch([r]), verbose=True).splitlines()
+    assert "    SKIP quiet skip" in out and "    SKIP loud skip (why)" in out

@@ -45,3 +45,14 @@ def test_relative_path_lands_in_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     atomic_write("report.xml", "<x/>")
     assert (tmp_path / "report.xml").read_text() == "<x/>"
+
+
+def test_read_tail_reads_the_end_or_nothing(tmp_path):
+    from provium.fsutil import read_tail
+
+    p = tmp_path / "log"
+    p.write_bytes(b"0123456789")
+    assert read_tail(p, 4) == b"6789"
+    assert read_tail(p, 100) == b"0123456789"
+    assert read_tail(p, 0) == b""
+    assert read_tail(tmp_path / "missing", 10) == b""

@@ -100,3 +100,19 @@ def test_metatable_is_hidden(run):
 def test_debug_metatable_is_still_lupas(run):
     # Only the patched __index/__newindex run user-visible code; the type is unchanged.
     assert run("return type(debug.getmetatable(thing).__index)") == (b"function",)
+
+
+def test_objects_used_after_the_file_ended_get_a_clear_error():
+    """Lua runs the last `__gc` finalizers while the runtime is torn down; a provium
+    object used there said `'LuaEnv' object has no attribute '_methods'`."""
+    env = LuaEnv(timed_out=lambda: False, timeout_message=lambda: "", sleep=time.sleep, now=time.monotonic)
+    env.set_global("thing", Thing())
+    env.set_global("fn", env.wrap(lambda *a: "wrapped"))
+    env.closed = True
+    for code in ("return thing:double(21)", "return fn()"):
+        res = env.H.call(env.H.load_chunk(code.encode(), b"@chunk.lua"))
+        assert not res[0] and b"provium objects cannot be used after the file has ended" in res[1]
+    del env.__dict__["_methods"]  # what teardown leaves: the class default still says closed
+    env.__dict__.pop("closed")
+    res = env.H.call(env.H.load_chunk(b"return thing:double(21)", b"@chunk.lua"))
+    assert not res[0] and b"after the file has ended" in res[1]

@@ -102,11 +102,9 @@ _WHENCE = {SeekWhence.SET: os.SEEK_SET, SeekWhence.CUR: os.SEEK_CUR, SeekWhence.
 
 def seek(ctx, op):
     entry = _file(ctx, "seek", op.handle)
-    offset = op.offset
-    if op.whence is SeekWhence.SET and offset < 0:
-        offset = 0  # an absolute position before the start means the start
+    # A position before the start is EINVAL (POSIX lseek), never silently 0.
     try:
-        return OpResult.success(os.lseek(entry.fd, offset, _WHENCE[op.whence]))
+        return OpResult.success(os.lseek(entry.fd, op.offset, _WHENCE[op.whence]))
     except OSError as exc:
         return os_fail("seek", exc, entry.path)
     except OverflowError:

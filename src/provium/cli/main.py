@@ -107,7 +107,8 @@ def dispatch(args: list[str]) -> int:
         rv = cmd.main(args=args, prog_name="provium", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
     except click.UsageError as exc:
-        print(f"provium: {exc.format_message()}\n(see `provium --help`)", file=sys.stderr)
+        # One line, as documented: what was wrong, and where to look.
+        print(f"provium: {' '.join(exc.format_message().split())} (see `provium --help`)", file=sys.stderr)
         return 2
     except click.ClickException as exc:
         print(f"provium: {exc.format_message()}", file=sys.stderr)

@@ -8,12 +8,13 @@ failing tests indented under their file, one summary line); colour comes from
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import socket
 import time
 import xml.etree.ElementTree as ET
-from typing import Iterable
+from typing import Any, Iterable
 
 from rich.console import Console
 from rich.text import Text
@@ -94,7 +95,7 @@ class TextReporter:
             line = Text("    ")
             if t.status == "skipped":
                 line.append("SKIP", style=_STYLE["SKIP"])
-                line.append(f" {t.name} ({t.message or ''})")
+                line.append(f" {t.name} ({t.message})" if t.message else f" {t.name}")
             else:
                 line.append("PASS", style=_STYLE["PASS"])
                 line.append(f" {t.name}")
@@ -157,11 +158,25 @@ def json_object(r: FileResult) -> dict:
                 "message": t.message,
                 "log": list(t.log),
                 "duration_ns": t.duration_ns,
+                "meta": _jsonable(t.meta),
             }
             for t in r.tests
         ],
         "duration_ns": r.duration_ns,
     }
+
+
+def _jsonable(v: Any) -> Any:
+    """Meta as JSON can carry it: byte strings as text (undecodable bytes as U+FFFD)."""
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v).decode("utf-8", "replace")
+    if isinstance(v, dict):
+        return {str(_jsonable(k)): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return None  # JSON has no NaN or infinity
+    return v
 
 
 def json_lines(results: Iterable[FileResult]) -> str:
@@ -199,7 +214,7 @@ def junit_tree(results: list[FileResult], *, elapsed: float, suite_name: str = "
     for r in results:
         suite = ET.SubElement(root, "testsuite", name=r.path, timestamp=stamp, hostname=host)
         counts = dict(tests=0, failures=0, errors=0, skipped=0)
-        classname = r.path.replace(os.sep, ".").removesuffix(".test.lua")
+        classname = r.path.replace(os.sep, ".")  # as documented: the path with `/` as `.`
         for t in r.tests:
             case = ET.SubElement(suite, "testcase", name=_xml_text(t.name), classname=_xml_text(classname),
                                  time=_secs(t.duration_ns))

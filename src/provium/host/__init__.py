@@ -35,6 +35,7 @@ from .errors import (
     VmmFailure,
     WrongState,
 )
+from .disk import Disk, DiskError, DiskIoError
 from .file import File
 from .process import Process
 from .registry import ResourceMeta
@@ -48,6 +49,7 @@ from .worker import Worker
 
 __all__ = [
     "AgentCommError", "AgentGone", "ArgumentError", "Batch", "Clock", "CommandFailed", "Console", "ConsoleIOError",
+    "Disk", "DiskError", "DiskIoError",
     "ConsoleStream", "ConsoleUnavailable", "DirEntry", "File",
     "GuestOsError", "HandleError", "Interrupted", "IoctlOutcome", "PendingSyscall", "Process", "ProviumError",
     "ResourceMeta", "RunResult", "Session", "SessionError", "Stat", "Stream", "StreamClosed", "StreamEof",

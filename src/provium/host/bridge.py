@@ -60,6 +60,7 @@ class Attachment:
     mac: str
     port: Port | None = None
     address: str | None = None
+    hotplugged: bool = False
 
 
 class VmNets:
@@ -236,25 +237,57 @@ class Bridge:
         items = list(members) if isinstance(members, (list, tuple)) else [members]
         resolved = [_member_name(v, "bridge:attach") for v in items]
         for name, vm in resolved:
-            if vm is not None and vm.state in ("booting", "booted", "paused"):
-                if self.graph.is_member(name) and vm in self._vms.values():
-                    continue
-                raise NetError(f"bridge:attach: vm `{name}` is already running; attaching a NIC to a running VM "
-                               "(hot-plug) is not finished yet: attach it before vm:boot()")
+            if vm is not None and vm.state == "booting":
+                raise NetError(f"bridge:attach: vm `{name}` is booting; attach it before vm:boot() or once it is up")
             if vm is not None and self.subnet is not None and not _hostname_ok(name):
                 raise BridgeArgumentError(f"bridge:attach: vm name `{name}` cannot be a host name on bridge "
                                           f"`{self.name}` (addressing names members `<vm>.{self.name}`: use "
                                           "letters, digits and `-`)")
+        hot = []
         with self._lock:
             for name, vm in resolved:
                 self.graph.attach([name])
+                if self.subnet is not None and name not in self._addresses:
+                    self._addresses[name] = self._next_address()
                 if vm is not None:
                     self._vms[name] = vm
                     nets = nets_of(vm)
                     if self not in nets.bridges:
                         nets.bridges.append(self)
-                if self.subnet is not None and name not in self._addresses:
-                    self._addresses[name] = self._next_address()
+                        if vm.state in ("booted", "paused") and not _local(vm):
+                            hot.append(vm)
+        for vm in hot:
+            self._hotplug(vm)
+
+    def _hotplug(self, vm: "VM") -> None:
+        """A NIC for a running guest: a new port, then QEMU hot-plugs the device on a
+        PCIe root port (q35); with addressing the guest is configured as at boot."""
+        nets = nets_of(vm)
+        att = self._open_port(vm)
+        att.hotplugged = True
+        spec = NicSpec(att.nic_id, att.mac, str(att.port.path), self.name)  # type: ignore[union-attr]
+        try:
+            self._session.run(vm.instance.attach_nic(spec))
+        except BaseException as exc:
+            if att.port is not None:
+                self._close_port(att.port)
+            if self in nets.bridges:
+                nets.bridges.remove(self)
+            if isinstance(exc, Exception):
+                raise NetError(f"bridge:attach: hot-plugging a NIC into vm `{vm.name}` failed: {exc}") from exc
+            raise
+        nets.live[id(self)] = att
+
+        async def configure() -> None:
+            if not self.is_plugged(vm.name):
+                await vm.instance.set_link(att.nic_id, False)
+            if att.address is not None:
+                await _configure(vm, att, self)
+            for br in nets.ordered():
+                if br.subnet is not None:
+                    await br._refresh_hosts()
+
+        self._session.run(configure())
 
     def _next_address(self) -> str:
         assert self.subnet is not None
@@ -589,7 +622,7 @@ class Bridge:
             try:
                 cap = ref()
                 if cap is not None:
-                    cap.close()
+                    cap.end()  # the stream reads what it has, then EOF
             except Exception as exc:  # noqa: BLE001 - teardown reaches everything
                 log.debug("bridge %s: closing a capture failed: %s", self.name, exc)
         if self._uplink is not None:

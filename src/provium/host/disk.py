@@ -85,7 +85,13 @@ class Disk:
         self.detached = False
         self.plugged = False  # the guest has it (boot or hot-plug)
         if spec.image:
-            self.store = BlockStore(spec.image, readonly=False, write_back=spec.mediated)
+            try:
+                self.store = BlockStore(spec.image, readonly=False, write_back=spec.mediated)
+            except PermissionError:
+                if not spec.readonly:
+                    raise
+                # A read-only disk on a file we may not write: the test's writes then fail.
+                self.store = BlockStore(spec.image, readonly=True, write_back=spec.mediated)
 
     # ---- identity ------------------------------------------------------------------
 

@@ -42,6 +42,11 @@ class NicHook:
 
     def save(self, vm: "VM", snapshot_path: Path) -> Any:
         live = nets_of(vm).live
+        hot = sorted(att.bridge.name for att in live.values() if att.hotplugged)
+        if hot:
+            raise SnapshotError(f"vm:snapshot() failed for `{vm.name}`: its NIC on bridge(s) {', '.join(hot)} was "
+                                "hot-plugged, and snapshots of hot-plugged NICs are not finished yet (attach the "
+                                "bridge before vm:boot())")
         names = [br.name for br in nets_of(vm).ordered() if id(br) in live]
         return names or None
 

@@ -800,7 +800,10 @@ class VM:
             raise ArgumentError(f"vm:batch: expected a function, got {type_name(fn)}")
         self._require("batch")
         b = Batch()
-        fn(b)
+        try:
+            fn(b)
+        finally:
+            b.sent = True  # from here on `b` refuses new ops instead of dropping them
         if not b.items:
             return []
         op = BatchOpArgs([HostMessage(item.op.KIND, item.op) for item in b.items])

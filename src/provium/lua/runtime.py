@@ -42,10 +42,18 @@ class LuaEnv:
     object so `provium.web == web` holds).
     """
 
+    # True once the file has ended.  A class attribute on purpose: Lua runs the
+    # last `__gc` finalizers while the runtime is torn down, possibly after this
+    # object's own attributes are gone; the class default then still says so.
+    closed = True
+    CLOSED_TEXT = ("provium objects cannot be used after the file has ended "
+                   "(a `__gc` finalizer running at the end of the file?)")
+
     def __init__(self, *, timed_out: Callable[[], bool], timeout_message: Callable[[], str],
                  sleep: Callable[[float], None], now: Callable[[], float],
                  host_wrapper: Callable[[Any], Any] | None = None,
                  before_call: Callable[[], None] | None = None) -> None:
+        self.closed = False
         self.host_wrapper = host_wrapper
         self.before_call = before_call
         self.rt = lupa_mod.LuaRuntime(
@@ -99,6 +107,8 @@ class LuaEnv:
     # ---- access control ------------------------------------------------------------
 
     def _getattr(self, obj: Any, key: Any) -> Any:
+        if self.closed:
+            raise LuaApiError(self.CLOSED_TEXT)
         if not isinstance(obj, Binding):
             raise LuaApiError(f"attempt to index a host value ({key_text(key) or key!r}); "
                               "only provium objects can be indexed")
@@ -143,6 +153,8 @@ class LuaEnv:
 
         def call(*args: Any) -> Any:
             try:
+                if env.closed:
+                    raise LuaApiError(env.CLOSED_TEXT)
                 if env.before_call is not None:
                     env.before_call()
                 result = pyfn(*args)

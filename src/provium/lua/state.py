@@ -384,19 +384,8 @@ class FileState:
         except Exception as exc:  # noqa: BLE001
             errors.append(str(exc))
         self.env.H.collect_garbage()
+        self.env.closed = True  # finalizers that run later get a clear error
         return errors
-
-    def vm_owner(self, vm_name: str) -> str:
-        """The name of the lab that holds a VM called `vm_name` right now (for
-        event `file` fields): the running test's scope first, then the root tree."""
-        if self.test_lab is not None and vm_name in self.test_lab.vm_names():
-            return self.test_lab.name
-        if vm_name in self.root.vm_names():
-            return self.root.name
-        for path, _ in self.root.all_vms():
-            if path.rsplit("/", 1)[-1] == vm_name and "/" in path:
-                return path.rsplit("/", 1)[0].rsplit("/", 1)[-1]
-        return self.root.name
 
 
 class LuaChunkError(TestFileError):

@@ -202,8 +202,7 @@ def _session_hook(ctx: _Ctx) -> Callable[..., None]:
         if cls is None:
             return
         if "file" not in payload and "file" in getattr(cls, "__dataclass_fields__", {}):
-            st = ctx.state
-            payload["file"] = st.vm_owner(payload.get("vm_name", "")) if st is not None else ctx.path
+            payload["file"] = ctx.path  # the test file, as the field says (the reference puts the lab name)
         if "path" not in payload and "path" in getattr(cls, "__dataclass_fields__", {}):
             payload["path"] = ctx.path  # claim events name the file
         try:

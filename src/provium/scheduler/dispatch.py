@@ -38,6 +38,7 @@ from pathlib import Path
 
 from provium.events import types as ev
 from provium.events.sinks import Sink
+from provium.fsutil import read_tail
 from provium.protocol import framing
 
 from .coordinator import Coordinator
@@ -106,14 +107,7 @@ def _signal_name(n: int) -> str:
 
 
 def _tail(path: str, limit: int = OUTPUT_TAIL) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - limit))
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
+    return read_tail(path, limit).decode("utf-8", "replace")
 
 
 class Dispatcher:

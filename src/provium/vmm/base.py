@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import VmmError
+from ..fsutil import read_tail
 from ..protocol.mux import MuxClient
 
 if TYPE_CHECKING:  # config imports DiskSpec from here: only a type reference back
@@ -128,6 +129,10 @@ class VmInstance(abc.ABC):
         """Carrier of one NIC (the guest sees link down/up)."""
         raise Unimplemented(self.backend, "set_link")
 
+    async def attach_nic(self, nic: NicSpec) -> None:
+        """Hot-plug a NIC (its switch port already listens); returns once QEMU has it."""
+        raise Unimplemented(self.backend, "NIC hot-plug")
+
     async def attach_disk(self, disk: DiskSpec) -> None:
         """Hot-plug a resolved disk (`image`, maybe `nbd_socket`); returns once QEMU has it."""
         raise Unimplemented(self.backend, "disk hot-plug")
@@ -140,14 +145,7 @@ class VmInstance(abc.ABC):
         """Last n bytes of the console, b"" when the backend has no console."""
         if self.console_log is None:
             return b""
-        try:
-            with open(self.console_log, "rb") as f:
-                f.seek(0, 2)
-                size = f.tell()
-                f.seek(max(0, size - n))
-                return f.read()
-        except OSError:
-            return b""
+        return read_tail(self.console_log, n)
 
     async def discard(self) -> None:
         """Stop the VM as fast as possible, its guest state being thrown away (a

@@ -21,9 +21,10 @@ from pathlib import Path
 
 from ... import artifacts, image
 from ...config import VALID_ACCEL
+from ...fsutil import read_tail
 from ...protocol.mux import ClientError, ConnectionLost, MuxClient
 from .. import snapfile
-from ..base import DiskSpec, VmInstance, Vmm, VmmError, VmSpec
+from ..base import DiskSpec, NicSpec, VmInstance, Vmm, VmmError, VmSpec
 from . import accel as accel_mod
 from . import argv as argv_mod
 from . import process
@@ -50,13 +51,7 @@ def console_block(tail: bytes) -> str:
 
 
 def _tail(path: Path, n: int) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - n))
-            return f.read()
-    except OSError:
-        return b""
+    return read_tail(path, n)
 
 
 def host_tsc_khz() -> int | None:
@@ -403,6 +398,26 @@ class QemuInstance(VmInstance):
         for i, d in enumerate(disks):
             node, dev, _port = argv_mod.boot_disk_ids(i)
             self._disk_devs[d.id] = (node, dev, None)
+
+    async def attach_nic(self, nic: NicSpec) -> None:
+        """netdev_add (a stream client of the switch's socket), then a virtio-net device on
+        a free PCIe root port; the guest's pciehp announces it as the next ethN."""
+        if self.spec.profile.machine == "microvm":
+            raise VmmError("NIC hot-plug needs PCIe, and this VM's machine is microvm (attach before boot)")
+        owner = f"nic `{nic.id}`"
+        port = self.hotplug.allocate(owner)
+        try:
+            await self.qmp.execute("netdev_add", {"type": "stream", "id": nic.id, "server": False,
+                                                  "addr": {"type": "unix", "path": nic.socket}})
+            try:
+                await self.qmp.execute("device_add", {"driver": "virtio-net-pci", "netdev": nic.id,
+                                                      "id": f"{nic.id}-dev", "mac": nic.mac, "bus": port.id})
+            except BaseException:
+                await _quiet_qmp(self.qmp.execute("netdev_del", {"id": nic.id}))
+                raise
+        except BaseException:
+            self.hotplug.free(owner)
+            raise
 
     async def attach_disk(self, disk: DiskSpec) -> None:
         if disk.id in self._disk_devs:
