@@ -90,8 +90,20 @@ test("capture on a quiet bridge", function(t)
   local head = cap:next(1)
   t:assert_eq(#head, 24)                         -- the pcap global header, then nothing
   t:assert_eq(cap:next(0.05), nil)
+  local ok, err = pcall(cap.read_until, cap, "never", 0.05)
+  t:assert(not ok); t:assert_contains(err, "capture:read_until timed out waiting for never")
   cap:close()
   t:assert(cap:eof())
+  ok, err = pcall(cap.expect, cap, "x", 0.05)
+  t:assert(not ok); t:assert_contains(err, "capture closed")
+end)
+
+test("capture ends with its bridge", function(t)
+  local e2 = provium:bridge("e2")
+  local cap = e2:capture()
+  e2:close()
+  local ok, err = pcall(cap.read_until, cap, "x", 1)
+  t:assert(not ok); t:assert_contains(err, "capture:read_until eof waiting for x")
 end)
 
 test("test-scope bridge", function(t)
@@ -131,7 +143,7 @@ def test_bridge_graph_on_local(tmp_path):
     r = run_lua(tmp_path, "root = provium\n" + GRAPH)
     assert r.outcome.chunk_error is None, r.outcome.chunk_error
     for name in ("lookup and dot access", "attach forms and members", "partitions", "impairments and getters",
-                 "routes", "nic", "capture on a quiet bridge", "test-scope bridge", "test-scope bridge is gone"):
+                 "routes", "nic", "capture on a quiet bridge", "capture ends with its bridge", "test-scope bridge", "test-scope bridge is gone"):
         assert r.status(name) == "passed", (name, r.message(name))
     expect = {
         "self partition": "bridge:partition: cannot partition vm `a` from itself",

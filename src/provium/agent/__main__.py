@@ -245,6 +245,16 @@ def main(argv: list[str] | None = None) -> int:
         state.shutdown()
     if terminated:
         _die_by_sigterm()
+    if worker:
+        # Leave without interpreter finalization: a pool thread still finishing
+        # would be ended with pthread_exit, which needs libgcc_s.so.1 -- absent
+        # from the guest's minimal runtime, so glibc aborts (exit status 134).
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(0)
     return 0
 
 

@@ -622,7 +622,7 @@ class Bridge:
             try:
                 cap = ref()
                 if cap is not None:
-                    cap.close()
+                    cap.end()  # the stream reads what it has, then EOF
             except Exception as exc:  # noqa: BLE001 - teardown reaches everything
                 log.debug("bridge %s: closing a capture failed: %s", self.name, exc)
         if self._uplink is not None:

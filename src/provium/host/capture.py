@@ -31,7 +31,7 @@ _ids = itertools.count(1)
 class Capture(Stream):
     NAME = "capture"
     MSG_TIMEOUT = "capture:{op} timed out waiting for {pat}"
-    MSG_EOF = "capture EOF"
+    MSG_EOF = "capture:{op} eof waiting for {pat}"  # the reference's wording
     MSG_CLOSED = "capture closed"
 
     def __init__(self, sink: PcapSink, label: str, meta: ResourceMeta, vms: list[VM],
@@ -49,6 +49,11 @@ class Capture(Stream):
         return got if got else TIMEOUT
 
     def _close_source(self) -> None:
+        self._finalizer()
+
+    def end(self) -> None:
+        """The source is gone (its bridge closed): stop recording; reads see EOF after
+        the bytes already captured.  The stream stays open until `close`."""
         self._finalizer()
 
     def path(self) -> str:

@@ -186,7 +186,7 @@ class Stream:
                 raise StreamTimeout(self.MSG_TIMEOUT.format(op=op, pat=_show(pat)) + _seen(acc))
             if self._at_eof:
                 self._pending = acc
-                raise StreamEof(self.MSG_EOF)
+                raise StreamEof(self.MSG_EOF.format(op=op, pat=_show(pat)))
             try:
                 got = self._read(remaining)
             except BaseException:
@@ -195,7 +195,7 @@ class Stream:
             if got is None:
                 self._at_eof = True
                 self._pending = acc
-                raise StreamEof(self.MSG_EOF)
+                raise StreamEof(self.MSG_EOF.format(op=op, pat=_show(pat)))
             if got is not TIMEOUT and got:
                 acc += got
 
