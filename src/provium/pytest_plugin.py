@@ -158,7 +158,7 @@ def _record(item: pytest.Item, report: pytest.TestReport, session: Session,
             emit(ev.TestSkipped(path=path, name=name, reason=_skip_reason(report)))
         else:
             emit(ev.TestFailed(path=path, name=name, duration_ns=duration_ns, reason=_reason(report),
-                               console_excerpt="\n".join(t for _, t in sections)))
+                               console_excerpt=_excerpt(sections)))
     elif report.when == "call":
         if report.passed:
             emit(ev.TestPassed(path=path, name=name, duration_ns=duration_ns))
@@ -166,7 +166,11 @@ def _record(item: pytest.Item, report: pytest.TestReport, session: Session,
             emit(ev.TestSkipped(path=path, name=name, reason=_skip_reason(report)))
         else:
             emit(ev.TestFailed(path=path, name=name, duration_ns=duration_ns, reason=_reason(report),
-                               console_excerpt="\n".join(t for _, t in sections)))
+                               console_excerpt=_excerpt(sections)))
+
+
+def _excerpt(sections: list[tuple[str, str]]) -> str:
+    return "\n".join(f"== {title}\n{text}" for title, text in sections)
 
 
 def _reason(report: pytest.TestReport) -> str:
