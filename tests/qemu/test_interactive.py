@@ -26,14 +26,15 @@ class Terminal:
     """One tmux session on a server of its own (never touches anyone else's)."""
 
     def __init__(self, command: str, home: Path) -> None:
-        self.server = f"provium-test-{uuid.uuid4().hex[:8]}"
+        # A socket of its own under the test's tmp dir: no file is left in /tmp/tmux-UID.
+        self.server = str(home / f"tmux-{uuid.uuid4().hex[:8]}.sock")
         env = f"env HOME={home} PYTHONPATH={SRC} PROVIUM_NO_COLOR=1"
         # `; sleep` keeps the pane (and what it shows) after the program exits.
         self.tmux("new-session", "-d", "-x", "150", "-y", "50", f"{env} {command}; echo EXITED=$?; sleep 60")
         self.pid = int(self.tmux("list-panes", "-F", "#{pane_pid}").strip())
 
     def tmux(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-L", self.server, *args], check=True, capture_output=True,
+        return subprocess.run(["tmux", "-S", self.server, *args], check=True, capture_output=True,
                               text=True).stdout
 
     def keys(self, *keys: str) -> None:
@@ -72,7 +73,8 @@ class Terminal:
         return out
 
     def close(self) -> None:
-        subprocess.run(["tmux", "-L", self.server, "kill-server"], capture_output=True, check=False)
+        subprocess.run(["tmux", "-S", self.server, "kill-server"], capture_output=True, check=False)
+        Path(self.server).unlink(missing_ok=True)
 
 
 @pytest.fixture

@@ -1,8 +1,12 @@
-"""Boot options seen by the guest, then reset and the ACPI power button (in that order)."""
+"""Boot options seen by the guest, reset and the ACPI power button.
+
+The tests share one VM through `vm_factory.shared`; the power-button test
+leaves it off, and whichever test runs after it gets a freshly booted one, so
+the order does not matter.
+"""
 
 import pytest
 
-from provium.host import VM
 from provium.host.errors import VmmFailure
 
 from qemu_util import needs_qemu, qemu_processes
@@ -12,12 +16,9 @@ pytestmark = [pytest.mark.qemu, needs_qemu]
 INITIAL_TIME = 1_900_000_000  # 2030-03-17
 
 
-@pytest.fixture(scope="module")
-def vm(session):
-    v = VM(session, "life", "linux", {"initial_time": INITIAL_TIME, "rng_seed": 42, "memory": 256 << 20})
-    v.boot()
-    yield v
-    v.shutdown()
+@pytest.fixture
+def vm(vm_factory):
+    return vm_factory.shared("life", "linux", {"initial_time": INITIAL_TIME, "rng_seed": 42, "memory": 256 << 20})
 
 
 def test_initial_time_and_rng_seed(vm):

@@ -346,12 +346,6 @@ class ConsoleStream(Stream):
     def _close_source(self) -> None:
         self._finalizer()
 
-    def _until(self, pattern: Any, timeout: Any, op: str) -> bytes:
-        try:
-            return super()._until(pattern, timeout, op)
-        except StreamTimeout as exc:
-            raise StreamTimeout(f"{exc} (last console bytes: {quote_seen(self._pending)})") from None
-
     def __repr__(self) -> str:
         return "console_stream"
 
