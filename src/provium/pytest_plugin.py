@@ -136,7 +136,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         sections = _console_sections(lab)
         report.sections.extend(sections)
     session = item.config.stash.get(SESSION_KEY, None)
-    if session is not None and session.events is not None:
+    if session is not None and session.event_recorder is not None:
         _record(item, report, session, sections)
     return report
 
@@ -145,10 +145,10 @@ def _record(item: pytest.Item, report: pytest.TestReport, session: Session,
             sections: list[tuple[str, str]]) -> None:
     from .events import types as ev
 
-    assert session.events is not None
+    assert session.event_recorder is not None
     path, _, name = item.nodeid.partition("::")
-    session.events.path = path
-    emit = session.events.emit
+    session.event_recorder.path = path
+    emit = session.event_recorder.emit
     duration_ns = int(report.duration * 1e9)
     if report.when == "setup":
         if report.passed:

@@ -134,5 +134,5 @@ def open_session(vmm: str | Vmm = "qemu", *, config: str | os.PathLike | Config 
         recorder = EventRecorder(sink)
     session = Session(backend, cfg, emit=recorder.hook if recorder is not None else None,
                       default_memory=default_memory, default_cpus=default_cpus)
-    session.events = recorder
+    session.event_recorder = recorder
     return session

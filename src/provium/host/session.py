@@ -59,7 +59,7 @@ class Session:
         self.default_cpus = default_cpus
         self.site_provider: SiteProvider | None = None
         self._emit_hook = emit
-        self.events: EventRecorder | None = None  # set by `Session.open(events=...)`, closed with the session
+        self.event_recorder: EventRecorder | None = None  # set by `Session.open(events=...)`, closed with the session
         self._labs: list[Lab] = []
         self._vms: list = []
         self._vms_lock = threading.Lock()
@@ -268,8 +268,8 @@ class Session:
             close_switch(self)  # the network switch outlives no VM
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
-        if self.events is not None:
-            self.events.close()
+        if self.event_recorder is not None:
+            self.event_recorder.close()
 
     def __enter__(self) -> "Session":
         return self
