@@ -365,6 +365,10 @@ class Dispatcher:
             r.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
+        # A killed runner cannot remove its QEMU scratch dir (sockets, console log).
+        from provium.vmm.qemu.backend import remove_scratch_of
+
+        remove_scratch_of(r.proc.pid)
 
     def _close(self, r: _Running) -> None:
         for fd in (r.rfd, r.pidfd):

@@ -71,6 +71,21 @@ def host_tsc_khz() -> int | None:
     return None
 
 
+def scratch_roots_of(pid: int, scratch_root: str | None = None) -> list[Path]:
+    """Where a process `pid` keeps (or would keep) its VMs' scratch directories."""
+    base = Path(scratch_root) if scratch_root else Path(tempfile.gettempdir())
+    return [base / f"provium-qemu-{pid}", Path("/tmp") / f"provium-qemu-{pid}"]
+
+
+def remove_scratch_of(pid: int) -> None:
+    """Remove the scratch root of a runner that was killed (it could not clean up).
+
+    Called by whoever killed it, at once: waiting for the next run's sweep left
+    sockets and console logs behind after every Ctrl-C, SIGTERM or file timeout."""
+    for d in scratch_roots_of(pid):
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def sweep_stale_roots(tmp: Path) -> None:
     """Remove scratch roots of provium processes that no longer exist (killed ones)."""
     try:
