@@ -148,6 +148,27 @@ def _sigdef() -> tuple:
     return _SIGDEF
 
 
+# Set by the guest agent once it made itself immune to the guest's OOM killer
+# (guest.protect_from_oom); never on the local backend, where it runs on the host.
+OOM_PROTECTED = False
+
+
+def unprotect(pid: int) -> None:
+    """Give child `pid` the default OOM score back (a child inherits our -1000).
+
+    posix_spawn cannot set it before exec, and a preexec hook would force a full
+    fork; so there is a window of a few microseconds, from exec until this write,
+    in which the child is still immune.  It cannot allocate much in that time, so
+    the OOM killer still finds the runaway command, never the agent."""
+    if not OOM_PROTECTED:
+        return
+    try:
+        with open(f"/proc/{pid}/oom_score_adj", "w") as f:
+            f.write("0")
+    except OSError:
+        pass  # it already exited
+
+
 def spawn(cmd: str, args: list[str], env: dict, cwd: str | None) -> Child:
     """Start `cmd args` in a new process group with three pipes; `env` from child_env().
 
@@ -178,6 +199,7 @@ def spawn(cmd: str, args: list[str], env: dict, cwd: str | None) -> Child:
         for fd in fds:
             os.close(fd)
         raise
+    unprotect(pid)
     os.close(in_r)
     os.close(out_w)
     os.close(err_w)
@@ -250,6 +272,7 @@ def _spawn_popen(cmd: str, args: list[str], env: dict, cwd: str | None) -> Child
         p = subprocess.Popen([cmd, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, env=env, cwd=cwd, process_group=0, close_fds=True)
         reaper.register(p.pid)
+    unprotect(p.pid)
     fds = []
     for f in (p.stdin, p.stdout, p.stderr):
         assert f is not None  # all three are pipes

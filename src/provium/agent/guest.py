@@ -186,6 +186,28 @@ def loopback_up(name: str = "lo") -> bool:
         return False
 
 
+def protect_from_oom() -> None:
+    """Make the guest's OOM killer pick anything but us: a command that eats the
+    guest's memory then dies, not the agent (the host would lose the guest).  Our
+    children get the default score back (children.unprotect).
+
+    In chain mode the guest's init mounts /proc after we start: without it this
+    does nothing, and the caller tries again at the next host connection."""
+    from . import children
+
+    if children.OOM_PROTECTED:
+        return
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("-1000")
+    except FileNotFoundError:
+        return  # /proc not mounted yet
+    except OSError as exc:
+        log(f"could not protect the agent from the OOM killer: {exc}")
+        return
+    children.OOM_PROTECTED = True
+
+
 def main() -> int:
     if os.environ.get("PROVIUM_AGENT_DEBUG", "0") != "0":
         try:
@@ -209,6 +231,7 @@ def main() -> int:
     while True:
         wait_for_host(fd)
         _milestone("host connected")
+        protect_from_oom()
         try:
             why = serve(PortReader(fd), PortWriter(fd), state)
         except Exception as exc:  # never let one bad session end the agent

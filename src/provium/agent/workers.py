@@ -39,6 +39,7 @@ from provium.protocol.messages import (
 from provium.protocol.types import AgentErrorKind, OpResult
 
 from . import reaper, syscalls
+from .children import unprotect
 from .base import BAD_REQUEST, INTERNAL, UNKNOWN_HANDLE, AgentFail, WithFds, os_fail
 
 STARTUP_TIMEOUT = 60.0  # a Python start inside a TCG guest takes a second or two
@@ -303,6 +304,7 @@ def spawn_worker(ctx, op):
             popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      pass_fds=(child.fileno(),), close_fds=True)
             reaper.register(popen.pid)
+        unprotect(popen.pid)  # a worker is the user's process: the OOM killer may pick it
     except OSError as exc:
         parent.close()
         return os_fail("spawn_worker", exc, argv[0])

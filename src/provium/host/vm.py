@@ -460,9 +460,12 @@ class VM:
     def _died(self, exc: Exception) -> VmError:
         if self._state is VmState.SHUTDOWN:
             return WrongState(self.name, "shutdown", "continue")
+        head, nl, rest = str(exc).partition("\n")
         if self._state in RUNNING:
             self._state = VmState.DEAD
-        return AgentGone(f"vm `{self.name}`: {exc} (the VM is now dead)")
+            self.shutdown_cause = self.shutdown_cause or head  # later refusals say why it died
+        # The verdict on the first line: a console excerpt may follow it.
+        return AgentGone(f"vm `{self.name}`: {head} (the VM is now dead){nl}{rest}")
 
     def _agent(self, action: str, op: Any, timeout: float | None = None) -> Any:
         """One op round trip from the caller's thread; returns the reply payload."""

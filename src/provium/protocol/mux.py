@@ -323,6 +323,16 @@ class MuxClient:
                 fut.set_exception(self.lost)
         return self.lost
 
+    def abort(self, err: ClientError) -> None:
+        """The agent is known gone although our socket is still open (the VMM saw its
+        end close underneath, e.g. QEMU's virtio-serial port): fail every pending call
+        and, through the reader's clean-up, every stream with `err`, now."""
+        if self.state is not ClientState.OPEN:
+            return
+        self._mark_lost(err)
+        if self._task is not None:
+            self._task.cancel()  # its clean-up fails the streams with self.lost (= err)
+
     async def close(self) -> None:
         if self.closed:
             return

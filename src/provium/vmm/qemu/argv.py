@@ -11,6 +11,9 @@ from ..base import DiskSpec, NicSpec
 from .hotplug import DEFAULT_PORTS, HotplugSlots
 
 AGENT_PORT = "org.provium.agent"
+# The agent port's device id: QEMU names it in VSERPORT_CHANGE (no id, no event),
+# which is how the backend learns that the agent in the guest exited.
+AGENT_PORT_ID = "agent-port"
 RNG_SEED_FW_CFG = "opt/provium/rng-seed"
 # microvm's defaults leave no timer a stock distribution kernel can calibrate against
 # (it hangs at "tsc: Unable to calibrate"); the legacy PIT/PIC/RTC make it boot.
@@ -98,7 +101,7 @@ def build(c: QemuConfig) -> list[str]:
         *([] if not c.agent_port else [
             "-device", "virtio-serial-pci,id=vser0" if pci else "virtio-serial-device,id=vser0",
             "-chardev", f"socket,id=agent,path={_q(s / 'agent.sock')},server=on,wait=off",
-            "-device", f"virtserialport,bus=vser0.0,chardev=agent,name={AGENT_PORT}"]),
+            "-device", f"virtserialport,bus=vser0.0,chardev=agent,id={AGENT_PORT_ID},name={AGENT_PORT}"]),
     ]
     base = rtc_base(c.initial_time)
     if base is not None:

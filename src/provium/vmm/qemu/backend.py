@@ -22,7 +22,7 @@ from pathlib import Path
 from ... import artifacts, image
 from ...config import VALID_ACCEL
 from ...fsutil import read_tail
-from ...protocol.mux import ClientError, ConnectionLost, MuxClient
+from ...protocol.mux import ClientError, ClientState, ConnectionLost, MuxClient
 from .. import snapfile
 from ..base import DiskSpec, NicSpec, VmInstance, Vmm, VmmError, VmSpec
 from . import accel as accel_mod
@@ -303,6 +303,9 @@ class QemuInstance(VmInstance):
         self._closed = False
         self._saved_console: bytes | None = None
         self._lock = asyncio.Lock()
+        # True once provium itself powers the guest off: its agent exiting is then expected.
+        self._agent_exit_expected = False
+        self.qmp.watch(self._on_qmp_event)
 
     # ---- start-up --------------------------------------------------------------------
 
@@ -367,6 +370,27 @@ class QemuInstance(VmInstance):
         err = _tail(self.scratch / "qemu.stderr", 2048).decode("utf-8", "replace").strip()
         return f"\nQEMU said: {err}" if err else ""
 
+    # ---- the agent's death ---------------------------------------------------------
+
+    def _on_qmp_event(self, ev: dict) -> None:
+        """The agent's port closed in the guest: the agent exited (killed, crashed, or
+        picked by the guest's OOM killer).  QEMU keeps our end of the chardev open, so
+        without this every call would wait for its timeout; fail them all now, and the
+        host marks the VM dead.  Closes we cause are not deaths: during a reset or a
+        restore there is no client yet (`client` is None), a shut-down instance is
+        `_closed`, and a power-off sets `_agent_exit_expected`."""
+        if ev.get("event") != "VSERPORT_CHANGE":
+            return
+        data = ev.get("data") or {}
+        if data.get("id") != argv_mod.AGENT_PORT_ID or data.get("open", True):
+            return
+        client = self.client
+        if client is None or self._closed or self._agent_exit_expected or client.state is not ClientState.OPEN:
+            return
+        client.abort(ConnectionLost(
+            "the agent in the guest died (its virtio-serial port closed: killed, crashed, "
+            "or chosen by the guest's OOM killer)" + console_block(self.console_tail(CONSOLE_TAIL))))
+
     # ---- control ---------------------------------------------------------------------
 
     async def snapshot(self, path: Path, extra: dict | None = None) -> int:
@@ -415,6 +439,7 @@ class QemuInstance(VmInstance):
 
     async def power_button(self, timeout: float) -> None:
         """ACPI power button; returns once QEMU has exited (the guest powered off)."""
+        self._agent_exit_expected = True  # the guest's shutdown stops the agent
         await self.qmp.execute("system_powerdown")
         rc = await process.wait_exit(self.proc, timeout)
         if rc is None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from qemu.qmp import EventListener, QMPClient, QMPError
 
@@ -36,10 +36,14 @@ class _Log(EventListener):
         super().__init__()
         self.events: list[dict] = []
         self.changed = asyncio.Event()
+        self.watchers: list[Callable[[dict], None]] = []
 
     async def put(self, event: Any) -> None:  # called by QMPClient for every event
-        self.events.append(dict(event))
+        ev = dict(event)
+        self.events.append(ev)
         self.changed.set()
+        for watch in self.watchers:
+            watch(ev)
 
 
 class Qmp:
@@ -85,6 +89,10 @@ class Qmp:
             raise QmpError(f"QMP `{cmd}` failed: {exc}") from exc
         except (OSError, EOFError) as exc:
             raise QmpError(f"QMP `{cmd}`: connection lost ({exc})") from exc
+
+    def watch(self, callback: Callable[[dict], None]) -> None:
+        """Call `callback(event)` on the loop for every event from now on (it must not block)."""
+        self._log.watchers.append(callback)
 
     def mark(self) -> int:
         return len(self._log.events)
