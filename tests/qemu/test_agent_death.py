@@ -42,10 +42,12 @@ def test_killed_agent_fails_the_next_call_fast_and_the_vm_is_dead(vm_factory):
 
 def test_agent_is_immune_to_the_oom_killer_and_its_commands_are_not(vm_factory):
     vm = vm_factory.shared("agent")
-    out = vm.run("cat /proc/$PPID/oom_score_adj /proc/$$/oom_score_adj /proc/self/oom_score_adj").stdout
+    # The agent writes a child's 0 just after starting it (children.unprotect): a
+    # command reading its own score at once could still see -1000, hence the sleep.
+    out = vm.run("sleep 1; cat /proc/$PPID/oom_score_adj /proc/$$/oom_score_adj /proc/self/oom_score_adj").stdout
     assert out.split() == [b"-1000", b"0", b"0"]
     # A command started with a working directory takes the other spawn path.
-    assert vm.run("cat /proc/$$/oom_score_adj", {"cwd": "/tmp"}).stdout.strip() == b"0"
+    assert vm.run("sleep 1; cat /proc/$$/oom_score_adj", {"cwd": "/tmp"}).stdout.strip() == b"0"
 
 
 def test_reset_is_not_taken_for_a_dead_agent(vm_factory):
@@ -56,3 +58,13 @@ def test_reset_is_not_taken_for_a_dead_agent(vm_factory):
     assert vm.state == "booted"
     # The new agent protected itself again.
     assert vm.run("cat /proc/$PPID/oom_score_adj").stdout.strip() == b"-1000"
+
+
+def test_the_oom_killer_kills_the_runaway_command_not_the_agent(vm_factory):
+    # Small guest RAM: `tail` of a stream with no newline keeps growing until the OOM killer acts.
+    vm = vm_factory.booted("oom", opts={"memory": "192M"})
+    r = vm.run("tail /dev/zero", {"timeout": 120})
+    assert r.status == "signalled" and r.signal == 9
+    assert b"Killed process" in vm.console_tail(1 << 16) and b"(tail)" in vm.console_tail(1 << 16)
+    assert vm.run("echo alive").stdout == b"alive\n"
+    assert vm.state == "booted"

@@ -24,6 +24,7 @@ RECONNECT_POLL = 0.02
 # A 0-byte read can race with the "host connected" event the driver processes on its
 # own work queue: only call it EOF if the port still looks disconnected after this.
 EOF_GRACE = 0.1
+OOM_POLL = 0.05  # chain mode: how often to look for /proc (the guest's init mounts it)
 
 
 def log(message: str) -> None:
@@ -186,26 +187,46 @@ def loopback_up(name: str = "lo") -> bool:
         return False
 
 
-def protect_from_oom() -> None:
+def protect_from_oom(wait: float = 60.0) -> None:
     """Make the guest's OOM killer pick anything but us: a command that eats the
     guest's memory then dies, not the agent (the host would lose the guest).  Our
     children get the default score back (children.unprotect).
 
-    In chain mode the guest's init mounts /proc after we start: without it this
-    does nothing, and the caller tries again at the next host connection."""
+    In chain mode the guest's init mounts /proc after we start: until it is there
+    a thread polls for it (for at most `wait` seconds) and then protects us."""
+    if _write_oom_adj():
+        return
+    import threading
+
+    def poll() -> None:
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            time.sleep(OOM_POLL)
+            if _write_oom_adj():
+                return
+        log("could not protect the agent from the OOM killer: /proc never appeared")
+
+    threading.Thread(target=poll, name="oom-protect", daemon=True).start()
+
+
+def _write_oom_adj() -> bool:
+    """True when done (protected, or failed for good); False while /proc is missing."""
     from . import children
 
-    if children.OOM_PROTECTED:
-        return
+    # The flag first: a child started from now on gets 0 written (harmless if we are
+    # not -1000 yet); one started before inherits our 0 anyway.
+    children.OOM_PROTECTED = True
     try:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write("-1000")
+        return True
     except FileNotFoundError:
-        return  # /proc not mounted yet
+        children.OOM_PROTECTED = False
+        return False  # /proc not mounted yet
     except OSError as exc:
+        children.OOM_PROTECTED = False
         log(f"could not protect the agent from the OOM killer: {exc}")
-        return
-    children.OOM_PROTECTED = True
+        return True
 
 
 def main() -> int:
@@ -217,6 +238,7 @@ def main() -> int:
         except (OSError, ValueError, IndexError):
             pass
     _milestone("imported the agent")
+    protect_from_oom()
     loopback_up()
     from .server import serve
     from .state import AgentState
@@ -231,7 +253,6 @@ def main() -> int:
     while True:
         wait_for_host(fd)
         _milestone("host connected")
-        protect_from_oom()
         try:
             why = serve(PortReader(fd), PortWriter(fd), state)
         except Exception as exc:  # never let one bad session end the agent
