@@ -197,3 +197,12 @@ def test_bridge_options_are_keywords_too():
             lan.capture(colour="red")
         with pytest.raises(provium.ArgumentError, match="unknown option `colour`"):
             lab.bridge("wan", colour="red")
+
+
+def test_import_provium_loads_no_other_module():
+    """The CLI and the guest agent import the package first: its public names are lazy."""
+    code = ("import sys; before = set(sys.modules); import provium; "
+            "print(sorted(set(sys.modules) - before)); provium.VM; print('provium.host.vm' in sys.modules)")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert r.stdout.splitlines() == ["['provium']", "True"], r.stdout + r.stderr
