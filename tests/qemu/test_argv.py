@@ -32,7 +32,7 @@ def test_q35_argv():
     assert _opt(argv, "-qmp") == ["unix:/s/qmp.sock,server=on,wait=off"]
     assert "socket,id=agent,path=/s/agent.sock,server=on,wait=off" in _opt(argv, "-chardev")
     assert "virtio-serial-pci,id=vser0" in _opt(argv, "-device")
-    assert "virtserialport,bus=vser0.0,chardev=agent,name=org.provium.agent" in _opt(argv, "-device")
+    assert "virtserialport,bus=vser0.0,chardev=agent,id=agent-port,name=org.provium.agent" in _opt(argv, "-device")
     console = [c for c in _opt(argv, "-chardev") if c.startswith("socket,id=console")][0]
     assert "logfile=/s/console.log" in console and "logappend=on" in console
     assert _opt(argv, "-serial") == ["chardev:console"]
