@@ -457,3 +457,49 @@ test("later", function(t) end)
     assert tests["later"]["status"] == "skipped" and tests["later"]["message"].startswith("not run:")
     assert r.returncode == 1
 
+
+
+def test_killed_runners_leave_no_qemu_scratch_dir(tmp_path):
+    """After Ctrl-C or SIGTERM the dispatcher kills its runners, which cannot clean
+    up: it removes their `provium-qemu-<runner pid>` scratch dirs itself."""
+    write(tmp_path / "spin.test.lua", f"""
+local f = io.open("/proc/self/stat"); local pid = f:read("a"):match("^(%d+)"); f:close()
+os.execute("mkdir -p {tmp_path}/provium-qemu-" .. pid .. "/vm-1 && touch {tmp_path}/provium-qemu-" .. pid .. "/vm-1/console.log")
+test("spin", function(t) while true do end end)
+""")
+    env = dict(os.environ, TMPDIR=str(tmp_path), PROVIUM_RERUN_STATE=str(tmp_path / ".rerun.json"))
+    p = subprocess.Popen([sys.executable, "-m", "provium.cli.main", *LOCAL, "spin.test.lua"], cwd=tmp_path, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not list(tmp_path.glob("provium-qemu-*/vm-1/console.log")):
+            assert time.monotonic() < deadline, "the runner never started"
+            time.sleep(0.05)
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert list(tmp_path.glob("provium-qemu-*")) == []
+
+
+def test_list_reports_chunk_errors_and_has_the_file_timeout(tmp_path):
+    write(tmp_path / "ok.test.lua", 'test("fine", function(t) end)\n')
+    write(tmp_path / "broken.test.lua", 'error("top level broke")\ntest("never", function(t) end)\n')
+    r = provium("list", ".", cwd=tmp_path)
+    assert r.returncode == 1, text(r)
+    assert "top level broke" in text(r) and "fine" in text(r)
+    write(tmp_path / "broken.test.lua", 'while true do end\n')
+    t0 = time.monotonic()
+    r = provium("--timeout", "1", "list", ".", cwd=tmp_path, timeout=60)
+    assert time.monotonic() - t0 < 20
+    assert r.returncode == 1 and "file timeout exceeded (1s) while listing" in text(r), text(r)
+
+
+def test_list_takes_run_flags_after_the_subcommand(tmp_path):
+    write(tmp_path / "net" / "dns.test.lua", 'test("resolves", function(t) end)\n')
+    write(tmp_path / "fs" / "io.test.lua", 'test("reads", function(t) end)\n')
+    for args in (["list", "--filter", "net", "."], ["list", ".", "--filter=net"], ["--filter", "net", "list", "."]):
+        r = provium(*args, cwd=tmp_path)
+        assert r.returncode == 0, (args, text(r))
+        assert "dns.test.lua" in text(r) and "io.test.lua" not in text(r), (args, text(r))

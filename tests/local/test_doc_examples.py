@@ -6,7 +6,9 @@ Convention: a fenced ```lua block directly preceded by the line
 and run with `provium`; every test in it must pass (none failed, none
 skipped unless the example says `-- expect: skipped`, no chunk error).
 Unmarked blocks are fragments and are not run.  A marker not followed by a
-```lua block is an error, so a marker cannot silently stop working.
+```lua (or, for `docs/python.md`, ```python) block is an error, so a marker
+cannot silently stop working.  `extract` serves both languages: the Python
+examples are run by `tests/local/test_python_docs.py`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 MARKER = re.compile(r"^<!--\s*example:\s*(\w+)\s*-->\s*$")
 KINDS = ("local", "qemu")
+LANGS = ("lua", "python")
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class Example:
     line: int  # line of the ```lua fence
     kind: str
     source: str
+    lang: str = "lua"
 
     @property
     def id(self) -> str:
@@ -43,7 +47,11 @@ class Example:
         return f"{Path(self.doc).stem}-{self.line}.test.lua"
 
 
-def extract(text: str, doc: str) -> list[Example]:
+def extract(text: str, doc: str, lang: str = "lua") -> list[Example]:
+    """The marked ```<lang> blocks of one document."""
+    if lang not in LANGS:
+        raise ValueError(f"unknown example language `{lang}` (valid: {', '.join(LANGS)})")
+    fence = "```" + lang
     lines = text.splitlines()
     out = []
     for i, line in enumerate(lines):
@@ -53,22 +61,27 @@ def extract(text: str, doc: str) -> list[Example]:
         kind = m.group(1)
         if kind not in KINDS:
             raise ValueError(f"{doc}:{i + 1}: unknown example kind `{kind}` (valid: {', '.join(KINDS)})")
-        if i + 1 >= len(lines) or lines[i + 1].strip() != "```lua":
-            raise ValueError(f"{doc}:{i + 1}: an example marker must be directly followed by a ```lua block")
+        if i + 1 >= len(lines) or lines[i + 1].strip() != fence:
+            raise ValueError(f"{doc}:{i + 1}: an example marker must be directly followed by a {fence} block")
         body = []
         for j in range(i + 2, len(lines)):
             if lines[j].strip() == "```":
                 break
             body.append(lines[j])
         else:
-            raise ValueError(f"{doc}:{i + 2}: the ```lua block never ends")
-        out.append(Example(doc=doc, line=i + 2, kind=kind, source="\n".join(body) + "\n"))
+            raise ValueError(f"{doc}:{i + 2}: the {fence} block never ends")
+        out.append(Example(doc=doc, line=i + 2, kind=kind, source="\n".join(body) + "\n", lang=lang))
     return out
+
+
+PYTHON_DOCS = ("python.md",)  # documents whose examples are ```python
 
 
 def all_examples() -> list[Example]:
     found = []
     for path in sorted(DOCS.glob("*.md")):
+        if path.name in PYTHON_DOCS:
+            continue  # its examples are pytest files (tests/local/test_python_docs.py)
         found += extract(path.read_text(), f"docs/{path.name}")
     return found
 

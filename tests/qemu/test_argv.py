@@ -100,3 +100,13 @@ def test_auto_accel_probes_once_and_remembers(tmp_path, monkeypatch):
     assert accel.resolve("kvm", qemu="q", kernel=kernel) == ("kvm", "")  # explicit: no probe
     monkeypatch.setattr(accel, "kvm_openable", lambda: (False, "/dev/kvm does not exist"))
     assert accel.resolve("auto", qemu="q", kernel=kernel) == ("tcg", "/dev/kvm does not exist")
+
+
+def test_tcg_guests_skip_the_io_apic_timer_check():
+    # Under load the kernel's early IO-APIC timer check can fail in TCG and the guest panics.
+    from provium.vmm.qemu.backend import tcg_cmdline
+    assert tcg_cmdline("console=ttyS0", machine="q35", accel="tcg").split() == ["console=ttyS0", "no_timer_check"]
+    assert tcg_cmdline("console=ttyS0 no_timer_check", machine="q35", accel="tcg").count("no_timer_check") == 1
+    assert tcg_cmdline("console=ttyS0", machine="q35", accel="kvm") == "console=ttyS0"
+    micro = tcg_cmdline("console=ttyS0", machine="microvm", accel="tcg")
+    assert "no_timer_check" in micro.split()

@@ -198,3 +198,39 @@ def test_disks_in_a_snapshot(session, images, tmp_path):
         assert not os.path.exists(snap.path + ".disks")
     finally:
         src.shutdown()
+
+
+
+def test_disk_images_are_copied_while_the_guest_is_stopped(session, tmp_path, monkeypatch):
+    """A snapshot copies the disk images while the guest is stopped, so a guest writing
+    during the snapshot cannot leave disks older than the memory saved with them."""
+    from provium.host import disksnap
+    from provium.host import snapshot as snapshot_mod
+
+    disks_hook = snapshot_mod._VM_HOOKS["disks"]
+    seen = {}
+
+    class CheckedCopy:  # after the copy, waits, then compares the copy with the live image
+        def save(self, vm, path):
+            data = disks_hook.save(vm, path)
+            time.sleep(0.5)  # a running guest writes a few more counters meanwhile
+            with open(vm.disk("w").image, "rb") as live, open(disksnap.disks_dir(path) / "0.img", "rb") as saved:
+                seen["live"], seen["saved"] = live.read(8), saved.read(8)
+            return data
+
+        def restore(self, vm, data, spec, path):
+            return disks_hook.restore(vm, data, spec, path)
+
+    src = VM(session, "disktear", "linux")
+    src.boot({"disks": [{"id": "w", "scratch": "1M"}]})
+    try:
+        dev = _dev(src, "w")
+        src.run(f"(i=0; while true; do i=$((i+1)); printf '%08d' $i > /tmp/c; "
+                f"dd if=/tmp/c of={dev} bs=512 count=1 conv=notrunc,fsync 2>/dev/null; done) >/dev/null 2>&1 &")
+        time.sleep(1)
+        monkeypatch.setitem(snapshot_mod._VM_HOOKS, "disks", CheckedCopy())
+        snap = src.snapshot(str(tmp_path / "tear.snap"))
+        snap.delete()
+    finally:
+        src.shutdown()
+    assert seen["saved"].isdigit() and seen["live"] == seen["saved"], seen

@@ -122,3 +122,19 @@ def test_console_has_the_guest_output(vm):
     assert tail, "the serial console log is empty"
     # busybox init's respawned console shell prints its banner there
     assert re.search(rb"BusyBox v[\d.]+", vm.instance.console_tail(1 << 20))
+
+
+def test_guest_python_exits_cleanly_with_a_busy_daemon_thread(vm):
+    # At exit CPython ends daemon threads still running Python with pthread_exit, which
+    # glibc implements by dlopen()ing libgcc_s.so.1; without it in the runtime the
+    # interpreter aborted (status 134) instead of exiting.
+    from provium.image.runtime import GUEST_LIB, GUEST_PYTHON
+    loader = vm.run(f"ls {GUEST_LIB}/ld-linux*").stdout.decode().split()[0]
+    code = ("import threading\n"
+            "def spin():\n"
+            "    while True: pass\n"
+            "threading.Thread(target=spin, daemon=True).start()\n"
+            "print('bye')\n")
+    vm.write_file("/tmp/spin.py", code.encode())
+    r = vm.run(f"{loader} --library-path {GUEST_LIB} {GUEST_PYTHON} -S /tmp/spin.py", {"timeout": 60})
+    assert (r.exit_code, r.stdout) == (0, b"bye\n"), r.stderr

@@ -100,8 +100,38 @@ def _debug() -> bool:
     return os.environ.get("PROVIUM_DEBUG", "") not in ("", "0")
 
 
+# Subcommands that take the run's selection flags (`provium list --filter net`):
+# users type them after the subcommand too, as with a run.
+_TAKES_RUN_FLAGS = {"list"}
+
+
+def _hoist_run_flags(args: list[str], idx: int) -> list[str]:
+    """Move run flags found after the subcommand at `idx` to before it."""
+    before, after = args[:idx], []
+    rest = args[idx + 1:]
+    i = 0
+    while i < len(rest):
+        a = rest[i]
+        if a == "--":
+            after += rest[i:]
+            break
+        name = a.split("=", 1)[0]
+        takes = option_takes_value(name) if a.startswith("--") or (a.startswith("-") and len(a) == 2) else None
+        if takes is None:
+            after.append(a)
+            i += 1
+            continue
+        n = 2 if takes and "=" not in a else 1
+        before += rest[i:i + n]
+        i += n
+    return before + [args[idx]] + after
+
+
 def dispatch(args: list[str]) -> int:
     idx = _first_positional(args)
+    if idx is not None and args[idx] in _TAKES_RUN_FLAGS:
+        args = _hoist_run_flags(args, idx)
+        idx = _first_positional(args)
     cmd = group if idx is not None and args[idx] in SUBCOMMANDS else run_command
     try:
         rv = cmd.main(args=args, prog_name="provium", standalone_mode=False)

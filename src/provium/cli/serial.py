@@ -22,7 +22,7 @@ from ..config import Config, Profile
 from ..errors import ProviumError, VmmError
 from ..vmm.qemu import accel as accel_mod
 from ..vmm.qemu import argv as argv_mod
-from ..vmm.qemu.backend import DEFAULT_QEMU, host_tsc_khz
+from ..vmm.qemu.backend import DEFAULT_QEMU, tcg_cmdline
 from ..vmm.qemu.process import pdeathsig_preexec
 
 DEFAULT_MEMORY = 512 << 20
@@ -56,11 +56,7 @@ def qemu_command(cfg: Config, profile_name: str, *, scratch: Path, memory: int =
         raise ConsoleCommandError(str(exc)) from exc
     requested = accel or profile.accel or "auto"
     chosen, _why = accel_mod.resolve(requested, qemu=binary, kernel=images.kernel)
-    line = images.cmdline
-    if profile.machine == "microvm" and chosen == "tcg" and "tsc_early_khz=" not in line:
-        khz = host_tsc_khz()
-        if khz:
-            line += f" tsc_early_khz={khz}"
+    line = tcg_cmdline(images.cmdline, machine=profile.machine, accel=chosen)
     cfg_q = argv_mod.QemuConfig(
         qemu=binary, machine=profile.machine, accel=chosen, memory_bytes=memory, cpus=cpus,
         kernel=images.kernel, initrd=images.initrd, cmdline=line, scratch=scratch,

@@ -75,14 +75,16 @@ def list_cmd(flags, fixtures, paths):
     lister = None if fixtures else _list_tests()
     settings = settings_for(flags, cfg)
     n_tests = 0
+    n_errors = 0
     for f in files:
         click.echo(f"  {f.path}")
         if lister is None:
             continue
         try:
             tests = lister(f.path, settings)
-        except Exception as exc:  # a file that does not load is listed with its error
+        except Exception as exc:  # a file that does not load is listed with its error, and fails `list`
             click.echo(f"      (cannot list: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+            n_errors += 1
             continue
         for t in tests:
             name = getattr(t, "name", t)
@@ -94,6 +96,9 @@ def list_cmd(flags, fixtures, paths):
         click.echo(f"\n{len(files)} test file(s), {n_tests} test(s) found")
     else:
         click.echo(f"\n{len(files)} test file(s) found")
+    if n_errors:
+        click.echo(f"{n_errors} file(s) could not be listed", err=True)
+        return 1
     return 0
 
 

@@ -1,12 +1,12 @@
 """The host-side model of a Provium run: sessions, VMs and what runs in them.
 
-A synchronous Python API (the Lua bindings are a thin layer over it):
+A synchronous Python API (the Lua bindings are a thin layer over it).  Users
+reach it through the stable names of `import provium` (docs/python.md):
 
-    from provium import vmm
-    from provium.host import Session, VM
+    import provium
 
-    with Session(vmm.create("local"), config) as s:
-        vm = VM(s, "box", "linux").boot()
+    with provium.Session.open(vmm="local") as s:
+        vm = s.lab().vm("box", "linux").boot()
         r = vm.run("echo hi")
         r.assert_ok()
 

@@ -6,10 +6,8 @@ order.  At restore time each saved image is copied again into the VM's own disk
 directory, so one snapshot restores any number of times and never changes; mediated
 disks get a fresh NBD server.  `Snapshot.delete()` removes the `.disks` directory too.
 
-The copy is taken just before QEMU stops the guest: the hook runs on the session loop
-and blocks it, so a mediated disk (served on that loop) cannot change during the copy,
-but a write the guest issues between the copy and the stop is not in it.  Run `sync`
-in the guest first for a disk state that matches the saved memory exactly.  Writes the
+The copy is taken while the guest is stopped (`host/snapshot.py` stops it before any
+hook runs), so the disks and the memory saved after them are of the same moment.  Writes the
 guest never flushed are kept in the copy (a restored guest has them in its memory too),
 so a restored disk starts with nothing left to lose in a power cut.
 

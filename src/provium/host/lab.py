@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from ..events.types import ResourceAmount
 from .bootopts import make_spec
 from .bridge import Bridge
 from .errors import ArgumentError, NotYetImplemented  # noqa: F401  (re-exported)
+from .options import merge_kw
 from .pool import DEFAULT_BARRIER_TIMEOUT, PoolError
 from .values import parse_duration, parse_size, type_name
 from .vm import VM
@@ -185,7 +186,15 @@ class Lab:
     def find_sub_lab(self, name: str) -> Lab | None:
         return self.find("sub_lab", name)
 
-    def vm(self, name: str) -> VM:
+    def vm(self, name: str, profile: str | None = None, opts: Mapping[str, Any] | None = None,
+           **kw: Any) -> VM:
+        """With a profile, create VM `name` here (Lua's `provium:vm(name, profile, opts)`;
+        boot options as `opts` or keywords, e.g. ``lab.vm("db", "linux", memory="1G")``).
+        With the name alone, look it up (this lab, then the parent chain)."""
+        if profile is not None or opts is not None or kw:
+            if profile is None:
+                raise ArgumentError(f"Lab.vm: creating vm `{name}` needs a profile (e.g. \"linux\")")
+            return self.create_vm(name, profile, merge_kw(opts, kw, "Lab.vm"))
         if not isinstance(name, str):
             raise ArgumentError(f"lab:vm: name must be a string, got {type_name(name)}")
         vm = self.find_vm(name)
@@ -227,11 +236,14 @@ class Lab:
             self._owned_vms.append(vm)
             return vm
 
-    def bridge(self, name: Any, opts: Any = None, *, create_only: bool = False) -> Bridge:
+    def bridge(self, name: Any, opts: Any = None, *, create_only: bool = False, **kw: Any) -> Bridge:
         """Look a bridge up (this lab, then the parent chain) or create it here.
         With `create_only` (the reference's 2-argument form) an existing name in
-        this lab is an error."""
+        this lab is an error.  Options as `opts` or keywords
+        (``lab.bridge("lan", addressing=True)``); keywords imply `create_only`."""
         check_name(name, "lab:bridge")
+        if kw:
+            opts, create_only = merge_kw(opts, kw, "Lab.bridge"), True
         with self._lock:
             mine = self._table("bridge").get(name)
             if mine is not None:
@@ -529,6 +541,12 @@ class Lab:
     def lab_fixture(self, name: str) -> Lab:
         """The cached lab fixture `name`, built first if needed, as a new sub-lab here."""
         return self._fixtures().lab(name, self)
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def __str__(self) -> str:
         return f"lab({self.name}; {len(self._vms)} vm(s))"

@@ -11,12 +11,18 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from typing import Any, Callable, Coroutine
+import os
+from typing import TYPE_CHECKING, Any, Callable, Coroutine
 
 from ..config import Config
 from ..vmm.base import Vmm
 from .errors import Interrupted, SessionError
 from .pool import HostPool
+
+if TYPE_CHECKING:
+    from ..events.sinks import Sink
+    from .lab import Lab
+    from .opener import EventRecorder
 
 CLOSE_VM_TIMEOUT = 60.0  # a backend that hangs in shutdown must not hang close()
 
@@ -53,6 +59,8 @@ class Session:
         self.default_cpus = default_cpus
         self.site_provider: SiteProvider | None = None
         self._emit_hook = emit
+        self.event_recorder: EventRecorder | None = None  # set by `Session.open(events=...)`, closed with the session
+        self._labs: list[Lab] = []
         self._vms: list = []
         self._vms_lock = threading.Lock()
         self._inflight: set[concurrent.futures.Future] = set()
@@ -67,6 +75,39 @@ class Session:
         self._thread = threading.Thread(target=self._serve, name="provium-session", daemon=True)
         self._thread.start()
         self._ready.wait()
+
+    @classmethod
+    def open(cls, vmm: str | Vmm = "qemu", *, config: str | os.PathLike | Config | None = None,
+             accel: str | None = None, events: str | os.PathLike | Sink | None = None,
+             default_memory: int = 512 << 20, default_cpus: int = 1) -> "Session":
+        """A session built the way the `provium` CLI builds one.
+
+        `vmm` is "qemu" (real guests) or "local" (the agent as a host process),
+        or a `Vmm` you made; `config` a `provium.toml` path (default: the
+        nearest one from the current directory up, else the built-in `linux`
+        profile); `accel` "auto", "kvm" or "tcg" (default: each profile's own);
+        `events` a path (or sink) receiving the msgpack event stream a CLI run
+        saves with `--save-events`.  Use it as a context manager: leaving the
+        block shuts down every VM and stops the session's thread.
+        """
+        from .opener import open_session
+
+        return open_session(vmm, config=config, accel=accel, events=events,
+                            default_memory=default_memory, default_cpus=default_cpus)
+
+    def lab(self, name: str = "provium") -> "Lab":
+        """A new root lab (Lua's `provium` object) whose VMs and bridges this
+        session tears down when it closes; `lab.close()` (or `with`) ends it sooner."""
+        from .lab import Lab, check_name
+
+        check_name(name, "Session.lab")
+        with self._vms_lock:
+            if self._closed:
+                raise SessionError("session is closed; create a new Session")
+        lab = Lab(self, name)
+        with self._vms_lock:
+            self._labs.append(lab)
+        return lab
 
     # ---- the loop ----------------------------------------------------------------
 
@@ -205,7 +246,13 @@ class Session:
                 return
             self._closed = True
             vms = list(self._vms)
+            labs = list(self._labs)
         if self._thread.is_alive():
+            for lab in reversed(labs):
+                try:
+                    lab.close()  # bridges and disks; the VMs again below, harmlessly
+                except Exception:  # noqa: BLE001 - closing reaches everything
+                    pass
             for vm in reversed(vms):
                 try:
                     self.run(vm.ashutdown(), timeout=CLOSE_VM_TIMEOUT)
@@ -221,6 +268,8 @@ class Session:
             close_switch(self)  # the network switch outlives no VM
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
+        if self.event_recorder is not None:
+            self.event_recorder.close()
 
     def __enter__(self) -> "Session":
         return self

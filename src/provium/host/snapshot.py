@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import StateError
 from ..vmm import snapfile
-from ..vmm.base import VmSpec
+from ..vmm.base import Unimplemented, VmSpec
 from .errors import ArgumentError, ProviumError, VmError, WrongState
 from .registry import ResourceMeta
 from .values import type_name
@@ -135,12 +135,21 @@ async def asnapshot(vm: VM, path: Path | None = None) -> Snapshot:
         raise ArgumentError(f"vm:snapshot: `{target}` is a directory (give a file path)")
     if not target.parent.is_dir():
         raise ArgumentError(f"vm:snapshot: directory `{target.parent}` does not exist")
-    extra = {}
-    for name, hook in _VM_HOOKS.items():
-        data = hook.save(vm, target)
-        if data is not None:
-            extra[name] = data
+    # The hooks copy state the guest can change (disk images): stop the guest first, so
+    # that state and the memory saved after it are of the same moment.
+    stopped_here = False
+    if vm.state == "booted":
+        try:
+            await vm.instance.pause()
+            stopped_here = True
+        except Unimplemented:
+            pass  # the local backend: no guest runs, nothing can change under the copy
     try:
+        extra = {}
+        for name, hook in _VM_HOOKS.items():
+            data = hook.save(vm, target)
+            if data is not None:
+                extra[name] = data
         await vm.instance.snapshot(target, extra)
     except ProviumError:
         raise
@@ -148,6 +157,9 @@ async def asnapshot(vm: VM, path: Path | None = None) -> Snapshot:
         if not vm.instance.alive():
             vm._mark_dead()
         raise SnapshotError(f"vm:snapshot() failed for `{vm.name}`: {exc}") from None
+    finally:
+        if stopped_here and vm.instance.alive():
+            await vm.instance.resume()
     return Snapshot(target)
 
 

@@ -194,10 +194,10 @@ class VM:
         except Exception:  # noqa: BLE001 - the cause is what matters from here on
             pass
 
-    def boot(self, opts: Mapping | None = None) -> "VM":
-        """Start the guest; returns self.  `opts` override the creation opts key
-        by key (`files`/`disks` append).  Emits `vm_spawned`."""
-        return self._session.run(self.aboot(opts))
+    def boot(self, opts: Mapping | None = None, **kw: Any) -> "VM":
+        """Start the guest; returns self.  `opts` (or keywords: ``boot(memory="1G")``)
+        override the creation opts key by key (`files`/`disks` append).  Emits `vm_spawned`."""
+        return self._session.run(self.aboot(merge_kw(opts, kw, "VM.boot")))
 
     async def aboot(self, opts: Mapping | None = None) -> "VM":
         """Coroutine form of `boot` (for batch boots on the session loop)."""
@@ -305,6 +305,12 @@ class VM:
             self.shutdown()
         except Exception:
             pass
+
+    def __enter__(self) -> "VM":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def pause(self) -> None:
         self._session.run(self.apause())

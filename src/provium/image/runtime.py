@@ -140,6 +140,20 @@ def elf_deps(path: Path) -> tuple[list[Path], Path | None]:
     return libs, loader
 
 
+# Libraries glibc loads with dlopen() rather than linking, so `ldd` never lists them:
+# libgcc_s does the unwinding behind pthread_exit, which CPython calls to end daemon
+# threads at exit (without it the interpreter aborts: "libgcc_s.so.1 must be installed").
+DLOPENED = ("libgcc_s.so.1",)
+
+
+def dlopened_libs(libs: dict[str, Path]) -> list[Path]:
+    """The DLOPENED libraries found beside the host's libc (none when libc is not in `libs`)."""
+    libc = libs.get("libc.so.6")
+    if libc is None:
+        return []
+    return [p for p in (libc.parent / name for name in DLOPENED) if p.exists()]
+
+
 def _strip(data: bytes, name: str) -> bytes:
     """Drop symbols and debug info (a pyenv libpython shrinks ~4x); unchanged without `strip`."""
     strip = shutil.which("strip")
@@ -284,7 +298,8 @@ def inputs() -> list[Path]:
     import msgpack
 
     python = host_python()
-    out = [python, *elf_deps(python)[0], *_input_files(_src_root()), Path(__file__)]
+    deps = elf_deps(python)[0]
+    out = [python, *deps, *dlopened_libs({d.name: d for d in deps}), *_input_files(_src_root()), Path(__file__)]
     out += sorted(p for p in Path(msgpack.__file__).parent.iterdir() if p.suffix in (".py", ".so"))
     return out
 
@@ -353,6 +368,7 @@ def collect() -> Runtime:
     if loader is None:
         raise ImageError(f"{python} is statically linked; provium needs a dynamically linked Python "
                          "(its own loader runs it in the guest)")
+    libs.update({p.name: p for p in dlopened_libs(libs) if p.name not in libs})
     for soname, path in sorted(libs.items()):
         rt.files[f"{GUEST_LIB}/{soname}"] = (_strip(path.read_bytes(), soname), 0o755)
     rt.loader = f"{GUEST_LIB}/{loader.name}"

@@ -21,12 +21,26 @@ I64_MIN = -(1 << 63)
 I64_MAX = (1 << 63) - 1
 
 
+_THREAD_TYPES: tuple[type, ...] = ()
+
+
+def _thread_types() -> tuple[type, ...]:
+    """lupa's classes for a coroutine (started or not).  lupa does not export them by
+    name, so they are taken once from a throwaway runtime instead of matched by name."""
+    global _THREAD_TYPES
+    if not _THREAD_TYPES:
+        rt = lupa_mod.LuaRuntime()
+        fresh = rt.eval("coroutine.create(function() end)")
+        _THREAD_TYPES = (type(fresh), type(rt.eval("function() end").coroutine()))
+    return _THREAD_TYPES
+
+
 def lua_type(value: Any) -> str:
     """The name Lua's `type()` would give the value as seen from Python."""
     name = plain_type_name(value)
     if name is not None:
         return name
-    if type(value).__name__ in ("_LuaThread", "_LuaCoroutineFunction"):
+    if isinstance(value, _thread_types()):
         return "thread"  # lupa hands a not-yet-started coroutine over as a "coroutine function"
     kind = lupa_mod.lua_type(value)
     if kind is not None:

@@ -517,7 +517,10 @@ class _ListingVmm(vmm_mod.Vmm):
     name = "listing"
 
     async def launch(self, spec: Any) -> Any:
-        raise vmm_mod.VmmError("not booting VMs while listing tests")
+        raise vmm_mod.VmmError(LISTING_REFUSAL)
+
+
+LISTING_REFUSAL = "not booting VMs while listing tests"
 
 
 _TEST_CALL = re.compile(r"""(?<![\w.:])test\s*\(\s*(?:"((?:[^"\\\n]|\\.)*)"|'((?:[^'\\\n]|\\.)*)')""")
@@ -529,7 +532,8 @@ def list_tests(path: str, settings: RunSettings | None = None) -> list[TestInfo]
     The top level runs with a VMM that refuses to boot; if it fails (say it
     boots a VM at file scope), the names are read from literal
     `test("name", ...)` calls in the source instead (meta unknown).  A file
-    that cannot be read or compiled raises an error naming it.
+    that cannot be read or compiled, whose top level raises for another reason,
+    or runs past the file timeout, raises an error naming it.
     """
     settings = settings or RunSettings()
     try:
@@ -542,11 +546,26 @@ def list_tests(path: str, settings: RunSettings | None = None) -> list[TestInfo]
     try:
         state = FileState(path, session, roots=list(cfg.roots))
         chunk = state.load(source)  # a syntax error is an error here too
+        limit = settings.file_timeout
+        text = f"file timeout exceeded ({format_duration(limit)}) while listing" if limit else ""
+        dog = threading.Timer(limit, state.mark_timed_out, args=(text,)) if limit else None
+        if dog is not None:
+            dog.daemon = True
+            dog.start()
         try:
             state.run_chunk(chunk)
-        except LuaChunkError:
+        except LuaChunkError as exc:
+            if state.timed_out:
+                raise LuaChunkError(text) from exc
+            if LISTING_REFUSAL not in str(exc):  # a real error at the top level: say so
+                raise
             return [TestInfo(m.group(1) if m.group(1) is not None else m.group(2))
                     for m in _TEST_CALL.finditer(source.decode("utf-8", "replace"))]
+        finally:
+            if dog is not None:
+                dog.cancel()
+        if state.timed_out:
+            raise LuaChunkError(text)
         return [TestInfo(name, meta_map(meta)) for name, meta, _ in state.tests()]
     finally:
         if state is not None:

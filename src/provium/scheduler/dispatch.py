@@ -154,7 +154,9 @@ class Dispatcher:
                         self._queue.popleft()
                         results[i] = self._refuse(i, files[i], refused)
                         continue
-                    if self._running and gate.pressured():
+                    # Under pressure, hold new files back while a running one works;
+                    # when every running file waits on the others, holding back is a deadlock.
+                    if self._running and not self.coordinator.all_waiting(self._running) and gate.pressured():
                         gated = True
                         self._blocked(files, blocked_sent, "psi_pressure")
                         break
@@ -378,6 +380,10 @@ class Dispatcher:
             r.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
+        # A killed runner cannot remove its QEMU scratch dir (sockets, console log).
+        from provium.vmm.qemu.backend import remove_scratch_of
+
+        remove_scratch_of(r.proc.pid)
 
     def _close(self, r: _Running) -> None:
         for fd in (r.rfd, r.pidfd):

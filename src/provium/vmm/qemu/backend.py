@@ -71,6 +71,21 @@ def host_tsc_khz() -> int | None:
     return None
 
 
+def scratch_roots_of(pid: int, scratch_root: str | None = None) -> list[Path]:
+    """Where a process `pid` keeps (or would keep) its VMs' scratch directories."""
+    base = Path(scratch_root) if scratch_root else Path(tempfile.gettempdir())
+    return [base / f"provium-qemu-{pid}", Path("/tmp") / f"provium-qemu-{pid}"]
+
+
+def remove_scratch_of(pid: int) -> None:
+    """Remove the scratch root of a runner that was killed (it could not clean up).
+
+    Called by whoever killed it, at once: waiting for the next run's sweep left
+    sockets and console logs behind after every Ctrl-C, SIGTERM or file timeout."""
+    for d in scratch_roots_of(pid):
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def sweep_stale_roots(tmp: Path) -> None:
     """Remove scratch roots of provium processes that no longer exist (killed ones)."""
     try:
@@ -97,6 +112,26 @@ async def _quiet_qmp(coro) -> None:
     """Undo steps of a failed hot-plug: the first error is the one to report."""
     with contextlib.suppress(QmpError):
         await coro
+
+
+def tcg_cmdline(cmdline: str, *, machine: str, accel: str) -> str:
+    """The kernel command line with what a guest needs to boot reliably under TCG.
+
+    `no_timer_check`: on a loaded host the emulated timer can miss the kernel's
+    early check that its interrupt arrives through the IO-APIC, and the guest then
+    panics ("IO-APIC + timer doesn't work"); seen under load on 2 cores.
+    `tsc_early_khz=` on microvm: see `host_tsc_khz`.
+    """
+    if accel != "tcg":
+        return cmdline
+    words = cmdline.split()
+    if "no_timer_check" not in words:
+        cmdline += " no_timer_check"
+    if machine == "microvm" and not any(w.startswith("tsc_early_khz=") for w in words):
+        khz = host_tsc_khz()
+        if khz:
+            cmdline += f" tsc_early_khz={khz}"
+    return cmdline
 
 
 class QemuVmm(Vmm):
@@ -179,12 +214,7 @@ class QemuVmm(Vmm):
                                              cache_dir=self.cache_dir)
         if requested == "auto" and accel == "tcg" and why and why not in self.accel_notes:
             self.accel_notes.append(why)
-        pci = profile.machine != "microvm"
-        cmdline = images.cmdline
-        if not pci and accel == "tcg" and "tsc_early_khz=" not in cmdline:
-            khz = host_tsc_khz()
-            if khz:
-                cmdline += f" tsc_early_khz={khz}"
+        cmdline = tcg_cmdline(images.cmdline, machine=profile.machine, accel=accel)
         rdir = ram_mod.ram_dir(spec.memory_bytes)
         ram_file = rdir / f"vm-{cid}.ram" if rdir is not None else None
         cfg = argv_mod.QemuConfig(

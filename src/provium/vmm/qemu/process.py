@@ -46,7 +46,34 @@ def spawn(argv: list[str], *, stderr_path: Path, cwd: Path) -> subprocess.Popen:
 
 
 async def wait_exit(proc: subprocess.Popen, timeout: float) -> int | None:
-    """Exit code once `proc` has exited, or None if it is still running after `timeout`."""
+    """Exit code once `proc` has exited, or None if it is still running after `timeout`.
+
+    Waits on a pidfd (readable the moment the process exits) instead of polling;
+    the pid cannot be reused meanwhile, since only `proc.poll()` reaps it.
+    """
+    rc = proc.poll()
+    if rc is not None:
+        return rc
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (OSError, AttributeError):  # no pidfds (Linux < 5.3): poll instead
+        return await _poll_exit(proc, timeout)
+    loop = asyncio.get_running_loop()
+    exited = asyncio.Event()
+    loop.add_reader(fd, exited.set)
+    try:
+        if proc.poll() is None:
+            try:
+                await asyncio.wait_for(exited.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+        return proc.poll()
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+async def _poll_exit(proc: subprocess.Popen, timeout: float) -> int | None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
