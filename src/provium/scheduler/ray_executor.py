@@ -58,7 +58,7 @@ from typing import Any
 
 import ray
 
-from provium.errors import ProviumError
+from provium.errors import ConfigError
 from provium.events import types as ev
 from provium.events.sinks import Sink
 
@@ -75,7 +75,7 @@ EXCLUDES = [".git", ".venv", "venv", "__pycache__", "*.pyc", ".mypy_cache", ".ru
             ".pytest_cache", "build", "dist", "*.egg-info", "node_modules"]
 
 
-class RayExecutorError(ProviumError):
+class RayExecutorError(ConfigError):
     """The Ray executor cannot run this suite (bad address, file outside the project, ...)."""
 
 
