@@ -64,6 +64,8 @@ def main() -> None:
     ap.add_argument("--write-readme", action="store_true")
     args = ap.parse_args()
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # keep the driver on 127.0.0.1
+    # The cluster's workers inherit this environment: they must import this checkout's provium.
+    os.environ["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")
     from ray.cluster_utils import Cluster
 
     n = args.files
