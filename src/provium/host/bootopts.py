@@ -10,9 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..config import Profile
+from ..image import hostbin
+from ..image.errors import ImageError
 from ..disk.spec import SHAPE, parse_disk
 from ..vmm.base import BootFile, DiskSpec, VmSpec
 from .errors import ArgumentError
@@ -59,25 +62,52 @@ def _check_path(p: Any, i: int) -> str:
     return "/" + "/".join(parts)
 
 
+FILE_KEYS = ("path", "content", "host", "libs", "mode")
+FILE_SHAPE = "{path=, content= or host=[, libs=, mode=]}"
+
+
 def _files(value: Any) -> list[BootFile]:
+    """`content` gives the bytes; `host` copies a host file instead (its mode by default),
+    and `libs = true` adds the loader and shared libraries it links (image/hostbin.py)."""
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
-        raise ArgumentError("boot_opts.files: expected an array of {path=, content=[, mode=]} tables, "
-                            f"got {type_name(value)}")
+        raise ArgumentError(f"boot_opts.files: expected an array of {FILE_SHAPE} tables, got {type_name(value)}")
     out = []
     for i, f in enumerate(value, 1):
         if not isinstance(f, Mapping):
-            raise ArgumentError(f"boot_opts.files[{i}]: expected a {{path=, content=[, mode=]}} table, got {type_name(f)}")
-        extra = [k for k in f if k not in ("path", "content", "mode")]
+            raise ArgumentError(f"boot_opts.files[{i}]: expected a {FILE_SHAPE} table, got {type_name(f)}")
+        extra = [k for k in f if k not in FILE_KEYS]
         if extra:
-            raise ArgumentError(f"boot_opts.files[{i}]: unknown key `{extra[0]}` (valid: path, content, mode)")
-        if "path" not in f or "content" not in f:
-            raise ArgumentError(f"boot_opts.files[{i}]: needs both `path` and `content`")
+            raise ArgumentError(f"boot_opts.files[{i}]: unknown key `{extra[0]}` (valid: {', '.join(FILE_KEYS)})")
+        if "path" not in f or ("content" in f) == ("host" in f):
+            raise ArgumentError(f"boot_opts.files[{i}]: needs `path` and exactly one of `content` or `host`")
         path = _check_path(f["path"], i)
-        content = to_bytes(f["content"], f"boot_opts.files[{i}]", "content")
-        mode = f.get("mode", 0o644)
+        libs = f.get("libs", False)
+        if not isinstance(libs, bool):
+            raise ArgumentError(f"boot_opts.files[{i}]: `libs` must be a boolean, got {type_name(libs)}")
+        extra_files: list[BootFile] = []
+        if "host" in f:
+            host = f["host"]
+            if not isinstance(host, str) or not host:
+                raise ArgumentError(f"boot_opts.files[{i}]: `host` must be a host file path, got {type_name(host)}")
+            where = f"boot_opts.files[{i}]"
+            try:
+                content, host_mode = hostbin.read_host_file(Path(host), where)
+                if libs:
+                    extra_files = [BootFile(path=p, content=c, mode=m)
+                                   for p, c, m in hostbin.libraries(Path(host), where)]
+            except ImageError as exc:
+                raise ArgumentError(str(exc)) from exc
+        else:
+            if libs:
+                raise ArgumentError(f"boot_opts.files[{i}]: `libs` needs `host` (the program whose libraries to copy)")
+            content = to_bytes(f["content"], f"boot_opts.files[{i}]", "content")
+            host_mode = 0o644
+        mode = f.get("mode", host_mode)
         if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
             raise ArgumentError(f"boot_opts.files: `mode` for `{f['path']}` must be an integer permission mask "
                                 f"(e.g. 0x1ed for 0755), got {type_name(mode) if not isinstance(mode, int) else mode}")
+        # Libraries first: an explicit entry for the same path, later in the list, wins.
+        out.extend(extra_files)
         out.append(BootFile(path=path, content=content, mode=mode))
     return out
 

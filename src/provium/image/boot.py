@@ -10,6 +10,7 @@ being different on almost every boot.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,10 +138,23 @@ def files_segment(files: Iterable[Any]) -> bytes:
     return gzip_bytes(bytes(w))
 
 
+def guest_hostname(name: str) -> str:
+    """A VM name as a valid host name (RFC 1123 label): other characters become `-`."""
+    label = re.sub(r"[^A-Za-z0-9-]", "-", name)[:63].strip("-")
+    return label or "provium"
+
+
 def compose(profile: Profile, *, kernel_cmdline: str | None = None, kernel_cmdline_append: str = "",
-            files: Iterable[Any] = (), scratch: Path, cache_dir=None) -> BootImages:
-    """Everything QEMU's -kernel/-initrd/-append need for one boot of `profile`."""
+            files: Iterable[Any] = (), scratch: Path, cache_dir=None, vm_name: str | None = None) -> BootImages:
+    """Everything QEMU's -kernel/-initrd/-append need for one boot of `profile`.
+
+    For the built-in profile, `vm_name` becomes the guest's hostname (its /init reads
+    `provium.hostname=`; a dotted word is a module parameter to the kernel, so it is
+    neither passed to init nor complained about).
+    """
     kernel, initrd = prepare_profile(profile, cache_dir)
+    if profile.builtin and not profile.kernel and vm_name:
+        kernel_cmdline_append = f"{kernel_cmdline_append} provium.hostname={guest_hostname(vm_name)}".strip()
     cmdline = boot_cmdline(profile, kernel_cmdline, kernel_cmdline_append, inject_agent=profile.inject_agent)
     if profile.inject_agent:
         initrd = agent_initrd(profile, initrd, cache_dir)

@@ -29,6 +29,12 @@ mount -t tmpfs -o mode=1777 tmpfs /tmp
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 for m in {modules}; do insmod /lib/modules/provium/$m.ko; done
+# The VM's name (provium.hostname= on the cmdline, see image/boot.py) as the hostname.
+h=provium
+for w in $(cat /proc/cmdline); do case $w in provium.hostname=?*) h=${{w#provium.hostname=}};; esac; done
+hostname "$h"
+echo "$h" > /etc/hostname
+printf '127.0.0.1\\tlocalhost\\n127.0.1.1\\t%s\\n::1\\tlocalhost ip6-localhost ip6-loopback\\n' "$h" > /etc/hosts
 exec /sbin/init
 """
 

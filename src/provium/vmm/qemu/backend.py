@@ -206,7 +206,7 @@ class QemuVmm(Vmm):
             images = await asyncio.to_thread(
                 image.compose, profile, kernel_cmdline=spec.kernel_cmdline,
                 kernel_cmdline_append=spec.kernel_cmdline_append or "", files=spec.files,
-                scratch=scratch, cache_dir=self.cache_dir)
+                scratch=scratch, cache_dir=self.cache_dir, vm_name=spec.name)
         except image.ImageError as exc:
             raise VmmError(str(exc)) from exc
         requested = spec.accel or self.accel or profile.accel or "auto"
