@@ -51,6 +51,7 @@ from .disk import Disk, DiskError, VmDisks
 from .errors import (
     AgentCommError,
     AgentGone,
+    NoAgent,
     ArgumentError,
     GuestOsError,
     HandleError,
@@ -445,10 +446,19 @@ class VM:
 
     # ---- the agent channel -------------------------------------------------------
 
+    def _client(self, action: str) -> Any:
+        client = self._live.client
+        if client is None and not self._profile.inject_agent:
+            raise NoAgent(f"vm `{self.name}`: profile `{self.profile}` has `inject_agent = false`: there is no "
+                          f"agent in the guest, so `{action}` cannot work (its console and power controls "
+                          "still do; see docs/guests.md)")
+        return client
+
     async def _acall(self, op: Any, timeout: float | None = None) -> Any:
         started = time.monotonic()
+        client = self._client(op.KIND)
         try:
-            reply = await self._live.client.call(op, timeout)
+            reply = await client.call(op, timeout)
             self.log.debug("%s (%.1f ms)", op.KIND, (time.monotonic() - started) * 1000)
             return reply
         except ClientError as exc:
@@ -521,9 +531,11 @@ class VM:
         self._require(op.KIND)
         meta = self._meta(kind, detail)
 
+        client = self._client(op.KIND)
+
         async def opener():
             try:
-                return await self._live.client.open_stream(op)
+                return await client.open_stream(op)
             except ClientError as exc:
                 raise client_error(exc, self._died) from exc
 

@@ -20,7 +20,7 @@ from ..config import Profile
 from . import cache, initramfs, overlay
 from .cpio import CpioError, CpioWriter, gzip_bytes, norm_path
 from .errors import ImageError
-from .kernel import find_kernel
+from .kernel import HostKernel, find_kernel
 
 RDINIT = "rdinit=/sbin/provium-agent"
 
@@ -49,7 +49,26 @@ def prepare_profile(profile: Profile, cache_dir: str | os.PathLike | None = None
     initrd = profile.resolve(profile.initrd)
     if initrd is not None:
         _check_readable(profile, "initrd", initrd)
+    elif profile.inject_agent:
+        initrd = _agent_modules(profile, kernel, cache_dir)
     return kernel, initrd
+
+
+def _agent_modules(profile: Profile, kernel: Path, cache_dir) -> Path | None:
+    """No initrd: the agent overlay is the whole initramfs, and its port needs virtio_pci
+    and virtio_console.  A host kernel (`/boot/vmlinuz-VER` with `/lib/modules/VER`) gets
+    them as a small modules segment; another kernel must have them built in (docs/guests.md)."""
+    name = kernel.name
+    if not name.startswith("vmlinuz-"):
+        return None
+    host = HostKernel(kernel, name[len("vmlinuz-"):])
+    if not host.modules_dir.is_dir():
+        return None
+    try:
+        return initramfs.modules_segment(host, cache_dir)
+    except ImageError as exc:
+        raise ImageError(f"profile `{profile.name}`: no `initrd`, so provium brings the modules the agent needs "
+                         f"from {host.modules_dir}, but: {exc}") from exc
 
 
 def _check_readable(profile: Profile, key: str, path: Path) -> None:

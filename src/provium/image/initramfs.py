@@ -165,3 +165,32 @@ def ensure(kernel: HostKernel, cache_dir=None, *, modules: tuple[str, ...] = GUE
     cache.atomic_write(path, build(kernel, modules=modules, init=init))
     cache.prune(path.parent, "initramfs-", keep=path)
     return path
+
+
+# Enough for the agent's port on either machine type: a transport and virtio_console.
+AGENT_MODULES = ("virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci",
+                 "virtio_mmio", "virtio_console")
+
+
+def modules_segment(kernel: HostKernel, cache_dir=None) -> Path:
+    """A gzip'd cpio with just the modules the agent's port needs, for a profile that boots
+    a host kernel with no initrd: /lib/modules/provium/NAME.ko and `order`, which the
+    overlay's launcher insmods in that order (no modules.dep, no depmod needed)."""
+    mods = module_load_order(kernel.modules_dir, AGENT_MODULES)
+    h = cache.Hasher("agent-modules").add("kernel-version", kernel.version.encode())
+    h.add("builder", Path(__file__).read_bytes())
+    for m in mods:
+        h.add_file(f"module:{m.name}", m)
+    path = cache.image_dir(cache_dir) / f"agent-modules-{kernel.version}-{h.hexdigest()[:16]}.cpio.gz"
+    if path.exists():
+        return cache.use(path)
+    w = CpioWriter()
+    names = []
+    for m in mods:
+        name = m.name.split(".ko")[0]
+        names.append(name)
+        w.add_file(f"lib/modules/provium/{name}.ko", read_module(m), 0o644)
+    w.add_file("lib/modules/provium/order", ("\n".join(names) + "\n").encode(), 0o644)
+    cache.atomic_write(path, gzip_bytes(bytes(w)))
+    cache.prune(path.parent, "agent-modules-", keep=path)
+    return path

@@ -238,7 +238,10 @@ class QemuVmm(Vmm):
         inst.record_boot_disks(cfg.disks)
         try:
             await inst._qmp_connect(min(QMP_CONNECT_TIMEOUT, timeout))
-            inst.client = await inst._connect_agent(deadline)
+            if profile.inject_agent:
+                inst.client = await inst._connect_agent(deadline)
+            elif profile.boot_marker:
+                await inst._wait_console(profile.boot_marker, deadline)
         except BaseException as exc:
             detail = inst._failure_text(exc, timeout)
             await inst._kill()
@@ -351,6 +354,29 @@ class QemuInstance(VmInstance):
                 await client.close()
                 raise
 
+    async def _wait_console(self, marker: str, deadline: float) -> None:
+        """A profile without the agent: wait until the console log shows `marker`."""
+        loop = asyncio.get_running_loop()
+        want = marker.encode()
+        seen = 0  # bytes of the log already searched (minus an overlap for a split marker)
+        while True:
+            try:
+                with open(self.console_log, "rb") as f:
+                    f.seek(seen)
+                    chunk = f.read()
+            except FileNotFoundError:
+                chunk = b""
+            if want in chunk:
+                return
+            seen += max(0, len(chunk) - len(want) + 1)
+            if self.proc.poll() is not None:
+                raise VmmError(f"QEMU exited (status {self.proc.returncode}) before the console showed the "
+                               f"boot marker {marker!r}")
+            if loop.time() >= deadline:
+                raise VmmError(f"the console did not show the boot marker {marker!r} within "
+                               f"{self.boot_timeout:g}s (profile `boot_marker`)")
+            await asyncio.sleep(0.05)
+
     def _failure_text(self, exc: BaseException, timeout: float) -> str:
         if isinstance(exc, asyncio.TimeoutError):
             what = f"the guest agent did not answer within {timeout:g}s"
@@ -401,6 +427,8 @@ class QemuInstance(VmInstance):
                 if await self.qmp.wait_event(("RESET",), mark, RESET_EVENT_TIMEOUT) is None:
                     raise VmmError(f"reset: QEMU reported no RESET within {RESET_EVENT_TIMEOUT:g}s")
                 loop = asyncio.get_running_loop()
+                if not self.spec.profile.inject_agent:
+                    return
                 try:
                     self.client = await self._connect_agent(loop.time() + self.boot_timeout)
                 except TimeoutError:
