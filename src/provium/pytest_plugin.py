@@ -41,6 +41,9 @@ CONSOLE_TAIL_BYTES = 2048
 SESSION_KEY = pytest.StashKey["Session"]()
 LAB_KEY = pytest.StashKey["Lab"]()
 STARTED_KEY = pytest.StashKey[bool]()
+FAILED_KEY = pytest.StashKey[bool]()
+EVIDENCE_ROOT_KEY = pytest.StashKey[str]()
+KEEP_MODES = ("on-failure", "always", "never")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -55,6 +58,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="QEMU acceleration for every profile (default: each profile's own)")
     group.addoption("--provium-events", default=None, metavar="PATH",
                     help="save provium's msgpack event stream to PATH (as `provium --save-events`)")
+    group.addoption("--provium-keep-artifacts", default="on-failure", choices=KEEP_MODES,
+                    help="keep the console log, QMP log and QEMU argv of a provium_lab's VMs after the test: "
+                         "on-failure (default), always or never (as `provium --keep-artifacts`)")
 
 
 def _is_xdist_worker(config: pytest.Config) -> bool:
@@ -85,6 +91,15 @@ def provium_session(request: pytest.FixtureRequest) -> Iterator[Session]:
     session = Session.open(opt("provium_vmm"), config=opt("provium_config"), accel=opt("provium_accel"),
                            events=events)
     request.config.stash[SESSION_KEY] = session
+    if opt("provium_keep_artifacts") != "never":
+        import tempfile
+        import time
+
+        from .artifacts import PREFIX
+
+        # Named now, made by the first VM that leaves evidence (artifacts.keep_vm_evidence).
+        request.config.stash[EVIDENCE_ROOT_KEY] = os.path.join(
+            tempfile.gettempdir(), f"{PREFIX}pytest-{os.getpid()}-{time.time_ns()}")
     try:
         yield session
     finally:
@@ -101,7 +116,38 @@ def provium_lab(request: pytest.FixtureRequest, provium_session: Session) -> Ite
     try:
         yield lab
     finally:
+        _close_keeping_evidence(request, lab)
+
+
+def _close_keeping_evidence(request: pytest.FixtureRequest, lab: Lab) -> None:
+    """Close the lab; a QEMU guest copies its evidence files (console.log, qmp.log,
+    qemu.argv, qemu.stderr) out of its scratch directory as it is torn down, when
+    `PROVIUM_ARTIFACTS_DIR` names a directory: the mechanism the CLI's runners use."""
+    from .artifacts import ENV_FILE, file_slug
+
+    node = request.node
+    mode = request.config.getoption("provium_keep_artifacts")
+    root = request.config.stash.get(EVIDENCE_ROOT_KEY, None)
+    keep = root is not None and (mode == "always" or (mode == "on-failure" and node.stash.get(FAILED_KEY, False)))
+    if not keep or not lab.all_vms():
         lab.close()
+        return
+    assert root is not None
+    before = os.environ.get(ENV_FILE)
+    os.environ[ENV_FILE] = os.path.join(root, file_slug(node.nodeid.replace("::", "/")))
+    try:
+        lab.close()
+    finally:
+        if before is None:
+            os.environ.pop(ENV_FILE, None)
+        else:
+            os.environ[ENV_FILE] = before
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    root = config.stash.get(EVIDENCE_ROOT_KEY, None)
+    if root is not None and os.path.isdir(root):
+        terminalreporter.write_line(f"provium: VM evidence (console log, QMP log, QEMU argv) kept in {root}")
 
 
 # ---- reports and events ------------------------------------------------------------
@@ -130,6 +176,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     if not _uses_provium(item):
         return report
+    if report.failed and report.when in ("setup", "call"):
+        item.stash[FAILED_KEY] = True
     lab = item.stash.get(LAB_KEY, None)
     sections: list[tuple[str, str]] = []
     if report.failed and report.when in ("setup", "call") and lab is not None:

@@ -267,3 +267,40 @@ vm:push_file("ignored", "/x", {auto_dep = false})
     before = key()
     write(tmp_path / "ignored", "whatever")
     assert key() == before
+
+
+DISK_FIXTURE = '''
+local vm = provium:vm("withdisk", "linux"):boot({disks = {{id = "d", scratch = "1M"}}})
+vm:disk("d"):write_sectors(3, "SAVED-IN-FIXTURE")
+return vm:snapshot()
+'''
+
+DISK_LAB_FIXTURE = '''
+local lab = provium:lab("pair")
+local vm = lab:vm("a", "linux"):boot({disks = {{id = "d", scratch = "1M"}}})
+vm:disk("d"):write_sectors(3, "SAVED-IN-LAB")
+return lab:snapshot()
+'''
+
+DISK_USER = '''
+test("a fixture's disks come back", function(t)
+  local vm = provium:vm_fixture("fixtures/disk")
+  t:assert_eq(vm:disk("d"):read_sectors(3, 1):sub(1, 16), "SAVED-IN-FIXTURE")
+  local lab = provium:lab_fixture("fixtures/disklab")
+  t:assert_eq(lab.a:disk("d"):read_sectors(3, 1):sub(1, 12), "SAVED-IN-LAB")
+end)
+'''
+
+
+def test_fixtures_keep_their_vms_disks(tmp_path):
+    write(tmp_path / "provium.toml", f'[provium]\ncache_dir = "{tmp_path / "cache"}"\n')
+    write(tmp_path / "fixtures" / "disk.fixture.lua", DISK_FIXTURE)
+    write(tmp_path / "fixtures" / "disklab.fixture.lua", DISK_LAB_FIXTURE)
+    write(tmp_path / "d.test.lua", DISK_USER)
+    for run in ("cold", "warm"):  # built then restored, then restored from the cache alone
+        r = provium(*LOCAL, "d.test.lua", cwd=str(tmp_path))
+        assert r.returncode == 0, (run, r.stdout.decode() + r.stderr.decode())
+    store = Store(tmp_path / "cache")
+    [vm_entry] = [e for e in store.entries() if e.kind == "vm"]
+    store.remove(vm_entry.key, "vm")
+    assert not list((tmp_path / "cache").glob(f"**/{vm_entry.key}*"))  # disks removed with their entry

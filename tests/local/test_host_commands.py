@@ -223,3 +223,24 @@ def test_interrupting_a_blocked_run_stops_the_command(vm, tmp_path):
     assert errors == ["interrupted: test timed out"]
     assert wait_gone(pid), "the agent kept running a command nobody waits for"
     assert vm.run("echo ok").stdout == b"ok\n"
+
+
+def test_a_single_program_command_gets_the_signal_itself(vm):
+    """`run_async("sleep 100")` ran `sh -c`, so p:kill("int") hit a waiting shell;
+    a single program is now exec'd by the shell and gets the signal."""
+    p = vm.run_async("sleep 100")
+    time.sleep(0.3)
+    assert open(f"/proc/{p.pid()}/comm").read().strip() == "sleep"
+    p.kill("int")
+    r = p.wait("10s")
+    assert r.status == "signalled" and r.signal == 2
+
+
+def test_shell_text_execs_only_simple_programs():
+    from provium.host.execargs import shell_text
+
+    assert shell_text("sleep 100") == "exec sleep 100"
+    assert shell_text("  /bin/echo a-b c=d ") == "exec /bin/echo a-b c=d"
+    for cmd in ("exit 3", "cd /tmp", "FOO=1 env", "echo $HOME", "a | b", "a; b", "a && b", "ls *.c",
+                "echo 'x y'", "sleep 1 &", "cat < f", "read x", ". ./env.sh"):
+        assert shell_text(cmd) == cmd, cmd

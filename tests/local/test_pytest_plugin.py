@@ -85,7 +85,8 @@ def test_a_failing_test_leaves_no_agent_and_reports_the_console(tmp_path):
 
 def test_the_options_are_listed_by_pytest_help(tmp_path):
     r = run_pytest(tmp_path, "", "--help")
-    for opt in ("--provium-vmm", "--provium-config", "--provium-accel", "--provium-events"):
+    for opt in ("--provium-vmm", "--provium-config", "--provium-accel", "--provium-events",
+                "--provium-keep-artifacts"):
         assert opt in r.stdout, r.stdout
 
 

@@ -235,6 +235,17 @@ def test_psi_pressure_holds_back_new_files(tmp_path):
     assert ran.ts("file_dispatched", "b.test.lua") >= ran.ts("file_completed", "a.test.lua")
 
 
+def test_psi_pressure_does_not_hold_back_the_partner_of_a_waiting_barrier(tmp_path):
+    """Under pressure a new file waits, unless every running file is itself waiting (at a
+    barrier or for the pool): holding it back then could only time the barrier out."""
+    fake = tmp_path / "cpu"
+    fake.write_text("some avg10=55.00 avg60=20.00 avg300=5.00 total=1\n")
+    meet = 'test("meet", function(t) t:assert(provium:barrier("both", 2, 20)) end)'
+    ran = dispatch(tmp_path, {"a.test.lua": meet, "b.test.lua": meet}, pool(2 * GIB, 2), psi_paths=[str(fake)])
+    ran.assert_passed("a.test.lua")
+    ran.assert_passed("b.test.lua")
+
+
 def test_no_psi_pressure_lets_files_run_together(tmp_path):
     fake = tmp_path / "cpu"
     fake.write_text("some avg10=1.50 avg60=0.00 avg300=0.00 total=1\n")

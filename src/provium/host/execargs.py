@@ -10,6 +10,8 @@ Shared by `vm.run`, `vm.run_async`, `worker.run`, `worker.run_async` and
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +60,26 @@ def to_bytes(value: Any, method: str, what: str) -> bytes:
     raise ArgumentError(f"{method}: `{what}` must be a string or bytes, got {type_name(value)}")
 
 
+# One simple command: words of plain characters, no quoting, expansion,
+# redirection, pipes, lists or globs.  The first word must not be an assignment.
+_SIMPLE = re.compile(r"[\w./:,+@%-]+(?:[ \t]+[\w./:,+@%=-]+)*")
+# Words `sh` runs itself: `exec` would look for a program of that name.
+_BUILTINS = frozenset("""exit cd export set unset read wait eval exec shift trap umask ulimit alias unalias
+return source . : break continue readonly local type hash command getopts times jobs fg bg""".split())
+
+
+def shell_text(cmd: str) -> str:
+    """`cmd` for `sh -c`, with `exec ` in front when it is a single program.
+
+    Then the program replaces the shell: its pid is the process's pid and a
+    signal (`p:kill("int")`) reaches it instead of a waiting `sh`.  Anything
+    the shell itself must interpret is left as written."""
+    text = cmd.strip()
+    if _SIMPLE.fullmatch(text) and text.split()[0] not in _BUILTINS:
+        return "exec " + text
+    return cmd
+
+
 def build_command(method: str, cmd: Any, opts: Mapping | None, *, async_: bool = False) -> Command:
     """Validate and normalise. `method` (e.g. "vm:run") prefixes every error."""
     if opts is None:
@@ -74,7 +96,7 @@ def build_command(method: str, cmd: Any, opts: Mapping | None, *, async_: bool =
         if "args" in opts:
             program, args = cmd, _strings(opts["args"], method, "args")
         else:
-            program, args = "sh", ["-c", cmd]
+            program, args = "sh", ["-c", shell_text(cmd)]
     elif isinstance(cmd, Sequence) and not isinstance(cmd, (bytes, bytearray)):
         argv = _strings(cmd, method, "command")
         if not argv:

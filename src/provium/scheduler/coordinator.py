@@ -30,7 +30,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,6 +118,15 @@ class Coordinator:
             b.waiting = [a for a in b.waiting if a.owner != owner]
         self._granted(self.pool.release_owner(owner))
         self._check_unmeetable()
+
+    def all_waiting(self, owners: Iterable[int]) -> bool:
+        """True when each of `owners` waits here: at a barrier or parked in the pool."""
+        at_barrier = {a.owner for b in self._barriers.values() for a in b.waiting}
+        for owner in owners:
+            st = self._files.get(owner)
+            if owner not in at_barrier and not (st and st.parked):
+                return False
+        return True
 
     def parked_since(self, owner: int) -> float | None:
         st = self._files.get(owner)

@@ -150,7 +150,9 @@ class Dispatcher:
                         self._queue.popleft()
                         results[i] = self._refuse(i, files[i], refused)
                         continue
-                    if self._running and gate.pressured():
+                    # Under pressure, hold new files back while a running one works;
+                    # when every running file waits on the others, holding back is a deadlock.
+                    if self._running and not self.coordinator.all_waiting(self._running) and gate.pressured():
                         gated = True
                         self._blocked(files, blocked_sent, "psi_pressure")
                         break
