@@ -294,3 +294,26 @@ def test_guest_hostname():
     assert guest_hostname("db") == "db"
     assert guest_hostname("__") == "provium"
     assert len(guest_hostname("a" * 100)) == 63
+
+
+def test_shares_are_parsed_and_tagged(tmp_path):
+    from provium.config import Profile
+    opts = parse_boot_opts({"shares": [{"host": str(tmp_path), "guest": "/mnt/b/", "readonly": True}]}, "w")
+    spec = make_spec("a", Profile(name="p"), opts, default_memory=1 << 29, default_cpus=1)
+    assert [(s.host, s.guest, s.readonly, s.tag) for s in spec.shares] == [
+        (str(tmp_path.resolve()), "/mnt/b", True, "provium0")]
+
+
+@pytest.mark.parametrize("shares, message", [
+    ({"host": "/tmp"}, "expected an array"),
+    ([{"host": "/tmp", "guest": "mnt"}], "`guest` must be an absolute guest path"),
+    ([{"host": "/tmp", "guest": "/mnt/../etc"}], "plain absolute path"),
+    ([{"host": "/tmp", "guest": "/"}], "plain absolute path"),
+    ([{"host": "/nonexistent/dir", "guest": "/mnt"}], "host directory `/nonexistent/dir` does not exist"),
+    ([{"host": "/tmp", "guest": "/mnt", "readonly": "yes"}], "`readonly` must be a boolean"),
+    ([{"host": "/tmp", "guest": "/mnt", "ro": True}], "unknown key `ro`"),
+])
+def test_share_errors(shares, message):
+    with pytest.raises(ArgumentError) as e:
+        parse_boot_opts({"shares": shares}, "w")
+    assert message in str(e.value)

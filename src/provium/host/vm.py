@@ -43,6 +43,7 @@ from ..protocol.types import OpResult, TailStart, WriteFileMode
 from ..vmm.base import Unimplemented, VmInstance, VmSpec
 from . import bridge as net
 from . import console as console_mod
+from . import shares
 from .agent_errors import client_error, os_error, os_error_text, vmm_text  # noqa: F401  (os_error*: re-exported)
 from .bootopts import BootOpts, make_spec, parse_boot_opts
 from . import disksnap  # noqa: F401  (registers the disks' part of snapshots)
@@ -243,6 +244,8 @@ class VM:
         self._session.emit("vm_spawned", vm_name=self.name, profile=self.profile,
                            memory_bytes=spec.memory_bytes, cid=inst.cid)
         await net.after_boot(self)
+        if spec.shares:
+            await shares.mount_all(self, spec.shares)
         return self
 
     async def _charged_launch(self, spec) -> Any:

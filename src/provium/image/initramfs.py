@@ -15,7 +15,7 @@ from pathlib import Path
 from . import cache
 from .cpio import CpioWriter, gzip_bytes
 from .errors import ImageError
-from .kernel import GUEST_MODULES, LATE_MODULES, HostKernel, module_load_order, read_module
+from .kernel import GUEST_MODULES, LATE_MODULES, SHARE_MODULES, HostKernel, module_load_order, read_module
 
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 
@@ -129,6 +129,10 @@ def build(kernel: HostKernel, *, modules: tuple[str, ...] = GUEST_MODULES, init:
         name = m.name.split(".ko")[0]
         names.append(name)
         w.add_file(f"lib/modules/provium/{name}.ko", read_module(m), 0o644)
+    for m in module_load_order(kernel.modules_dir, SHARE_MODULES):
+        name = m.name.split(".ko")[0]
+        if name not in names:
+            w.add_file(f"lib/modules/provium/{name}.ko", read_module(m), 0o644)
     late = [n for n in names if n.replace("-", "_") in LATE_MODULES]
     early = [n for n in names if n not in late]
     w.add_file("init", (init or INIT.format(modules=" ".join(early))).encode(), 0o755)
@@ -149,7 +153,7 @@ def cache_key(kernel: HostKernel, modules: tuple[str, ...] = GUEST_MODULES, init
     h.add("cpio", (Path(__file__).parent / "cpio.py").read_bytes())
     h.add("kernel-version", kernel.version.encode())
     h.add_file("busybox", find_busybox())
-    for m in module_load_order(kernel.modules_dir, modules + LATE_MODULES):
+    for m in module_load_order(kernel.modules_dir, modules + LATE_MODULES + SHARE_MODULES):
         h.add_file(f"module:{m.name}", m)
     h.add("init", (init or "").encode())
     return h.hexdigest()

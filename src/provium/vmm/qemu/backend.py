@@ -30,6 +30,7 @@ from . import argv as argv_mod
 from . import process
 from . import ram as ram_mod
 from . import snapshot as snapshot_mod
+from . import virtiofs
 from .hotplug import HotplugSlots
 from .qmp import Qmp, QmpError
 
@@ -217,12 +218,13 @@ class QemuVmm(Vmm):
         cmdline = tcg_cmdline(images.cmdline, machine=profile.machine, accel=accel)
         rdir = ram_mod.ram_dir(spec.memory_bytes)
         ram_file = rdir / f"vm-{cid}.ram" if rdir is not None else None
+        daemons = await virtiofs.start(list(spec.shares), scratch) if spec.shares else []
         cfg = argv_mod.QemuConfig(
             qemu=qemu, machine=profile.machine, accel=accel, memory_bytes=spec.memory_bytes, cpus=spec.cpus,
             kernel=images.kernel, initrd=images.initrd, cmdline=cmdline, scratch=scratch,
             rng_seed=spec.rng_seed, initial_time=spec.initial_time, disks=self._disks(spec), nics=list(spec.nics),
             extra=[a.replace("{scratch}", str(scratch)) for a in self.extra_args],
-            ram_path=ram_file)
+            ram_path=ram_file, shares_argv=virtiofs.argv(daemons, profile.machine != "microvm"))
         argv = argv_mod.build(cfg)
         hotplug = HotplugSlots(profile.machine, cfg.hotplug_ports)
         (scratch / "qemu.argv").write_text(shlex.join(argv) + "\n")
@@ -230,8 +232,13 @@ class QemuVmm(Vmm):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         started = time.monotonic()
-        proc = process.spawn(argv, stderr_path=scratch / "qemu.stderr", cwd=scratch)
+        try:
+            proc = process.spawn(argv, stderr_path=scratch / "qemu.stderr", cwd=scratch)
+        except BaseException:
+            await virtiofs.stop(daemons)
+            raise
         inst = QemuInstance(self, spec, cid, proc, scratch, accel, timeout)
+        inst.share_daemons = daemons
         inst.machine, inst.kernel, inst.cmdline = profile.machine, images.kernel, cmdline
         inst.ram_file, inst.ram_shared = ram_file, ram_file is not None
         inst.hotplug = hotplug
@@ -306,6 +313,7 @@ class QemuInstance(VmInstance):
         self._closed = False
         self._saved_console: bytes | None = None
         self._lock = asyncio.Lock()
+        self.share_daemons: list[virtiofs.Daemon] = []  # owned: stopped in _kill/shutdown
 
     # ---- start-up --------------------------------------------------------------------
 
@@ -396,6 +404,11 @@ class QemuInstance(VmInstance):
     # ---- control ---------------------------------------------------------------------
 
     async def snapshot(self, path: Path, extra: dict | None = None) -> int:
+        if self.spec.shares:
+            raise VmmError(f"vm `{self.spec.name}` has host directory shares ("
+                           + ", ".join(f"`{s.host}` → `{s.guest}`" for s in self.spec.shares)
+                           + "): QEMU marks its virtiofs devices (vhost-user-fs) unmigratable, so a VM with a "
+                           "share cannot be snapshotted (boot the fixture without `shares`)")
         async with self._lock:
             return await snapshot_mod.save(self, path, extra or {})
 
@@ -532,6 +545,7 @@ class QemuInstance(VmInstance):
             await self.client.close()
         await self.qmp.close()
         await process.kill(self.proc)
+        await virtiofs.stop(self.share_daemons)
         artifacts.keep_vm_evidence(self.scratch, f"{self.spec.name}-vm{self.cid}")
         shutil.rmtree(self.scratch, ignore_errors=True)
         ram_mod.remove(self.ram_file)
@@ -563,6 +577,7 @@ class QemuInstance(VmInstance):
         await self.qmp.close()
         if await process.wait_exit(self.proc, QUIT_GRACE) is None:
             await process.kill(self.proc)
+        await virtiofs.stop(self.share_daemons)
         artifacts.keep_vm_evidence(self.scratch, f"{self.spec.name}-vm{self.cid}")
         shutil.rmtree(self.scratch, ignore_errors=True)
         ram_mod.remove(self.ram_file)
