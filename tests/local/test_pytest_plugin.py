@@ -183,3 +183,17 @@ def test_python_keywords_are_validated_by_the_host_model():
             assert vm.state == "shutdown"  # the `with` closed it
         assert s.vms == [vm]
     assert s.closed
+
+
+def test_bridge_options_are_keywords_too():
+    import provium
+
+    with provium.Session.open("local") as s, s.lab() as lab:
+        lan = lab.bridge("lan", addressing=True)
+        assert lan.subnet is not None and lab.bridge("lan") is lan
+        with pytest.raises(provium.ArgumentError, match=r"enable_uplink: unknown option `colour` \(valid: ports\)"):
+            lan.enable_uplink(colour="red")
+        with pytest.raises(provium.ArgumentError, match=r"capture: unknown option `colour` \(valid: file\)"):
+            lan.capture(colour="red")
+        with pytest.raises(provium.ArgumentError, match="unknown option `colour`"):
+            lab.bridge("wan", colour="red")

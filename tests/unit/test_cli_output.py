@@ -329,3 +329,10 @@ def test_skip_without_reason_prints_no_empty_parentheses():
                                              TestOutcome("loud skip", "skipped", "why")])
     out = render(lambda rep: rep.print_batch([r]), verbose=True).splitlines()
     assert "    SKIP quiet skip" in out and "    SKIP loud skip (why)" in out
+
+
+def test_a_failing_files_printed_output_is_shown_without_v():
+    bad = FileResult(path="b.test.lua", tests=[TestOutcome("broken", "failed", "boom")], output="debug: x=3\n")
+    good = FileResult(path="a.test.lua", tests=[TestOutcome("fine", "passed")], output="chatter\n")
+    out = render(lambda rep: rep.print_batch([good, bad]))
+    assert "debug: x=3" in out and "chatter" not in out

@@ -74,7 +74,9 @@ class TextReporter:
             lines.append(Text("  file timeout exceeded; the runner was killed"))
         for t in r.tests:
             lines += self._test_lines(t)
-        if self.verbose and r.output.strip():
+        # A failing file shows what it printed, as pytest shows a failing test's
+        # captured output; a passing one only with -v.
+        if (self.verbose or not r.passed) and r.output.strip():
             lines.append(Text("  output:", style="dim"))
             lines += [Text(line, style="dim") for line in _indent(r.output.rstrip(), 4)]
         return lines

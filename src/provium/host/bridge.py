@@ -38,6 +38,7 @@ from ..net.pcap import PcapSink
 from ..net.switch import Port, Switch
 from ..vmm.base import NicSpec
 from .errors import ProviumError
+from .options import merge_kw
 from .registry import ResourceMeta
 from .values import type_name
 
@@ -431,13 +432,13 @@ class Bridge:
 
     # ---- uplink ---------------------------------------------------------------------------
 
-    def enable_uplink(self, opts: Mapping | None = None) -> None:
+    def enable_uplink(self, opts: Mapping | None = None, **kw: Any) -> None:
         """Let the members reach services on the host's loopback: `ports = {8080, ...}`
         (same port on both sides) or `ports = {[80] = 8080}` (guest port -> host
         port), at `host.<bridge>` (`<subnet>.2`).  Needs an addressed bridge."""
         from ..net.uplink import Uplink
 
-        o = dict(opts or {})
+        o = dict(merge_kw(opts, kw, "Bridge.enable_uplink") or {})  # Python keywords: enable_uplink(ports=[80])
         for k in o:
             if k != "ports":
                 raise BridgeArgumentError(f"bridge:enable_uplink: unknown option `{k}` (valid: ports)")
@@ -565,13 +566,13 @@ class Bridge:
 
     # ---- capture ----------------------------------------------------------------------------
 
-    def capture(self, opts: Mapping | None = None, *, nic: str | None = None) -> Any:
+    def capture(self, opts: Mapping | None = None, *, nic: str | None = None, **kw: Any) -> Any:
         """A Capture stream of every frame entering the bridge (or, with `nic`, every
         frame from or to that member), also written to a pcap file (`file=` to choose it)."""
         from .capture import Capture, capture_path
 
         method = "nic:capture" if nic is not None else "bridge:capture"
-        o = dict(opts or {})
+        o = dict(merge_kw(opts, kw, method) or {})  # Python keywords: capture(file="x.pcap")
         for k in o:
             if k != "file":
                 raise BridgeArgumentError(f"{method}: unknown option `{k}` (valid: file)")
@@ -705,8 +706,8 @@ class Nic:
             return {"rx_bytes": 0, "rx_packets": 0, "tx_bytes": 0, "tx_packets": 0, "errors": 0, "dropped": 0}
         return port.counters()
 
-    def capture(self, opts: Mapping | None = None) -> Any:
-        return self.bridge.capture(opts, nic=self.vm_name)
+    def capture(self, opts: Mapping | None = None, **kw: Any) -> Any:
+        return self.bridge.capture(opts, nic=self.vm_name, **kw)
 
     def disconnect(self) -> None:
         self.bridge.set_plugged(self.vm_name, self.vm, False)
