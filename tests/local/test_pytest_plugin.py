@@ -197,3 +197,28 @@ def test_bridge_options_are_keywords_too():
             lan.capture(colour="red")
         with pytest.raises(provium.ArgumentError, match="unknown option `colour`"):
             lab.bridge("wan", colour="red")
+
+
+def test_import_provium_loads_no_other_module():
+    """The CLI and the guest agent import the package first: its public names are lazy."""
+    code = ("import sys; before = set(sys.modules); import provium; "
+            "print(sorted(set(sys.modules) - before)); provium.VM; print('provium.host.vm' in sys.modules)")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert r.stdout.splitlines() == ["['provium']", "True"], r.stdout + r.stderr
+
+
+def test_session_open_for_qemu_prepares_the_host_like_the_cli(tmp_path):
+    """Dynamic profiles are built (and the host checked) before anything boots;
+    a failure is a clear error and no session is left behind."""
+    import provium
+
+    cfg = tmp_path / "provium.toml"
+    cfg.write_text(f'[profiles.k]\nkernel = "bz"\ncmdline = "x"\nbuild = "touch {tmp_path}/built; exit 3"\n')
+    with pytest.raises(provium.ImageError, match=r"profile `k`: build command failed \(exit code 3\)"):
+        provium.Session.open("qemu", config=cfg)
+    assert (tmp_path / "built").exists()
+    (tmp_path / "built").unlink()
+    with provium.Session.open("qemu", config=cfg, prepare=False) as s:  # as --no-preflight --no-build
+        assert not s.closed
+    assert not (tmp_path / "built").exists()

@@ -112,14 +112,27 @@ def make_vmm(vmm: str | Vmm, accel: str | None) -> Vmm:
     return vmm_mod.create(vmm, **({"accel": accel} if vmm == "qemu" and accel else {}))
 
 
+def prepare_host(cfg: Config, accel: str | None) -> None:
+    """What the CLI does before real guests boot (`cli/run.py`): the host checks
+    (a clear error naming what is missing instead of a failed boot later), then
+    each dynamic profile's `build` command.  `--vmm local` needs neither."""
+    from .. import image, preflight
+
+    preflight.run(cfg, vmm="qemu", accel=accel)
+    for name in sorted(n for n, p in cfg.profiles.items() if p.build):
+        image.run_build(cfg.profiles[name])
+
+
 def open_session(vmm: str | Vmm = "qemu", *, config: str | os.PathLike | Config | None = None,
                  accel: str | None = None, events: str | os.PathLike | Sink | None = None,
                  default_memory: int = 512 << 20,
-                 default_cpus: int = 1) -> Session:
+                 default_cpus: int = 1, prepare: bool = True) -> Session:
     """See `Session.open`."""
     from .session import Session
 
     cfg = load_config(config)
+    if prepare and vmm == "qemu":
+        prepare_host(cfg, accel)
     backend = make_vmm(vmm, accel)
     recorder: EventRecorder | None = None
     if events is not None:

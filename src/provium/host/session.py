@@ -79,7 +79,7 @@ class Session:
     @classmethod
     def open(cls, vmm: str | Vmm = "qemu", *, config: str | os.PathLike | Config | None = None,
              accel: str | None = None, events: str | os.PathLike | Sink | None = None,
-             default_memory: int = 512 << 20, default_cpus: int = 1) -> "Session":
+             default_memory: int = 512 << 20, default_cpus: int = 1, prepare: bool = True) -> "Session":
         """A session built the way the `provium` CLI builds one.
 
         `vmm` is "qemu" (real guests) or "local" (the agent as a host process),
@@ -87,13 +87,15 @@ class Session:
         nearest one from the current directory up, else the built-in `linux`
         profile); `accel` "auto", "kvm" or "tcg" (default: each profile's own);
         `events` a path (or sink) receiving the msgpack event stream a CLI run
-        saves with `--save-events`.  Use it as a context manager: leaving the
+        saves with `--save-events`.  For "qemu", `prepare` first runs the CLI's
+        host checks and dynamic profiles' `build` commands (`prepare=False`, like
+        `--no-preflight --no-build`, skips them).  Use it as a context manager: leaving the
         block shuts down every VM and stops the session's thread.
         """
         from .opener import open_session
 
         return open_session(vmm, config=config, accel=accel, events=events,
-                            default_memory=default_memory, default_cpus=default_cpus)
+                            default_memory=default_memory, default_cpus=default_cpus, prepare=prepare)
 
     def lab(self, name: str = "provium") -> "Lab":
         """A new root lab (Lua's `provium` object) whose VMs and bridges this
