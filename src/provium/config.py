@@ -42,6 +42,7 @@ class Profile:
     inject_agent: bool = True
     agent_overlay_path: str | None = None
     agent_boot_timeout: float | None = None
+    boot_marker: str | None = None  # inject_agent = false: boot ends when the console shows it
     build: str | None = None
     build_out: str | None = None
     root: str | None = None
@@ -127,7 +128,7 @@ def _want(table: dict, key: str, types: tuple, where: str) -> Any:
 # Every key a section may hold; anything else is a typo and an error naming it.
 PROVIUM_KEYS = ("roots", "cache_dir", "cache_max_size")
 PROFILE_KEYS = ("kernel", "initrd", "cmdline", "cmdline_file", "guest_os", "inject_agent", "agent_overlay_path",
-                "agent_boot_timeout", "build", "build_out", "root", "disks", "machine", "accel", "memory", "cpus")
+                "agent_boot_timeout", "boot_marker", "build", "build_out", "root", "disks", "machine", "accel", "memory", "cpus")
 
 
 def _known_keys(table: dict, valid: tuple[str, ...], where: str) -> None:
@@ -142,7 +143,8 @@ def _profile(name: str, t: dict, base_dir: Path, where: str) -> Profile:
     w = f"{where}: profile `{name}`"
     _known_keys(t, PROFILE_KEYS, w)
     p = Profile(name=name, base_dir=str(base_dir))
-    for key in ("kernel", "initrd", "cmdline", "cmdline_file", "agent_overlay_path", "build", "build_out", "root"):
+    for key in ("kernel", "initrd", "cmdline", "cmdline_file", "agent_overlay_path", "build", "build_out", "root",
+                "boot_marker"):
         if key in t:
             setattr(p, key, _want(t, key, (str,), w))
     if "guest_os" in t:
@@ -151,6 +153,10 @@ def _profile(name: str, t: dict, base_dir: Path, where: str) -> Profile:
             raise ConfigError(f"{w}: guest_os {p.guest_os!r} is not supported (valid: {', '.join(VALID_GUEST_OS)})")
     if "inject_agent" in t:
         p.inject_agent = _want(t, "inject_agent", (bool,), w)
+    if p.boot_marker is not None and (p.inject_agent or not p.boot_marker):
+        why = "an empty string never marks anything" if not p.boot_marker else \
+            "it is only for `inject_agent = false` (with the agent, the boot ends when the agent answers)"
+        raise ConfigError(f"{w}: `boot_marker`: {why}")
     if "agent_boot_timeout" in t:
         v = float(_want(t, "agent_boot_timeout", (int, float), w))
         if not math.isfinite(v) or v <= 0:

@@ -367,8 +367,14 @@ test("spins", function(t) local t0 = os.time() while os.time() - t0 < 60 do end 
         while not list((tmp_path / "tmp").glob("provium-run-*/0.log")):
             assert time.monotonic() < deadline, "the runner never started"
             time.sleep(0.05)
-        runner = subprocess.run(["pgrep", "-f", f"provium.runner.*{tmp_path}"], capture_output=True, text=True)
-        assert runner.stdout.split(), "no runner process found"
+        # The log is opened before the runner is spawned: under load the child may not
+        # have exec'd (and so show its command line) yet.
+        while True:
+            runner = subprocess.run(["pgrep", "-f", f"provium.runner.*{tmp_path}"], capture_output=True, text=True)
+            if runner.stdout.split():
+                break
+            assert time.monotonic() < deadline, "no runner process found"
+            time.sleep(0.05)
         time.sleep(0.3)
         p.send_signal(signal.SIGTERM)
         assert p.wait(timeout=15) == 2

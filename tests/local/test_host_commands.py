@@ -158,9 +158,13 @@ def test_stdin_write_close_and_streams(vm):
     r = p.wait("5s")
     assert r.ok() and r.stdout == b"ping\npong\n"
     out.close()
-    err = vm.run_async("echo e1 >&2; echo e2 >&2").stderr_stream()
+    # Keep the Process: dropping one that was never waited sends it SIGTERM, which under
+    # load could land before the second echo.
+    q = vm.run_async("echo e1 >&2; echo e2 >&2")
+    err = q.stderr_stream()
     assert err.read_until("e2\n", 5) == b"e1\ne2\n"  # replayed from the start
     err.close()
+    assert q.wait("5s").ok()
     assert vm.open_stream_count() == 0
 
 

@@ -202,7 +202,7 @@ def test_boot_opts_merge_scalars_override_lists_append():
     ({"files": [{"path": "/a/../b", "content": ""}]}, "may not contain `.` or `..`"),
     ({"files": [{"path": "/", "content": ""}]}, "names no file"),
     ({"files": [{"path": "/x", "content": "", "mode": "rw"}]}, "must be an integer permission mask"),
-    ({"files": [{"path": "/x"}]}, "needs both `path` and `content`"),
+    ({"files": [{"path": "/x"}]}, "needs `path` and exactly one of `content` or `host`"),
     ({"disks": [{"path": ""}]}, "boot_opts.disks: `path` must not be empty"),
     ({"disks": [{"path": "/d", "readonly": "yes"}]}, "`readonly` must be a boolean"),
     ({"agent_boot_timeout": 0}, "positive number of seconds"),
@@ -255,3 +255,65 @@ def test_assert_ok_message_carries_output():
 ])
 def test_wrong_state_wording(state, action, text):
     assert str(WrongState("a", state, action)) == text
+
+
+def test_boot_file_from_host_with_libraries(tmp_path):
+    import shutil
+
+    from provium.host.bootopts import parse_boot_opts
+    ls = shutil.which("ls")
+    opts = parse_boot_opts({"files": [{"path": "/bin/gls", "host": ls, "libs": True}]}, "vm `a`: boot")
+    paths = [f.path for f in opts.files]
+    assert paths[-1] == "/bin/gls" and opts.files[-1].mode == 0o755
+    assert any("libc.so" in p for p in paths) and any("ld-linux" in p for p in paths)
+    script = tmp_path / "s.sh"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o750)
+    opts = parse_boot_opts({"files": [{"path": "/s", "host": str(script), "libs": True}]}, "w")
+    assert [(f.path, f.mode) for f in opts.files] == [("/s", 0o750)]  # a script links nothing
+
+
+@pytest.mark.parametrize("files, message", [
+    ([{"path": "/x", "content": "a", "host": "/bin/ls"}], "exactly one of `content` or `host`"),
+    ([{"path": "/x", "content": "a", "libs": True}], "`libs` needs `host`"),
+    ([{"path": "/x", "host": "/bin/ls", "libs": 1}], "`libs` must be a boolean"),
+    ([{"path": "/x", "host": "/nonexistent/prog"}], "boot_opts.files[1]: host file `/nonexistent/prog`"),
+    ([{"path": "/x", "host": "/tmp"}], "is not a regular file"),
+])
+def test_boot_file_from_host_errors(files, message):
+    from provium.host.bootopts import parse_boot_opts
+    from provium.host.errors import ArgumentError
+    with pytest.raises(ArgumentError) as e:
+        parse_boot_opts({"files": files}, "w")
+    assert message in str(e.value)
+
+
+def test_guest_hostname():
+    from provium.image.boot import guest_hostname
+    assert guest_hostname("web_1") == "web-1"
+    assert guest_hostname("db") == "db"
+    assert guest_hostname("__") == "provium"
+    assert len(guest_hostname("a" * 100)) == 63
+
+
+def test_shares_are_parsed_and_tagged(tmp_path):
+    from provium.config import Profile
+    opts = parse_boot_opts({"shares": [{"host": str(tmp_path), "guest": "/mnt/b/", "readonly": True}]}, "w")
+    spec = make_spec("a", Profile(name="p"), opts, default_memory=1 << 29, default_cpus=1)
+    assert [(s.host, s.guest, s.readonly, s.tag) for s in spec.shares] == [
+        (str(tmp_path.resolve()), "/mnt/b", True, "provium0")]
+
+
+@pytest.mark.parametrize("shares, message", [
+    ({"host": "/tmp"}, "expected an array"),
+    ([{"host": "/tmp", "guest": "mnt"}], "`guest` must be an absolute guest path"),
+    ([{"host": "/tmp", "guest": "/mnt/../etc"}], "plain absolute path"),
+    ([{"host": "/tmp", "guest": "/"}], "plain absolute path"),
+    ([{"host": "/nonexistent/dir", "guest": "/mnt"}], "host directory `/nonexistent/dir` does not exist"),
+    ([{"host": "/tmp", "guest": "/mnt", "readonly": "yes"}], "`readonly` must be a boolean"),
+    ([{"host": "/tmp", "guest": "/mnt", "ro": True}], "unknown key `ro`"),
+])
+def test_share_errors(shares, message):
+    with pytest.raises(ArgumentError) as e:
+        parse_boot_opts({"shares": shares}, "w")
+    assert message in str(e.value)

@@ -143,3 +143,40 @@ def test_unused_images_are_pruned_when_a_new_one_is_built(tmp_path):
     cache.use(recent)  # a cache hit counts as a use
     cache.prune(d, "merged-", keep=new)
     assert recent.exists()
+
+
+def test_boot_marker_is_for_profiles_without_the_agent(tmp_path):
+    from provium.config import ConfigError, load
+    f = tmp_path / "provium.toml"
+    f.write_text('[profiles.p]\nkernel = "k"\ninject_agent = false\nboot_marker = "ready"\n')
+    assert load(f, explicit=True).profiles["p"].boot_marker == "ready"
+    for body, msg in (('boot_marker = "ready"\n', "only for `inject_agent = false`"),
+                      ('inject_agent = false\nboot_marker = ""\n', "an empty string")):
+        f.write_text('[profiles.p]\nkernel = "k"\n' + body)
+        with pytest.raises(ConfigError, match=msg):
+            load(f, explicit=True)
+
+
+def test_empty_initrd_with_a_host_kernel_brings_the_agent_modules(tmp_path):
+    from provium.config import Profile
+    from provium.image.boot import prepare_profile
+    from provium.image.kernel import find_kernel
+    k = find_kernel()
+    kernel, initrd = prepare_profile(Profile(name="bare", kernel=str(k.path)), tmp_path)
+    assert kernel == k.path and initrd is not None and initrd.name.startswith("agent-modules-")
+    names = [e[0] for e in parse(gzip.decompress(initrd.read_bytes()))]
+    assert "lib/modules/provium/virtio_console.ko" in names and "lib/modules/provium/order" in names
+    # another kernel: nothing added (it must have the drivers built in, docs/guests.md)
+    other = tmp_path / "bzImage"
+    other.write_bytes(b"x")
+    assert prepare_profile(Profile(name="own", kernel=str(other)), tmp_path) == (other, None)
+    assert prepare_profile(Profile(name="own", kernel=str(k.path), inject_agent=False), tmp_path) == (k.path, None)
+
+
+def test_guests_doc_shows_the_example_profile_verbatim():
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "docs" / "guests.md").read_text()
+    for name, lang in (("provium.toml", "toml"), ("build.sh", "sh")):
+        text = (root / "examples" / "custom-profile" / name).read_text()
+        assert f"```{lang}\n{text}```" in doc, name

@@ -112,6 +112,12 @@ COMMON_OPTIONS = [
     click.Option(["--no-build"], is_flag=True, help="Skip the profiles' build commands."),
     click.Option(["--vmm"], type=click.Choice(["qemu", "local"]), default="qemu", show_default=True,
                  help="Backend: real QEMU guests, or `local` (the agent runs on this host, no VM)."),
+    click.Option(["--executor"], type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                 help="Where files run: this machine's scheduler, or one Ray task per file on a Ray "
+                      "cluster (needs provium[ray]; see docs/cluster.md)."),
+    click.Option(["--ray-address"], metavar="ADDR",
+                 help="Ray cluster to use with --executor ray (default: $RAY_ADDRESS, else a local "
+                      "instance started for the run)."),
     click.Option(["--accel"], type=click.Choice(["auto", "kvm", "tcg"]), default=None,
                  help="QEMU acceleration (default: each profile's, normally auto)."),
     click.Option(["--mem"], metavar="BYTES", callback=_mem,
@@ -159,6 +165,8 @@ class Flags:
     no_ksm: bool = False
     no_build: bool = False
     vmm: str = "qemu"
+    executor: str = "local"
+    ray_address: str | None = None
     accel: str | None = None
     mem: int | None = None
     cpus: int | None = None
@@ -174,6 +182,8 @@ class Flags:
             raise click.UsageError("-v/--verbose and -q/--quiet cannot be used together")
         if self.json_out and self.events_stdout:
             raise click.UsageError("--json and --events-stdout cannot be used together (both write to stdout)")
+        if self.ray_address and self.executor != "ray":
+            raise click.UsageError("--ray-address only applies with --executor ray")
 
 
 def flags_from(params: dict) -> Flags:

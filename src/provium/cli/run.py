@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+import click
 from rich.console import Console
 
 from provium import artifacts
@@ -335,11 +336,50 @@ class Run:
             for line in lines:
                 (bar.print(line) if bar else self.console.print(line))
 
+        if f.executor == "ray":
+            return self._dispatch_ray(files, sink, opts, env, on_done, bar)
         dispatcher = Dispatcher(sink, opts, on_file_done=on_done)
         if bar:
             with bar:
                 return dispatcher.run(files)
         return dispatcher.run(files)
+
+    def _dispatch_ray(self, files: list[discovery.Discovered], sink: MultiSink, opts: DispatchOptions,
+                      env: dict[str, str], on_done, bar: ProgressBar | None) -> list[FileResult]:
+        f = self.flags
+        address = f.ray_address or os.environ.get("RAY_ADDRESS") or ""
+        host = address.rpartition(":")[0] if ":" in address else address
+        if host in ("", "127.0.0.1", "localhost", "::1", "[::1]"):
+            # Ray turns a loopback address into this machine's outward address before it
+            # connects, and would miss a cluster bound to 127.0.0.1 (ray start
+            # --node-ip-address=127.0.0.1, the local instance, a test's Cluster).  This
+            # switch makes it take loopback as this node's address; it must be set
+            # before `import ray`.
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        try:
+            from provium.scheduler import ray_executor  # `import ray` is slow: only for --executor ray
+        except ImportError as exc:
+            raise click.UsageError(
+                f"--executor ray needs Ray: pip install 'provium[ray]' ({exc})") from exc
+        # Only what the runners need from this environment goes to the remote nodes.
+        keep = {k: v for k, v in env.items() if k.startswith("PROVIUM_")}
+        ropts = ray_executor.RayOptions(
+            settings_json=opts.settings_json, pool=opts.pool, vmm=f.vmm, address=f.ray_address,
+            project_dir=os.getcwd(), file_timeout=opts.file_timeout, fail_fast=f.fail_fast, env=keep,
+            need_kvm=f.accel == "kvm")
+        executor = ray_executor.RayExecutor(sink, ropts, on_file_done=on_done)
+        try:
+            if bar:
+                with bar:
+                    results = executor.run(files)
+            else:
+                results = executor.run(files)
+        except ray_executor.RayExecutorError as exc:
+            raise click.UsageError(str(exc)) from exc
+        if executor.nodes:
+            print("provium: ray: " + ", ".join(f"{n} ran {k} file(s)" for n, k in sorted(executor.nodes.items())),
+                  file=sys.stderr)
+        return results
 
     def report(self, results: list[FileResult], elapsed: float) -> None:
         f = self.flags

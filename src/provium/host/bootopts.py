@@ -7,20 +7,25 @@ key is an error listing the valid ones.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..config import Profile
+from ..image import hostbin
+from ..image.errors import ImageError
 from ..disk.spec import SHAPE, parse_disk
-from ..vmm.base import BootFile, DiskSpec, VmSpec
+from ..vmm.base import BootFile, DiskSpec, ShareSpec, VmSpec
 from .errors import ArgumentError
 from .execargs import to_bytes
 from .values import parse_duration, parse_size, type_name
 
 BOOT_KEYS = ("memory", "cpus", "kernel_cmdline", "kernel_cmdline_append", "rng_seed", "initial_time",
-             "files", "disks", "agent_boot_timeout")
+             "files", "disks", "agent_boot_timeout", "shares")
 # The reference's spelling of the agent timeout; accepted as an alias.
 ALIASES = {"agent_timeout": "agent_boot_timeout"}
 
@@ -36,11 +41,12 @@ class BootOpts:
     files: list[BootFile] = field(default_factory=list)
     disks: list[DiskSpec] = field(default_factory=list)
     agent_boot_timeout: float | None = None
+    shares: list[ShareSpec] = field(default_factory=list)
 
     def merged(self, over: "BootOpts") -> "BootOpts":
         out = BootOpts()
         for key in BOOT_KEYS:
-            if key in ("files", "disks"):
+            if key in ("files", "disks", "shares"):
                 setattr(out, key, list(getattr(self, key)) + list(getattr(over, key)))
             else:
                 v = getattr(over, key)
@@ -59,26 +65,87 @@ def _check_path(p: Any, i: int) -> str:
     return "/" + "/".join(parts)
 
 
+FILE_KEYS = ("path", "content", "host", "libs", "mode")
+FILE_SHAPE = "{path=, content= or host=[, libs=, mode=]}"
+
+
 def _files(value: Any) -> list[BootFile]:
+    """`content` gives the bytes; `host` copies a host file instead (its mode by default),
+    and `libs = true` adds the loader and shared libraries it links (image/hostbin.py)."""
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
-        raise ArgumentError("boot_opts.files: expected an array of {path=, content=[, mode=]} tables, "
-                            f"got {type_name(value)}")
+        raise ArgumentError(f"boot_opts.files: expected an array of {FILE_SHAPE} tables, got {type_name(value)}")
     out = []
     for i, f in enumerate(value, 1):
         if not isinstance(f, Mapping):
-            raise ArgumentError(f"boot_opts.files[{i}]: expected a {{path=, content=[, mode=]}} table, got {type_name(f)}")
-        extra = [k for k in f if k not in ("path", "content", "mode")]
+            raise ArgumentError(f"boot_opts.files[{i}]: expected a {FILE_SHAPE} table, got {type_name(f)}")
+        extra = [k for k in f if k not in FILE_KEYS]
         if extra:
-            raise ArgumentError(f"boot_opts.files[{i}]: unknown key `{extra[0]}` (valid: path, content, mode)")
-        if "path" not in f or "content" not in f:
-            raise ArgumentError(f"boot_opts.files[{i}]: needs both `path` and `content`")
+            raise ArgumentError(f"boot_opts.files[{i}]: unknown key `{extra[0]}` (valid: {', '.join(FILE_KEYS)})")
+        if "path" not in f or ("content" in f) == ("host" in f):
+            raise ArgumentError(f"boot_opts.files[{i}]: needs `path` and exactly one of `content` or `host`")
         path = _check_path(f["path"], i)
-        content = to_bytes(f["content"], f"boot_opts.files[{i}]", "content")
-        mode = f.get("mode", 0o644)
+        libs = f.get("libs", False)
+        if not isinstance(libs, bool):
+            raise ArgumentError(f"boot_opts.files[{i}]: `libs` must be a boolean, got {type_name(libs)}")
+        extra_files: list[BootFile] = []
+        if "host" in f:
+            host = f["host"]
+            if not isinstance(host, str) or not host:
+                raise ArgumentError(f"boot_opts.files[{i}]: `host` must be a host file path, got {type_name(host)}")
+            where = f"boot_opts.files[{i}]"
+            try:
+                content, host_mode = hostbin.read_host_file(Path(host), where)
+                if libs:
+                    extra_files = [BootFile(path=p, content=c, mode=m)
+                                   for p, c, m in hostbin.libraries(Path(host), where)]
+            except ImageError as exc:
+                raise ArgumentError(str(exc)) from exc
+        else:
+            if libs:
+                raise ArgumentError(f"boot_opts.files[{i}]: `libs` needs `host` (the program whose libraries to copy)")
+            content = to_bytes(f["content"], f"boot_opts.files[{i}]", "content")
+            host_mode = 0o644
+        mode = f.get("mode", host_mode)
         if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
             raise ArgumentError(f"boot_opts.files: `mode` for `{f['path']}` must be an integer permission mask "
                                 f"(e.g. 0x1ed for 0755), got {type_name(mode) if not isinstance(mode, int) else mode}")
+        # Libraries first: an explicit entry for the same path, later in the list, wins.
+        out.extend(extra_files)
         out.append(BootFile(path=path, content=content, mode=mode))
+    return out
+
+
+SHARE_KEYS = ("host", "guest", "readonly")
+SHARE_SHAPE = "{host=, guest=[, readonly=]}"
+
+
+def _shares(value: Any) -> list[ShareSpec]:
+    """Host directories shared with virtiofs (vmm/qemu/virtiofs.py), mounted by provium at boot."""
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
+        raise ArgumentError(f"boot_opts.shares: expected an array of {SHARE_SHAPE} tables, got {type_name(value)}")
+    out = []
+    for i, s in enumerate(value, 1):
+        w = f"boot_opts.shares[{i}]"
+        if not isinstance(s, Mapping):
+            raise ArgumentError(f"{w}: expected a {SHARE_SHAPE} table, got {type_name(s)}")
+        extra = [k for k in s if k not in SHARE_KEYS]
+        if extra:
+            raise ArgumentError(f"{w}: unknown key `{extra[0]}` (valid: {', '.join(SHARE_KEYS)})")
+        host, guest, ro = s.get("host"), s.get("guest"), s.get("readonly", False)
+        if not isinstance(host, str) or not host:
+            raise ArgumentError(f"{w}: `host` must be a host directory path, got {type_name(host)}")
+        if not isinstance(guest, str) or not guest.startswith("/"):
+            raise ArgumentError(f"{w}: `guest` must be an absolute guest path, got {guest!r}")
+        if any(c in ("", ".", "..") for c in guest.strip("/").split("/")) or guest.strip("/") == "" \
+                or any(ch in guest for ch in " \t\n\"'\\"):
+            raise ArgumentError(f"{w}: `guest` {guest!r} must be a plain absolute path below `/` "
+                                "(no `.`, `..`, empty parts or whitespace/quotes)")
+        if not isinstance(ro, bool):
+            raise ArgumentError(f"{w}: `readonly` must be a boolean, got {type_name(ro)}")
+        real = os.path.realpath(host)
+        if not os.path.isdir(real):
+            raise ArgumentError(f"{w}: host directory `{host}` does not exist or is not a directory")
+        out.append(ShareSpec(host=real, guest="/" + guest.strip("/"), readonly=ro))
     return out
 
 
@@ -130,6 +197,8 @@ def parse_boot_opts(opts: Mapping | None, where: str, *, disk_index: int = 0) ->
             out.files = _files(value)
         elif key == "disks":
             out.disks = _disks(value, disk_index)
+        elif key == "shares":
+            out.shares = _shares(value)
         elif key == "agent_boot_timeout":
             secs = parse_duration(value, f"boot_opts.{raw_key}")
             if secs <= 0:
@@ -151,4 +220,5 @@ def make_spec(name: str, profile: Profile, opts: BootOpts, *, default_memory: in
         files=list(opts.files),
         disks=list(opts.disks),
         agent_boot_timeout=opts.agent_boot_timeout or profile.agent_boot_timeout,
+        shares=[dataclasses.replace(s, tag=f"provium{i}") for i, s in enumerate(opts.shares)],
     )

@@ -65,6 +65,10 @@ class AgentCommError(VmError, ProtocolError):
     """Talking to the agent failed, or it answered with an agent error ("agent: ...")."""
 
 
+class NoAgent(VmError, StateError):
+    """The VM's profile boots without the agent (`inject_agent = false`): no guest ops."""
+
+
 class AgentGone(AgentCommError):
     """The connection to the agent broke; the VM is now `dead`."""
 

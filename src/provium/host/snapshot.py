@@ -130,6 +130,11 @@ async def asnapshot(vm: VM, path: Path | None = None) -> Snapshot:
     if vm.state not in ("booted", "paused"):
         raise WrongState(vm.name, vm.state, "snapshot")
     check_quiescent(vm)
+    spec = getattr(vm, "_spec", None)
+    if spec is not None and getattr(spec, "shares", None):
+        from .shares import snapshot_refusal
+
+        raise SnapshotError(snapshot_refusal(vm.name, spec.shares))
     target = path or default_path()
     if target.is_dir():
         raise ArgumentError(f"vm:snapshot: `{target}` is a directory (give a file path)")

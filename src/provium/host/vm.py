@@ -43,6 +43,7 @@ from ..protocol.types import OpResult, TailStart, WriteFileMode
 from ..vmm.base import Unimplemented, VmInstance, VmSpec
 from . import bridge as net
 from . import console as console_mod
+from . import shares
 from .agent_errors import client_error, os_error, os_error_text, vmm_text  # noqa: F401  (os_error*: re-exported)
 from .bootopts import BootOpts, make_spec, parse_boot_opts
 from . import disksnap  # noqa: F401  (registers the disks' part of snapshots)
@@ -51,6 +52,7 @@ from .disk import Disk, DiskError, VmDisks
 from .errors import (
     AgentCommError,
     AgentGone,
+    NoAgent,
     ArgumentError,
     GuestOsError,
     HandleError,
@@ -242,6 +244,8 @@ class VM:
         self._session.emit("vm_spawned", vm_name=self.name, profile=self.profile,
                            memory_bytes=spec.memory_bytes, cid=inst.cid)
         await net.after_boot(self)
+        if spec.shares:
+            await shares.mount_all(self, spec.shares)
         return self
 
     async def _charged_launch(self, spec) -> Any:
@@ -445,10 +449,19 @@ class VM:
 
     # ---- the agent channel -------------------------------------------------------
 
+    def _client(self, action: str) -> Any:
+        client = self._live.client
+        if client is None and not self._profile.inject_agent:
+            raise NoAgent(f"vm `{self.name}`: profile `{self.profile}` has `inject_agent = false`: there is no "
+                          f"agent in the guest, so `{action}` cannot work (its console and power controls "
+                          "still do; see docs/guests.md)")
+        return client
+
     async def _acall(self, op: Any, timeout: float | None = None) -> Any:
         started = time.monotonic()
+        client = self._client(op.KIND)
         try:
-            reply = await self._live.client.call(op, timeout)
+            reply = await client.call(op, timeout)
             self.log.debug("%s (%.1f ms)", op.KIND, (time.monotonic() - started) * 1000)
             return reply
         except ClientError as exc:
@@ -524,9 +537,11 @@ class VM:
         self._require(op.KIND)
         meta = self._meta(kind, detail)
 
+        client = self._client(op.KIND)
+
         async def opener():
             try:
-                return await self._live.client.open_stream(op)
+                return await client.open_stream(op)
             except ClientError as exc:
                 raise client_error(exc, self._died) from exc
 

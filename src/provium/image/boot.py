@@ -10,6 +10,7 @@ being different on almost every boot.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from ..config import Profile
 from . import cache, initramfs, overlay
 from .cpio import CpioError, CpioWriter, gzip_bytes, norm_path
 from .errors import ImageError
-from .kernel import find_kernel
+from .kernel import HostKernel, find_kernel
 
 RDINIT = "rdinit=/sbin/provium-agent"
 
@@ -48,7 +49,26 @@ def prepare_profile(profile: Profile, cache_dir: str | os.PathLike | None = None
     initrd = profile.resolve(profile.initrd)
     if initrd is not None:
         _check_readable(profile, "initrd", initrd)
+    elif profile.inject_agent:
+        initrd = _agent_modules(profile, kernel, cache_dir)
     return kernel, initrd
+
+
+def _agent_modules(profile: Profile, kernel: Path, cache_dir) -> Path | None:
+    """No initrd: the agent overlay is the whole initramfs, and its port needs virtio_pci
+    and virtio_console.  A host kernel (`/boot/vmlinuz-VER` with `/lib/modules/VER`) gets
+    them as a small modules segment; another kernel must have them built in (docs/guests.md)."""
+    name = kernel.name
+    if not name.startswith("vmlinuz-"):
+        return None
+    host = HostKernel(kernel, name[len("vmlinuz-"):])
+    if not host.modules_dir.is_dir():
+        return None
+    try:
+        return initramfs.modules_segment(host, cache_dir)
+    except ImageError as exc:
+        raise ImageError(f"profile `{profile.name}`: no `initrd`, so provium brings the modules the agent needs "
+                         f"from {host.modules_dir}, but: {exc}") from exc
 
 
 def _check_readable(profile: Profile, key: str, path: Path) -> None:
@@ -137,10 +157,23 @@ def files_segment(files: Iterable[Any]) -> bytes:
     return gzip_bytes(bytes(w))
 
 
+def guest_hostname(name: str) -> str:
+    """A VM name as a valid host name (RFC 1123 label): other characters become `-`."""
+    label = re.sub(r"[^A-Za-z0-9-]", "-", name)[:63].strip("-")
+    return label or "provium"
+
+
 def compose(profile: Profile, *, kernel_cmdline: str | None = None, kernel_cmdline_append: str = "",
-            files: Iterable[Any] = (), scratch: Path, cache_dir=None) -> BootImages:
-    """Everything QEMU's -kernel/-initrd/-append need for one boot of `profile`."""
+            files: Iterable[Any] = (), scratch: Path, cache_dir=None, vm_name: str | None = None) -> BootImages:
+    """Everything QEMU's -kernel/-initrd/-append need for one boot of `profile`.
+
+    For the built-in profile, `vm_name` becomes the guest's hostname (its /init reads
+    `provium.hostname=`; a dotted word is a module parameter to the kernel, so it is
+    neither passed to init nor complained about).
+    """
     kernel, initrd = prepare_profile(profile, cache_dir)
+    if profile.builtin and not profile.kernel and vm_name:
+        kernel_cmdline_append = f"{kernel_cmdline_append} provium.hostname={guest_hostname(vm_name)}".strip()
     cmdline = boot_cmdline(profile, kernel_cmdline, kernel_cmdline_append, inject_agent=profile.inject_agent)
     if profile.inject_agent:
         initrd = agent_initrd(profile, initrd, cache_dir)

@@ -15,7 +15,7 @@ from pathlib import Path
 from . import cache
 from .cpio import CpioWriter, gzip_bytes
 from .errors import ImageError
-from .kernel import GUEST_MODULES, LATE_MODULES, HostKernel, module_load_order, read_module
+from .kernel import GUEST_MODULES, LATE_MODULES, SHARE_MODULES, HostKernel, module_load_order, read_module
 
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 
@@ -29,6 +29,12 @@ mount -t tmpfs -o mode=1777 tmpfs /tmp
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 for m in {modules}; do insmod /lib/modules/provium/$m.ko; done
+# The VM's name (provium.hostname= on the cmdline, see image/boot.py) as the hostname.
+h=provium
+for w in $(cat /proc/cmdline); do case $w in provium.hostname=?*) h=${{w#provium.hostname=}};; esac; done
+hostname "$h"
+echo "$h" > /etc/hostname
+printf '127.0.0.1\\tlocalhost\\n127.0.1.1\\t%s\\n::1\\tlocalhost ip6-localhost ip6-loopback\\n' "$h" > /etc/hosts
 exec /sbin/init
 """
 
@@ -123,6 +129,10 @@ def build(kernel: HostKernel, *, modules: tuple[str, ...] = GUEST_MODULES, init:
         name = m.name.split(".ko")[0]
         names.append(name)
         w.add_file(f"lib/modules/provium/{name}.ko", read_module(m), 0o644)
+    for m in module_load_order(kernel.modules_dir, SHARE_MODULES):
+        name = m.name.split(".ko")[0]
+        if name not in names:
+            w.add_file(f"lib/modules/provium/{name}.ko", read_module(m), 0o644)
     late = [n for n in names if n.replace("-", "_") in LATE_MODULES]
     early = [n for n in names if n not in late]
     w.add_file("init", (init or INIT.format(modules=" ".join(early))).encode(), 0o755)
@@ -143,7 +153,7 @@ def cache_key(kernel: HostKernel, modules: tuple[str, ...] = GUEST_MODULES, init
     h.add("cpio", (Path(__file__).parent / "cpio.py").read_bytes())
     h.add("kernel-version", kernel.version.encode())
     h.add_file("busybox", find_busybox())
-    for m in module_load_order(kernel.modules_dir, modules + LATE_MODULES):
+    for m in module_load_order(kernel.modules_dir, modules + LATE_MODULES + SHARE_MODULES):
         h.add_file(f"module:{m.name}", m)
     h.add("init", (init or "").encode())
     return h.hexdigest()
@@ -158,4 +168,33 @@ def ensure(kernel: HostKernel, cache_dir=None, *, modules: tuple[str, ...] = GUE
         return cache.use(path)
     cache.atomic_write(path, build(kernel, modules=modules, init=init))
     cache.prune(path.parent, "initramfs-", keep=path)
+    return path
+
+
+# Enough for the agent's port on either machine type: a transport and virtio_console.
+AGENT_MODULES = ("virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci",
+                 "virtio_mmio", "virtio_console")
+
+
+def modules_segment(kernel: HostKernel, cache_dir=None) -> Path:
+    """A gzip'd cpio with just the modules the agent's port needs, for a profile that boots
+    a host kernel with no initrd: /lib/modules/provium/NAME.ko and `order`, which the
+    overlay's launcher insmods in that order (no modules.dep, no depmod needed)."""
+    mods = module_load_order(kernel.modules_dir, AGENT_MODULES)
+    h = cache.Hasher("agent-modules").add("kernel-version", kernel.version.encode())
+    h.add("builder", Path(__file__).read_bytes())
+    for m in mods:
+        h.add_file(f"module:{m.name}", m)
+    path = cache.image_dir(cache_dir) / f"agent-modules-{kernel.version}-{h.hexdigest()[:16]}.cpio.gz"
+    if path.exists():
+        return cache.use(path)
+    w = CpioWriter()
+    names = []
+    for m in mods:
+        name = m.name.split(".ko")[0]
+        names.append(name)
+        w.add_file(f"lib/modules/provium/{name}.ko", read_module(m), 0o644)
+    w.add_file("lib/modules/provium/order", ("\n".join(names) + "\n").encode(), 0o644)
+    cache.atomic_write(path, gzip_bytes(bytes(w)))
+    cache.prune(path.parent, "agent-modules-", keep=path)
     return path

@@ -26,6 +26,8 @@ GUEST_MODULES = (
 # ... and once the agent is up: the ACPI power button seen through evdev (so busybox
 # acpid can power the guest off).
 LATE_MODULES = ("button", "evdev")
+# Shipped but loaded only when a VM has host directory shares (host/shares.py).
+SHARE_MODULES = ("fuse", "virtiofs")
 
 
 @dataclass(frozen=True)

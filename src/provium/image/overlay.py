@@ -48,7 +48,11 @@ $b mount -t proc proc /proc || echo "provium-agent: mount /proc failed" >&2
 $b mount -t sysfs sysfs /sys || echo "provium-agent: mount /sys failed" >&2
 $b mount -t tmpfs -o mode=1777 tmpfs /tmp || echo "provium-agent: mount /tmp failed" >&2
 # Our port needs virtio_console: load it (and a transport) if the initrd carries them
-# as modules under /lib/modules/<release>/; built-in drivers make this a no-op.
+# as modules: in the order of /lib/modules/provium/order (the segment provium adds for
+# a profile with a host kernel and no initrd, see initramfs.modules_segment), or under
+# /lib/modules/<release>/ with a modules.dep; built-in drivers make this a no-op.
+[ -e /lib/modules/provium/order ] && for m in $($b cat /lib/modules/provium/order); do
+    $b insmod /lib/modules/provium/$m.ko; done
 [ -e /lib/modules/$($b uname -r)/modules.dep ] && $b modprobe -qa virtio_pci virtio_mmio virtio_console
 exec {guest}
 """

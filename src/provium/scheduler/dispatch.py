@@ -78,6 +78,9 @@ class DispatchOptions:
     kill_grace: float | None = None  # seconds past the timeout before the kill; None = kill_grace(timeout)
     psi_paths: tuple[str, ...] | list[str] = DEFAULT_PATHS  # PSI files to gate on (tests use fakes)
     psi_threshold: float = 10.0
+    # Builds the coordinator (same signature as Coordinator); the Ray executor passes
+    # one whose barriers span the cluster.
+    coordinator_factory: Callable[..., Coordinator] | None = None
 
 
 @dataclass
@@ -136,7 +139,8 @@ class Dispatcher:
         next_pool_state = 0.0
         per_file = self.opts.pool.per_file
         gate = PressureGate(self.opts.psi_paths, self.opts.psi_threshold)
-        self.coordinator = Coordinator(self._socket_path(), self.pool, self._sel,
+        make = self.opts.coordinator_factory or Coordinator
+        self.coordinator = make(self._socket_path(), self.pool, self._sel,
                                        live_files=lambda: len(self._running) + len(self._queue),
                                        charge_vms=self.opts.pool.charge_vms)
         self._write_settings()
@@ -209,6 +213,15 @@ class Dispatcher:
             for d in self._cleanup_dirs:
                 shutil.rmtree(d, ignore_errors=True)
         return [r for r in results if r is not None]
+
+    def kill_running(self) -> None:
+        """SIGKILL every running runner (with its process group: its VMs go too).  Safe
+        from another thread: `run` then finishes those files as crashed."""
+        for r in list(self._running.values()):
+            try:
+                os.killpg(r.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def _socket_path(self) -> str:
         """The coordinator's socket: in the work dir, unless that path is too long

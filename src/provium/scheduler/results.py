@@ -20,6 +20,7 @@ class FileResult(FileOutcome):
     crashed: bool = False  # the runner died or wrote no usable result
     not_run: str | None = None  # why it never ran (e.g. "skipped: --fail-fast")
     output: str = ""  # the tail of the runner's stdout/stderr (Lua print, warnings)
+    node: str | None = None  # the Ray node that ran the file (`--executor ray`), else None
 
     @property
     def errored(self) -> bool:

@@ -32,6 +32,16 @@ class BootFile:
 
 
 @dataclass(frozen=True)
+class ShareSpec:
+    """A host directory shared into the guest with virtiofs, mounted at `guest` at boot."""
+
+    host: str  # absolute host directory
+    guest: str  # absolute guest mount point
+    readonly: bool = False
+    tag: str = ""  # the virtiofs tag the guest mounts
+
+
+@dataclass(frozen=True)
 class NicSpec:
     """One guest NIC: a virtio-net device whose backend is a unix stream socket that
     provium's switch listens on (`-netdev stream`, QEMU connects as the client).
@@ -92,6 +102,7 @@ class VmSpec:
     nics: list[NicSpec] = field(default_factory=list)
     agent_boot_timeout: float | None = None
     accel: str | None = None  # run-wide override of the profile's accel
+    shares: list[ShareSpec] = field(default_factory=list)
 
 
 class VmInstance(abc.ABC):

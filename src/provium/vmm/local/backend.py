@@ -137,11 +137,13 @@ class LocalVmm(Vmm):
         self._instances: list[LocalInstance] = []
 
     def _check_spec(self, spec: VmSpec) -> None:
-        for key, given in (("files", spec.files), ("initial_time", spec.initial_time is not None)):
+        for key, given in (("files", spec.files), ("initial_time", spec.initial_time is not None),
+                           ("shares", spec.shares)):
             if given:
                 hint = {
                     "files": "guest ops act on the host filesystem here; write them with vm:write_file after boot",
                     "initial_time": "it would set the host's clock",
+                    "shares": "the agent runs on the host: use the host directory itself",
                 }[key]
                 raise VmmError(f"vmm: the local backend cannot honour boot option `{key}` ({hint})")
 

@@ -51,6 +51,7 @@ class QemuConfig:
     # terminal instead of the socket + log, and no QMP.
     stdio_console: bool = False
     agent_port: bool = True  # the agent's virtio-serial port (off for a console without agent)
+    shares_argv: list[str] = field(default_factory=list)  # virtiofs chardevs + devices (virtiofs.argv)
 
 
 def _q(path: str | Path) -> str:
@@ -82,6 +83,9 @@ def build(c: QemuConfig) -> list[str]:
         mem_opt = ",memory-backend=ram0"
         ram = ["-object", f"memory-backend-file,id=ram0,size={mib}M,mem-path={_q(c.ram_path)},"
                           f"share={'on' if c.ram_share else 'off'}"]
+    elif c.shares_argv:  # vhost-user-fs needs RAM the daemon can map: memfd when /dev/shm had no room
+        mem_opt = ",memory-backend=ram0"
+        ram = ["-object", f"memory-backend-memfd,id=ram0,size={mib}M,share=on"]
     argv = [
         c.qemu,
         "-M", f"{machine},accel={c.accel}{mem_opt}",
@@ -111,6 +115,7 @@ def build(c: QemuConfig) -> list[str]:
     for i, d in enumerate(c.disks):
         argv += disk_args(d, i, pci)
     argv += nic_args(c.nics, pci)
+    argv += c.shares_argv
     argv += HotplugSlots(c.machine, c.hotplug_ports).argv()
     argv += c.extra
     if c.incoming:

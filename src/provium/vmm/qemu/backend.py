@@ -30,6 +30,7 @@ from . import argv as argv_mod
 from . import process
 from . import ram as ram_mod
 from . import snapshot as snapshot_mod
+from . import virtiofs
 from .hotplug import HotplugSlots
 from .qmp import Qmp, QmpError
 
@@ -206,7 +207,7 @@ class QemuVmm(Vmm):
             images = await asyncio.to_thread(
                 image.compose, profile, kernel_cmdline=spec.kernel_cmdline,
                 kernel_cmdline_append=spec.kernel_cmdline_append or "", files=spec.files,
-                scratch=scratch, cache_dir=self.cache_dir)
+                scratch=scratch, cache_dir=self.cache_dir, vm_name=spec.name)
         except image.ImageError as exc:
             raise VmmError(str(exc)) from exc
         requested = spec.accel or self.accel or profile.accel or "auto"
@@ -217,12 +218,13 @@ class QemuVmm(Vmm):
         cmdline = tcg_cmdline(images.cmdline, machine=profile.machine, accel=accel)
         rdir = ram_mod.ram_dir(spec.memory_bytes)
         ram_file = rdir / f"vm-{cid}.ram" if rdir is not None else None
+        daemons = await virtiofs.start(list(spec.shares), scratch) if spec.shares else []
         cfg = argv_mod.QemuConfig(
             qemu=qemu, machine=profile.machine, accel=accel, memory_bytes=spec.memory_bytes, cpus=spec.cpus,
             kernel=images.kernel, initrd=images.initrd, cmdline=cmdline, scratch=scratch,
             rng_seed=spec.rng_seed, initial_time=spec.initial_time, disks=self._disks(spec), nics=list(spec.nics),
             extra=[a.replace("{scratch}", str(scratch)) for a in self.extra_args],
-            ram_path=ram_file)
+            ram_path=ram_file, shares_argv=virtiofs.argv(daemons, profile.machine != "microvm"))
         argv = argv_mod.build(cfg)
         hotplug = HotplugSlots(profile.machine, cfg.hotplug_ports)
         (scratch / "qemu.argv").write_text(shlex.join(argv) + "\n")
@@ -230,15 +232,23 @@ class QemuVmm(Vmm):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         started = time.monotonic()
-        proc = process.spawn(argv, stderr_path=scratch / "qemu.stderr", cwd=scratch)
+        try:
+            proc = process.spawn(argv, stderr_path=scratch / "qemu.stderr", cwd=scratch)
+        except BaseException:
+            await virtiofs.stop(daemons)
+            raise
         inst = QemuInstance(self, spec, cid, proc, scratch, accel, timeout)
+        inst.share_daemons = daemons
         inst.machine, inst.kernel, inst.cmdline = profile.machine, images.kernel, cmdline
         inst.ram_file, inst.ram_shared = ram_file, ram_file is not None
         inst.hotplug = hotplug
         inst.record_boot_disks(cfg.disks)
         try:
             await inst._qmp_connect(min(QMP_CONNECT_TIMEOUT, timeout))
-            inst.client = await inst._connect_agent(deadline)
+            if profile.inject_agent:
+                inst.client = await inst._connect_agent(deadline)
+            elif profile.boot_marker:
+                await inst._wait_console(profile.boot_marker, deadline)
         except BaseException as exc:
             detail = inst._failure_text(exc, timeout)
             await inst._kill()
@@ -306,6 +316,7 @@ class QemuInstance(VmInstance):
         # True once provium itself powers the guest off: its agent exiting is then expected.
         self._agent_exit_expected = False
         self.qmp.watch(self._on_qmp_event)
+        self.share_daemons: list[virtiofs.Daemon] = []  # owned: stopped in _kill/shutdown
 
     # ---- start-up --------------------------------------------------------------------
 
@@ -354,6 +365,29 @@ class QemuInstance(VmInstance):
                 await client.close()
                 raise
 
+    async def _wait_console(self, marker: str, deadline: float) -> None:
+        """A profile without the agent: wait until the console log shows `marker`."""
+        loop = asyncio.get_running_loop()
+        want = marker.encode()
+        seen = 0  # bytes of the log already searched (minus an overlap for a split marker)
+        while True:
+            try:
+                with open(self.console_log, "rb") as f:
+                    f.seek(seen)
+                    chunk = f.read()
+            except FileNotFoundError:
+                chunk = b""
+            if want in chunk:
+                return
+            seen += max(0, len(chunk) - len(want) + 1)
+            if self.proc.poll() is not None:
+                raise VmmError(f"QEMU exited (status {self.proc.returncode}) before the console showed the "
+                               f"boot marker {marker!r}")
+            if loop.time() >= deadline:
+                raise VmmError(f"the console did not show the boot marker {marker!r} within "
+                               f"{self.boot_timeout:g}s (profile `boot_marker`)")
+            await asyncio.sleep(0.05)
+
     def _failure_text(self, exc: BaseException, timeout: float) -> str:
         if isinstance(exc, asyncio.TimeoutError):
             what = f"the guest agent did not answer within {timeout:g}s"
@@ -394,6 +428,11 @@ class QemuInstance(VmInstance):
     # ---- control ---------------------------------------------------------------------
 
     async def snapshot(self, path: Path, extra: dict | None = None) -> int:
+        if self.spec.shares:
+            raise VmmError(f"vm `{self.spec.name}` has host directory shares ("
+                           + ", ".join(f"`{s.host}` → `{s.guest}`" for s in self.spec.shares)
+                           + "): QEMU marks its virtiofs devices (vhost-user-fs) unmigratable, so a VM with a "
+                           "share cannot be snapshotted (boot the fixture without `shares`)")
         async with self._lock:
             return await snapshot_mod.save(self, path, extra or {})
 
@@ -425,6 +464,8 @@ class QemuInstance(VmInstance):
                 if await self.qmp.wait_event(("RESET",), mark, RESET_EVENT_TIMEOUT) is None:
                     raise VmmError(f"reset: QEMU reported no RESET within {RESET_EVENT_TIMEOUT:g}s")
                 loop = asyncio.get_running_loop()
+                if not self.spec.profile.inject_agent:
+                    return
                 try:
                     self.client = await self._connect_agent(loop.time() + self.boot_timeout)
                 except TimeoutError:
@@ -529,6 +570,7 @@ class QemuInstance(VmInstance):
             await self.client.close()
         await self.qmp.close()
         await process.kill(self.proc)
+        await virtiofs.stop(self.share_daemons)
         artifacts.keep_vm_evidence(self.scratch, f"{self.spec.name}-vm{self.cid}")
         shutil.rmtree(self.scratch, ignore_errors=True)
         ram_mod.remove(self.ram_file)
@@ -560,6 +602,7 @@ class QemuInstance(VmInstance):
         await self.qmp.close()
         if await process.wait_exit(self.proc, QUIT_GRACE) is None:
             await process.kill(self.proc)
+        await virtiofs.stop(self.share_daemons)
         artifacts.keep_vm_evidence(self.scratch, f"{self.spec.name}-vm{self.cid}")
         shutil.rmtree(self.scratch, ignore_errors=True)
         ram_mod.remove(self.ram_file)

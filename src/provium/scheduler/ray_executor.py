@@ -1,0 +1,489 @@
+"""`--executor ray`: each test file is one Ray task, on whichever node has room.
+
+Only `cli/run.py` imports this module, and only when `--executor ray` is given:
+`import ray` costs about a second and must stay off the normal CLI path.
+
+How a file runs
+  The driver submits one *streaming generator* task per file.  On the node the
+  task runs the very same `Dispatcher` as a local run, for that one file: it
+  starts the usual runner subprocess (same runner, same timeouts, same crash
+  handling, same coordinator for VM charges and claims).  Every event the
+  dispatcher emits is yielded back at once, so the driver's sinks (CLI output,
+  `--json`, `--junit`, `--save-events`, the event socket) see the same stream
+  as a local run, while the file runs.  We chose a generator task over an actor:
+  Ray schedules a task by its resources like any other (an actor would hold its
+  resources for its whole life), a generator needs no extra process or
+  lifetime management, and cancelling the task cancels the file.
+
+What a file asks Ray for
+  Its `provium:claim` if it declares one, else the per-file overhead and one
+  CPU (a runner keeps one busy), as Ray `memory`/`num_cpus`; plus one unit of
+  the custom resource `kvm` when the run demands KVM (`--accel kvm`), so such
+  files go only to nodes started with `--resources '{"kvm": N}'`.
+
+Barriers
+  The node's coordinator forwards `barrier` requests to one named async actor
+  per run (`BarrierHub`), so a barrier spans files on every node.  The driver
+  tells the hub when a file ends, so a barrier that can no longer be met is
+  answered at once (as in a local run), not at its timeout.
+
+Faults
+  A task is never retried (`max_retries=0`): a file may have side effects that a
+  second run would not reproduce, and a node death is a fact the user should
+  see.  A file whose node dies fails as crashed with a message naming the node;
+  the run carries on.  Ctrl-C (or `--fail-fast`) cancels the remote tasks with
+  `force=True`: the worker process dies, its runner gets its parent-death
+  signal, and the runner's QEMU children die with it.
+
+Node names are not an event field (the event schema is the reference's and
+has no place for one); they are reported through `FileResult.node` and a
+per-node summary line on stderr (see docs/cluster.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import re
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import ray
+
+from provium.errors import ConfigError
+from provium.events import types as ev
+from provium.events.sinks import Sink
+
+from .coordinator import Coordinator
+from .declared import declared_claim
+from .discovery import Discovered
+from .dispatch import FAIL_FAST_REASON, Dispatcher, DispatchOptions
+from .pool import PoolSize, size_pool
+from .results import FileResult, TestOutcome
+
+NAMESPACE = "provium"
+# What never goes to the workers with the project directory (Ray also honours .gitignore).
+EXCLUDES = [".git", ".venv", "venv", "__pycache__", "*.pyc", ".mypy_cache", ".ruff_cache",
+            ".pytest_cache", "build", "dist", "*.egg-info", "node_modules"]
+
+
+class RayExecutorError(ConfigError):
+    """The Ray executor cannot run this suite (bad address, file outside the project, ...)."""
+
+
+# ---- the cluster-wide barrier service ---------------------------------------------------
+
+
+@ray.remote(num_cpus=0, max_restarts=0)
+class BarrierHub:
+    """Barriers for one run.  Async actor: every waiting caller is one coroutine."""
+
+    def __init__(self, live: int) -> None:
+        self.live = live  # files not finished yet
+        self.rounds: dict[str, tuple[int, list[tuple[int, asyncio.Future]]]] = {}
+
+    async def arrive(self, name: str, count: int, timeout: float, owner: int) -> tuple[bool, str | None]:
+        loop = asyncio.get_running_loop()
+        rnd = self.rounds.get(name)
+        if rnd is not None and not rnd[1]:
+            rnd = None  # a released barrier starts a new round
+        if rnd is None:
+            rnd = self.rounds[name] = (count, [])
+        elif rnd[0] != count:
+            return (False, f"barrier `{name}`: called with count {count} but the waiting callers use count "
+                           f"{rnd[0]}; every caller must pass the same count")
+        fut: asyncio.Future = loop.create_future()
+        rnd[1].append((owner, fut))
+        if len(rnd[1]) >= count:
+            self._release(name, True, None)
+        else:
+            self._check_unmeetable()
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), max(0.0, timeout))
+        except asyncio.TimeoutError:
+            cur = self.rounds.get(name)
+            if cur is not None:
+                cur[1][:] = [(o, f) for o, f in cur[1] if f is not fut]
+            return (False, f"barrier `{name}`: timed out with {len(cur[1]) + 1 if cur else 1} of {count} "
+                           "callers arrived")
+
+    def file_done(self, owner: int) -> None:
+        self.live -= 1
+        for _count, waiting in self.rounds.values():
+            for o, f in list(waiting):
+                if o == owner:
+                    waiting.remove((o, f))
+                    if not f.done():
+                        f.set_result((False, "the file ended"))
+        self._check_unmeetable()
+
+    def _release(self, name: str, met: bool, why: str | None) -> None:
+        _count, waiting = self.rounds[name]
+        for _o, f in waiting:
+            if not f.done():
+                f.set_result((met, why))
+        waiting.clear()
+
+    def _check_unmeetable(self) -> None:
+        for name, (count, waiting) in self.rounds.items():
+            if waiting and count > self.live:
+                self._release(name, False,
+                              f"barrier `{name}` can never be met: it waits for {count} callers but only "
+                              f"{self.live} file(s) of this run are still running or waiting to run, and "
+                              "each file is one caller at a time")
+
+
+# ---- the node side ------------------------------------------------------------------------
+
+
+class _ClusterCoordinator(Coordinator):
+    """The node's coordinator, with barriers answered by the run's `BarrierHub`.
+
+    The hub's answer comes on a Ray thread; it is handed to the dispatcher's
+    selector thread through a socketpair (the coordinator is single-threaded)."""
+
+    def __init__(self, *args: Any, hub: Any, owner: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._hub = hub
+        self._global_owner = owner
+        self._answers: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._sel.register(self._wake_r, 1, ("coord-ray", None))  # selectors.EVENT_READ
+
+    def _barrier(self, c: Any, rid: int, msg: dict) -> None:
+        name, count, timeout = msg["name"], msg["count"], msg["timeout"]
+        if not isinstance(name, str) or not isinstance(count, int) or not isinstance(timeout, (int, float)):
+            raise ValueError("name, count and timeout must be str, int and number")
+        ref = self._hub.arrive.remote(name, count, float(timeout), self._global_owner)
+        threading.Thread(target=self._await, args=(ref, c, rid), daemon=True,
+                         name=f"provium-barrier-{name}").start()
+
+    def _await(self, ref: Any, c: Any, rid: int) -> None:
+        try:
+            met, message = ray.get(ref)
+        except Exception as exc:  # the hub (the driver) went away
+            met, message = False, f"barrier: the cluster's barrier service failed: {exc}"
+        self._answers.put((c, {"id": rid, "ok": True, "met": met, "message": message}))
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
+    def on_ready(self, kind: str, conn: Any, mask: int) -> None:
+        if kind != "coord-ray":
+            super().on_ready(kind, conn, mask)
+            return
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        while True:
+            try:
+                c, answer = self._answers.get_nowait()
+            except queue.Empty:
+                return
+            self._send(c, answer)
+
+    def close(self) -> None:
+        try:
+            self._sel.unregister(self._wake_r)
+        except (KeyError, ValueError):
+            pass
+        self._wake_r.close()
+        self._wake_w.close()
+        super().close()
+
+
+class _QueueSink(Sink):
+    def __init__(self, q: queue.SimpleQueue) -> None:
+        super().__init__()
+        self.q = q
+
+    def write_frame(self, frame: ev.EventFrame) -> None:
+        if frame.kind != "pool_state":  # the node's one-file pool says nothing about the run's
+            self.q.put(frame)
+
+
+def node_name() -> str:
+    """`<node id prefix>@<node address>`: the id tells apart nodes sharing one machine."""
+    ctx = ray.get_runtime_context()
+    node_id = ctx.get_node_id()
+    addr = next((n.get("NodeManagerAddress") for n in ray.nodes() if n.get("NodeID") == node_id), None)
+    return f"{node_id[:12]}@{addr or ray.util.get_node_ip_address()}"
+
+
+_DONE = object()
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours its error texts
+
+
+def run_file_on_node(index: int, path: str, settings_json: str, env: dict[str, str], vmm: str,
+                     file_timeout: float | None, hub: Any):
+    """The body of a file's task: yields ("node", name), ("events", [frames]) ..., ("result", FileResult)."""
+    node = node_name()
+    yield ("node", node)
+    q: queue.SimpleQueue = queue.SimpleQueue()
+    work = tempfile.mkdtemp(prefix="provium-ray-")
+    run_env = dict(os.environ)
+    run_env.update(env)
+    run_env["PROVIUM_RAY_NODE"] = node  # a test file may want to know where it runs
+    pool: PoolSize = size_pool(vmm=vmm)  # this node's own pool: VM charges of the file draw from it
+    opts = DispatchOptions(
+        settings_json=settings_json, work_dir=work, pool=pool, file_timeout=file_timeout, env=run_env,
+        psi_paths=(), coordinator_factory=lambda *a, **kw: _ClusterCoordinator(*a, hub=hub, owner=index, **kw))
+    dispatcher = Dispatcher(_QueueSink(q), opts)
+    box: list[Any] = []
+
+    def work_thread() -> None:
+        try:
+            box.extend(dispatcher.run([Discovered(path=path, root=path, rel="")]))
+        except BaseException as exc:  # reported to the driver as the file's crash
+            box.append(exc)
+        finally:
+            q.put(_DONE)
+
+    # The runner's PR_SET_PDEATHSIG fires when this thread ends; it lives as long as the file.
+    t = threading.Thread(target=work_thread, name="provium-ray-file", daemon=True)
+    t.start()
+    try:
+        done = False
+        while not done:
+            batch = [q.get()]
+            while True:
+                try:
+                    batch.append(q.get_nowait())
+                except queue.Empty:
+                    break
+            done = batch[-1] is _DONE
+            frames = [x for x in batch if x is not _DONE]
+            if frames:
+                yield ("events", frames)
+        t.join()
+        if box and isinstance(box[0], FileResult):
+            yield ("result", box[0])
+        else:
+            yield ("result", FileResult(path=path, chunk_error=f"crashed: the Ray task failed: {box[0] if box else '?'}",
+                                        crashed=True))
+    finally:
+        dispatcher.kill_running()  # a cancelled task leaves no runner (and so no QEMU) behind
+        t.join(timeout=15)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+_remote_run_file = ray.remote(num_returns="streaming", max_retries=0)(run_file_on_node)
+
+
+# ---- the driver side ---------------------------------------------------------------------
+
+
+@dataclass
+class RayOptions:
+    settings_json: str
+    pool: PoolSize
+    vmm: str
+    address: str | None = None  # None: RAY_ADDRESS, else a local instance for this run
+    project_dir: str = "."  # shipped to the workers as the runtime_env working_dir
+    file_timeout: float | None = None
+    fail_fast: bool = False
+    env: dict[str, str] | None = None  # extra environment for the runners
+    need_kvm: bool = False
+
+
+@dataclass
+class _Track:
+    index: int
+    file: Discovered
+    remote_path: str
+    node: str | None = None
+    seen: dict[str, TestOutcome] | None = None
+    current: str | None = None
+    started: float = 0.0
+    result: FileResult | None = None
+
+
+class RayExecutor:
+    def __init__(self, sink: Sink, opts: RayOptions,
+                 on_file_done: Callable[[int, FileResult], None] | None = None) -> None:
+        self.sink = sink
+        self.opts = opts
+        self.on_file_done = on_file_done
+        self.nodes: dict[str, int] = {}  # node -> files it ran
+
+    def _connect(self) -> bool:
+        """Connect to (or start) Ray; True when this run connected and must disconnect
+        (which also stops a local instance it started).  A process already connected
+        (the Python API) keeps its connection and its own runtime environment."""
+        if ray.is_initialized():
+            return False
+        address = self.opts.address or os.environ.get("RAY_ADDRESS") or None
+        # The project directory goes to every worker; Ray takes it only per job.
+        runtime_env = {"working_dir": os.path.realpath(self.opts.project_dir), "excludes": EXCLUDES}
+        try:
+            if address:
+                ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, runtime_env=runtime_env,
+                         logging_level=logging.WARNING)
+            else:
+                # A throwaway local instance, bound to loopback only.
+                ray.init(address="local", namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
+                         _node_ip_address="127.0.0.1", runtime_env=runtime_env, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = f"at `{address}`" if address else "(a local instance)"
+            raise RayExecutorError(f"--executor ray: cannot connect to the Ray cluster {where}: {exc}") from exc
+        return True
+
+    def _remote_path(self, f: Discovered) -> str:
+        root = os.path.realpath(self.opts.project_dir)
+        full = os.path.realpath(f.path)
+        if os.path.commonpath([root, full]) != root:
+            raise RayExecutorError(
+                f"--executor ray: `{f.path}` is outside the project directory `{root}`, which is all that "
+                "is shipped to the Ray workers; run provium from a directory that contains the test files")
+        return os.path.relpath(full, root) if os.path.isabs(f.path) else f.path
+
+    def _task_options(self, f: Discovered) -> dict[str, Any]:
+        claim = declared_claim(f.path)
+        per = self.opts.pool.per_file
+        memory = claim.memory_bytes if claim else per.memory_bytes
+        cpus = claim.cpus if claim and claim.cpus else max(1, per.cpus)
+        opts: dict[str, Any] = {
+            "memory": max(1, memory), "num_cpus": cpus,
+        }
+        if self.opts.need_kvm:
+            opts["resources"] = {"kvm": 1}
+        return opts
+
+    def run(self, files: list[Discovered]) -> list[FileResult]:
+        tracks = [_Track(i, f, self._remote_path(f)) for i, f in enumerate(files)]
+        started_ray = self._connect()
+        refs: dict[int, Any] = {}
+        inbox: queue.SimpleQueue = queue.SimpleQueue()
+        hub = None
+        try:
+            hub_cls: Any = BarrierHub  # an actor class once ray.remote wrapped it
+            hub = hub_cls.options(name=f"provium-barriers-{os.getpid()}-{time.time_ns()}",
+                                  namespace=NAMESPACE).remote(len(files))
+            env = dict(self.opts.env or {})
+            for t in tracks:
+                gen = _remote_run_file.options(**self._task_options(t.file)).remote(
+                    t.index, t.remote_path, self.opts.settings_json, env, self.opts.vmm,
+                    self.opts.file_timeout, hub)
+                refs[t.index] = gen
+                threading.Thread(target=self._pump, args=(t.index, gen, inbox), daemon=True,
+                                 name=f"provium-ray-pump-{t.index}").start()
+            self.sink.emit(ev.PoolState(used=ev.ResourceAmount(), available=self._cluster_total()))
+            left = len(tracks)
+            stopping = False
+            while left:
+                index, kind, item = inbox.get()
+                t = tracks[index]
+                if t.result is not None:
+                    continue
+                if kind == "node":
+                    t.node = item
+                    t.started = time.monotonic()
+                elif kind == "events":
+                    for frame in item:
+                        self._forward(t, frame)
+                elif kind in ("result", "lost"):
+                    if kind == "result":
+                        result: FileResult = item
+                    else:
+                        result = self._lost(t, item, stopping)
+                    result.path = t.file.path
+                    result.node = t.node
+                    t.result = result
+                    left -= 1
+                    if t.node:
+                        self.nodes[t.node] = self.nodes.get(t.node, 0) + 1
+                    hub.file_done.remote(index)
+                    if self.on_file_done is not None:
+                        self.on_file_done(index, result)
+                    if self.opts.fail_fast and not result.passed and not stopping:
+                        stopping = True
+                        for o in tracks:
+                            if o.result is None and o.node is None:
+                                ray.cancel(refs[o.index], force=True)
+            self.sink.emit(ev.PoolState(used=ev.ResourceAmount(), available=self._cluster_total()))
+        except BaseException:
+            for ref in refs.values():  # Ctrl-C and friends: nothing keeps running remotely
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:
+                    pass
+            raise
+        finally:
+            if hub is not None:
+                try:
+                    ray.kill(hub)
+                except Exception:
+                    pass
+            if started_ray:
+                ray.shutdown()
+        return [t.result for t in tracks if t.result is not None]
+
+    def _cluster_total(self) -> ev.ResourceAmount:
+        try:
+            res = ray.cluster_resources()
+            return ev.ResourceAmount(int(res.get("memory", 0)), int(res.get("CPU", 0)))
+        except Exception:
+            return ev.ResourceAmount()
+
+    @staticmethod
+    def _pump(index: int, gen: Any, inbox: queue.SimpleQueue) -> None:
+        """Waits on one file's stream (Ray calls block), hands each item to the driver loop."""
+        try:
+            for ref in gen:
+                kind, item = ray.get(ref)
+                inbox.put((index, kind, item))
+        except Exception as exc:
+            inbox.put((index, "lost", exc))
+            return
+        inbox.put((index, "lost", None))  # ignored if the result came (the stream's normal end)
+
+    def _forward(self, t: _Track, frame: ev.EventFrame) -> None:
+        p = frame.payload
+        if getattr(p, "path", None) == t.remote_path and t.remote_path != t.file.path:
+            frame = replace(frame, payload=replace(p, path=t.file.path))
+            p = frame.payload
+        if isinstance(p, ev.TestStarted):
+            t.current = p.name
+        elif isinstance(p, (ev.TestPassed, ev.TestFailed, ev.TestSkipped)):
+            status = {"test_passed": "passed", "test_failed": "failed", "test_skipped": "skipped"}[frame.kind]
+            msg = getattr(p, "reason", None) if status != "passed" else None
+            if t.seen is None:
+                t.seen = {}
+            t.seen[p.name] = TestOutcome(name=p.name, status=status, message=msg or None,
+                                         duration_ns=getattr(p, "duration_ns", 0), meta=dict(p.meta))
+        self.sink.emit_frame(frame)
+
+    def _lost(self, t: _Track, exc: BaseException | None, stopping: bool) -> FileResult:
+        """The file's task ended without a result: its node died, or it was cancelled."""
+        path = t.file.path
+        if stopping and t.node is None:
+            return FileResult(path=path, not_run=FAIL_FAST_REASON, chunk_error=None)
+        where = f"node {t.node}" if t.node else "a Ray node (before the file started)"
+        if isinstance(exc, ray.exceptions.RayTaskError):
+            msg = f"crashed: the Ray task running this file failed on {where}"
+        else:
+            msg = f"crashed: {where} died or lost the task while this file ran"
+        msg += f" ({type(exc).__name__ if exc else 'no result'})"
+        if exc is not None:
+            text = _ANSI.sub("", str(exc)).strip().splitlines()
+            if text:
+                msg += ": " + " / ".join(line.strip() for line in text[-3:])[:500]
+        tests = list((t.seen or {}).values())
+        if t.current is not None and t.current not in (t.seen or {}):
+            tests.append(TestOutcome(name=t.current, status="failed", message=f"{where} died while this test ran"))
+        duration_ns = int((time.monotonic() - t.started) * 1e9) if t.started else 0
+        result = FileResult(path=path, tests=tests, chunk_error=msg, crashed=True, duration_ns=duration_ns)
+        self.sink.emit(ev.FileCompleted(path=path, status=result.status, duration_ns=duration_ns))
+        return result
