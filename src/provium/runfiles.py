@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 
 RUN_PREFIX = "provium-run-"
-# Our own per-run temp entries: `<prefix><pid>-...` or `<prefix><pid>.<ext>`.
-_OWNED = re.compile(r"^(provium-run-|provium-coverage-)(\d+)[-.]")
+# This run's own temp entries: `<prefix><pid>-...` or `<prefix><pid>.<ext>`.
+RUN_PREFIXES = (RUN_PREFIX, "provium-coverage-")
 
 
 def make_run_dir() -> str:
@@ -38,8 +38,11 @@ def owner_alive(pid: int) -> bool:
     return True
 
 
-def sweep_stale(tmp: str | os.PathLike) -> list[str]:
-    """Remove our temp entries in `tmp` whose owner process is gone; what was removed."""
+def sweep_stale(tmp: str | os.PathLike, prefixes: tuple[str, ...] = RUN_PREFIXES) -> list[str]:
+    """Remove the entries in `tmp` named `<prefix><pid>` (alone, or followed by `-` or
+    `.`) whose owner process is gone; what was removed.  Every part of provium that
+    keeps pid-named scratch (QEMU roots, disk images, switch sockets) sweeps with this."""
+    owned = re.compile("^(" + "|".join(map(re.escape, prefixes)) + r")(\d+)(?:[-.]|$)")
     removed: list[str] = []
     try:
         names = os.listdir(tmp)
@@ -48,7 +51,7 @@ def sweep_stale(tmp: str | os.PathLike) -> list[str]:
     me = os.getpid()
     uid = os.getuid()
     for name in names:
-        m = _OWNED.match(name)
+        m = owned.match(name)
         if m is None:
             continue
         pid = int(m.group(2))

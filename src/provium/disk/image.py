@@ -18,25 +18,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .. import runfiles
+
 _counter = itertools.count(1)
 _root: Path | None = None
 
 
 def _sweep(parent: Path) -> None:
-    try:
-        entries = list(parent.glob("provium-disks-*"))
-    except OSError:
-        return
-    for d in entries:
-        try:
-            pid = int(d.name.rsplit("-", 1)[1])
-            if pid == os.getpid() or d.stat().st_uid != os.getuid():
-                continue
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(d, ignore_errors=True)
-        except (ValueError, OSError):
-            continue
+    runfiles.sweep_stale(parent, ("provium-disks-",))
 
 
 def vm_dir() -> Path:

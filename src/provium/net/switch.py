@@ -40,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .. import runfiles
 from .graph import BridgeGraph, Policy
 from .pcap import PcapSink
 
@@ -294,20 +295,7 @@ class _PortProtocol(asyncio.Protocol):
 
 def _sweep(parent: Path) -> None:
     """Remove switch scratch roots of provium processes that no longer exist."""
-    try:
-        entries = list(parent.glob("provium-net-*"))
-    except OSError:
-        return
-    for d in entries:
-        try:
-            pid = int(d.name.rsplit("-", 1)[1])
-            if pid == os.getpid() or d.stat().st_uid != os.getuid():
-                continue
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(d, ignore_errors=True)
-        except (ValueError, OSError):
-            continue
+    runfiles.sweep_stale(parent, ("provium-net-",))
 
 
 class Switch:

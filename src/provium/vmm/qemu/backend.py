@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ... import artifacts, image
+from ... import artifacts, image, runfiles
 from ...config import VALID_ACCEL
 from ...fsutil import read_tail
 from ...protocol.mux import ClientError, ClientState, ConnectionLost, MuxClient
@@ -89,24 +89,7 @@ def remove_scratch_of(pid: int) -> None:
 
 def sweep_stale_roots(tmp: Path) -> None:
     """Remove scratch roots of provium processes that no longer exist (killed ones)."""
-    try:
-        entries = list(tmp.glob("provium-qemu-*"))
-    except OSError:
-        return
-    for d in entries:
-        try:
-            pid = int(d.name.rsplit("-", 1)[1])
-        except ValueError:
-            continue
-        if pid == os.getpid() or d.stat().st_uid != os.getuid():
-            continue
-        try:
-            os.kill(pid, 0)
-            continue  # still running
-        except ProcessLookupError:
-            shutil.rmtree(d, ignore_errors=True)
-        except PermissionError:
-            continue
+    runfiles.sweep_stale(tmp, ("provium-qemu-",))
 
 
 async def _quiet_qmp(coro) -> None:
