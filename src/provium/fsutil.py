@@ -10,7 +10,8 @@ from typing import Iterable, Union
 Data = Union[bytes, bytearray, memoryview, str, Iterable[Union[bytes, bytearray, memoryview]]]
 
 
-def atomic_write(path: str | os.PathLike, data: Data, mode: int | None = None) -> Path:
+def atomic_write(path: str | os.PathLike, data: Data, mode: int | None = None, *,
+                 make_parents: bool = True) -> Path:
     """Replace `path` with `data` in one step; returns `path` as a Path.
 
     `data` is bytes, text (written as UTF-8), or an iterable of byte chunks written
@@ -21,11 +22,13 @@ def atomic_write(path: str | os.PathLike, data: Data, mode: int | None = None) -
     last rename wins.  Temp names start with "." so directory scans can skip them.
 
     `mode` sets the permission bits; None leaves the temp file's owner-only 0o600.
-    Missing parent directories are created.
+    Missing parent directories are created, unless `make_parents` is false (then the
+    write fails with FileNotFoundError).
     """
     path = Path(path)
     d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
+    if make_parents:
+        os.makedirs(d, exist_ok=True)
     if isinstance(data, str):
         data = data.encode("utf-8")
     parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data

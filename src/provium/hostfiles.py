@@ -18,9 +18,9 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import tempfile
 
 from provium.errors import ConfigError
+from provium.fsutil import atomic_write
 
 
 class HostFileError(ConfigError, OSError):
@@ -100,19 +100,8 @@ def write_file(path: str | os.PathLike, data: bytes, *, what: str) -> None:
 
 
 def _replace(target: str, data: bytes, mode: int) -> None:
-    d = os.path.dirname(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    # Never creates the parent directory: a missing one is the user's error to see.
+    atomic_write(target, data, mode, make_parents=False)
 
 
 def read_file(path: str | os.PathLike, *, limit: int, what: str) -> bytes | None:

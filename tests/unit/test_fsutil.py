@@ -56,3 +56,11 @@ def test_read_tail_reads_the_end_or_nothing(tmp_path):
     assert read_tail(p, 100) == b"0123456789"
     assert read_tail(p, 0) == b""
     assert read_tail(tmp_path / "missing", 10) == b""
+
+
+def test_atomic_write_can_refuse_to_create_parents(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        atomic_write(tmp_path / "missing" / "f", b"x", make_parents=False)
+    assert not (tmp_path / "missing").exists()
+    assert atomic_write(tmp_path / "f", b"x", 0o640, make_parents=False).read_bytes() == b"x"
+    assert (tmp_path / "f").stat().st_mode & 0o777 == 0o640
