@@ -140,8 +140,15 @@ def test_pid_is_the_real_process(vm):
     p = vm.run_async(["sleep", "30"])
     pid = p.pid()
     assert pid > 0 and pid_alive(pid)
-    with open(f"/proc/{pid}/cmdline", "rb") as f:
-        assert f.read().split(b"\0")[:2] == [b"sleep", b"30"]
+    # /proc/PID/cmdline reads empty for a moment while the new program is mapped in.
+    deadline = time.monotonic() + 5
+    while True:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")[:2]
+        if argv == [b"sleep", b"30"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert argv == [b"sleep", b"30"]
     p.kill()
     p.wait("5s")
 
