@@ -24,6 +24,9 @@ def test_tail_from_the_beginning_replays_then_follows(agent, tmp_path):
     append(path, b"appended\n")
     assert agent.read_stream(ch, 9)[0] == b"appended\n"
     agent.send(ch, "cancel")
+    # The cancel travels while the tail keeps polling: give the agent time to act on it
+    # (under load a write right behind the cancel could be read before it was handled).
+    time.sleep(0.5)
     append(path, b"after cancel\n")
     agent.recv_none(ch, 0.25)
 
