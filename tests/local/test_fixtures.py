@@ -304,3 +304,31 @@ def test_fixtures_keep_their_vms_disks(tmp_path):
     [vm_entry] = [e for e in store.entries() if e.kind == "vm"]
     store.remove(vm_entry.key, "vm")
     assert not list((tmp_path / "cache").glob(f"**/{vm_entry.key}*"))  # disks removed with their entry
+
+
+def test_a_waiter_names_a_holder_that_has_not_written_its_line_yet(tmp_path):
+    """Between taking the lock and writing its line a holder names nobody; the waiter
+    gives it a moment instead of reporting an empty holder."""
+    import fcntl
+    import threading
+
+    from provium.fixtures.lock import KeyLock
+
+    path = tmp_path / "k.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # the holder has the lock, its line comes later
+
+    def holder():
+        time.sleep(0.3)
+        os.pwrite(fd, b"pid=1 file=/x/holder.test.lua\n", 0)
+        time.sleep(0.3)
+        os.close(fd)  # releases the lock
+
+    seen: list[str] = []
+    t = threading.Thread(target=holder)
+    t.start()
+    lock = KeyLock(path, "waiter.test.lua")
+    assert lock.acquire(on_wait=seen.append) is True
+    lock.release()
+    t.join()
+    assert len(seen) == 1 and "file=/x/holder.test.lua" in seen[0]
