@@ -8,6 +8,7 @@ event stream.  VM charges are switched on (as on QEMU) where a test needs them.
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
 
@@ -274,6 +275,24 @@ def test_a_work_dir_too_long_for_a_unix_socket_still_works(tmp_path):
     deep.mkdir(parents=True)
     ran = dispatch(deep, {"a.test.lua": BARRIER.replace("2, 30", "1, 30")}, pool(2 * GIB, 2))
     ran.assert_passed("a.test.lua")
+
+
+def test_the_short_socket_dir_of_a_killed_run_is_swept(tmp_path):
+    """A long work dir puts the coordinator's socket in a directory under /tmp, named
+    like a run's own temp entries, so a run killed with SIGKILL leaves nothing the next
+    run does not remove."""
+    import subprocess
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer runs
+    stale = Path(f"/tmp/provium-run-{gone.pid}-coord-test")
+    stale.mkdir(exist_ok=True)
+    (stale / "coord.sock").write_bytes(b"")
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    ran = dispatch(deep, {"a.test.lua": 'test("t", function(t) end)'}, pool(2 * GIB, 2))
+    ran.assert_passed("a.test.lua")
+    assert not stale.exists()
+    assert not list(Path("/tmp").glob(f"provium-run-{os.getpid()}-coord-*"))  # its own is removed too
 
 
 def test_a_refused_claim_holds_nothing_and_may_be_retried(tmp_path):

@@ -39,6 +39,7 @@ from pathlib import Path
 from provium.events import types as ev
 from provium.events.sinks import Sink
 from provium.fsutil import read_tail
+from provium import runfiles
 from provium.protocol import framing
 
 from .coordinator import Coordinator
@@ -229,7 +230,10 @@ class Dispatcher:
         path = os.path.join(self.opts.work_dir, "coord.sock")
         if len(os.fsencode(path)) < 100:
             return path
-        short = tempfile.mkdtemp(prefix="provium-coord-", dir="/tmp")
+        # Named like a run's own temp entries, so a run killed with SIGKILL leaves nothing
+        # the next run does not sweep.
+        runfiles.sweep_stale("/tmp")
+        short = tempfile.mkdtemp(prefix=f"{runfiles.RUN_PREFIX}{os.getpid()}-coord-", dir="/tmp")
         self._cleanup_dirs.append(short)
         return os.path.join(short, "coord.sock")
 
