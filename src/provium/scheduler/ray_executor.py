@@ -16,10 +16,15 @@ How a file runs
   lifetime management, and cancelling the task cancels the file.
 
 What a file asks Ray for
-  Its `provium:claim` if it declares one, else the per-file overhead and one
-  CPU (a runner keeps one busy), as Ray `memory`/`num_cpus`; plus one unit of
-  the custom resource `kvm` when the run demands KVM (`--accel kvm`), so such
-  files go only to nodes started with `--resources '{"kvm": N}'`.
+  Its whole pool charge as the local pool would take it (charge.py): the
+  per-file overhead plus its `provium:claim`, or plus every VM it declares
+  (memory + VMM overhead, vCPUs), as Ray `memory`/`num_cpus` (at least one
+  CPU: the runner keeps one busy); plus one unit of the custom resource `kvm`
+  when its VMs run under KVM, so such files go only to nodes started with
+  `--resources '{"kvm": N}'`.  Ray places a task once, before it starts, so
+  the peak is asked for up front.  A file whose charge fits no node of the
+  cluster fails at once with the reason (Ray would keep such a task pending
+  forever), as a local run refuses a claim larger than the pool.
 
 Barriers
   The node's coordinator forwards `barrier` requests to one named async actor
@@ -63,10 +68,10 @@ from provium.events import types as ev
 from provium.events.sinks import Sink
 
 from .coordinator import Coordinator
-from .declared import declared_claim
+from .charge import ChargeRules, FileCharge, file_charge
 from .discovery import Discovered
 from .dispatch import FAIL_FAST_REASON, Dispatcher, DispatchOptions
-from .pool import PoolSize, size_pool
+from .pool import PoolSize, fmt_amount, size_pool
 from .results import FileResult, TestOutcome
 
 NAMESPACE = "provium"
@@ -295,7 +300,7 @@ class RayOptions:
     file_timeout: float | None = None
     fail_fast: bool = False
     env: dict[str, str] | None = None  # extra environment for the runners
-    need_kvm: bool = False
+    rules: ChargeRules | None = None  # how a file's charge is computed; None: from `pool` alone
 
 
 @dataclass
@@ -349,17 +354,43 @@ class RayExecutor:
                 "is shipped to the Ray workers; run provium from a directory that contains the test files")
         return os.path.relpath(full, root) if os.path.isabs(f.path) else f.path
 
-    def _task_options(self, f: Discovered) -> dict[str, Any]:
-        claim = declared_claim(f.path)
-        per = self.opts.pool.per_file
-        memory = claim.memory_bytes if claim else per.memory_bytes
-        cpus = claim.cpus if claim and claim.cpus else max(1, per.cpus)
-        opts: dict[str, Any] = {
-            "memory": max(1, memory), "num_cpus": cpus,
-        }
-        if self.opts.need_kvm:
+    def charge(self, f: Discovered) -> FileCharge:
+        return file_charge(f.path, self.opts.rules or ChargeRules(pool=self.opts.pool, profiles={}))
+
+    @staticmethod
+    def task_options(charge: FileCharge) -> dict[str, Any]:
+        """Ray resources for a file's task: its charge, at least one CPU (the runner's)."""
+        opts: dict[str, Any] = {"memory": max(1, charge.amount.memory_bytes),
+                                "num_cpus": max(1, charge.amount.cpus)}
+        if charge.kvm:
             opts["resources"] = {"kvm": 1}
         return opts
+
+    @staticmethod
+    def _node_capacities() -> list[tuple[str, dict[str, float]]]:
+        return [(f"{n['NodeID'][:12]}@{n.get('NodeManagerAddress', '?')}", dict(n.get("Resources") or {}))
+                for n in ray.nodes() if n.get("Alive")]
+
+    @staticmethod
+    def refusal(charge: FileCharge, nodes: list[tuple[str, dict[str, float]]]) -> str | None:
+        """Why no node of the cluster could ever run the file (None: some node can)."""
+        need = RayExecutor.task_options(charge)
+
+        def fits(res: dict[str, float]) -> bool:
+            return (res.get("memory", 0) >= need["memory"] and res.get("CPU", 0) >= need["num_cpus"]
+                    and (not charge.kvm or res.get("kvm", 0) >= 1))
+
+        if not nodes or any(fits(res) for _, res in nodes):
+            return None
+        biggest = max(nodes, key=lambda n: (n[1].get("memory", 0), n[1].get("CPU", 0)))
+        have = fmt_amount(ev.ResourceAmount(int(biggest[1].get("memory", 0)), int(biggest[1].get("CPU", 0))))
+        kvm_nodes = sum(1 for _, res in nodes if res.get("kvm", 0) >= 1)
+        msg = (f"no node of the Ray cluster can run this file: it needs {charge.describe()}, and the largest "
+               f"of the {len(nodes)} node(s) has {have}")
+        if charge.kvm:
+            msg += f"; {kvm_nodes} node(s) offer the `kvm` resource"
+        return msg + (". Declare the file's real peak with provium:claim{memory=..., cpus=...}, or add a larger "
+                      "node (ray start --memory/--num-cpus/--resources)")
 
     def run(self, files: list[Discovered]) -> list[FileResult]:
         tracks = [_Track(i, f, self._remote_path(f)) for i, f in enumerate(files)]
@@ -372,16 +403,29 @@ class RayExecutor:
             hub = hub_cls.options(name=f"provium-barriers-{os.getpid()}-{time.time_ns()}",
                                   namespace=NAMESPACE).remote(len(files))
             env = dict(self.opts.env or {})
+            nodes = self._node_capacities()
+            left = len(tracks)
+            refused = False
             for t in tracks:
-                gen = _remote_run_file.options(**self._task_options(t.file)).remote(
+                charge = self.charge(t.file)
+                why = self.refusal(charge, nodes)
+                if why is not None or (refused and self.opts.fail_fast):
+                    hub.file_done.remote(t.index)
+                    if why is None:
+                        t.result = FileResult(path=t.file.path, not_run=FAIL_FAST_REASON, chunk_error=None)
+                    else:
+                        t.result = self._refuse(t, why)
+                        refused = True
+                    left -= 1
+                    continue
+                gen = _remote_run_file.options(**self.task_options(charge)).remote(
                     t.index, t.remote_path, self.opts.settings_json, env, self.opts.vmm,
                     self.opts.file_timeout, hub)
                 refs[t.index] = gen
                 threading.Thread(target=self._pump, args=(t.index, gen, inbox), daemon=True,
                                  name=f"provium-ray-pump-{t.index}").start()
             self.sink.emit(ev.PoolState(used=ev.ResourceAmount(), available=self._cluster_total()))
-            left = len(tracks)
-            stopping = False
+            stopping = refused and self.opts.fail_fast
             while left:
                 index, kind, item = inbox.get()
                 t = tracks[index]
@@ -429,6 +473,13 @@ class RayExecutor:
             if started_ray:
                 ray.shutdown()
         return [t.result for t in tracks if t.result is not None]
+
+    def _refuse(self, t: _Track, why: str) -> FileResult:
+        result = FileResult(path=t.file.path, chunk_error=why)
+        self.sink.emit(ev.FileCompleted(path=t.file.path, status=result.status, duration_ns=0))
+        if self.on_file_done is not None:
+            self.on_file_done(t.index, result)
+        return result
 
     def _cluster_total(self) -> ev.ResourceAmount:
         try:
