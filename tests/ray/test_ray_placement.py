@@ -201,3 +201,23 @@ def test_fixture_on_a_shared_cache_is_built_once_for_the_cluster(cluster, tmp_pa
     waiting = next(f.payload for f in frames if f.kind == "fixture_build_waiting")
     assert os.path.basename(waiting.held_by_file) in ("a.test.lua", "b.test.lua"), waiting
     assert len(entries(shared)) == 1
+
+
+def test_nodes_read_their_own_copy_of_provium_toml(tmp_path, monkeypatch):
+    """The driver's absolute config path exists only on its machine; nodes get it
+    relative to the project, resolved in their copy of it (their cwd)."""
+    from provium.runner.settings import RunSettings
+    from provium.scheduler.ray_executor import settings_for_nodes, settings_on_node
+
+    (tmp_path / "proj").mkdir()
+    inside = RunSettings(config_path=str(tmp_path / "proj" / "provium.toml")).to_json()
+    shipped = settings_for_nodes(inside, str(tmp_path / "proj"))
+    assert json.loads(shipped)["config_path"] == "provium.toml"
+    copy = tmp_path / "ray-copy"
+    copy.mkdir()
+    monkeypatch.chdir(copy)
+    assert json.loads(settings_on_node(shipped))["config_path"] == str(copy / "provium.toml")
+    # A config outside the project is not shipped: its path is kept as given.
+    outside = RunSettings(config_path="/etc/provium.toml").to_json()
+    assert json.loads(settings_on_node(settings_for_nodes(outside, str(tmp_path / "proj"))))["config_path"] == \
+        "/etc/provium.toml"

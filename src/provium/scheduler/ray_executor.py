@@ -48,6 +48,7 @@ per-node summary line on stderr (see docs/cluster.md).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import queue
@@ -227,6 +228,28 @@ def node_name() -> str:
     return f"{node_id[:12]}@{addr or ray.util.get_node_ip_address()}"
 
 
+def settings_for_nodes(settings_json: str, project_dir: str) -> str:
+    """The run settings as a node must read them: a `provium.toml` inside the project
+    is named relative to it, so each node reads its own copy of the project (Ray's
+    working directory), not a path that exists only on the driver's machine."""
+    data = json.loads(settings_json)
+    cfg = data.get("config_path")
+    if cfg:
+        root, full = os.path.realpath(project_dir), os.path.realpath(cfg)
+        if os.path.commonpath([root, full]) == root:
+            data["config_path"] = os.path.relpath(full, root)
+    return json.dumps(data, sort_keys=True)
+
+
+def settings_on_node(settings_json: str) -> str:
+    """A relative `config_path` names the node's copy of the project (the task's cwd)."""
+    data = json.loads(settings_json)
+    cfg = data.get("config_path")
+    if cfg and not os.path.isabs(cfg):
+        data["config_path"] = os.path.join(os.getcwd(), cfg)
+    return json.dumps(data, sort_keys=True)
+
+
 _DONE = object()
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours its error texts
 
@@ -243,7 +266,7 @@ def run_file_on_node(index: int, path: str, settings_json: str, env: dict[str, s
     run_env["PROVIUM_RAY_NODE"] = node  # a test file may want to know where it runs
     pool: PoolSize = size_pool(vmm=vmm)  # this node's own pool: VM charges of the file draw from it
     opts = DispatchOptions(
-        settings_json=settings_json, work_dir=work, pool=pool, file_timeout=file_timeout, env=run_env,
+        settings_json=settings_on_node(settings_json), work_dir=work, pool=pool, file_timeout=file_timeout, env=run_env,
         psi_paths=(), coordinator_factory=lambda *a, **kw: _ClusterCoordinator(*a, hub=hub, owner=index, **kw))
     dispatcher = Dispatcher(_QueueSink(q), opts)
     box: list[Any] = []
@@ -403,6 +426,7 @@ class RayExecutor:
             hub = hub_cls.options(name=f"provium-barriers-{os.getpid()}-{time.time_ns()}",
                                   namespace=NAMESPACE).remote(len(files))
             env = dict(self.opts.env or {})
+            settings = settings_for_nodes(self.opts.settings_json, self.opts.project_dir)
             nodes = self._node_capacities()
             left = len(tracks)
             refused = False
@@ -419,7 +443,7 @@ class RayExecutor:
                     left -= 1
                     continue
                 gen = _remote_run_file.options(**self.task_options(charge)).remote(
-                    t.index, t.remote_path, self.opts.settings_json, env, self.opts.vmm,
+                    t.index, t.remote_path, settings, env, self.opts.vmm,
                     self.opts.file_timeout, hub)
                 refs[t.index] = gen
                 threading.Thread(target=self._pump, args=(t.index, gen, inbox), daemon=True,
