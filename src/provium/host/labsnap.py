@@ -316,7 +316,9 @@ def prestart_in_place(lab: Lab, src: Any) -> None:
         if vm is None:
             continue
         try:
-            lab.session.spawn(lab.session.vmm.prestart(vm.boot_spec(), _snap_path(d, e["snapshot_path"])))
+            # Owned by the session (cancelled before its backend closes), never awaited here.
+            lab.session.background_threadsafe(lab.session.vmm.prestart(vm.boot_spec(),
+                                                                       _snap_path(d, e["snapshot_path"])))
         except Exception:  # noqa: BLE001, S110 - a hint only
             pass
 
