@@ -166,6 +166,19 @@ def test_config_unknown_keys_are_errors_naming_them(tmp_path, text, key):
         configmod.load(tmp_path / "provium.toml")
 
 
+@pytest.mark.parametrize("text, named", [
+    ("[provum]\nroots = ['t']\n", "[provum]"),  # a typo of [provium]: its roots were silently lost
+    ("[foo]\nx = 1\n", "[foo]"),
+    ("[profile.k]\nkernel = 'k'\n", "[profile] (did you mean [profiles.NAME]?)"),
+    ("title = 'x'\n[provium]\n", "`title`"),
+])
+def test_config_unknown_top_level_tables_are_errors_naming_them(tmp_path, text, named):
+    (tmp_path / "provium.toml").write_text(text)
+    with pytest.raises(configmod.ConfigError) as info:
+        configmod.load(tmp_path / "provium.toml")
+    assert f"unknown top-level table {named} (valid: [provium], [profiles], [profiles.NAME])" in str(info.value)
+
+
 def test_config_found_upward_up_to_the_project_top(tmp_path, monkeypatch):
     (tmp_path / "proj" / "a" / "b").mkdir(parents=True)
     (tmp_path / "proj" / ".git").mkdir()

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from ..typenames import type_name
 from ..vmm.base import DiskSpec
 
 KEYS = ("id", "path", "scratch", "template", "readonly", "mediated")
@@ -21,26 +22,12 @@ _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 MAX_SCRATCH = 1 << 50  # 1 PiB: a sparse file of that size is still legal; more is a typo
 
 
-def _type(v: Any) -> str:
-    if v is None:
-        return "nil"
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, (int, float)):
-        return "number"
-    if isinstance(v, (str, bytes)):
-        return "string"
-    if isinstance(v, (Mapping, list, tuple)) or "LuaTable" in type(v).__name__:
-        return "table"
-    return type(v).__name__
-
-
 def parse_size(value: Any, what: str, error: type[Exception]) -> int:
     """Bytes from an integer or "<digits>[K|M|G|T]" (1024-based); the bad text is quoted."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise error(f"{what}: expected bytes as an integer or a size string like \"64M\", got {_type(value)}")
+        raise error(f"{what}: expected bytes as an integer or a size string like \"64M\", got {type_name(value)}")
     if isinstance(value, str):
         m = _SIZE.match(value)
         if not m:
@@ -55,7 +42,7 @@ def parse_size(value: Any, what: str, error: type[Exception]) -> int:
 def parse_disk(d: Any, where: str, default_id: str, error: type[Exception]) -> DiskSpec:
     """`where` names the table in messages (e.g. "boot_opts.disks[2]")."""
     if not isinstance(d, Mapping):
-        raise error(f"{where}: expected a {SHAPE} table, got {_type(d)}")
+        raise error(f"{where}: expected a {SHAPE} table, got {type_name(d)}")
     extra = sorted(str(k) for k in d if k not in KEYS)
     if extra:
         raise error(f"{where}: unknown key `{extra[0]}` (valid: {', '.join(KEYS)})")
@@ -63,7 +50,7 @@ def parse_disk(d: Any, where: str, default_id: str, error: type[Exception]) -> D
     if did is None:
         did = default_id
     if not isinstance(did, str) or not did:
-        raise error(f"{where}: `id` must be a non-empty string, got {_type(did)}")
+        raise error(f"{where}: `id` must be a non-empty string, got {type_name(did)}")
     given = [k for k in SOURCES if d.get(k) is not None]
     if len(given) != 1:
         got = " and ".join(f"`{k}`" for k in given) if given else "none"
@@ -71,7 +58,7 @@ def parse_disk(d: Any, where: str, default_id: str, error: type[Exception]) -> D
     for flag in ("readonly", "mediated"):
         v = d.get(flag, False)
         if v is not None and not isinstance(v, bool):
-            raise error(f"{where}: `{flag}` must be a boolean, got {_type(v)}")
+            raise error(f"{where}: `{flag}` must be a boolean, got {type_name(v)}")
     readonly = bool(d.get("readonly") or False)
     mediated = bool(d.get("mediated") or False)
     src = given[0]
@@ -80,7 +67,7 @@ def parse_disk(d: Any, where: str, default_id: str, error: type[Exception]) -> D
                         readonly=readonly, mediated=mediated)
     value = d[src]
     if not isinstance(value, str):
-        raise error(f"{where}: `{src}` must be a string, got {_type(value)}")
+        raise error(f"{where}: `{src}` must be a string, got {type_name(value)}")
     if not value:
         raise error(f"{where.split('[')[0]}: `{src}` must not be empty")
     if "\0" in value:

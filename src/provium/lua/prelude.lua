@@ -211,7 +211,7 @@ end
 -- test() / todo()
 -- ---------------------------------------------------------------------------
 
-local tests = {}     -- in declaration order: {name=, meta=, fn=}
+local tests = {}     -- in declaration order: {name=, meta=, fn=, where=}
 local names = {}
 local file_skip = nil
 local current = nil  -- name of the running test, or nil
@@ -239,7 +239,8 @@ function test(name, a, b)
     error("test: duplicate name `" .. name .. "` in this file", 2)
   end
   names[name] = true
-  insert(tests, {name = name, meta = meta, fn = fn})
+  -- `where`: the declaration's "file:line: ", for errors found later in its meta
+  insert(tests, {name = name, meta = meta, fn = fn, where = where(2)})
 end
 
 function todo(reason)

@@ -87,6 +87,7 @@ class FileState:
         self._timeout_text = "test timeout exceeded"
         self._wake = threading.Event()
         self._bindings: dict[int, tuple[Any, Binding]] = {}
+        self._declared_at: dict[str, str] = {}  # test name -> "file:line: " of its test() call
         self._lua_thread = threading.get_ident()
         self.env = LuaEnv(
             timed_out=self._timed_out.is_set,
@@ -306,9 +307,16 @@ class FileState:
         for i in range(1, len(tbl) + 1):
             t = tbl[i]
             name = t[b"name"]
-            out.append((name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name),
-                        t[b"meta"], t[b"fn"]))
+            text = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+            where = t[b"where"]
+            self._declared_at[text] = where.decode("utf-8", "replace") if isinstance(where, bytes) else ""
+            out.append((text, t[b"meta"], t[b"fn"]))
         return out
+
+    def at_declaration(self, name: str, text: str) -> str:
+        """`text` as an error raised at test `name`'s declaration (`file:line: text`):
+        for what is only checked when the test is about to run, e.g. its meta.timeout."""
+        return self.fix_positions(self._declared_at.get(name, "") + text) or text
 
     def file_skip(self) -> str | None:
         v = self.env.H.file_skip()

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..typenames import type_name
 from .errors import BridgeArgumentError, NetError
 
 UPLINK = "<uplink>"  # the port name of a bridge's uplink (never a VM name: `<` is not allowed there)
@@ -138,27 +139,13 @@ class Policy:
 
 def _number(v: Any, method: str, what: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise BridgeArgumentError(f"{method}: expected int or table, got {_tname(v)} ({what} must be a number)")
+        raise BridgeArgumentError(f"{method}: expected int or table, got {type_name(v)} ({what} must be a number)")
     if not math.isfinite(v):
         raise BridgeArgumentError(f"{method}: {what} must be a finite number, got {v}")
     if v < 0:
         raise BridgeArgumentError(f"{method}: expected a non-negative int or table, got {v:g} ({what} must not "
                                   "be negative)")
     return float(v)
-
-
-def _tname(v: Any) -> str:
-    if v is None:
-        return "nil"
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, (int, float)):
-        return "number"
-    if isinstance(v, (str, bytes)):
-        return "string"
-    if isinstance(v, dict):
-        return "table"
-    return type(v).__name__
 
 
 def latency_value(v: Any, method: str, what: str = "latency (ms)") -> float:

@@ -438,9 +438,10 @@ def _run_tests(ctx: _Ctx, state: FileState) -> None:
         try:
             timeout = _test_timeout(meta, state, s)
         except ArgumentError as exc:
-            out.tests.append(TestOutcome(name, "failed", str(exc), meta=meta))
+            text = state.at_declaration(name, str(exc))
+            out.tests.append(TestOutcome(name, "failed", text, meta=meta))
             send(ev.TestStarted(path=ctx.path, name=name, meta=meta))
-            send(ev.TestFailed(path=ctx.path, name=name, reason=str(exc), meta=meta))
+            send(ev.TestFailed(path=ctx.path, name=name, reason=text, meta=meta))
             continue
         ctx.current = (name, meta)
         result = _run_one(ctx, state, name, meta, meta_tbl, fn, timeout)
