@@ -134,6 +134,21 @@ def test_fail_fast_stops_after_the_first_failing_file(tmp_path):
     assert objs["c.test.lua"]["chunk_error"] == "skipped: --fail-fast" and objs["c.test.lua"]["tests"] == []
 
 
+def test_fail_fast_text_shows_every_file_it_counts(tmp_path):
+    # Two files side by side: b's chunk error ends first and stops the run; a fails a
+    # second later.  The text listed a, then stopped printing at the first failing
+    # file, so b's line was missing while the summary counted "1 file(s) errored".
+    write(tmp_path / "a.test.lua", 'test("x", function(t) os.execute("sleep 1"); t:assert(false, "boom") end)\n')
+    write(tmp_path / "b.test.lua", 'error("top level broke")\n')
+    write(tmp_path / "c.test.lua", PASSING)
+    r = provium(*LOCAL, "--cpus", "4", "--psi-threshold", "0", "--fail-fast", ".", cwd=tmp_path)
+    out = r.stdout.decode()
+    assert r.returncode == 1, text(r)
+    assert "FAIL a.test.lua" in out, out
+    assert "1 file(s) errored" in out, out  # b ran: both started at once
+    assert "FAIL b.test.lua" in out and "chunk_error: b.test.lua:1: top level broke" in out, out
+
+
 def test_filter(suite):
     r = provium(*LOCAL, "--filter", "a_pass", "t", cwd=suite)
     assert r.returncode == 0 and "a_pass" in r.stdout.decode() and "b_fail" not in r.stdout.decode()

@@ -389,7 +389,7 @@ class Run:
             return
         reporter = TextReporter(self.console, verbose=f.verbose, quiet=f.quiet)
         if not self.streams.interactive:
-            reporter.print_batch(results, fail_fast=f.fail_fast)
+            reporter.print_batch(results)
         reporter.print_summary(results, elapsed)
 
     def coverage_report(self, path: str | None) -> bool:

@@ -111,13 +111,15 @@ class TextReporter:
             for line in self.file_lines(r, prefix):
                 self.console.print(line)
 
-    def print_batch(self, results: Iterable[FileResult], *, fail_fast: bool = False) -> None:
+    def print_batch(self, results: Iterable[FileResult]) -> None:
+        """Every file that ran, in path order.  Under --fail-fast the files never
+        started are left out (the summary counts them); the reference also stops at
+        the first failing file, but files run side by side, so a file listed after
+        it may have failed too, and the summary counts it: it is printed."""
         for r in results:
             if r.not_run is not None:
                 continue  # summarised in the last line
             self.print_file(r)
-            if fail_fast and not r.passed:
-                break  # as the reference: stop at the first failing file
 
     def summary(self, results: list[FileResult], elapsed: float) -> Text:
         ran = [r for r in results if r.not_run is None]

@@ -198,6 +198,19 @@ function H.call(fn, ...)
   return false, errtext(r[2])
 end
 
+-- What error(msg, 2) raised by the Python method being called now would prefix:
+-- the first Lua frame outside the prelude (its wrapper and lupa's C frames skipped).
+function H.caller_where()
+  for level = 2, 40 do
+    local info = dgetinfo(level, "Sl")
+    if not info then break end
+    if info.what ~= "C" and info.source ~= "=provium-prelude" and info.currentline and info.currentline > 0 then
+      return info.short_src .. ":" .. info.currentline .. ": "
+    end
+  end
+  return ""
+end
+
 -- `where(level)` is what error(msg, level) would prefix: "file:line: ".
 local function where(level)
   local info = dgetinfo(level + 1, "Sl")

@@ -30,6 +30,7 @@ from ..host.worker import Worker
 from . import json as lua_json
 from .binding import Binding
 from .convert import lua_type
+from .deferboot import HOLDABLE, DeferredBoots
 from .errors import LuaApiError
 from .lab import LabBinding
 from .net import BridgeBinding, CaptureBinding, NicBinding
@@ -89,6 +90,7 @@ class FileState:
         self._bindings: dict[int, tuple[Any, Binding]] = {}
         self._declared_at: dict[str, str] = {}  # test name -> "file:line: " of its test() call
         self._lua_thread = threading.get_ident()
+        self.deferred = DeferredBoots(self.fix_positions)  # top-level boots the runner holds
         self.env = LuaEnv(
             timed_out=self._timed_out.is_set,
             timeout_message=lambda: self._timeout_text,
@@ -239,9 +241,16 @@ class FileState:
             raise LuaApiError(f"_provium_sleep: expected a non-negative number of seconds, got {lua_type(secs)}")
         self._sleep(secs)
 
-    def _before_call(self) -> None:
+    def _before_call(self, label: str | None = None) -> None:
         if self._timed_out.is_set():
             raise LuaApiError(self._timeout_text)
+        if self.deferred.pending and label not in HOLDABLE:
+            self.deferred.flush()  # the top level uses something a held boot would change
+
+    def caller_where(self) -> str:
+        """`file:line: ` of the Lua code calling the current method."""
+        where = self.env.H.caller_where()
+        return where.decode("utf-8", "replace") if isinstance(where, bytes) else str(where or "")
 
     def mark_timed_out(self, text: str) -> None:
         """From the watchdog thread: make Lua code stop (hook, sleeps, host calls)."""

@@ -31,6 +31,7 @@ from ..host.pool import HostPool
 from ..host.session import Session
 from ..host.values import parse_duration
 from ..lua.convert import meta_map, to_py
+from ..lua.errors import PositionedError
 from ..lua.state import FileState, LuaChunkError
 from .filters import skip_reason
 from . import reset
@@ -237,7 +238,7 @@ def _run(ctx: _Ctx, cfg: config_mod.Config, backend: Any) -> None:
         ctx.state = state
         try:
             chunk = state.load(source)
-            _guarded(ctx, None, lambda: state.run_chunk(chunk), "file scope")
+            _guarded(ctx, None, lambda: _top_level(ctx, state, chunk), "file scope")
         except LuaChunkError as exc:
             out.chunk_error = str(exc)
             out.timed_out = state.timed_out
@@ -246,7 +247,7 @@ def _run(ctx: _Ctx, cfg: config_mod.Config, backend: Any) -> None:
             out.chunk_error = state._timeout_text
             out.timed_out = True
             return
-        if reset.wanted(state):
+        if reset.wanted(state) and _any_will_run(ctx, state):
             try:
                 ctx.baseline = reset.take_baseline(state)
             except reset.BaselineError as exc:
@@ -265,6 +266,24 @@ def _run(ctx: _Ctx, cfg: config_mod.Config, backend: Any) -> None:
         finally:
             session.close()
             reset.drop(ctx.baseline)
+
+
+def _top_level(ctx: _Ctx, state: FileState, chunk: Any) -> None:
+    """Run the file's top level with its boots held, then boot them only if a test
+    will run (lua/deferboot.py): a file whose tests are all filtered out boots nothing."""
+    state.deferred.hold()
+    state.run_chunk(chunk)
+    try:
+        state.deferred.release(boot=_any_will_run(ctx, state))
+    except PositionedError as exc:
+        raise LuaChunkError(str(exc)) from exc
+
+
+def _any_will_run(ctx: _Ctx, state: FileState) -> bool:
+    """Whether any test's body will run (the filters and skips of `_run_tests`)."""
+    if state.file_skip() is not None:
+        return False
+    return any(skip_reason(meta_map(meta), ctx.settings) is None for _, meta, _ in state.tests())
 
 
 def _guarded(ctx: _Ctx, seconds: float | None, fn: Callable[[], Any], what: str) -> tuple[Any, bool]:
