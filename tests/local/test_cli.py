@@ -149,6 +149,39 @@ def test_fail_fast_text_shows_every_file_it_counts(tmp_path):
     assert "FAIL b.test.lua" in out and "chunk_error: b.test.lua:1: top level broke" in out, out
 
 
+def test_profiles_are_built_when_a_vm_of_them_first_boots_and_only_then(tmp_path):
+    # --vmm qemu, yet no QEMU starts: the only profile booted has a failing build,
+    # and the boot fails on it before anything is launched.
+    write(tmp_path / "provium.toml", f"""
+[profiles.broken]
+kernel = "bz"
+build = "echo b >> {tmp_path}/broken.log; exit 3"
+
+[profiles.unused]
+kernel = "bz"
+build = "echo u >> {tmp_path}/unused.log; exit 4"
+""")
+    boot = """
+test("boot", function(t)
+  local ok, err = pcall(function() provium:vm("v", "broken"):boot() end)
+  t:assert(not ok, "booted")
+  t:assert(tostring(err):find("vm `v`: boot failed: profile `broken`: build command failed (exit code 3)", 1, true), err)
+end)
+"""
+    write(tmp_path / "a.test.lua", boot)
+    write(tmp_path / "b.test.lua", boot)
+    write(tmp_path / "c.test.lua", PASSING)
+    r = provium("--vmm", "qemu", "--no-preflight", "--no-progress", "--cpus", "4", "--psi-threshold", "0", ".",
+                cwd=tmp_path)
+    # Before: every profile's build ran before any file, and the first failure ended the run (exit 2).
+    assert r.returncode == 0, text(r)
+    assert (tmp_path / "broken.log").read_text() == "b\n"  # once for the run, though two files booted it
+    assert not (tmp_path / "unused.log").exists()  # no file used it: never built, its failure costs nothing
+    r = provium("--vmm", "qemu", "--no-preflight", "--no-progress", "c.test.lua", cwd=tmp_path)
+    assert r.returncode == 0, text(r)
+    assert (tmp_path / "broken.log").read_text() == "b\n"  # a run that boots nothing builds nothing
+
+
 def test_filter(suite):
     r = provium(*LOCAL, "--filter", "a_pass", "t", cwd=suite)
     assert r.returncode == 0 and "a_pass" in r.stdout.decode() and "b_fail" not in r.stdout.decode()

@@ -46,6 +46,7 @@ from . import console as console_mod
 from . import shares
 from .agent_errors import client_error, os_error, os_error_text, vmm_text  # noqa: F401  (os_error*: re-exported)
 from .bootopts import BootOpts, make_spec, parse_boot_opts
+from .pool import ProfileBuildFailed
 from . import disksnap  # noqa: F401  (registers the disks' part of snapshots)
 from . import netsnap  # noqa: F401  (registers the NICs and bridges part of snapshots)
 from .disk import Disk, DiskError, VmDisks
@@ -222,8 +223,9 @@ class VM:
         started = time.monotonic_ns()
         try:
             try:
+                await self._session.pool.ensure_built(self._profile)  # the profile's `build`, once per run
                 spec.disks = await self.disks.prepare(self._profile, spec.disks)
-            except DiskError as exc:
+            except (DiskError, ProfileBuildFailed) as exc:
                 raise VmmFailure(f"vm `{self.name}`: boot failed: {exc}") from exc
             spec.nics = net.prepare_boot(self)
             try:

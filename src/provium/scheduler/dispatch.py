@@ -82,6 +82,9 @@ class DispatchOptions:
     # Builds the coordinator (same signature as Coordinator); the Ray executor passes
     # one whose barriers span the cluster.
     coordinator_factory: Callable[..., Coordinator] | None = None
+    # Runs one profile's `build` command when a runner first boots a VM of it
+    # (coordinator.py); None: nothing is built (`--vmm local`, `--no-build`).
+    build_profile: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -143,7 +146,7 @@ class Dispatcher:
         make = self.opts.coordinator_factory or Coordinator
         self.coordinator = make(self._socket_path(), self.pool, self._sel,
                                        live_files=lambda: len(self._running) + len(self._queue),
-                                       charge_vms=self.opts.pool.charge_vms)
+                                       charge_vms=self.opts.pool.charge_vms, build=self.opts.build_profile)
         self._write_settings()
         try:
             while self._queue or self._running:
