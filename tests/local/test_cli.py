@@ -182,6 +182,33 @@ end)
     assert (tmp_path / "broken.log").read_text() == "b\n"  # a run that boots nothing builds nothing
 
 
+def test_a_file_name_that_is_not_utf8_runs_and_is_reported_with_escapes(tmp_path):
+    # It was skipped with a notice; before that it crashed the runner.  Every report
+    # shows the byte 0xff as `\\xff` (docs/running.md, "File names").
+    name = b"caf\xe9-\xff.test.lua"
+    with open(os.path.join(os.fsencode(tmp_path), name), "wb") as f:
+        f.write(b'test("ok", function(t) end)\ntest("bad", function(t) t:assert(false, "no") end)\n')
+    shown = "caf\\xe9-\\xff.test.lua"
+    events, junit = tmp_path / "ev.msgpack", tmp_path / "junit.xml"
+    r = provium(*LOCAL, "--save-events", str(events), "--junit", str(junit), ".", cwd=tmp_path)
+    out = r.stdout.decode("utf-8")  # strict: the output is valid UTF-8
+    assert r.returncode == 1, text(r)
+    assert f"FAIL {shown} (1 passed, 1 failed, 0 skipped)" in out, out
+    assert f"{shown}:2: no" in out, out  # the Lua error's file:line names it the same way
+    with open(events, "rb") as f:
+        frames = list(ev.iter_events(f))
+    paths = {getattr(fr.payload, "path", None) for fr in frames} - {None}
+    assert paths == {shown}, paths
+    tree = ET.parse(junit)
+    assert {c.get("classname") for c in tree.iter("testcase")} == {shown.replace("/", ".")}
+    r = provium(*LOCAL, "--json", ".", cwd=tmp_path)
+    (obj,) = [json.loads(line) for line in r.stdout.decode("utf-8").splitlines()]
+    assert obj["path"] == shown and [t["status"] for t in obj["tests"]] == ["passed", "failed"]
+    r = provium("list", ".", cwd=tmp_path)
+    assert r.returncode == 0 and f"  {shown}" in r.stdout.decode("utf-8"), text(r)
+    assert "ok" in r.stdout.decode("utf-8") and "bad" in r.stdout.decode("utf-8")
+
+
 def test_filter(suite):
     r = provium(*LOCAL, "--filter", "a_pass", "t", cwd=suite)
     assert r.returncode == 0 and "a_pass" in r.stdout.decode() and "b_fail" not in r.stdout.decode()

@@ -342,7 +342,7 @@ class Run:
             build_profile=self.builder,
         )
         for d in files:
-            sink.emit(ev.FileDiscovered(path=d.path, fixture_refs=discovery.fixture_refs(d.path),
+            sink.emit(ev.FileDiscovered(path=discovery.printable(d.path), fixture_refs=discovery.fixture_refs(d.path),
                                         declared_claim=declared_claim(d.path)))
         reporter = TextReporter(self.console, verbose=f.verbose, quiet=f.quiet)
         total = len(files)

@@ -59,7 +59,7 @@ def list_cmd(flags, fixtures, paths):
     n_tests = 0
     n_errors = 0
     for f in files:
-        click.echo(f"  {f.path}")
+        click.echo(f"  {discovery.printable(f.path)}")
         if lister is None:
             continue
         try:

@@ -25,6 +25,7 @@ import psutil
 from .. import config as config_mod
 from .. import vmm as vmm_mod
 from ..events import types as ev
+from ..fsutil import printable
 from ..host.console import failure_block as console_failure_block
 from ..host.errors import ArgumentError
 from ..host.pool import HostPool
@@ -94,9 +95,10 @@ class _Watchdog:
 
 @dataclass
 class _Ctx:
-    path: str
+    path: str  # as reported (fsutil.printable)
     settings: RunSettings
     emit: Emit
+    fs_path: str = ""  # as on disk, for opening it
     state: FileState | None = None
     session: Session | None = None
     outcome: FileOutcome = field(default_factory=lambda: FileOutcome(path=""))
@@ -172,8 +174,11 @@ def run_file(path: str, settings: RunSettings | None = None, emit: Emit | None =
     settings = settings or RunSettings()
     send = _safe_emit(emit)
     started = time.monotonic_ns()
-    out = FileOutcome(path=path)
-    ctx = _Ctx(path=path, settings=settings, emit=send, outcome=out, on_stuck=on_stuck)
+    # Everything this file reports names it by its printable form (a name that is not
+    # UTF-8 shows each such byte as \\xNN); only opening it uses the name as it is.
+    shown = printable(path)
+    out = FileOutcome(path=shown)
+    ctx = _Ctx(path=shown, settings=settings, emit=send, outcome=out, on_stuck=on_stuck, fs_path=path)
     ctx.owner = owner
     if settings.file_timeout:
         ctx.file_deadline = time.monotonic() + settings.file_timeout
@@ -230,11 +235,11 @@ def _run(ctx: _Ctx, cfg: config_mod.Config, backend: Any) -> None:
                 out.chunk_error = f"cannot reach the provium dispatcher at `{s.coordinator}`: {exc}"
                 return
         try:
-            source = open(ctx.path, "rb").read()
+            source = open(ctx.fs_path or ctx.path, "rb").read()
         except OSError as exc:
             out.chunk_error = f"read `{ctx.path}`: {exc.strerror or exc}"
             return
-        state = FileState(ctx.path, session, roots=list(cfg.roots))
+        state = FileState(ctx.path, session, roots=list(cfg.roots), source_path=ctx.fs_path or None)
         ctx.state = state
         try:
             chunk = state.load(source)
@@ -559,12 +564,12 @@ def list_tests(path: str, settings: RunSettings | None = None) -> list[TestInfo]
     try:
         source = open(path, "rb").read()
     except OSError as exc:
-        raise OSError(exc.errno, f"read `{path}`: {exc.strerror}") from exc
+        raise OSError(exc.errno, f"read `{printable(path)}`: {exc.strerror}") from exc
     cfg = load_config(settings)
     session = Session(_ListingVmm(), cfg)
     state = None
     try:
-        state = FileState(path, session, roots=list(cfg.roots))
+        state = FileState(printable(path), session, roots=list(cfg.roots), source_path=path)
         chunk = state.load(source)  # a syntax error is an error here too
         limit = settings.file_timeout
         text = f"file timeout exceeded ({format_duration(limit)}) while listing" if limit else ""
