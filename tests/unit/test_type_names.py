@@ -1,15 +1,11 @@
 """The Lua-flavoured type names in error messages: host's `type_name` and lua's `lua_type`.
 
-Both start from provium.typenames.plain_type_name (host.values re-exports it); they differ only where Lua's view differs
+Both start from host.values.plain_type_name; they differ only where Lua's view differs
 (lupa's own objects; other Python objects are userdata to Lua)."""
 
 import lupa.lua54 as lupa_mod
 
-from provium import typenames
-from provium.disk import spec as disk_spec
-from provium.host import values
 from provium.host.values import type_name
-from provium.net import graph
 from provium.lua.convert import lua_type
 
 
@@ -33,10 +29,3 @@ def test_names_of_lua_values():
     # coroutine is the exception: lupa wraps it as a function, lua_type names what the user made)
     lua_type_of = rt.eval("function(v) return type(v) end")
     assert [lua_type_of(v) for v in (table, fn)] == [b"table", b"function"]
-
-
-def test_every_layer_names_types_with_the_one_helper():
-    # disk/ and net/ had their own copies (which called a list "list" in net's messages)
-    assert values.type_name is typenames.type_name and values.plain_type_name is typenames.plain_type_name
-    assert disk_spec.type_name is typenames.type_name
-    assert graph.type_name is typenames.type_name

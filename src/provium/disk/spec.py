@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..typenames import type_name
+from ..typenames import type_name as _type
 from ..vmm.base import DiskSpec
 
 KEYS = ("id", "path", "scratch", "template", "readonly", "mediated")
@@ -27,7 +27,7 @@ def parse_size(value: Any, what: str, error: type[Exception]) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise error(f"{what}: expected bytes as an integer or a size string like \"64M\", got {type_name(value)}")
+        raise error(f"{what}: expected bytes as an integer or a size string like \"64M\", got {_type(value)}")
     if isinstance(value, str):
         m = _SIZE.match(value)
         if not m:
@@ -42,7 +42,7 @@ def parse_size(value: Any, what: str, error: type[Exception]) -> int:
 def parse_disk(d: Any, where: str, default_id: str, error: type[Exception]) -> DiskSpec:
     """`where` names the table in messages (e.g. "boot_opts.disks[2]")."""
     if not isinstance(d, Mapping):
-        raise error(f"{where}: expected a {SHAPE} table, got {type_name(d)}")
+        raise error(f"{where}: expected a {SHAPE} table, got {_type(d)}")
     extra = sorted(str(k) for k in d if k not in KEYS)
     if extra:
         raise error(f"{where}: unknown key `{extra[0]}` (valid: {', '.join(KEYS)})")
@@ -50,7 +50,7 @@ def parse_disk(d: Any, where: str, default_id: str, error: type[Exception]) -> D
     if did is None:
         did = default_id
     if not isinstance(did, str) or not did:
-        raise error(f"{where}: `id` must be a non-empty string, got {type_name(did)}")
+        raise error(f"{where}: `id` must be a non-empty string, got {_type(did)}")
     given = [k for k in SOURCES if d.get(k) is not None]
     if len(given) != 1:
         got = " and ".join(f"`{k}`" for k in given) if given else "none"
@@ -58,7 +58,7 @@ def parse_disk(d: Any, where: str, default_id: str, error: type[Exception]) -> D
     for flag in ("readonly", "mediated"):
         v = d.get(flag, False)
         if v is not None and not isinstance(v, bool):
-            raise error(f"{where}: `{flag}` must be a boolean, got {type_name(v)}")
+            raise error(f"{where}: `{flag}` must be a boolean, got {_type(v)}")
     readonly = bool(d.get("readonly") or False)
     mediated = bool(d.get("mediated") or False)
     src = given[0]
@@ -67,7 +67,7 @@ def parse_disk(d: Any, where: str, default_id: str, error: type[Exception]) -> D
                         readonly=readonly, mediated=mediated)
     value = d[src]
     if not isinstance(value, str):
-        raise error(f"{where}: `{src}` must be a string, got {type_name(value)}")
+        raise error(f"{where}: `{src}` must be a string, got {_type(value)}")
     if not value:
         raise error(f"{where.split('[')[0]}: `{src}` must not be empty")
     if "\0" in value:

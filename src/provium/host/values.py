@@ -13,9 +13,10 @@ import math
 import re
 from typing import Any, Literal, overload
 
-from ..typenames import plain_type_name as plain_type_name  # re-exported: host code imports it from here
-from ..typenames import type_name
+from ..typenames import plain_type_name, type_name
 from .errors import ArgumentError
+
+__all__ = ["plain_type_name", "type_name"]  # re-exported: host modules name types through here
 
 
 # ---- durations -------------------------------------------------------------------------

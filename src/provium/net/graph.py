@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..typenames import type_name
+from ..typenames import type_name as _tname
 from .errors import BridgeArgumentError, NetError
 
 UPLINK = "<uplink>"  # the port name of a bridge's uplink (never a VM name: `<` is not allowed there)
@@ -139,7 +139,7 @@ class Policy:
 
 def _number(v: Any, method: str, what: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise BridgeArgumentError(f"{method}: expected int or table, got {type_name(v)} ({what} must be a number)")
+        raise BridgeArgumentError(f"{method}: expected int or table, got {_tname(v)} ({what} must be a number)")
     if not math.isfinite(v):
         raise BridgeArgumentError(f"{method}: {what} must be a finite number, got {v}")
     if v < 0:
