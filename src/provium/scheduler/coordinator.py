@@ -107,6 +107,8 @@ class Coordinator:
         self._builder: concurrent.futures.ThreadPoolExecutor | None = None
         self._built: queue.SimpleQueue = queue.SimpleQueue()  # (conn, answer) from the build thread
         self._build_wake: tuple[socket.socket, socket.socket] | None = None
+        # A file waiting for a build is parked like one waiting for the pool: its kill deadline moves back.
+        self._build_waits = itertools.count(1 << 50)  # parked keys, apart from pool request ids
         self.pool = pool
         self.charge_vms = charge_vms
         self._sel = sel
@@ -434,9 +436,13 @@ class Coordinator:
                 self._build_wake = (r, w)
                 self._sel.register(r, selectors.EVENT_READ, ("coord-build", None))
             fut = self._builds[name] = self._builder.submit(self._build, name)
-        fut.add_done_callback(lambda f: self._on_built(c, rid, f))
+        key = next(self._build_waits)
+        st = self._files.get(_owner(c))
+        if st is not None and not fut.done():
+            st.parked[key] = time.monotonic()
+        fut.add_done_callback(lambda f: self._on_built(c, rid, f, key))
 
-    def _on_built(self, c: _Conn, rid: int, fut: concurrent.futures.Future) -> None:
+    def _on_built(self, c: _Conn, rid: int, fut: concurrent.futures.Future, key: int) -> None:
         """On the build thread (or at once if the build had ended): queue the answer, wake the selector."""
         exc = None if fut.cancelled() else fut.exception()
         if fut.cancelled():
@@ -445,7 +451,7 @@ class Coordinator:
             answer = {"id": rid, "ok": False, "error": str(exc) or type(exc).__name__}
         else:
             answer = {"id": rid, "ok": True}
-        self._built.put((c, answer))
+        self._built.put((c, answer, key))
         if self._build_wake is not None:
             try:
                 self._build_wake[1].send(b"x")
@@ -461,9 +467,13 @@ class Coordinator:
             pass
         while True:
             try:
-                c, answer = self._built.get_nowait()
+                c, answer, key = self._built.get_nowait()
             except queue.Empty:
                 return
+            st = self._files.get(c.owner)
+            since = st.parked.pop(key, None) if st is not None else None
+            if st is not None and since is not None:
+                st.waited += time.monotonic() - since
             self._send(c, answer)
 
     def _release_barrier(self, name: str, b: _Barrier, met: bool, why: str | None,
