@@ -69,8 +69,8 @@ from provium.events import types as ev
 from provium.events.sinks import Sink
 from provium.fsutil import printable
 
-from .coordinator import Coordinator
 from .charge import ChargeRules, FileCharge, file_charge
+from .coordinator import Coordinator
 from .discovery import Discovered
 from .dispatch import FAIL_FAST_REASON, Dispatcher, DispatchOptions
 from .pool import PoolSize, fmt_amount, size_pool
@@ -501,7 +501,7 @@ class RayExecutor:
 
     def _refuse(self, t: _Track, why: str) -> FileResult:
         result = FileResult(path=t.file.path, chunk_error=why)
-        self.sink.emit(ev.FileCompleted(path=t.file.path, status=result.status, duration_ns=0))
+        self.sink.emit(ev.FileCompleted(path=printable(t.file.path), status=result.status, duration_ns=0))
         if self.on_file_done is not None:
             self.on_file_done(t.index, result)
         return result
