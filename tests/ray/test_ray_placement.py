@@ -221,3 +221,21 @@ def test_nodes_read_their_own_copy_of_provium_toml(tmp_path, monkeypatch):
     outside = RunSettings(config_path="/etc/provium.toml").to_json()
     assert json.loads(settings_on_node(settings_for_nodes(outside, str(tmp_path / "proj"))))["config_path"] == \
         "/etc/provium.toml"
+
+
+def test_kvm_files_ask_for_kvm_and_are_refused_where_no_node_offers_it(tmp_path):
+    from provium.config import Profile
+    from provium.scheduler.charge import ChargeRules, file_charge
+    from provium.scheduler.pool import size_pool
+    from provium.scheduler.ray_executor import RayExecutor
+
+    f = tmp_path / "k.test.lua"
+    f.write_text('local vm = provium:vm("fast", "quick")\n')
+    rules = ChargeRules(pool=size_pool(vmm="qemu", memory=GIB * 8, cpus=4),
+                        profiles={"quick": Profile(name="quick", accel="kvm")})
+    charge = file_charge(str(f), rules)
+    assert RayExecutor.task_options(charge) == {"memory": (50 + 612) << 20, "num_cpus": 1, "resources": {"kvm": 1}}
+    plain = {"memory": 4.0 * GIB, "CPU": 4.0}
+    why = RayExecutor.refusal(charge, [("n1@127.0.0.1", plain)])
+    assert why is not None and "0 node(s) offer the `kvm` resource" in why, why
+    assert RayExecutor.refusal(charge, [("n1@127.0.0.1", plain), ("n2@127.0.0.1", {**plain, "kvm": 2.0})]) is None
