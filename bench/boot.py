@@ -138,9 +138,9 @@ def qga_initramfs(kernel, cache_dir) -> Path:
     extra[f"qga/lib/{loader.name}"] = (loader.read_bytes(), 0o755)
     extra["qga/start"] = (QGA_START.replace("LOADER", loader.name).encode(), 0o755)
     names = [m.name.split(".ko")[0] for m in module_load_order(kernel.modules_dir)]
-    init = initramfs.INIT.format(modules=" ".join(names)).replace("exec /sbin/init", "/qga/start &\nexec /sbin/init")
+    init = initramfs.init_script(names).replace("exec /sbin/init", "/qga/start &\nexec /sbin/init")
     data = initramfs.build(kernel, init=init, extra=extra)
-    path = Path(cache_dir) / "bench-qga-initramfs.cpio.gz"
+    path = Path(cache_dir) / "bench-qga-initramfs.cpio"
     path.write_bytes(data)
     return path
 
@@ -295,12 +295,10 @@ def main() -> int:
 
 
 def overlay_files(cache: Path) -> list[str]:
-    import gzip
-
     from provium.image import overlay
-    from provium.image.cpio import parse
+    from provium.image.cpio import read_initrd
 
-    return [n for n, _, _ in parse(gzip.decompress(overlay.ensure(cache).read_bytes()))]
+    return [n for n, _, _ in read_initrd(overlay.ensure(cache).read_bytes())]
 
 
 def report(r: dict, a) -> list[tuple[str, str]]:
