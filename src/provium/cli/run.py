@@ -42,7 +42,7 @@ from . import rerun
 from .options import Flags
 from .progress import ProgressBar
 
-WATCH_INTERVAL = 0.5
+WATCH_INTERVAL = 0.5  # --watch compares mtimes: the change event (inotify) is not in the stdlib
 
 
 class UserError(ConfigError):

@@ -37,6 +37,7 @@ from typing import Any
 from provium.errors import ProtocolError
 from provium.events.types import ResourceAmount
 from provium.protocol import framing
+from provium.protocol.decoder import FrameDecoder
 
 from .pool import Pool, PoolRefused, Request, fits, fmt_amount
 
@@ -50,7 +51,7 @@ MAX_MSG = 1 << 20
 class _Conn:
     sock: socket.socket
     owner: int = -1  # the file's index once it said hello
-    buf: bytearray = field(default_factory=bytearray)
+    frames: FrameDecoder = field(default_factory=lambda: FrameDecoder(MAX_MSG))
     out: bytearray = field(default_factory=bytearray)
 
 
@@ -172,19 +173,14 @@ class Coordinator:
             if not chunk:
                 self._drop(c)
                 return
-            c.buf += chunk
-        while len(c.buf) >= 4:
-            (n,) = framing.HEADER.unpack_from(c.buf, 0)
-            if n > MAX_MSG:
-                self._drop(c)
-                return
-            if len(c.buf) < 4 + n:
-                break
-            body = bytes(c.buf[4:4 + n])
-            del c.buf[:4 + n]
+            c.frames.feed(chunk)
+        while True:
             try:
+                body = c.frames.next()
+                if body is None:
+                    return
                 msg = framing.unpack(body)
-            except framing.FrameError:
+            except framing.FrameError:  # oversized or not msgpack: a broken peer
                 self._drop(c)
                 return
             if isinstance(msg, dict):

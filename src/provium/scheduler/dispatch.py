@@ -41,6 +41,7 @@ from provium.events.sinks import Sink
 from provium.fsutil import read_tail
 from provium import runfiles
 from provium.protocol import framing
+from provium.protocol.decoder import FrameDecoder
 
 from .coordinator import Coordinator
 from .declared import declared_claim
@@ -95,7 +96,7 @@ class _Running:
     result_path: str
     started: float
     deadline: float | None
-    buf: bytearray = field(default_factory=bytearray)
+    frames: FrameDecoder = field(default_factory=FrameDecoder)
     # Tests seen on the event stream, so a killed runner still reports what ran.
     seen: dict[str, TestOutcome] = field(default_factory=dict)
     current: str | None = None
@@ -338,22 +339,18 @@ class Dispatcher:
                 r.eof = True
                 self._sel.unregister(r.rfd)
                 break
-            r.buf += chunk
+            r.frames.feed(chunk)
         self._parse_frames(r)
 
     def _parse_frames(self, r: _Running) -> None:
-        buf = r.buf
-        pos = 0
-        while len(buf) - pos >= 4:
-            (n,) = framing.HEADER.unpack_from(buf, pos)
-            if n > framing.MAX_FRAME:
-                self._warn(r, f"event frame of {n} bytes exceeds the cap; ignoring the rest of its stream")
-                pos = len(buf)
-                break
-            if len(buf) - pos - 4 < n:
-                break
-            body = bytes(buf[pos + 4:pos + 4 + n])
-            pos += 4 + n
+        while True:
+            try:
+                body = r.frames.next()
+            except framing.FrameTooLarge as exc:
+                self._warn(r, f"event frame of {exc.length} bytes exceeds the cap; skipped it")
+                continue
+            if body is None:
+                return
             try:
                 frame = ev.EventFrame.decode(body)
             except (ev.EventDecodeError, framing.FrameError) as exc:
@@ -361,7 +358,6 @@ class Dispatcher:
                 continue
             self._track(r, frame)
             self.sink.emit_frame(frame)
-        del buf[:pos]
 
     def _track(self, r: _Running, frame: ev.EventFrame) -> None:
         p = frame.payload
@@ -402,9 +398,12 @@ class Dispatcher:
         r.proc.wait()
         # Whatever the runner wrote before exiting is already in the pipe.
         self._read_events(r)
-        if r.buf:
-            self._warn(r, f"event stream ended mid-frame ({len(r.buf)} bytes dropped)")
-            r.buf.clear()
+        try:
+            r.frames.eof()
+        except framing.UnexpectedEof as exc:
+            self._warn(r, f"event stream ended mid-frame ({exc.bytes_read} of {exc.expected} bytes; dropped)")
+        except framing.CleanEof:
+            pass
         self._close(r)
         self.coordinator.file_ended(r.index)  # gives back all the file held
         duration_ns = int((time.monotonic() - r.started) * 1e9)
