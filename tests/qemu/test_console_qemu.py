@@ -1,23 +1,22 @@
 """The guest's serial console on a real guest: the boot log from its first byte,
 `expect` on kernel and guest lines, streams, and writes reaching the shell the
-default initramfs keeps on ttyS0.  One VM for the module."""
+default initramfs keeps on ttyS0.  One VM for the module (`vm_factory.shared`:
+the test that shuts it down leaves a replacement to any test after it)."""
 
 import time
 
 import pytest
 from qemu_util import needs_qemu
 
-from provium.host import VM, StreamTimeout
+from provium.host import StreamTimeout
 
 pytestmark = [pytest.mark.qemu, needs_qemu]
 
 
-@pytest.fixture(scope="module")
-def vm(session):
-    v = VM(session, "con", "linux")
-    v.boot({"kernel_cmdline_append": "loglevel=7"})  # the profile's `quiet` hides the kernel's lines
-    yield v
-    v.shutdown()
+@pytest.fixture
+def vm(vm_factory):
+    # the profile's `quiet` hides the kernel's lines
+    return vm_factory.shared("con", "linux", {"kernel_cmdline_append": "loglevel=7"})
 
 
 def test_log_holds_the_boot_from_its_start(vm):
@@ -63,7 +62,7 @@ def test_write_reaches_the_serial_shell_and_streams_fan_out(vm):
 
 
 def test_streams_see_eof_when_the_vm_goes(vm):
-    # Last in the module: it shuts the shared VM down (the fixture's shutdown is idempotent).
+    # Shuts the shared VM down: a test after it gets a fresh one from vm_factory.shared.
     v = vm
     s = v.console().read()
     v.shutdown()
