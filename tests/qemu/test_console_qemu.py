@@ -32,7 +32,7 @@ def test_expect_finds_kernel_and_guest_lines(vm):
     assert c.expect("Linux version", "5s") == "Linux version"  # printed before the call
     vm.run("echo provium-marker-$((6*7)) > /dev/console")
     assert c.expect("provium-marker-42", "20s") == "provium-marker-42"
-    with pytest.raises(StreamTimeout, match=r"console:expect timed out waiting for `never-printed` after 0.2s "
+    with pytest.raises(StreamTimeout, match=r"Console.expect timed out waiting for `never-printed` after 0.2s "
                                             r"\(last console bytes: "):
         c.expect("never-printed", "200ms")
 
@@ -52,7 +52,7 @@ def test_write_reaches_the_serial_shell_and_streams_fan_out(vm):
         a.drain("300ms")  # the prompt after the echo
         t0 = time.monotonic()
         assert a.next() is None and time.monotonic() - t0 < 1  # a bare next only looks (50 ms)
-        with pytest.raises(StreamTimeout, match="console:read_until timed out waiting for `zzz`"):
+        with pytest.raises(StreamTimeout, match="ConsoleStream.read_until timed out waiting for `zzz`"):
             a.read_until("zzz", "100ms")
     finally:
         a.close()

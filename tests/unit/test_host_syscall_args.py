@@ -101,6 +101,6 @@ def test_batch_reply_conversion():
         {"err": "agent error (internal): boom"}
     assert "expected `syscall_result`" in sysc.convert(AgentMessage("stat_result", None))["err"]
     assert sysc.convert(AgentMessage("syscall_result", SyscallResult(7)))["ok"].ret == 7
-    with pytest.raises(ArgumentError, match="batch:mkdir: unknown option `mode`"):
+    with pytest.raises(ArgumentError, match="Batch.mkdir: unknown option `mode`"):
         b.mkdir("/d", {"mode": 1})
     assert len(b) == 4

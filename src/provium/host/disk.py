@@ -34,6 +34,7 @@ from ..disk.nbd import NbdServer
 from ..disk.spec import parse_disk
 from ..disk.store import SECTOR, BlockStore
 from ..vmm.base import DiskSpec, VmmError
+from .pynames import python_names
 from .errors import ArgumentError, VmError
 from .states import RUNNING
 from .execargs import to_bytes
@@ -72,6 +73,7 @@ def _uint(v: Any, method: str, what: str) -> int:
     return v
 
 
+@python_names
 class Disk:
     """One disk of one VM.  Sectors are 512 bytes; offsets and counts are in sectors."""
 
