@@ -265,6 +265,7 @@ def test_vm_restore_needs_the_same_bridges(net, tmp_path):
             other.restore(snap)
     finally:
         other.close()
+        lab.remove(other)  # a shut-down member would make a later lab:snapshot refuse
 
 
 def test_uplink_reaches_the_host_loopback_and_nothing_else(net):
