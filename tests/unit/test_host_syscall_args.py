@@ -52,7 +52,7 @@ def test_pending_syscall_is_one_shot():
     calls = []
     p = PendingSyscall("worker:syscall_async", lambda: calls.append(1) or "done")
     assert p.await_() == "done" and p.awaited
-    with pytest.raises(Exception, match="worker:syscall_async: handle already awaited"):
+    with pytest.raises(Exception, match="Worker.syscall_async: handle already awaited"):  # Python's names
         getattr(p, "await")()
     assert calls == [1]
 
