@@ -315,6 +315,7 @@ class Run:
             settings_json=settings_for(f, self.cfg).to_json(), work_dir=work_dir, pool=pool,
             file_timeout=f.file_timeout or None, fail_fast=f.fail_fast, env=env,
             psi_threshold=f.psi_threshold, psi_paths=psi.DEFAULT_PATHS if f.psi_threshold > 0 else (),
+            zygote=False if f.no_zygote else None,
         )
         for d in files:
             sink.emit(ev.FileDiscovered(path=d.path, fixture_refs=discovery.fixture_refs(d.path),

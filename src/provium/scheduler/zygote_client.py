@@ -1,0 +1,268 @@
+"""The dispatcher's side of the runner zygote (`provium.runner.zygote`).
+
+The dispatcher starts one zygote per run, from its own thread (the zygote's
+PR_SET_PDEATHSIG follows that thread, as a spawned runner's does), and asks it
+for one forked runner per file.  A forked runner is not the dispatcher's child:
+its exit status comes from the zygote over the control socket, and `ForkedProc`
+wraps that in the part of `subprocess.Popen` the dispatcher uses (`pid`,
+`poll`, `wait`, `returncode`), so the rest of dispatch.py does not care how a
+runner was started.
+
+When the zygote is off, cannot start, refuses to fork or dies, the dispatcher
+spawns runners as before (`python -m provium.runner`); `Zygote.unavailable`
+says why, and the dispatcher prints it once.  Runners the zygote had started
+die with it (their parent-death signal) and fail as crashed, naming the zygote.
+Turn it off with `--no-zygote` or PROVIUM_NO_ZYGOTE=1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from provium.runner.zygote import CONTROL_FD_ARG, EVENTS_FD, MAX_MSG
+
+__all__ = ["EVENTS_FD", "ENV_OFF", "ForkedProc", "Zygote", "default_zygote_cmd", "disabled_by_env", "fork_unsupported"]
+
+ENV_OFF = "PROVIUM_NO_ZYGOTE"
+READY_TIMEOUT = 60.0  # seconds for the zygote's imports; a loaded machine can take several
+
+
+def default_zygote_cmd() -> list[str]:
+    return [sys.executable, "-m", "provium.runner.zygote"]
+
+
+def disabled_by_env(env: dict[str, str] | None = None) -> bool:
+    value = (os.environ if env is None else env).get(ENV_OFF, "")
+    return value.strip().lower() not in ("", "0", "no", "false", "off")
+
+
+def fork_unsupported() -> str | None:
+    """Why this platform cannot fork runners, or None."""
+    if not hasattr(os, "fork") or not hasattr(os, "pidfd_open") or not hasattr(socket, "send_fds"):
+        return "this platform lacks fork, pidfd_open or descriptor passing"
+    if not hasattr(socket, "SOCK_SEQPACKET"):
+        return "this platform lacks SOCK_SEQPACKET sockets"
+    return None
+
+
+class ZygoteGone(Exception):
+    """Internal: the zygote's socket closed."""
+
+
+class ForkedProc:
+    """A runner forked by the zygote, seen like a `subprocess.Popen`."""
+
+    def __init__(self, zygote: Zygote, pid: int) -> None:
+        self.zygote = zygote
+        self.pid = pid
+        self.returncode: int | None = None
+        self.note: str | None = None  # why the status is not the runner's own (the zygote died)
+        try:
+            self.pidfd: int | None = os.pidfd_open(pid)
+        except OSError:  # already reaped by the zygote: its status is on the way
+            self.pidfd = None
+
+    def _settle(self) -> int | None:
+        if self.returncode is None:
+            code = self.zygote.exit_code(self.pid)
+            if code is not None:
+                self.returncode = code
+            elif self.zygote.dead:
+                self._orphaned()
+        if self.returncode is not None and self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+        return self.returncode
+
+    def _orphaned(self) -> None:
+        """The zygote died before reporting this runner: its death signal kills it;
+        make sure, wait for it, and say so."""
+        if self.pidfd is not None:
+            try:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            except OSError:
+                pass
+            select.select([self.pidfd], [], [], 10.0)
+        self.returncode = -signal.SIGKILL
+        self.note = f"the runner zygote died ({self.zygote.dead})"
+
+    def poll(self) -> int | None:
+        self.zygote.pump()
+        return self._settle()
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._settle() is None:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise subprocess.TimeoutExpired(["provium-runner"], timeout or 0.0)
+            self.zygote.pump(left)
+        assert self.returncode is not None
+        return self.returncode
+
+
+class Zygote:
+    """One zygote process and its control socket; everything runs on the dispatcher's thread."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str] | None, stderr_path: str) -> None:
+        self.cmd = cmd
+        self.unavailable: str | None = None  # why runners are spawned instead (None: the zygote works)
+        self.dead: str | None = None
+        self.ready = False
+        self._exits: dict[int, int] = {}
+        self._replies: list[dict] = []
+        self._stderr_path = stderr_path
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.sock = ours
+        try:
+            with open(stderr_path, "wb") as err:
+                self.proc: subprocess.Popen | None = subprocess.Popen(
+                    [*cmd, CONTROL_FD_ARG, str(theirs.fileno())], stdin=subprocess.DEVNULL,
+                    stdout=err, stderr=subprocess.STDOUT, pass_fds=(theirs.fileno(),),
+                    start_new_session=True, env=env)
+        except OSError as exc:
+            self.proc = None
+            self.unavailable = f"cannot start `{cmd[0]}`: {exc.strerror or exc}"
+            self.dead = self.unavailable
+            ours.close()
+        finally:
+            theirs.close()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    # ---- messages ------------------------------------------------------------
+
+    def _recv(self, timeout: float | None) -> dict | None:
+        """One message, or None when none came within `timeout`; ZygoteGone at EOF."""
+        if self.dead:
+            raise ZygoteGone(self.dead)
+        r, _, _ = select.select([self.sock], [], [], timeout)
+        if not r:
+            return None
+        try:
+            data = self.sock.recv(MAX_MSG)
+        except (ConnectionResetError, OSError):
+            data = b""
+        if not data:
+            self._died()
+            raise ZygoteGone(self.dead)
+        return json.loads(data)
+
+    def _died(self) -> None:
+        code = None
+        if self.proc is not None:
+            try:
+                code = self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        if code is None:
+            why = "its socket closed"
+        elif code < 0:
+            why = f"killed by {signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else -code}"
+        else:
+            why = f"exited with status {code}"
+        tail = self.stderr_tail()
+        self.dead = why + (f": {tail}" if tail else "")
+        if self.unavailable is None:
+            self.unavailable = f"the runner zygote died ({self.dead})"
+
+    def stderr_tail(self) -> str:
+        try:
+            with open(self._stderr_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 600))
+                return " ".join(f.read().decode("utf-8", "replace").split())
+        except OSError:
+            return ""
+
+    def _take(self, msg: dict) -> None:
+        if "exited" in msg:
+            self._exits[int(msg["exited"])] = int(msg["code"])
+        else:
+            self._replies.append(msg)
+
+    def pump(self, timeout: float | None = 0.0) -> None:
+        """Read what the zygote has sent (waiting up to `timeout` for the first message)."""
+        if self.dead:
+            return
+        try:
+            msg = self._recv(timeout)
+            while msg is not None:
+                self._take(msg)
+                msg = self._recv(0.0)
+        except ZygoteGone:
+            pass
+
+    def _reply(self, timeout: float) -> dict | None:
+        deadline = time.monotonic() + timeout
+        while not self._replies:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.pump(left)
+            if self.dead:
+                return None
+        return self._replies.pop(0)
+
+    def exit_code(self, pid: int) -> int | None:
+        return self._exits.pop(pid, None)
+
+    # ---- what the dispatcher calls ---------------------------------------------
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> bool:
+        if self.ready or self.unavailable:
+            return self.ready
+        msg = self._reply(timeout)
+        if msg is not None and "ready" in msg:
+            self.ready = True
+        elif msg is not None and "error" in msg:
+            self.unavailable = f"the runner zygote could not start: {msg['error']}"
+        elif self.dead:
+            self.unavailable = f"the runner zygote died before it was ready ({self.dead})"
+        else:
+            self.unavailable = f"the runner zygote was not ready within {timeout:g}s"
+        return self.ready
+
+    def fork(self, args: list[str], events_fd: int, log_fd: int) -> ForkedProc | None:
+        """A runner for `args`, or None (then `unavailable` says why, and the caller spawns)."""
+        if not self.wait_ready():
+            return None
+        try:
+            socket.send_fds(self.sock, [json.dumps({"run": args}).encode()], [events_fd, log_fd])
+        except OSError as exc:
+            self._died()
+            self.unavailable = self.unavailable or f"cannot reach the runner zygote: {exc}"
+            return None
+        msg = self._reply(READY_TIMEOUT)
+        if msg is not None and "started" in msg:
+            return ForkedProc(self, int(msg["started"]))
+        if msg is not None and "refused" in msg:
+            self.unavailable = f"the runner zygote refused to fork: {msg['refused']}"
+        elif self.unavailable is None:
+            self.unavailable = "the runner zygote did not answer"
+        return None
+
+    def close(self) -> None:
+        """Stop the zygote (its runners have ended or been killed by now)."""
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        if self.proc is None:
+            return
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self.proc.wait()
