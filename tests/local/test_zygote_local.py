@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -50,14 +52,24 @@ def test_forked_and_spawned_runs_give_the_same_results_and_events(tmp_path):
     write(tmp_path / "t" / "c_vm.test.lua",
           'test("vm", function(t)\n  local vm = provium:vm("a", "linux"):boot()\n'
           '  t:assert_eq(vm:run("echo hi").stdout, "hi\\n")\nend)\n')
+    # The runner's process name says how it was started ("provium-runner" when forked).
+    write(tmp_path / "t" / "d_name.test.lua",
+          'test("name", function(t)\n  local f = io.open("/proc/self/comm")\n  local name = f:read("l")\n'
+          '  f:close()\n  local out = io.open(os.getenv("NAME_OUT"), "w")\n  out:write(name)\n  out:close()\nend)\n')
     runs = {}
+    names = {}
     for mode, extra in (("zygote", []), ("flag", ["--no-zygote"]), ("env", [])):
-        env = {"PROVIUM_NO_ZYGOTE": "1"} if mode == "env" else None
+        env = {"NAME_OUT": str(tmp_path / f"{mode}.name")}
+        if mode == "env":
+            env["PROVIUM_NO_ZYGOTE"] = "1"
         r = provium(*LOCAL, "--json", *extra, "t", cwd=tmp_path, env=env)
         assert r.returncode == 1, r.stderr.decode()
         assert b"runner process for each file" not in r.stderr  # no fallback note: on or off by choice
         runs[mode] = [_normalise(json.loads(x)) for x in r.stdout.decode().splitlines() if x.strip()]
+        names[mode] = (tmp_path / f"{mode}.name").read_text()
     assert runs["zygote"] == runs["flag"] == runs["env"]
+    assert names["zygote"] == "provium-runner"  # the CLI's zygote forked it
+    assert names["flag"] != "provium-runner" and names["env"] != "provium-runner"
     statuses = [(t["name"], t["status"]) for d in runs["zygote"] for t in d.get("tests", [])]
     assert ("vm", "passed") in statuses and ("broken", "failed") in statuses
 
@@ -145,3 +157,23 @@ def test_every_file_gets_a_fresh_lua_state(tmp_path):
                                'package.loaded.leak = true end)\n') for i in range(4)}
     results = _dispatch(tmp_path, files, slots=1)
     assert all(r.passed for r in results), [r.tests for r in results]
+
+
+_LEFT_BEHIND = """
+import json, sys, psutil
+from provium.cli.main import dispatch
+code = dispatch(sys.argv[1:])
+print(json.dumps({"code": code, "children": [p.name() for p in psutil.Process().children(recursive=True)]}))
+"""
+
+
+def test_a_run_that_ends_before_dispatch_leaves_no_zygote(tmp_path):
+    # The CLI starts the zygote before it reads the config; a run that stops early
+    # (here: a bad config) must stop it too.
+    write(tmp_path / "provium.toml", "this is not toml = = =\n")
+    write(tmp_path / "t" / "a.test.lua", PASSING)
+    r = subprocess.run([sys.executable, "-c", _LEFT_BEHIND, *LOCAL, "t"], cwd=tmp_path, capture_output=True,
+                       timeout=120)
+    out = json.loads(r.stdout.decode().strip().splitlines()[-1])
+    assert out["code"] == 2, r.stderr.decode()
+    assert out["children"] == []

@@ -24,7 +24,7 @@ from rich.console import Console
 from provium import artifacts
 from provium import config as configmod
 from provium import runfiles
-from provium.errors import ConfigError, ProviumError
+from provium.errors import ProviumError
 from provium.events import types as ev
 from provium.events.coverage import aggregate_stream
 from provium.events.reporters import NO_FILES_JSON, TextReporter, json_lines, write_junit
@@ -39,14 +39,11 @@ from provium.scheduler.pool import size_pool
 from provium.scheduler.results import FileResult
 
 from . import rerun
+from .errors import UserError
 from .options import Flags
 from .progress import ProgressBar
 
 WATCH_INTERVAL = 0.5
-
-
-class UserError(ConfigError):
-    """Bad input from the user: printed as `provium: <message>`, exit 2."""
 
 
 def load_config(flags: Flags) -> configmod.Config:

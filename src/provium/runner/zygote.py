@@ -27,7 +27,7 @@ Wire format (a SOCK_SEQPACKET socketpair, so each message is one JSON object
 and descriptors travel with SCM_RIGHTS):
 
   zygote -> dispatcher  {"ready": PID}  or  {"error": TEXT} (then it exits)
-  dispatcher -> zygote  {"run": [ARG, ...]} + fds [events, log]
+  dispatcher -> zygote  {"run": [ARG, ...], "env": {...}, "cwd": DIR} + fds [events, log]
   zygote -> dispatcher  {"started": PID}  or  {"refused": TEXT}
   zygote -> dispatcher  {"exited": PID, "code": N}   (N < 0: killed by signal -N)
 
@@ -57,6 +57,8 @@ PRELOAD = (
     "importlib.resources.readers",
 )
 ENTRY = "provium.runner.__main__:main"
+ZYGOTE_NAME = b"provium-zygote"  # process names (comm), as `ps` shows them
+RUNNER_NAME = b"provium-runner"
 PR_SET_PDEATHSIG = 1
 
 
@@ -94,6 +96,20 @@ def fork_hazard() -> str | None:
     return None
 
 
+PR_SET_NAME = 15
+
+
+def set_name(name: bytes) -> None:
+    """The name `ps -o comm`, `top` and psutil show: a forked runner's command line is
+    the zygote's, so the name tells the two apart."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, ctypes.c_char_p(name[:15]), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _die_with(parent: int) -> None:
     """SIGKILL when `parent` goes; exit now if it is already gone."""
     import ctypes
@@ -113,12 +129,14 @@ def _load_entry(spec: str):
     return getattr(import_module(mod), fn)
 
 
-def _child(zygote: int, args: list[str], events_fd: int, log_fd: int, entry) -> None:
+def _child(zygote: int, args: list[str], env: dict[str, str] | None, cwd: str | None, events_fd: int,
+           log_fd: int, entry) -> None:
     """In the forked runner: become a runner process, run the file, exit.  Never returns."""
     code = 2
     try:
         os.setsid()  # like start_new_session=True: its own group, for the watchdog's killpg
         _die_with(zygote)
+        set_name(RUNNER_NAME)
         # Order matters: the received descriptors may sit on any number from 3 up.
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(log_fd, 1)
@@ -130,6 +148,13 @@ def _child(zygote: int, args: list[str], events_fd: int, log_fd: int, entry) -> 
         # other runners): a spawned runner gets only 0-2 and the event pipe.
         os.closerange(EVENTS_FD + 1, 1 << 20)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # The runner's environment and directory are the dispatcher's of this run, which
+        # may differ from the zygote's (it can be started before the run's are known).
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(env)
+        if cwd is not None:
+            os.chdir(cwd)
         sys.argv = ["provium.runner", *args]
         try:
             rv = entry(args)
@@ -202,6 +227,9 @@ def serve(ctl: socket.socket, entry) -> int:
             try:
                 msg = json.loads(data)
                 args = [str(a) for a in msg["run"]]
+                env = msg.get("env")
+                env = None if env is None else {str(k): str(v) for k, v in env.items()}
+                cwd = msg.get("cwd")
                 events_fd, log_fd = fds
             except (ValueError, KeyError, TypeError):
                 for fd in fds:
@@ -219,7 +247,7 @@ def serve(ctl: socket.socket, entry) -> int:
             pid = os.fork()
             if pid == 0:
                 ctl.close()
-                _child(me, args, events_fd, log_fd, entry)
+                _child(me, args, env, cwd, events_fd, log_fd, entry)
             os.close(events_fd)
             os.close(log_fd)
             pidfd = os.pidfd_open(pid)
@@ -238,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preload", action="append", default=None, help="a module to import before forking (repeat)")
     a = ap.parse_args(argv)
     _die_with(os.getppid())  # the dispatcher's thread that started us
+    set_name(ZYGOTE_NAME)
     ctl = socket.socket(fileno=a.control_fd)
     try:
         from importlib import import_module

@@ -326,8 +326,9 @@ class Dispatcher:
         if why is not None:
             self._spawn_instead(why)
             return
-        self.zygote = zygote_client.Zygote(self.opts.zygote_cmd, self.opts.env,
-                                           os.path.join(self.opts.work_dir, "zygote.log"))
+        # The CLI's early zygote has this process's environment; the runners get `env` either way.
+        self.zygote = (zygote_client.adopt(self.opts.zygote_cmd)
+                       or zygote_client.Zygote(self.opts.zygote_cmd, self.opts.env))
         if self.zygote.unavailable:
             self._spawn_instead(self.zygote.unavailable)
             return
@@ -358,7 +359,7 @@ class Dispatcher:
         if z is None or self.spawn_reason is not None:
             return None
         with open(log_path, "wb") as log_file:
-            proc = z.fork(args, wfd, log_file.fileno())
+            proc = z.fork(args, wfd, log_file.fileno(), env=self.opts.env)
         if proc is None:
             self._spawn_instead(z.unavailable or "the runner zygote is unavailable")
         return proc

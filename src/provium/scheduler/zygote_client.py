@@ -13,6 +13,11 @@ spawns runners as before (`python -m provium.runner`); `Zygote.unavailable`
 says why, and the dispatcher prints it once.  Runners the zygote had started
 die with it (their parent-death signal) and fail as crashed, naming the zygote.
 Turn it off with `--no-zygote` or PROVIUM_NO_ZYGOTE=1.
+
+The CLI starts the zygote before it imports its own run machinery and reads the
+config (`start_early`), so the zygote's imports and the CLI's overlap on two
+cores; the dispatcher adopts it (`adopt`).  That is why each request carries the
+runner's environment and directory: they are not known when the zygote starts.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ import time
 
 from provium.runner.zygote import CONTROL_FD_ARG, EVENTS_FD, MAX_MSG
 
-__all__ = ["EVENTS_FD", "ENV_OFF", "ForkedProc", "Zygote", "default_zygote_cmd", "disabled_by_env", "fork_unsupported"]
+__all__ = ["EVENTS_FD", "ENV_OFF", "ForkedProc", "Zygote", "adopt", "default_zygote_cmd", "disabled_by_env",
+           "discard_early", "fork_unsupported", "start_early"]
 
 ENV_OFF = "PROVIUM_NO_ZYGOTE"
 READY_TIMEOUT = 60.0  # seconds for the zygote's imports; a loaded machine can take several
@@ -111,22 +117,25 @@ class ForkedProc:
 class Zygote:
     """One zygote process and its control socket; everything runs on the dispatcher's thread."""
 
-    def __init__(self, cmd: list[str], env: dict[str, str] | None, stderr_path: str) -> None:
+    def __init__(self, cmd: list[str], env: dict[str, str] | None = None) -> None:
         self.cmd = cmd
         self.unavailable: str | None = None  # why runners are spawned instead (None: the zygote works)
         self.dead: str | None = None
         self.ready = False
         self._exits: dict[int, int] = {}
         self._replies: list[dict] = []
-        self._stderr_path = stderr_path
+        self._err = bytearray()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock = ours
+        # The zygote's own output (a failed import's traceback) comes back on a pipe: no
+        # file to clean up; its runners write to their files' logs instead.
+        err_r, err_w = os.pipe()
+        os.set_blocking(err_r, False)
+        self._err_fd: int | None = err_r
         try:
-            with open(stderr_path, "wb") as err:
-                self.proc: subprocess.Popen | None = subprocess.Popen(
-                    [*cmd, CONTROL_FD_ARG, str(theirs.fileno())], stdin=subprocess.DEVNULL,
-                    stdout=err, stderr=subprocess.STDOUT, pass_fds=(theirs.fileno(),),
-                    start_new_session=True, env=env)
+            self.proc: subprocess.Popen | None = subprocess.Popen(
+                [*cmd, CONTROL_FD_ARG, str(theirs.fileno())], stdin=subprocess.DEVNULL,
+                stdout=err_w, stderr=err_w, pass_fds=(theirs.fileno(),), start_new_session=True, env=env)
         except OSError as exc:
             self.proc = None
             self.unavailable = f"cannot start `{cmd[0]}`: {exc.strerror or exc}"
@@ -134,6 +143,7 @@ class Zygote:
             ours.close()
         finally:
             theirs.close()
+            os.close(err_w)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -175,13 +185,17 @@ class Zygote:
             self.unavailable = f"the runner zygote died ({self.dead})"
 
     def stderr_tail(self) -> str:
-        try:
-            with open(self._stderr_path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - 600))
-                return " ".join(f.read().decode("utf-8", "replace").split())
-        except OSError:
-            return ""
+        """The last of what the zygote printed, on one line."""
+        while self._err_fd is not None:
+            try:
+                chunk = os.read(self._err_fd, 1 << 16)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            self._err += chunk
+            del self._err[:-600]
+        return " ".join(self._err.decode("utf-8", "replace").split())
 
     def _take(self, msg: dict) -> None:
         if "exited" in msg:
@@ -205,11 +219,9 @@ class Zygote:
         deadline = time.monotonic() + timeout
         while not self._replies:
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or self.dead:
                 return None
             self.pump(left)
-            if self.dead:
-                return None
         return self._replies.pop(0)
 
     def exit_code(self, pid: int) -> int | None:
@@ -231,12 +243,15 @@ class Zygote:
             self.unavailable = f"the runner zygote was not ready within {timeout:g}s"
         return self.ready
 
-    def fork(self, args: list[str], events_fd: int, log_fd: int) -> ForkedProc | None:
-        """A runner for `args`, or None (then `unavailable` says why, and the caller spawns)."""
+    def fork(self, args: list[str], events_fd: int, log_fd: int, env: dict[str, str] | None = None,
+             cwd: str | None = None) -> ForkedProc | None:
+        """A runner for `args` (with environment `env` and directory `cwd`, default this
+        process's), or None (then `unavailable` says why, and the caller spawns)."""
         if not self.wait_ready():
             return None
+        request = {"run": args, "env": dict(os.environ) if env is None else env, "cwd": cwd or os.getcwd()}
         try:
-            socket.send_fds(self.sock, [json.dumps({"run": args}).encode()], [events_fd, log_fd])
+            socket.send_fds(self.sock, [json.dumps(request).encode()], [events_fd, log_fd])
         except OSError as exc:
             self._died()
             self.unavailable = self.unavailable or f"cannot reach the runner zygote: {exc}"
@@ -251,18 +266,53 @@ class Zygote:
         return None
 
     def close(self) -> None:
-        """Stop the zygote (its runners have ended or been killed by now)."""
+        """Stop the zygote (its runners have ended or been killed by now).  One that is
+        still importing would only notice the closed socket afterwards: it is killed."""
         try:
             self.sock.close()
         except OSError:
             pass
-        if self.proc is None:
-            return
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
+        if self.proc is not None:
             try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            self.proc.wait()
+                self.proc.wait(timeout=5 if self.ready else 0)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                self.proc.wait()
+        if self._err_fd is not None:
+            os.close(self._err_fd)
+            self._err_fd = None
+
+
+# ---- started early by the CLI --------------------------------------------------------
+
+_early: Zygote | None = None
+
+
+def start_early(cmd: list[str] | None = None) -> None:
+    """Start a zygote now, for the dispatcher of this run to adopt.  From the thread
+    that will run the dispatcher: the zygote dies when that thread ends."""
+    global _early
+    discard_early()
+    if fork_unsupported() is None:
+        _early = Zygote(cmd or default_zygote_cmd())
+
+
+def adopt(cmd: list[str]) -> Zygote | None:
+    """The zygote started early, if it was started with `cmd` (the caller owns it now)."""
+    global _early
+    z, _early = _early, None
+    if z is not None and z.cmd != cmd:
+        z.close()
+        return None
+    return z
+
+
+def discard_early() -> None:
+    """Stop a zygote started early that no dispatcher adopted (the run ended before)."""
+    global _early
+    z, _early = _early, None
+    if z is not None:
+        z.close()
