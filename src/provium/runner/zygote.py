@@ -45,16 +45,20 @@ import sys
 CONTROL_FD_ARG = "--control-fd"
 EVENTS_FD = 3  # where the forked runner finds its event pipe
 MAX_MSG = 1 << 20
-# Imported before the first fork: everything a runner imports for a file, with the
-# local and QEMU backends (a run uses one of them) and the modules they load lazily.
+# Imported before the zygote says it is ready: everything a runner imports for a
+# file on the local backend, with the modules loaded lazily on the way.
 PRELOAD = (
     "provium.runner.__main__",
     "provium.runner.file_runner",
     "provium.vmm.local.backend",
-    "provium.vmm.qemu.backend",
     "provium.events.sinks",
     "importlib.readers",
     "importlib.resources.readers",
+)
+# Imported when the zygote is idle after that: the first file need not wait for
+# them (a one-file run is on the critical path), later ones get them for free.
+PRELOAD_IDLE = (
+    "provium.vmm.qemu.backend",
 )
 ENTRY = "provium.runner.__main__:main"
 ZYGOTE_NAME = b"provium-zygote"  # process names (comm), as `ps` shows them
@@ -76,8 +80,10 @@ def thread_count() -> int:
         return threading.active_count()
 
 
-def fork_hazard() -> str | None:
-    """Why forking now would hand a runner inherited state, or None when it is safe."""
+def fork_hazard(full: bool = True) -> str | None:
+    """Why forking now would hand a runner inherited state, or None when it is safe.
+    `full` also looks through every object for an event loop (milliseconds: done after
+    imports, not before each fork)."""
     n = thread_count()
     if n != 1:
         import threading
@@ -88,6 +94,8 @@ def fork_hazard() -> str | None:
     if asyncio is not None:
         if asyncio.events._get_running_loop() is not None:
             return "an asyncio loop runs in the zygote"
+        if not full:
+            return None
         import gc
 
         loops = [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop)]
@@ -200,16 +208,38 @@ def _shutdown() -> None:
     atexit._run_exitfuncs()
 
 
-def serve(ctl: socket.socket, entry) -> int:
+def _settle_imports() -> str | None:
+    """After imports: anything that makes forking unsafe; else freeze what was imported.
+    Frozen objects are never collected in the runners, so their GC passes do not write
+    to (and so copy) the pages the zygote shares with them."""
+    import gc
+
+    hazard = fork_hazard(full=True)
+    if hazard is None:
+        gc.freeze()
+    return hazard
+
+
+def serve(ctl: socket.socket, entry, idle: list[str] | None = None) -> int:
     import selectors
+    from importlib import import_module
 
     me = os.getpid()
     sel = selectors.DefaultSelector()
     sel.register(ctl, selectors.EVENT_READ, None)
     children: dict[int, int] = {}  # pidfd -> pid
     refused: str | None = None
+    idle = list(idle or ())
     while True:
-        for key, _ in sel.select():
+        ready = sel.select(0 if idle else None)
+        if not ready and idle:
+            try:
+                import_module(idle.pop(0))
+            except Exception:  # noqa: BLE001 - a runner that needs it imports it, and reports the error
+                pass
+            refused = refused or _settle_imports()
+            continue
+        for key, _ in ready:
             if key.data is not None:  # a runner exited
                 pidfd, pid = key.fd, key.data
                 sel.unregister(pidfd)
@@ -236,7 +266,7 @@ def serve(ctl: socket.socket, entry) -> int:
                     os.close(fd)
                 ctl.send(encode({"refused": f"bad request: {data[:200]!r}"}))
                 continue
-            refused = refused or fork_hazard()
+            refused = refused or fork_hazard(full=False)
             if refused is not None:
                 os.close(events_fd)
                 os.close(log_fd)
@@ -263,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
                                  description="Fork provium runners from one pre-imported process (used by the dispatcher).")
     ap.add_argument(CONTROL_FD_ARG, type=int, required=True, help="the dispatcher's SOCK_SEQPACKET socket")
     ap.add_argument("--entry", default=ENTRY, help="module:function run in each child with the runner's arguments")
-    ap.add_argument("--preload", action="append", default=None, help="a module to import before forking (repeat)")
+    ap.add_argument("--preload", action="append", default=None,
+                    help="a module to import before forking (repeat; replaces the default lists)")
     a = ap.parse_args(argv)
     _die_with(os.getppid())  # the dispatcher's thread that started us
     set_name(ZYGOTE_NAME)
@@ -277,17 +308,12 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:  # noqa: BLE001 - reported; the dispatcher spawns runners instead
         ctl.send(encode({"error": f"preloading failed: {type(exc).__name__}: {exc}"}))
         return 2
-    hazard = fork_hazard()
+    hazard = _settle_imports()
     if hazard is not None:
         ctl.send(encode({"error": hazard}))
         return 2
-    import gc
-
-    # Objects imported so far are never collected in the runners: GC passes there
-    # then do not write to (and so copy) the pages the zygote shares with them.
-    gc.freeze()
     ctl.send(encode({"ready": os.getpid()}))
-    return serve(ctl, entry)
+    return serve(ctl, entry, list(PRELOAD_IDLE) if a.preload is None else [])
 
 
 if __name__ == "__main__":

@@ -207,6 +207,7 @@ class Zygote:
         """Read what the zygote has sent (waiting up to `timeout` for the first message)."""
         if self.dead:
             return
+        self.stderr_tail()  # drain its output pipe, so a chatty zygote never blocks on it
         try:
             msg = self._recv(timeout)
             while msg is not None:
