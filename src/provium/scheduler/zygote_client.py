@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 
+from provium.errors import HostSetupError
 from provium.runner.zygote import CONTROL_FD_ARG, EVENTS_FD, MAX_MSG
 
 __all__ = ["EVENTS_FD", "ENV_OFF", "ForkedProc", "Zygote", "adopt", "default_zygote_cmd", "disabled_by_env",
@@ -58,8 +59,8 @@ def fork_unsupported() -> str | None:
     return None
 
 
-class ZygoteGone(Exception):
-    """Internal: the zygote's socket closed."""
+class ZygoteGone(HostSetupError):
+    """Internal: the zygote's socket closed (the dispatcher then spawns runners)."""
 
 
 class ForkedProc:
