@@ -1,7 +1,7 @@
 """`provium.toml`: the run settings and the guest profiles.
 
-Read with `tomllib`.  An unknown key in `[provium]` or in a profile is an error
-naming it (the reference ignores them; a typo should not silently change a run,
+Read with `tomllib`.  An unknown top-level table, or an unknown key in
+`[provium]` or in a profile, is an error naming it (the reference ignores them; a typo should not silently change a run,
 see docs/differences.md); paths are checked when a VM boots, not here.  The built-in `linux`
 profile exists even with no config file at all.
 """
@@ -125,7 +125,8 @@ def _want(table: dict, key: str, types: tuple, where: str) -> Any:
     return v
 
 
-# Every key a section may hold; anything else is a typo and an error naming it.
+# Every table and key provium.toml may hold; anything else is a typo and an error naming it.
+TOP_TABLES = ("provium", "profiles")
 PROVIUM_KEYS = ("roots", "cache_dir", "cache_max_size")
 PROFILE_KEYS = ("kernel", "initrd", "cmdline", "cmdline_file", "guest_os", "inject_agent", "agent_overlay_path",
                 "agent_boot_timeout", "boot_marker", "build", "build_out", "root", "disks", "machine", "accel", "memory", "cpus")
@@ -250,6 +251,13 @@ def load(path: str | os.PathLike | None, *, explicit: bool = False) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"parse `{path}`: {exc}") from exc
     where = f"invalid config in `{path}`"
+    unknown = sorted(k for k in data if k not in TOP_TABLES)
+    if unknown:
+        # A table is shown as `[name]`, a bare key (`title = 1`) as `name`.
+        names = ", ".join(f"[{k}]" if isinstance(data[k], dict) else f"`{k}`" for k in unknown)
+        hint = " (did you mean [profiles.NAME]?)" if "profile" in unknown else ""
+        raise ConfigError(f"{where}: unknown top-level table{'s' if len(unknown) > 1 else ''} {names}{hint} "
+                          f"(valid: {', '.join(f'[{t}]' for t in TOP_TABLES)}, [profiles.NAME])")
     cfg.path = path
     base = path.parent.resolve()
     top = data.get("provium", {})

@@ -36,6 +36,7 @@ VM, the channel client and the agent session all use it.
 from __future__ import annotations
 
 import functools
+import operator
 
 TYPE_CHECKING = False  # typing stays out of the agent's start
 if TYPE_CHECKING:
@@ -111,22 +112,25 @@ FAMILIES: tuple[type[ProviumError], ...] = (
 _CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect into the agent
 
 
-def requires(*states: object, action: str | None = None) -> "Callable[[F], F]":
+def requires(*states: object, action: str | None = None, attr: str = "state") -> "Callable[[F], F]":
     """Method decorator: run only while `self.state` is one of `states`.
 
     Otherwise raise what `self._wrong_state(action)` returns (each class words
     its own refusal: the VM's says "VM not booted (cannot run)").  `action`
     defaults to the method's name.  Works on plain and `async` methods; an async
     method is checked when it starts running, not when the coroutine is made.
+    `attr` names another attribute holding the lifecycle (the agent session
+    keeps it in `phase`: its `state` is the agent's handle tables).
     """
     allowed = frozenset(states)
+    get = operator.attrgetter(attr)
 
     def deco(fn: "F") -> "F":
         name = action or fn.__name__
         if fn.__code__.co_flags & _CO_COROUTINE:
             @functools.wraps(fn)
             async def guarded_async(self: "Any", *args: "Any", **kw: "Any") -> "Any":
-                if self.state not in allowed:
+                if get(self) not in allowed:
                     raise self._wrong_state(name)
                 return await fn(self, *args, **kw)
 
@@ -135,7 +139,7 @@ def requires(*states: object, action: str | None = None) -> "Callable[[F], F]":
 
         @functools.wraps(fn)
         def guarded(self: "Any", *args: "Any", **kw: "Any") -> "Any":
-            if self.state not in allowed:
+            if get(self) not in allowed:
                 raise self._wrong_state(name)
             return fn(self, *args, **kw)
 

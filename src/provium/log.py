@@ -1,7 +1,10 @@
 """Provium's logging: one `provium` logger hierarchy, one child per VM.
 
 * `provium.vm.<name>` — one per VM: DEBUG for every agent op (kind, time taken),
-  INFO with the elapsed time for boot, reset, pause/resume, restore and shutdown.
+  INFO with the elapsed time for boot, reset, pause/resume, snapshot, restore and
+  shutdown.
+* `provium.lab.<name>` — one per lab: INFO with the elapsed time for a lab's
+  snapshot and restore (its VMs' own steps are logged by each VM's logger).
 * `provium.<module>` — everything else (the runner, the scheduler, ...).
 * `qemu.qmp.protocol.<vm>` — the QMP library's own log of one VM goes to that
   VM's `qmp.log` in its scratch directory (see `vmm/qemu/qmp.py`), not to the
@@ -33,6 +36,11 @@ _handler: logging.Handler | None = None
 def vm_logger(name: str) -> logging.Logger:
     """The logger of the VM called `name`."""
     return ROOT.getChild(f"vm.{name}")
+
+
+def lab_logger(name: str) -> logging.Logger:
+    """The logger of the lab called `name`."""
+    return ROOT.getChild(f"lab.{name}")
 
 
 def parse_level(text: str, what: str = ENV) -> int:

@@ -29,7 +29,9 @@ def test_q35_argv():
     assert {"-nodefaults", "-no-reboot"} <= set(argv)
     assert _opt(argv, "-initrd") == ["/i,,x"]  # commas doubled inside option values
     assert _opt(argv, "-append") == ["console=ttyS0 rdinit=/sbin/provium-agent"]
-    assert _opt(argv, "-qmp") == ["unix:/s/qmp.sock,server=on,wait=off"]
+    assert "-qmp" not in argv and "-mon" not in argv  # no QMP without a socket to hand QEMU
+    with_qmp = build(_cfg(qmp_fd=7))
+    assert "socket,id=qmp,fd=7" in _opt(with_qmp, "-chardev") and _opt(with_qmp, "-mon") == ["chardev=qmp,mode=control"]
     assert "socket,id=agent,path=/s/agent.sock,server=on,wait=off" in _opt(argv, "-chardev")
     assert "virtio-serial-pci,id=vser0" in _opt(argv, "-device")
     assert "virtserialport,bus=vser0.0,chardev=agent,id=agent-port,name=org.provium.agent" in _opt(argv, "-device")

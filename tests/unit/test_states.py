@@ -103,3 +103,36 @@ def test_agent_session_phases():
     assert s.phase is Phase.DEAD and s.dead
     assert s.send(1, "x", None) is False  # nothing is written once dead
     a.close()
+
+
+def test_agent_session_methods_are_guarded_by_phase():
+    from provium.agent.server import WrongPhase
+    from provium.protocol.envelope import Envelope
+    from provium.protocol.messages import GetTimeArgs, Hello
+
+    assert Session._request.required_states == frozenset({Phase.READY})
+    assert Phase.DEAD not in Session._hello.required_states
+    sent = []
+
+    class Recorder(Session):
+        def send(self, ch, kind, payload, fds=()):
+            sent.append((ch, kind, payload))
+            return True
+
+    a, b = socket.socketpair()
+    s = Recorder(a, a, AgentState(local=True))
+    s._dispatch(Envelope(1, "get_time", GetTimeArgs()))
+    assert sent[-1][1] == "agent_error" and "before handshake" in sent[-1][2].message
+    s._dispatch(Envelope(0, "hello", Hello(99)))
+    assert s.phase is Phase.REFUSED and sent[-1][1] == "hello_err"
+    s._dispatch(Envelope(1, "get_time", GetTimeArgs()))
+    assert "before handshake (the last `hello` was refused" in sent[-1][2].message
+    with pytest.raises(WrongPhase):
+        s._request(Envelope(1, "get_time", GetTimeArgs()))
+    s.phase = Phase.DEAD
+    n = len(sent)
+    s._dispatch(Envelope(0, "hello", Hello(1)))
+    s._dispatch(Envelope(1, "get_time", GetTimeArgs()))
+    assert len(sent) == n  # a dead session answers nothing
+    a.close()
+    b.close()

@@ -78,24 +78,36 @@ def _hung_up(fd: int, timeout_ms: int = 0) -> tuple[bool, bool]:
 
 
 class PortReader:
-    """Blocking reads from the port; `b""` only once the host has really gone."""
+    """Blocking reads from the port; 0 bytes only once the host has really gone."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+
+    def readinto(self, buf) -> int:
+        """Read what is there straight into `buf` (the port hands over at most one
+        of its buffers per read, so no large temporary is allocated per call)."""
+        while True:
+            n = os.readv(self.fd, [buf])
+            if n or self._gone():
+                return n
 
     def read(self, n: int = 65536) -> bytes:
         while True:
             data = os.read(self.fd, max(1, min(n, 1 << 20)))
             if data:
                 return data
-            deadline = time.monotonic() + EOF_GRACE
-            while True:
-                hup, readable = _hung_up(self.fd)
-                if readable or not hup:
-                    break
-                if time.monotonic() >= deadline:
-                    return b""
-                time.sleep(0.01)
+            if self._gone():
+                return b""
+
+    def _gone(self) -> bool:
+        deadline = time.monotonic() + EOF_GRACE
+        while True:
+            hup, readable = _hung_up(self.fd)
+            if readable or not hup:
+                return False
+            if time.monotonic() >= deadline:
+                return True
+            time.sleep(0.01)
 
 
 class PortWriter:

@@ -11,7 +11,6 @@ oversized length) is answered with `agent_error` and the session goes on.
 from __future__ import annotations
 
 import os
-import struct
 import threading
 from enum import Enum
 TYPE_CHECKING = False  # typing stays out of the agent's start
@@ -19,9 +18,19 @@ if TYPE_CHECKING:
     from typing import Any
 
 from provium import __version__
+from provium.errors import requires
 from provium.protocol.codec import WireError, encode
 from provium.protocol.envelope import CONTROL, Envelope, decode_host
-from provium.protocol.framing import MAX_FRAME, DecodeError, FrameTooLarge, encode_frame, unpack
+from provium.protocol.decoder import FrameDecoder
+from provium.protocol.framing import (
+    MAX_FRAME,
+    CleanEof,
+    DecodeError,
+    FrameTooLarge,
+    UnexpectedEof,
+    encode_frame,
+    unpack,
+)
 from provium.protocol.messages import PROTOCOL_VERSION, STREAM_KINDS, HelloErr, HelloOk
 from provium.protocol.types import AgentError, AgentInfo, OsError, StreamEnd
 
@@ -31,9 +40,7 @@ from .channel import Channel
 from .pool import POOL
 from .state import AgentState
 
-_HEADER = struct.Struct(">I")
-_READ_CHUNK = 1 << 16  # what one read asks for: a burst of small frames in one system call
-_READ_MAX = 1 << 20  # never more at once (a socket's recv allocates what it is asked for)
+_READ_CHUNK = 1 << 16  # a read between large bodies: a burst of small frames in one system call
 # Ops that may change per-thread state through raw system calls: each runs on a
 # thread that ends with it (see docs/protocol.md, "Layer 0").
 _FRESH_THREAD = frozenset({"syscall", "ioctl", "batch_op"})
@@ -55,9 +62,12 @@ def agent_info() -> AgentInfo:
 class Phase(str, Enum):
     """A session's lifecycle.  `hello` -> `ready` (a hello with another protocol
     version -> `refused`, a later good hello -> `ready` again); any state ->
-    `dead` when the stream ends or a write fails.  Requests outside `ready` are
-    answered with `agent_error` (the agent never raises at its host), and
-    nothing is written once `dead`."""
+    `dead` when the stream ends or a write fails.  Methods say which phases
+    they run in with the `requires` guard (`provium.errors`); a request outside
+    them is answered with `agent_error` (the agent never raises at its host),
+    and nothing is written once `dead` (`send` checks that under its write
+    lock, where a guard could not: the reader may mark the session dead
+    between a check and the write)."""
 
     HELLO = "hello"  # waiting for the host's hello
     READY = "ready"
@@ -68,6 +78,21 @@ class Phase(str, Enum):
         return self.value
 
 
+class WrongPhase(AgentFail):
+    """A request arrived in a phase that does not take it (raised by the
+    `requires` guard, answered as `agent_error` by the dispatcher)."""
+
+    def __init__(self, phase: Phase, action: str) -> None:
+        self.phase = phase
+        self.action = action
+        self.when = {
+            Phase.HELLO: "before handshake",
+            Phase.REFUSED: (f"before handshake (the last `hello` was refused: this agent speaks "
+                            f"protocol version {PROTOCOL_VERSION})"),
+        }.get(phase, f"while the session is {phase}")
+        super().__init__(BAD_REQUEST, f"{action}: not possible while the session is {phase}")
+
+
 class Session:
     """One connection (or one reconnect-less run over a byte stream).
 
@@ -75,13 +100,7 @@ class Session:
     """
 
     def __init__(self, rfile: Any, wfile: Any, state: AgentState, *, handshake: bool = True) -> None:
-        if hasattr(rfile, "recv"):  # a socket
-            self._read = rfile.recv
-        else:
-            # read1: at most one system call, whatever is there (a buffered file's
-            # read(n) would wait for all n bytes).
-            self._read = getattr(rfile, "read1", None) or rfile.read
-        self._buf = bytearray()
+        self._readinto = _reader_into(rfile)
         self._sock: Any = wfile if hasattr(wfile, "sendmsg") else None  # can carry descriptors
         if hasattr(wfile, "sendall"):
             self._write = wfile.sendall
@@ -152,47 +171,34 @@ class Session:
 
     # ---- reading ------------------------------------------------------------------
 
-    def _take(self, n: int) -> bytes:
-        """The next n bytes of the stream; fewer only at its end."""
-        buf = self._buf
-        while len(buf) < n:
-            chunk = self._read(min(max(_READ_CHUNK, n - len(buf)), _READ_MAX))
-            if not chunk:
-                break
-            buf += chunk
-        if len(buf) <= n:
-            data = bytes(buf)
-            buf.clear()
-            return data
-        with memoryview(buf) as view:
-            data = bytes(view[:n])  # one copy, even of a large body
-        del buf[:n]
-        return data
-
     def run(self) -> str:
         """Serve until the stream ends.  Returns why: "eof", "truncated" or "error"."""
+        dec = FrameDecoder(MAX_FRAME)
+        readinto = self._readinto
         try:
             while True:
-                header = self._take(_HEADER.size)
-                if not header:
-                    return "eof"
-                if len(header) < _HEADER.size:
-                    log(f"connection ended inside a frame header ({len(header)} of 4 bytes)")
-                    return "truncated"
-                (length,) = _HEADER.unpack(header)
-                if length > MAX_FRAME:
-                    self._error(CONTROL, BAD_REQUEST,
-                                f"frame length {length} exceeds the {MAX_FRAME}-byte cap; "
-                                "its body was skipped")
-                    if not self._skip(length):
-                        log(f"connection ended inside an oversized frame of {length} bytes")
+                # Straight into the decoder: a large body lands in its final buffer.
+                n = readinto(dec.get_buffer(_READ_CHUNK))
+                if not n:
+                    try:
+                        dec.eof()
+                    except CleanEof:
+                        return "eof"
+                    except UnexpectedEof as exc:
+                        log(f"connection ended mid-frame ({exc.bytes_read} of {exc.expected} bytes)")
                         return "truncated"
-                    continue
-                body = self._take(length)
-                if len(body) < length:
-                    log(f"connection ended mid-frame ({len(body)} of {length} body bytes)")
-                    return "truncated"
-                self._on_frame(body)
+                dec.buffer_updated(n)
+                while True:
+                    try:
+                        body = dec.next()
+                    except FrameTooLarge as exc:
+                        self._error(CONTROL, BAD_REQUEST,
+                                    f"frame length {exc.length} exceeds the {exc.limit}-byte cap; "
+                                    "its body was skipped")
+                        continue
+                    if body is None:
+                        break
+                    self._on_frame(body)
         except (OSError, ValueError) as exc:
             log(f"connection read failed: {exc}")
             return "error"
@@ -203,19 +209,7 @@ class Session:
                 self.phase = Phase.DEAD
             self.cancel_all()
 
-    def _skip(self, n: int) -> bool:
-        """Discard n bytes of the stream without holding them; False at its end."""
-        held = min(n, len(self._buf))
-        del self._buf[:held]
-        n -= held
-        while n > 0:
-            chunk = self._read(min(n, _READ_MAX))
-            if not chunk:
-                return False
-            n -= len(chunk)
-        return True
-
-    def _on_frame(self, body: bytes) -> None:
+    def _on_frame(self, body: bytes | bytearray) -> None:
         try:
             value = unpack(body)
         except DecodeError as exc:
@@ -235,13 +229,21 @@ class Session:
     # ---- dispatch -----------------------------------------------------------------
 
     def _dispatch(self, env: Envelope) -> None:
+        try:
+            if env.kind == "hello":
+                self._hello(env)
+            else:
+                self._request(env)
+        except WrongPhase as exc:
+            if exc.phase is not Phase.DEAD:  # a dead session answers nothing
+                self._error(env.ch, BAD_REQUEST, f"received `{env.kind}` {exc.when}")
+
+    def _wrong_state(self, action: str) -> "WrongPhase":
+        return WrongPhase(self.phase, action)
+
+    @requires(Phase.READY, attr="phase")
+    def _request(self, env: Envelope) -> None:
         kind = env.kind
-        if kind == "hello":
-            self._hello(env)
-            return
-        if self.phase is not Phase.READY:
-            self._error(env.ch, BAD_REQUEST, f"received `{kind}` before handshake")
-            return
         if kind == "cancel":
             with self._clock:
                 chan = self._channels.pop(env.ch, None)
@@ -275,6 +277,7 @@ class Session:
         else:
             POOL.submit(self._run_op, chan, env)
 
+    @requires(Phase.HELLO, Phase.READY, Phase.REFUSED, attr="phase")  # not DEAD: the stream is gone
     def _hello(self, env: Envelope) -> None:
         if env.ch != CONTROL:
             self._error(env.ch, BAD_REQUEST, "`hello` belongs on channel 0")
@@ -282,8 +285,6 @@ class Session:
         if not self.handshake:
             self._error(CONTROL, BAD_REQUEST, "this is a worker link, which has no handshake")
             return
-        if self.phase is Phase.DEAD:
-            return  # the stream is gone: nothing can be answered
         # A hello on a live session means the host reconnected (e.g. after a VM
         # restore): whoever listened on the old channels is gone.
         self.cancel_all()
@@ -330,6 +331,24 @@ class Session:
             # The ack is out: the host now only listens for frames and stream_end.
             log(f"{env.kind} stream on channel {chan.ch} failed: {type(exc).__name__}: {exc}")
             chan.end(StreamEnd("error", OsError(0, f"{env.kind}: {type(exc).__name__}: {exc}")))
+
+
+def _reader_into(rfile: Any):
+    """readinto(buffer) -> bytes read (0 at the end), at most one system call."""
+    if hasattr(rfile, "recv_into"):  # a socket
+        return rfile.recv_into
+    # readinto1: whatever is there (a buffered file's readinto would wait to fill it all).
+    into = getattr(rfile, "readinto1", None) or getattr(rfile, "readinto", None)
+    if into is not None:
+        return into
+    read = getattr(rfile, "read1", None) or rfile.read
+
+    def readinto(buf: Any) -> int:
+        data = read(len(buf))
+        buf[:len(data)] = data
+        return len(data)
+
+    return readinto
 
 
 def _file_writer(wfile: Any):

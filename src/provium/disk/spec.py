@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from ..typenames import type_name as _type
 from ..vmm.base import DiskSpec
 
 KEYS = ("id", "path", "scratch", "template", "readonly", "mediated")
@@ -19,20 +20,6 @@ SOURCES = ("path", "scratch", "template")
 SHAPE = "{id=, path= | scratch= | template=[, readonly=][, mediated=]}"
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 MAX_SCRATCH = 1 << 50  # 1 PiB: a sparse file of that size is still legal; more is a typo
-
-
-def _type(v: Any) -> str:
-    if v is None:
-        return "nil"
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, (int, float)):
-        return "number"
-    if isinstance(v, (str, bytes)):
-        return "string"
-    if isinstance(v, (Mapping, list, tuple)) or "LuaTable" in type(v).__name__:
-        return "table"
-    return type(v).__name__
 
 
 def parse_size(value: Any, what: str, error: type[Exception]) -> int:

@@ -287,7 +287,7 @@ class EventFrame:
         return cls(ts=ts, kind=kind, payload=event)
 
     @classmethod
-    def decode(cls, body: bytes) -> "EventFrame":
+    def decode(cls, body: bytes | bytearray) -> "EventFrame":
         """Decode one frame body (without the length header)."""
         return cls.from_wire(framing.unpack(body))
 

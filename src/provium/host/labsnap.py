@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import StateError
 from ..fsutil import atomic_write
+from ..log import lab_logger, timed
 from ..vmm.base import VmSpec
 from . import snapshot as snap_mod
 from .errors import ArgumentError, WrongState
@@ -157,16 +158,17 @@ def snapshot(lab: Lab, directory: Any = None) -> LabSnapshot:
     else:
         d = Path(os.path.abspath(os.path.expanduser(os.fspath(directory))))
         d.mkdir(parents=True, exist_ok=True)
-    lab.session.run(_save_all(vms, d))
-    by_path = dict(vms)
-    doc: dict[str, Any] = {
-        "format": LAB_FORMAT,
-        "vms": [{"vm_name": path, "profile": vm.profile, "snapshot_path": file_name(path)} for path, vm in vms],
-        "bridges": [],
-    }
-    for part in _PARTS:
-        doc[part.key] = part.save(lab, d, by_path)
-    atomic_write(d / LAB_JSON, json.dumps(doc, indent=2) + "\n")
+    with timed(lab_logger(lab.name), f"snapshot of {len(vms)} VM(s) to {d}"):
+        lab.session.run(_save_all(vms, d))
+        by_path = dict(vms)
+        doc: dict[str, Any] = {
+            "format": LAB_FORMAT,
+            "vms": [{"vm_name": path, "profile": vm.profile, "snapshot_path": file_name(path)} for path, vm in vms],
+            "bridges": [],
+        }
+        for part in _PARTS:
+            doc[part.key] = part.save(lab, d, by_path)
+        atomic_write(d / LAB_JSON, json.dumps(doc, indent=2) + "\n")
     return LabSnapshot(d)
 
 
@@ -236,6 +238,12 @@ def restore(lab: Lab, src: Any) -> dict[str, VM]:
             here = here._sub_labs.get(s) if here is not None else None
         if here is not None and name in here._vms:
             raise LabSnapshotError(f"lab:restore: vm name `{name}` already used in lab `{here.name}`")
+    with timed(lab_logger(lab.name), f"restore of {len(entries)} VM(s) from {d}"):
+        return _restore(lab, d, doc)
+
+
+def _restore(lab: Lab, d: Path, doc: dict) -> dict[str, VM]:
+    entries = doc["vms"]
     for part in _PARTS:
         if part.key in doc:
             part.before_vms(lab, doc[part.key], d)
@@ -277,7 +285,11 @@ def restore_in_place(lab: Lab, src: Any) -> None:
     current = dict(lab.all_vms())
     pairs = [(current[e["vm_name"]], _snap_path(d, e["snapshot_path"]))
              for e in doc["vms"] if e["vm_name"] in current]
+    with timed(lab_logger(lab.name), f"restore in place of {len(pairs)} VM(s) from {d}"):
+        _restore_in_place(lab, d, doc, current, pairs)
 
+
+def _restore_in_place(lab: Lab, d: Path, doc: dict, current: dict[str, VM], pairs: list[tuple[VM, Path]]) -> None:
     async def all_of() -> list[Any]:
         return await asyncio.gather(*(snap_mod.arestore(vm, p, reset=True) for vm, p in pairs),
                                     return_exceptions=True)
@@ -304,7 +316,9 @@ def prestart_in_place(lab: Lab, src: Any) -> None:
         if vm is None:
             continue
         try:
-            lab.session.spawn(lab.session.vmm.prestart(vm.boot_spec(), _snap_path(d, e["snapshot_path"])))
+            # Owned by the session (cancelled before its backend closes), never awaited here.
+            lab.session.background_threadsafe(lab.session.vmm.prestart(vm.boot_spec(),
+                                                                       _snap_path(d, e["snapshot_path"])))
         except Exception:  # noqa: BLE001, S110 - a hint only
             pass
 

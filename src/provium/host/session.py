@@ -179,11 +179,24 @@ class Session:
             raise SessionError("session is closed; create a new Session")
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
+    async def _stop_background(self) -> None:
+        tasks = list(self._background)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def background(self, coro: Coroutine[Any, Any, Any]) -> None:
         """On the loop thread: run `coro` as a task this session owns (never awaited by the caller)."""
         task = self._loop.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def background_threadsafe(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """`background(coro)` from any thread; dropped (and closed) once the loop is gone."""
+        try:
+            self._loop.call_soon_threadsafe(self.background, coro)
+        except RuntimeError:
+            coro.close()
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Fire-and-forget `fn(*args)` on the loop (ignored once the loop is gone).
@@ -260,6 +273,12 @@ class Session:
                     self.run(vm.ashutdown(), timeout=CLOSE_VM_TIMEOUT)
                 except Exception:
                     pass
+            try:
+                # Background work (a restore's prestarted QEMU, say) stops before the
+                # backend closes, so nothing it starts can outlive the backend.
+                self.run(self._stop_background(), timeout=30)
+            except Exception:
+                pass
             try:
                 self.run(self.vmm.close(), timeout=30)
             except Exception:

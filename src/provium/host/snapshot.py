@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import StateError
+from ..log import timed
 from ..vmm import snapfile
 from ..vmm.base import Unimplemented, VmSpec
 from .errors import ArgumentError, ProviumError, VmError, WrongState
@@ -142,6 +143,12 @@ async def asnapshot(vm: VM, path: Path | None = None) -> Snapshot:
         raise ArgumentError(f"vm:snapshot: directory `{target.parent}` does not exist")
     # The hooks copy state the guest can change (disk images): stop the guest first, so
     # that state and the memory saved after it are of the same moment.
+    with timed(vm.log, f"snapshot to {target}"):
+        await _save(vm, target)
+    return Snapshot(target)
+
+
+async def _save(vm: VM, target: Path) -> None:
     stopped_here = False
     if vm.state == "booted":
         try:
@@ -165,7 +172,6 @@ async def asnapshot(vm: VM, path: Path | None = None) -> Snapshot:
     finally:
         if stopped_here and vm.instance.alive():
             await vm.instance.resume()
-    return Snapshot(target)
 
 
 def source_path(src: Any, method: str = "vm:restore") -> Path:
@@ -218,7 +224,8 @@ async def arestore(vm: VM, src: Any, *, reset: bool = False,
     try:
         # The old guest goes while the new one starts: they share nothing (own scratch
         # dirs, sockets and RAM mappings), and a reset costs one of the two, not both.
-        _, inst = await asyncio.gather(drop_old(), session.vmm.restore(spec, path))
+        with timed(vm.log, f"restore from {path}" + (" (in place)" if in_place else "")):
+            _, inst = await asyncio.gather(drop_old(), session.vmm.restore(spec, path))
     except ProviumError:
         if old is not None:
             vm._mark_dead()

@@ -13,39 +13,10 @@ import math
 import re
 from typing import Any, Literal, overload
 
+from ..typenames import plain_type_name, type_name
 from .errors import ArgumentError
 
-
-def plain_type_name(value: Any) -> str | None:
-    """Lua's name for a value Lua and Python share (nil, boolean, number, string), else None.
-
-    The one place these names are decided: `type_name` below and the Lua layer's
-    `lua_type` (which names lupa's objects and calls other Python objects userdata)
-    both start here.
-    """
-    if value is None:
-        return "nil"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, (str, bytes)):
-        return "string"
-    return None
-
-
-def type_name(value: Any) -> str:
-    """The Lua-flavoured name of a value's type, for error messages."""
-    name = plain_type_name(value)
-    if name is not None:
-        return name
-    if isinstance(value, bytearray):
-        return "string"
-    if isinstance(value, (dict, list, tuple)) or "LuaTable" in type(value).__name__:
-        return "table"
-    if callable(value):
-        return "function"
-    return type(value).__name__
+__all__ = ["plain_type_name", "type_name"]  # re-exported: host modules name types through here
 
 
 # ---- durations -------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 
 import lupa.lua54 as lupa_mod
 
-from ..host.values import plain_type_name
+from ..typenames import plain_type_name
 from .binding import Binding
 from .errors import LuaApiError
 

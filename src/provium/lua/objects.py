@@ -91,7 +91,15 @@ class VmBinding(Binding):
     @method()
     def boot(self, *a: Any) -> Any:
         args = Args("vm:boot", a, max_args=1)
-        self.host.boot(_opts("vm:boot", args, 1))
+        opts = _opts("vm:boot", args, 1)
+        held = self._state.deferred
+        if held.is_pending(self.host):
+            held.flush()  # booting it twice: the second boot fails as it did when boots were immediate
+        elif held.holding and self.host.state == "created":
+            self.host.check_boot(opts)  # what the boot would refuse at once, it refuses here
+            held.add(self._state.caller_where(), lambda: self.host.boot(opts), self.host)
+            return self
+        self.host.boot(opts)
         return self
 
     @method()

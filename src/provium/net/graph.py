@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..typenames import type_name as _tname
 from .errors import BridgeArgumentError, NetError
 
 UPLINK = "<uplink>"  # the port name of a bridge's uplink (never a VM name: `<` is not allowed there)
@@ -145,20 +146,6 @@ def _number(v: Any, method: str, what: str) -> float:
         raise BridgeArgumentError(f"{method}: expected a non-negative int or table, got {v:g} ({what} must not "
                                   "be negative)")
     return float(v)
-
-
-def _tname(v: Any) -> str:
-    if v is None:
-        return "nil"
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, (int, float)):
-        return "number"
-    if isinstance(v, (str, bytes)):
-        return "string"
-    if isinstance(v, dict):
-        return "table"
-    return type(v).__name__
 
 
 def latency_value(v: Any, method: str, what: str = "latency (ms)") -> float:

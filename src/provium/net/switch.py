@@ -67,6 +67,7 @@ class Port:
         "rx_bytes",
         "rx_packets",
         "server",
+        "starting",
         "transport",
         "tx_bytes",
         "tx_packets",
@@ -80,6 +81,7 @@ class Port:
         self.path = path
         self.transport: asyncio.Transport | None = None
         self.server: asyncio.AbstractServer | None = None
+        self.starting: asyncio.Future[Any] | None = None  # the server being created (add_port)
         self.connected = threading.Event()
         self.up = True  # False while "unplugged" (nic:disconnect)
         # Guest's point of view: rx = frames the switch delivered to it.
@@ -426,8 +428,10 @@ class Switch:
 
         def install() -> None:
             br.ports.append(port)
-            fut = asyncio.ensure_future(self.loop.create_unix_server(lambda: _PortProtocol(port), sock=sock))
-            fut.add_done_callback(lambda f: _set_server(port, f))
+            # Owned by the port: _close_port cancels it if the port goes first.
+            fut = port.starting = asyncio.ensure_future(
+                self.loop.create_unix_server(lambda: _PortProtocol(port), sock=sock))
+            fut.add_done_callback(lambda f: _set_server(port, f, sock))
 
         self.call(install)
         return port
@@ -472,14 +476,21 @@ class Switch:
         self.call(rm)
 
 
-def _set_server(port: Port, fut: asyncio.Future[Any]) -> None:
-    if fut.cancelled() or fut.exception() is not None:
+def _set_server(port: Port, fut: asyncio.Future[Any], sock: socket.socket) -> None:
+    if fut.cancelled():
+        sock.close()  # the port went before its server was up
+        return
+    if fut.exception() is not None:
+        sock.close()
         log.error("port %s: cannot serve its socket: %s", port.name, fut.exception())
         return
     port.server = fut.result()
 
 
 def _close_port(port: Port) -> None:
+    if port.starting is not None and not port.starting.done():
+        port.starting.cancel()
+    port.starting = None
     if port.transport is not None:
         port.transport.close()
         port.transport = None

@@ -5,6 +5,7 @@ Imports nothing else from provium, so the guest agent can carry it alone.
 
 from .codec import WireError, decode, encode
 from .envelope import CONTROL, Envelope, decode_agent, decode_host
+from .decoder import FrameDecoder
 from .framing import (
     MAX_FRAME,
     CleanEof,

@@ -1,8 +1,9 @@
 """Length-prefixed msgpack frames: 4-byte big-endian length, then a msgpack map.
 
-The same framing carries the host<->agent wire and the event stream.  Readers
-tell a clean EOF (at a frame boundary) from one in the middle of a frame, and
-refuse a length over the cap before reading (or allocating) the body.
+The same framing carries the host<->agent wire and the event stream.  Every
+reader parses it with the one `decoder.FrameDecoder`, which tells a clean EOF
+(at a frame boundary) from one in the middle of a frame, and refuses a length
+over the cap before reading (or allocating) the body.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
-def unpack(body: bytes) -> Any:
+def unpack(body: bytes | bytearray) -> Any:
     try:
         return msgpack.unpackb(body, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises a zoo of types for bad input
@@ -81,56 +82,35 @@ def encode_frame(obj: Any, limit: int = MAX_FRAME) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
-def _read_exact(stream: BinaryIO, n: int, *, frame_start: bool, header_len: int = 0) -> bytes:
-    chunks = []
-    got = 0
-    while got < n:
-        chunk = stream.read(n - got)
+def read_frame_body(stream: BinaryIO, limit: int = MAX_FRAME) -> bytes | bytearray:
+    """Read one frame's raw body from a blocking binary stream, and not a byte more."""
+    from .decoder import FrameDecoder  # here: decoder.py imports this module
+
+    dec = FrameDecoder(limit)
+    while True:
+        chunk = stream.read(dec.want())
         if not chunk:
-            if frame_start and got == 0:
-                raise CleanEof()
-            raise UnexpectedEof(header_len + got, header_len + n)
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
-
-
-def read_frame_body(stream: BinaryIO, limit: int = MAX_FRAME) -> bytes:
-    """Read one frame's raw body from a blocking binary stream."""
-    header = _read_exact(stream, HEADER.size, frame_start=True)
-    (length,) = HEADER.unpack(header)
-    if length > limit:
-        raise FrameTooLarge(length, limit)
-    return _read_exact(stream, length, frame_start=False, header_len=HEADER.size)
+            dec.eof()  # raises CleanEof or UnexpectedEof
+        dec.feed(chunk)
+        body = dec.next()  # raises FrameTooLarge before any of the body is read
+        if body is not None:
+            return body
 
 
 def read_frame(stream: BinaryIO, limit: int = MAX_FRAME) -> Any:
     return unpack(read_frame_body(stream, limit))
 
 
-def skip_bytes(stream: BinaryIO, n: int) -> None:
-    """Discard n bytes without holding them, to resynchronise after an oversized frame."""
-    while n > 0:
-        chunk = stream.read(min(n, 1 << 20))
-        if not chunk:
-            raise UnexpectedEof(0, n)
-        n -= len(chunk)
-
-
-async def async_read_frame_body(reader, limit: int = MAX_FRAME) -> bytes:
+async def async_read_frame_body(reader, limit: int = MAX_FRAME) -> bytes | bytearray:
     """asyncio.StreamReader flavour of read_frame_body."""
-    import asyncio
+    from .decoder import FrameDecoder
 
-    try:
-        header = await reader.readexactly(HEADER.size)
-    except asyncio.IncompleteReadError as exc:
-        if not exc.partial:
-            raise CleanEof() from exc
-        raise UnexpectedEof(len(exc.partial), HEADER.size) from exc
-    (length,) = HEADER.unpack(header)
-    if length > limit:
-        raise FrameTooLarge(length, limit)
-    try:
-        return await reader.readexactly(length)
-    except asyncio.IncompleteReadError as exc:
-        raise UnexpectedEof(HEADER.size + len(exc.partial), HEADER.size + length) from exc
+    dec = FrameDecoder(limit)
+    while True:
+        chunk = await reader.read(dec.want())
+        if not chunk:
+            dec.eof()
+        dec.feed(chunk)
+        body = dec.next()
+        if body is not None:
+            return body

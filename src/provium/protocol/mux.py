@@ -19,11 +19,16 @@ from ..errors import ProtocolError, requires
 
 from .codec import WireError
 from .envelope import CONTROL, Envelope, decode_agent
-from .framing import CleanEof, FrameError, async_read_frame_body, encode_frame, unpack
+from .decoder import FrameDecoder
+from .framing import CleanEof, FrameError, encode_frame, unpack
 from .messages import PROTOCOL_VERSION, STREAM_KINDS, Cancel, Credit, Hello, HelloErr, HelloOk
 from .types import AgentError, AgentInfo, StreamEnd
 
 STREAM_WINDOW = 1 << 20
+# One read takes whatever the stream reader holds (it buffers at most a few
+# hundred KiB before it stops reading the socket), so a burst of frames is
+# decoded in one pass.
+_READ_MAX = 1 << 20
 
 
 class ClientError(ProtocolError):
@@ -276,26 +281,15 @@ class MuxClient:
         return ack, stream
 
     async def _read_loop(self) -> None:
+        dec = FrameDecoder()
         try:
             while True:
-                body = await async_read_frame_body(self._reader)
-                env = decode_agent(unpack(body))
-                stream = self._streams.get(env.ch)
-                fut = self._pending.get(env.ch)
-                if fut is not None and not fut.done():
-                    fut.set_result(env)
-                elif stream is not None and env.kind in ("stream_frame", "stream_end"):
-                    await stream._push(env)
-                    if env.kind == "stream_end":
-                        self._streams.pop(env.ch, None)
-                elif env.ch == CONTROL and env.kind == "agent_error":
-                    # An error the agent could not pin on a channel: it rejected one
-                    # of our frames as a whole.  Every in-flight request may be the one.
-                    err = AgentFailure(env.data)
-                    for f in list(self._pending.values()):
-                        if not f.done():
-                            f.set_exception(err)
-                # Anything else is a late reply to a channel we gave up on.
+                data = await self._reader.read(_READ_MAX)
+                if not data:
+                    dec.eof()  # CleanEof at a frame boundary, else UnexpectedEof
+                dec.feed(data)
+                for body in dec:
+                    await self._on_frame(body)
         except asyncio.CancelledError:
             self._mark_lost(ConnectionLost("the connection to the agent is closed"))
             raise
@@ -312,6 +306,25 @@ class MuxClient:
             streams = list(self._streams.values())
             for s in streams:
                 await s._fail(self.lost or ConnectionLost())
+
+    async def _on_frame(self, body: bytes | bytearray) -> None:
+        env = decode_agent(unpack(body))
+        stream = self._streams.get(env.ch)
+        fut = self._pending.get(env.ch)
+        if fut is not None and not fut.done():
+            fut.set_result(env)
+        elif stream is not None and env.kind in ("stream_frame", "stream_end"):
+            await stream._push(env)
+            if env.kind == "stream_end":
+                self._streams.pop(env.ch, None)
+        elif env.ch == CONTROL and env.kind == "agent_error":
+            # An error the agent could not pin on a channel: it rejected one
+            # of our frames as a whole.  Every in-flight request may be the one.
+            err = AgentFailure(env.data)
+            for f in list(self._pending.values()):
+                if not f.done():
+                    f.set_exception(err)
+        # Anything else is a late reply to a channel we gave up on.
 
     def _mark_lost(self, err: ClientError) -> ClientError:
         if self.lost is None:

@@ -44,9 +44,10 @@ from pathlib import Path
 from provium import log as logmod
 from provium.events import types as ev
 from provium.events.sinks import Sink
-from provium.fsutil import read_tail
+from provium.fsutil import printable, read_tail
 from provium import runfiles
 from provium.protocol import framing
+from provium.protocol.decoder import FrameDecoder
 
 from . import zygote_client
 from .coordinator import Coordinator
@@ -90,6 +91,9 @@ class DispatchOptions:
     # Builds the coordinator (same signature as Coordinator); the Ray executor passes
     # one whose barriers span the cluster.
     coordinator_factory: Callable[..., Coordinator] | None = None
+    # Runs one profile's `build` command when a runner first boots a VM of it
+    # (coordinator.py); None: nothing is built (`--vmm local`, `--no-build`).
+    build_profile: Callable[[str], None] | None = None
     # Fork runners from a zygote: None = yes unless PROVIUM_NO_ZYGOTE is set (in `env`, else
     # this process's environment) or `runner_cmd` is not the default runner.
     zygote: bool | None = None
@@ -112,7 +116,7 @@ class _Running:
     result_path: str
     started: float
     deadline: float | None
-    buf: bytearray = field(default_factory=bytearray)
+    frames: FrameDecoder = field(default_factory=FrameDecoder)
     # Tests seen on the event stream, so a killed runner still reports what ran.
     seen: dict[str, TestOutcome] = field(default_factory=dict)
     current: str | None = None
@@ -162,7 +166,7 @@ class Dispatcher:
         make = self.opts.coordinator_factory or Coordinator
         self.coordinator = make(self._socket_path(), self.pool, self._sel,
                                        live_files=lambda: len(self._running) + len(self._queue),
-                                       charge_vms=self.opts.pool.charge_vms)
+                                       charge_vms=self.opts.pool.charge_vms, build=self.opts.build_profile)
         self._write_settings()
         try:
             if files:
@@ -282,7 +286,7 @@ class Dispatcher:
         for i in self._queue:
             if sent.get(i) != reason:
                 sent[i] = reason
-                self.sink.emit(ev.FileBlocked(path=files[i].path, waiting_for=self.opts.pool.per_file,
+                self.sink.emit(ev.FileBlocked(path=printable(files[i].path), waiting_for=self.opts.pool.per_file,
                                               reason=reason))
 
     def _refusal(self, f: Discovered) -> str | None:
@@ -305,7 +309,7 @@ class Dispatcher:
 
     def _refuse(self, index: int, f: Discovered, why: str) -> FileResult:
         result = FileResult(path=f.path, chunk_error=why)
-        self.sink.emit(ev.FileCompleted(path=f.path, status=result.status, duration_ns=0))
+        self.sink.emit(ev.FileCompleted(path=printable(f.path), status=result.status, duration_ns=0))
         if self.opts.fail_fast:
             self._stop = True
         if self.on_file_done is not None:
@@ -379,7 +383,7 @@ class Dispatcher:
         except PoolRefused:  # cannot happen: the caller checked that it fits
             pass
         self.coordinator.file_started(index)
-        self.sink.emit(ev.FileDispatched(path=f.path, reservation=self.opts.pool.per_file))
+        self.sink.emit(ev.FileDispatched(path=printable(f.path), reservation=self.opts.pool.per_file))
         started = time.monotonic()
         proc: subprocess.Popen | zygote_client.ForkedProc | None = None
         pidfd: int | None = None
@@ -421,22 +425,18 @@ class Dispatcher:
                 r.eof = True
                 self._sel.unregister(r.rfd)
                 break
-            r.buf += chunk
+            r.frames.feed(chunk)
         self._parse_frames(r)
 
     def _parse_frames(self, r: _Running) -> None:
-        buf = r.buf
-        pos = 0
-        while len(buf) - pos >= 4:
-            (n,) = framing.HEADER.unpack_from(buf, pos)
-            if n > framing.MAX_FRAME:
-                self._warn(r, f"event frame of {n} bytes exceeds the cap; ignoring the rest of its stream")
-                pos = len(buf)
-                break
-            if len(buf) - pos - 4 < n:
-                break
-            body = bytes(buf[pos + 4:pos + 4 + n])
-            pos += 4 + n
+        while True:
+            try:
+                body = r.frames.next()
+            except framing.FrameTooLarge as exc:
+                self._warn(r, f"event frame of {exc.length} bytes exceeds the cap; skipped it")
+                continue
+            if body is None:
+                return
             try:
                 frame = ev.EventFrame.decode(body)
             except (ev.EventDecodeError, framing.FrameError) as exc:
@@ -444,7 +444,6 @@ class Dispatcher:
                 continue
             self._track(r, frame)
             self.sink.emit_frame(frame)
-        del buf[:pos]
 
     def _track(self, r: _Running, frame: ev.EventFrame) -> None:
         p = frame.payload
@@ -487,9 +486,12 @@ class Dispatcher:
         r.proc.wait()
         # Whatever the runner wrote before exiting is already in the pipe.
         self._read_events(r)
-        if r.buf:
-            self._warn(r, f"event stream ended mid-frame ({len(r.buf)} bytes dropped)")
-            r.buf.clear()
+        try:
+            r.frames.eof()
+        except framing.UnexpectedEof as exc:
+            self._warn(r, f"event stream ended mid-frame ({exc.bytes_read} of {exc.expected} bytes; dropped)")
+        except framing.CleanEof:
+            pass
         self._close(r)
         self.coordinator.file_ended(r.index)  # gives back all the file held
         duration_ns = int((time.monotonic() - r.started) * 1e9)
@@ -497,7 +499,7 @@ class Dispatcher:
         result = self._outcome(r, output)
         result.duration_ns = duration_ns
         result.output = output
-        self.sink.emit(ev.FileCompleted(path=r.file.path, status=result.status, duration_ns=duration_ns))
+        self.sink.emit(ev.FileCompleted(path=printable(r.file.path), status=result.status, duration_ns=duration_ns))
         if self.opts.fail_fast and not result.passed:
             self._stop = True
         if self.on_file_done is not None:

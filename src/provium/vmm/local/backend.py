@@ -38,6 +38,7 @@ from pathlib import Path
 from ...protocol.mux import ClientError, MuxClient
 from .. import snapfile
 from ..base import VmInstance, Vmm, VmmError, VmSpec
+from ..pidwait import wait_exited
 
 # CIDs 0-2 are reserved in vsock; we mimic the numbering (never reused in a process).
 _CIDS = itertools.count(3)
@@ -213,10 +214,11 @@ def _agent_pid(keeper: int) -> int:
 
 
 async def _wait_exit(proc: subprocess.Popen, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not _exited(proc):
-        await asyncio.sleep(0.005)
-    return _exited(proc)
+    """Whether the keeper exited within `seconds`; a pidfd wakes us at its exit
+    (`vmm/pidwait.py`), and nothing is reaped (see `_stop`)."""
+    if proc.returncode is not None:
+        return True
+    return await wait_exited(proc.pid, seconds)
 
 
 async def _stop(proc: subprocess.Popen, grace: float) -> None:
@@ -237,19 +239,6 @@ async def _stop(proc: subprocess.Popen, grace: float) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    # Reaping a SIGKILLed process is immediate.
-    for _ in range(400):
-        if proc.poll() is not None:
-            return
-        await asyncio.sleep(0.005)
+    # A SIGKILLed process exits at once: wait for that event, then reap it.
+    await _wait_exit(proc, 2.0)
     proc.wait()
-
-
-def _exited(proc: subprocess.Popen) -> bool:
-    if proc.returncode is not None:
-        return True
-    try:
-        info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return True
-    return info is not None

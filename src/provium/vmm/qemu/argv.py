@@ -50,8 +50,15 @@ class QemuConfig:
     # `provium console`: the serial port (with QEMU's monitor on Ctrl-A C) on this
     # terminal instead of the socket + log, and no QMP.
     stdio_console: bool = False
+    # QEMU's end of the QMP socketpair (passed to the child; see qmp.py's connect); None: no QMP.
+    qmp_fd: int | None = None
     agent_port: bool = True  # the agent's virtio-serial port (off for a console without agent)
     shares_argv: list[str] = field(default_factory=list)  # virtiofs chardevs + devices (virtiofs.argv)
+
+    def with_qmp_fd(self, fd: int) -> list[str]:
+        """The argv with QEMU's monitor on inherited fd `fd` (for process.spawn_qemu)."""
+        self.qmp_fd = fd
+        return build(self)
 
 
 def _q(path: str | Path) -> str:
@@ -70,6 +77,14 @@ def rtc_base(initial_time: float | None) -> str | None:
     if not 1970 <= t.year <= 9999:
         return None
     return t.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def qmp_args(fd: int | None) -> list[str]:
+    """The QMP monitor on an inherited, connected socket (no socket file, nothing to
+    poll for); none without a descriptor (benchmarks that only read the console)."""
+    if fd is None:
+        return []
+    return ["-chardev", f"socket,id=qmp,fd={fd}", "-mon", "chardev=qmp,mode=control"]
 
 
 def build(c: QemuConfig) -> list[str]:
@@ -98,7 +113,7 @@ def build(c: QemuConfig) -> list[str]:
         *(["-initrd", _q(c.initrd)] if c.initrd else []),
         "-append", c.cmdline,
         *(["-serial", "mon:stdio"] if c.stdio_console else [
-            "-qmp", f"unix:{_q(s / 'qmp.sock')},server=on,wait=off",
+            *qmp_args(c.qmp_fd),
             "-chardev", f"socket,id=console,path={_q(s / 'console.sock')},server=on,wait=off,"
                         f"logfile={_q(s / 'console.log')},logappend=on",
             "-serial", "chardev:console"]),

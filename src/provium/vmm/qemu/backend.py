@@ -15,9 +15,11 @@ import itertools
 import os
 import shlex
 import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from ... import artifacts, image, runfiles
 from ...config import VALID_ACCEL
@@ -25,6 +27,7 @@ from ...fsutil import read_tail
 from ...protocol.mux import ClientError, ClientState, ConnectionLost, MuxClient
 from .. import snapfile
 from ..base import DiskSpec, NicSpec, VmInstance, Vmm, VmmError, VmSpec
+from ..pidwait import ExitWatch
 from . import accel as accel_mod
 from . import argv as argv_mod
 from . import process
@@ -208,19 +211,19 @@ class QemuVmm(Vmm):
             rng_seed=spec.rng_seed, initial_time=spec.initial_time, disks=self._disks(spec), nics=list(spec.nics),
             extra=[a.replace("{scratch}", str(scratch)) for a in self.extra_args],
             ram_path=ram_file, shares_argv=virtiofs.argv(daemons, profile.machine != "microvm"))
-        argv = argv_mod.build(cfg)
         hotplug = HotplugSlots(profile.machine, cfg.hotplug_ports)
-        (scratch / "qemu.argv").write_text(shlex.join(argv) + "\n")
         timeout = spec.agent_boot_timeout or profile.agent_boot_timeout or self.boot_timeout or DEFAULT_BOOT_TIMEOUT
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         started = time.monotonic()
         try:
-            proc = process.spawn(argv, stderr_path=scratch / "qemu.stderr", cwd=scratch)
+            proc, qmp_sock, argv = process.spawn_qemu(cfg.with_qmp_fd, stderr_path=scratch / "qemu.stderr",
+                                                      cwd=scratch)
         except BaseException:
             await virtiofs.stop(daemons)
             raise
-        inst = QemuInstance(self, spec, cid, proc, scratch, accel, timeout)
+        (scratch / "qemu.argv").write_text(shlex.join(argv) + "\n")
+        inst = QemuInstance(self, spec, cid, proc, scratch, accel, timeout, qmp_sock)
         inst.share_daemons = daemons
         inst.machine, inst.kernel, inst.cmdline = profile.machine, images.kernel, cmdline
         inst.ram_file, inst.ram_shared = ram_file, ram_file is not None
@@ -267,7 +270,7 @@ class QemuInstance(VmInstance):
     backend = "qemu"
 
     def __init__(self, vmm: QemuVmm, spec: VmSpec, cid: int, proc, scratch: Path, accel: str,
-                 boot_timeout: float) -> None:
+                 boot_timeout: float, qmp_sock: socket.socket) -> None:
         self.vmm = vmm
         self.spec = spec
         self.cid = cid
@@ -280,6 +283,7 @@ class QemuInstance(VmInstance):
         self.console_socket = scratch / "console.sock"
         self.agent_socket = scratch / "agent.sock"
         self.qmp = Qmp(f"provium-{spec.name}-{cid}", log_path=scratch / "qmp.log")
+        self._qmp_sock: socket.socket | None = qmp_sock  # handed to self.qmp by _qmp_connect
         self.client = None  # type: ignore[assignment]
         self.boot_seconds = 0.0
         # Set by launch/restore: what a snapshot records and a restore needs.
@@ -304,13 +308,18 @@ class QemuInstance(VmInstance):
     # ---- start-up --------------------------------------------------------------------
 
     async def _qmp_connect(self, timeout: float) -> None:
-        connect = asyncio.ensure_future(self.qmp.connect(self.scratch / "qmp.sock", timeout))
-        while not connect.done():
-            if self.proc.poll() is not None:
-                connect.cancel()
-                raise VmmError("QEMU exited during start-up")
-            await asyncio.wait({connect}, timeout=0.05)
-        connect.result()
+        """QMP over the socketpair QEMU was started with: a QEMU that exits during
+        start-up closes its end, so this fails at once without watching the process."""
+        sock, self._qmp_sock = self._qmp_sock, None
+        if sock is None:
+            raise VmmError("QMP is already connected")
+        try:
+            await self.qmp.connect(sock, timeout)
+        except QmpError as exc:
+            rc = await process.wait_exit(self.proc, 0.5)  # a closed monitor usually means QEMU is exiting
+            if rc is not None:
+                raise VmmError(f"QEMU exited during start-up (status {rc})") from exc
+            raise
 
     async def _connect_agent(self, deadline: float) -> MuxClient:
         """Connect to the agent's chardev and complete one hello before `deadline`.
@@ -321,35 +330,47 @@ class QemuInstance(VmInstance):
         opened for us.)  Meanwhile QEMU is watched, so a guest that dies fails fast.
         """
         loop = asyncio.get_running_loop()
-        while True:
-            reader, writer = await asyncio.open_unix_connection(str(self.agent_socket))
-            client = MuxClient(reader, writer)
-            client.start()
-            hello = asyncio.ensure_future(client.hello(timeout=None))
-            try:
-                while not hello.done():
-                    if self.proc.poll() is not None:
-                        raise VmmError(f"QEMU exited (status {self.proc.returncode}) before the agent answered")
+        watch = ExitWatch(self.proc.pid)  # QEMU's exit, as an event (a pidfd)
+        try:
+            while True:
+                reader, writer = await asyncio.open_unix_connection(str(self.agent_socket))
+                client = MuxClient(reader, writer)
+                client.start()
+                hello = asyncio.ensure_future(client.hello(timeout=None))
+                try:
                     left = deadline - loop.time()
-                    if left <= 0:
-                        raise TimeoutError()
-                    await asyncio.wait({hello}, timeout=min(0.05, left))
-                hello.result()
-                return client
-            except (ConnectionLost, ConnectionError) as exc:
-                # QEMU refuses a new client until it has noticed the previous one
-                # left (after a reset we reconnect at once): try again.
-                await client.close()
-                if self.proc.poll() is not None or loop.time() >= deadline:
-                    raise VmmError(f"agent connection failed: {exc}") from exc
-                await asyncio.sleep(0.05)
-            except BaseException:
-                hello.cancel()
-                await client.close()
-                raise
+                    waits: set[asyncio.Future[Any]] = {hello, watch.exited}
+                    await asyncio.wait(waits, timeout=max(0.0, left),
+                                       return_when=asyncio.FIRST_COMPLETED)
+                    if hello.done():
+                        hello.result()
+                        return client
+                    if watch.exited.done():
+                        raise VmmError(f"QEMU exited (status {self.proc.poll()}) before the agent answered")
+                    raise TimeoutError()
+                except (ConnectionLost, ConnectionError) as exc:
+                    await client.close()
+                    if watch.exited.done() or loop.time() >= deadline:
+                        raise VmmError(f"agent connection failed: {exc}") from exc
+                    # QEMU refuses a new client until its main loop has noticed that the
+                    # previous one left (after a reset we reconnect at once).  Nothing
+                    # signals that moment (no QMP event for a chardev's client), so
+                    # retry after a short pause.
+                    await asyncio.sleep(0.05)
+                except BaseException:
+                    hello.cancel()
+                    await client.close()
+                    raise
+        finally:
+            watch.close()
 
     async def _wait_console(self, marker: str, deadline: float) -> None:
-        """A profile without the agent: wait until the console log shows `marker`."""
+        """A profile without the agent: wait until the console log shows `marker`.
+
+        Polled (50 ms): the log is a file QEMU appends to, and the events that
+        exist are inotify (not in the stdlib) or reading `console.sock`, whose
+        single client slot belongs to the console hub (host/console.py).  Only
+        agent-less profiles come here, and only during boot."""
         loop = asyncio.get_running_loop()
         want = marker.encode()
         seen = 0  # bytes of the log already searched (minus an overlap for a split marker)

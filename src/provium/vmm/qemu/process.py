@@ -7,12 +7,15 @@ kills QEMU too.  Spawns therefore happen on the session's long-lived loop thread
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import os
 import signal
+import socket
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+
+from ..pidwait import wait_exited
 
 PR_SET_PDEATHSIG = 1
 _libc = None
@@ -36,53 +39,44 @@ def pdeathsig_preexec():
     return lambda: _prctl_pdeathsig(parent)
 
 
-def spawn(argv: list[str], *, stderr_path: Path, cwd: Path) -> subprocess.Popen:
+def spawn(argv: list[str], *, stderr_path: Path, cwd: Path, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
     preexec = pdeathsig_preexec()
     with open(stderr_path, "wb") as err:
         return subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, cwd=str(cwd),
-            process_group=0, preexec_fn=preexec, close_fds=True,
+            process_group=0, preexec_fn=preexec, close_fds=True, pass_fds=pass_fds,
         )
+
+
+def spawn_qemu(argv_for: Callable[[int], list[str]], *, stderr_path: Path,
+               cwd: Path) -> tuple[subprocess.Popen, socket.socket, list[str]]:
+    """Start QEMU with its QMP monitor on one end of a socketpair; returns the process,
+    our end (for `Qmp.connect`) and the argv used.  `argv_for(fd)` builds the argv
+    for QEMU's end, which only QEMU keeps open."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        argv = argv_for(theirs.fileno())
+        proc = spawn(argv, stderr_path=stderr_path, cwd=cwd, pass_fds=(theirs.fileno(),))
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return proc, ours, argv
 
 
 async def wait_exit(proc: subprocess.Popen, timeout: float) -> int | None:
     """Exit code once `proc` has exited, or None if it is still running after `timeout`.
 
-    Waits on a pidfd (readable the moment the process exits) instead of polling;
-    the pid cannot be reused meanwhile, since only `proc.poll()` reaps it.
+    Waits on a pidfd (readable the moment the process exits: `vmm/pidwait.py`)
+    instead of polling; the pid cannot be reused meanwhile, since only
+    `proc.poll()` reaps it.
     """
     rc = proc.poll()
     if rc is not None:
         return rc
-    try:
-        fd = os.pidfd_open(proc.pid)
-    except (OSError, AttributeError):  # no pidfds (Linux < 5.3): poll instead
-        return await _poll_exit(proc, timeout)
-    loop = asyncio.get_running_loop()
-    exited = asyncio.Event()
-    loop.add_reader(fd, exited.set)
-    try:
-        if proc.poll() is None:
-            try:
-                await asyncio.wait_for(exited.wait(), timeout)
-            except asyncio.TimeoutError:
-                pass
-        return proc.poll()
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
-
-
-async def _poll_exit(proc: subprocess.Popen, timeout: float) -> int | None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        rc = proc.poll()
-        if rc is not None:
-            return rc
-        if loop.time() >= deadline:
-            return None
-        await asyncio.sleep(0.02)
+    await wait_exited(proc.pid, timeout)
+    return proc.poll()
 
 
 async def kill(proc: subprocess.Popen) -> None:

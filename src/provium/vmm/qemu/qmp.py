@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -61,24 +62,29 @@ class Qmp:
         self._client.register_listener(self._log)
         self.name = name
 
-    async def connect(self, path: Path, timeout: float) -> None:
-        """Connect, retrying until QEMU listens (it creates the socket early in its start-up)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        last: Exception | None = None
-        while loop.time() < deadline:
-            if path.exists():
-                try:
-                    await asyncio.wait_for(self._client.connect(str(path)), max(0.1, deadline - loop.time()))
-                    return
-                except (QMPError, OSError, asyncio.TimeoutError) as exc:
-                    last = exc
-                    try:
-                        await self._client.disconnect()
-                    except Exception:
-                        pass
-            await asyncio.sleep(0.02)
-        raise QmpError(f"QMP: could not connect to {path} within {timeout:g}s" + (f" ({last})" if last else ""))
+    async def connect(self, sock: socket.socket, timeout: float) -> None:
+        """Speak QMP over our end of a socketpair whose other end is QEMU's monitor
+        (`-chardev socket,fd=N`, see argv.py).  Nothing to wait for and nothing to
+        retry: there is no socket file to appear, the greeting arrives as soon as
+        QEMU's main loop runs, and a QEMU that dies first closes its end, which
+        fails the connect at once.  The socket is ours to close until the library
+        has taken it (it closes it on disconnect)."""
+        try:
+            await asyncio.wait_for(self._client.connect(sock), timeout)
+        except asyncio.TimeoutError:
+            await self._abandon(sock)
+            raise QmpError(f"QMP: no greeting from QEMU within {timeout:g}s") from None
+        except (QMPError, OSError, EOFError) as exc:
+            await self._abandon(sock)
+            cause = exc.__cause__ if exc.__cause__ is not None else exc
+            raise QmpError(f"QMP: connection failed ({cause or type(cause).__name__})") from exc
+
+    async def _abandon(self, sock: socket.socket) -> None:
+        try:
+            await self._client.disconnect()
+        except Exception:  # noqa: BLE001, S110 - already broken; the socket is closed below
+            pass
+        sock.close()
 
     async def execute(self, cmd: str, args: dict | None = None, timeout: float = COMMAND_TIMEOUT) -> Any:
         try:

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from ...errors import ProviumError
 from .. import snapfile
 from ..base import VmmError, VmSpec
+from ..pidwait import ExitWatch
 from . import argv as argv_mod
 from . import process
 from . import ram as ram_mod
@@ -64,29 +65,50 @@ def qemu_version(qemu: str) -> str:
     return _vmm_version
 
 
-async def _wait_migration(inst: QemuInstance, what: str, timeout: float = MIGRATE_TIMEOUT) -> None:
+async def _wait_migration(inst: QemuInstance, what: str, mark: int, timeout: float = MIGRATE_TIMEOUT) -> None:
+    """Until the migration started after QMP mark `mark` completes.
+
+    QEMU announces each status change as a MIGRATION event (the `events`
+    capability, set in `_set_capabilities`), and a pidfd says when QEMU exits,
+    so this waits on those two instead of polling `query-migrate`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    delay = 0.002
-    while True:
-        if inst.proc.poll() is not None:
-            raise VmmError(f"{what}: QEMU exited (status {inst.proc.returncode})" + inst.stderr_tail())
-        info = await inst.qmp.execute("query-migrate")
-        status = (info or {}).get("status")
-        if status == "completed":
-            return
-        if status in ("failed", "cancelled"):
-            raise VmmError(f"{what}: migration {status}: {(info or {}).get('error-desc', 'no detail')}"
-                           + inst.stderr_tail())
-        if loop.time() >= deadline:
-            raise VmmError(f"{what}: migration did not complete within {timeout:g}s (status {status})")
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.05)
+    watch = ExitWatch(inst.proc.pid)
+    try:
+        while True:
+            seen = inst.qmp.mark()  # before the scan: an event after it wakes the wait below
+            statuses = {(ev.get("data") or {}).get("status") for ev in inst.qmp.events_since(mark)
+                        if ev.get("event") == "MIGRATION"}
+            if "completed" in statuses:
+                return
+            if watch.exited.done():
+                raise VmmError(f"{what}: QEMU exited (status {inst.proc.poll()})" + inst.stderr_tail())
+            bad = statuses & {"failed", "cancelled"}
+            if bad:
+                info = await inst.qmp.execute("query-migrate")
+                raise VmmError(f"{what}: migration {bad.pop()}: {(info or {}).get('error-desc', 'no detail')}"
+                               + inst.stderr_tail())
+            left = deadline - loop.time()
+            if left <= 0:
+                info = await inst.qmp.execute("query-migrate")
+                raise VmmError(f"{what}: migration did not complete within {timeout:g}s "
+                               f"(status {(info or {}).get('status')})")
+            event = asyncio.ensure_future(inst.qmp.wait_event(("MIGRATION",), seen, left))
+            waits: set[asyncio.Future[Any]] = {event, watch.exited}
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                event.cancel()
+                await asyncio.gather(event, return_exceptions=True)
+    finally:
+        watch.close()
 
 
-async def _set_ignore_shared(inst: QemuInstance, on: bool) -> None:
-    await inst.qmp.execute("migrate-set-capabilities",
-                           {"capabilities": [{"capability": "x-ignore-shared", "state": on}]})
+async def _set_capabilities(inst: QemuInstance, ignore_shared: bool) -> None:
+    await inst.qmp.execute("migrate-set-capabilities", {"capabilities": [
+        {"capability": "x-ignore-shared", "state": ignore_shared},
+        {"capability": "events", "state": True},  # MIGRATION events: _wait_migration waits on them
+    ]})
 
 
 async def save(inst: QemuInstance, path: Path, extra: dict[str, Any]) -> int:
@@ -106,13 +128,14 @@ async def save(inst: QemuInstance, path: Path, extra: dict[str, Any]) -> int:
     was_running = bool((status or {}).get("running"))
     state_tmp = inst.scratch / "state.tmp" if file_mode else tmp
     try:
-        await _set_ignore_shared(inst, file_mode)
+        await _set_capabilities(inst, file_mode)
         if was_running:
             await inst.qmp.execute("stop")
         stopped = time.monotonic()
         try:
+            mark = inst.qmp.mark()
             await inst.qmp.execute("migrate", {"uri": "exec:cat > " + shlex.quote(str(state_tmp))})
-            await _wait_migration(inst, "snapshot")
+            await _wait_migration(inst, "snapshot", mark)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | (0 if not file_mode else os.O_TRUNC), 0o600)
             try:
                 if ram_file is not None:
@@ -217,20 +240,19 @@ async def _start_incoming(vmm: QemuVmm, spec: VmSpec, path: Path, meta: snapfile
         kernel=kernel, initrd=None, cmdline=meta.cmdline, scratch=scratch, ram_path=ram_path, ram_share=share,
         incoming=True, disks=vmm._disks(spec), nics=list(spec.nics),
         extra=[a.replace("{scratch}", str(scratch)) for a in vmm.extra_args])
-    argv = argv_mod.build(cfg)
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(mode=0o700)
-    (scratch / "qemu.argv").write_text(shlex.join(argv) + "\n")
     timeout = spec.agent_boot_timeout or spec.profile.agent_boot_timeout or vmm.boot_timeout or 30.0
-    proc = process.spawn(argv, stderr_path=scratch / "qemu.stderr", cwd=scratch)
-    inst = QemuInstance(vmm, spec, cid, proc, scratch, meta.accel, timeout)
+    proc, qmp_sock, argv = process.spawn_qemu(cfg.with_qmp_fd, stderr_path=scratch / "qemu.stderr", cwd=scratch)
+    (scratch / "qemu.argv").write_text(shlex.join(argv) + "\n")
+    inst = QemuInstance(vmm, spec, cid, proc, scratch, meta.accel, timeout, qmp_sock)
     inst.machine, inst.kernel, inst.cmdline = meta.machine, kernel, meta.cmdline
     inst.ram_file, inst.ram_shared = ram_file, share
     inst.hotplug = HotplugSlots(meta.machine, cfg.hotplug_ports)
     inst.record_boot_disks(cfg.disks)
     try:
         await inst._qmp_connect(min(5.0, timeout))
-        await _set_ignore_shared(inst, file_mode)
+        await _set_capabilities(inst, file_mode)
     except BaseException as exc:
         detail = inst._failure_text(exc, timeout)
         await inst._kill()
@@ -284,8 +306,9 @@ async def restore(vmm: QemuVmm, spec: VmSpec, path: Path, meta: snapfile.Snapsho
         deadline = loop.time() + timeout
         src = (f"exec:dd if={shlex.quote(str(Path(path).resolve()))} bs=1M iflag=skip_bytes,count_bytes "
                f"skip={meta.state_offset} count={meta.state_length} status=none")
+        mark = inst.qmp.mark()
         await inst.qmp.execute("migrate-incoming", {"uri": src})
-        await _wait_migration(inst, f"restore from `{path}`", min(MIGRATE_TIMEOUT, timeout))
+        await _wait_migration(inst, f"restore from `{path}`", mark, min(MIGRATE_TIMEOUT, timeout))
         await inst.qmp.execute("cont")
         inst.client = await inst._connect_agent(deadline)
     except BaseException as exc:

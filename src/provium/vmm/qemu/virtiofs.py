@@ -62,6 +62,10 @@ async def start(shares: list[ShareSpec], scratch: Path) -> list[Daemon]:
 
 
 async def _wait_socket(d: Daemon) -> None:
+    # Polled (20 ms): virtiofsd makes its socket once it has checked its source
+    # directory, and nothing but inotify signals that.  Handing it a socket we bound
+    # ourselves (`--fd`) would remove the wait but hide a daemon's start-up error
+    # (bad source, no permission) behind QEMU's vague vhost-user failure.
     loop = asyncio.get_running_loop()
     deadline = loop.time() + START_TIMEOUT
     while not d.socket.exists():
