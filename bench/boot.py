@@ -196,6 +196,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=200, help="vm.run round trips (default 200)")
     ap.add_argument("--machine", choices=("q35", "microvm"), default="q35")
     ap.add_argument("--write-readme", action="store_true", help="record the results in bench/README.md")
+    ap.add_argument("--debian", type=int, default=3, metavar="N",
+                    help="boots of the built-in `debian` guest, each paired with a `linux` boot (default 3; 0 skips)")
     a = ap.parse_args()
 
     qemu = shutil.which("qemu-system-x86_64")
@@ -287,11 +289,69 @@ def main() -> int:
             vm.shutdown()
     finally:
         shutil.rmtree(cache, ignore_errors=True)
+    if a.debian > 0:
+        results["debian"] = debian_boots(a)
 
     rows = report(results, a)
     if a.write_readme:
         write_readme(rows, results, a)
     return 0
+
+
+DEBIAN_NOTE = """
+The `debian` rows (`--debian N`): the built-in Debian 12 guest (systemd as PID 1, the
+agent a systemd unit started before `sysinit.target`, the root an ext4 image behind a
+per-VM qcow2 overlay) against the `linux` guest, each `debian` boot right after a
+`linux` one in the same run, with the normal image cache (the image prepared
+beforehand).  The agent of the `debian` guest answers while systemd is still starting
+the rest; the multi-user row is what a test waiting for its services pays.  The
+restore rows snapshot each guest after its boot and restore it into a new VM (the
+path of a fixture hit): the `debian` restore also copies its root overlay.
+"""
+
+
+def debian_boots(a) -> dict[str, list[float]]:
+    """`debian` vs `linux`: cold boots to agent ready (pairs run back to back), the debian
+    guest's time to multi-user.target, and restores from a snapshot (what a fixture hit
+    does) of each.  Uses the normal image cache: the debian image takes minutes to build
+    (`provium prepare debian`), so a throwaway cache would measure the build."""
+    out: dict[str, list[float]] = {"linux": [], "debian": [], "debian_multi_user": [],
+                                   "linux_restore": [], "debian_restore": []}
+    cfg = load(None)
+    cfg.profiles["linux"].machine = cfg.profiles["debian"].machine = a.machine
+    snaps = Path(tempfile.mkdtemp(prefix="provium-bench-snaps-"))
+    try:
+        with Session(vmm_mod.create("qemu", accel="tcg"), cfg) as s:
+            print("debian: warming up (builds the image if it is not cached)...", flush=True)
+            for profile in ("debian", "linux"):
+                boot_agent(s, profile)[0].shutdown()
+            for i in range(a.debian):
+                vm, t = boot_agent(s, "linux")
+                out["linux"].append(t)
+                snap_l = vm.snapshot(str(snaps / f"linux-{i}.snap"))
+                vm.shutdown()
+                vm, t = boot_agent(s, "debian")
+                out["debian"].append(t)
+                after_boot = time.monotonic()
+                vm.wait_unit("multi-user.target", timeout=600)
+                # QEMU start -> agent ready, then until wait_unit saw the target active
+                out["debian_multi_user"].append(t + time.monotonic() - after_boot)
+                snap_d = vm.snapshot(str(snaps / f"debian-{i}.snap"))
+                vm.shutdown()
+                for kind, snap in (("linux", snap_l), ("debian", snap_d)):
+                    vm = VM(s, f"bench-restore-{kind}-{i}", kind)
+                    t0 = time.monotonic()
+                    vm.restore(snap)
+                    vm.run("true")
+                    out[f"{kind}_restore"].append(time.monotonic() - t0)
+                    vm.shutdown()
+                    snap.delete()
+                print(f"  pair {i + 1}: linux {out['linux'][-1]:.2f} s, debian {out['debian'][-1]:.2f} s "
+                      f"(multi-user {out['debian_multi_user'][-1]:.2f} s); restores: linux "
+                      f"{out['linux_restore'][-1]:.2f} s, debian {out['debian_restore'][-1]:.2f} s", flush=True)
+    finally:
+        shutil.rmtree(snaps, ignore_errors=True)
+    return out
 
 
 def overlay_files(cache: Path) -> list[str]:
@@ -331,6 +391,22 @@ def report(r: dict, a) -> list[tuple[str, str]]:
         ("in a guest, alone: importing the agent (Python already started once)", f"{p['agent-imports']:.2f} s"),
         ("in a guest, alone: loading the virtio modules", f"{p['modules']:.2f} s"),
     ]
+    d = r.get("debian")
+    if d:
+        med = {k_: statistics.median(v) for k_, v in d.items()}
+        n = len(d["debian"])
+        rows += [
+            (f"`debian` guest: boot to agent ready, median of {n}",
+             f"{med['debian']:.2f} s (min {min(d['debian']):.2f}, max {max(d['debian']):.2f})"),
+            (f"`linux` guest, each boot paired with one of those, median of {n}", f"{med['linux']:.2f} s"),
+            ("`debian` / `linux` boot to agent ready, ratio of the medians", f"**{med['debian'] / med['linux']:.2f}x**"),
+            ("`debian`: QEMU start until `vm:wait_unit(\"multi-user.target\")` returned, median",
+             f"{med['debian_multi_user']:.2f} s"),
+            (f"restore from a snapshot (a fixture hit) until `vm.run(\"true\")` answered, median of {n}: "
+             "`debian` / `linux`", f"{med['debian_restore']:.2f} s / {med['linux_restore']:.2f} s"),
+            ("`debian`: cold boot to multi-user / restore, ratio of the medians",
+             f"**{med['debian_multi_user'] / med['debian_restore']:.0f}x**"),
+        ]
     width = max(len(k) for k, _ in rows)
     for k_, v in rows:
         print(f"{k_:<{width}}  {v}")
@@ -389,7 +465,7 @@ load (other helpers' work shared these 2 cores), and the ratio with them.
 `vm.run("true")` is dominated by the guest side: the agent forks and execs `sh`
 under emulation and collects it; the transport and the agent's dispatch alone are
 the `get_time` row.
-"""
+{DEBIAN_NOTE if r.get("debian") else ""}"""
     write_section("boot", section)
 
 
