@@ -158,7 +158,7 @@ MODES = pytest.mark.parametrize("mode", ["spawn", "zygote"])
 @MODES
 def test_results_in_input_order_with_events_forwarded_in_order(tmp_path, mode):
     specs = {
-        "a.test.lua": {"tests": [{"name": "one", "sleep": 0.3}, {"name": "two", "status": "failed", "message": "boom"}]},
+        "a.test.lua": {"tests": [{"name": "one", "sleep": 1.0}, {"name": "two", "status": "failed", "message": "boom"}]},
         "b.test.lua": {"tests": [{"name": "x", "status": "skipped", "message": "later", "bytes_meta": {"spec": "01"}}]},
     }
     files, results, rec, done = run_files(tmp_path, specs, mode=mode)
