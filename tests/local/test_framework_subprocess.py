@@ -93,11 +93,16 @@ def test_list_tests(tmp_path):
     f.write_text('test("one", {tags = {"x"}}, function() end)\ntest("two", function() end)\n')
     got = list_tests(str(f), RunSettings(vmm="local"))
     assert [(t.name, t.meta) for t in got] == [("one", {"tags": ["x"]}), ("two", {})]
-    # top-level code that boots: nothing is booted, names come from the source text
+    # a top level that boots: nothing is booted (the boot is held, then dropped), and the
+    # tests come from running it, meta included
     g = tmp_path / "b.test.lua"
     g.write_text('local vm = provium:vm("a", "linux"):boot()\n'
                  'test("first", function() end)\ntest(\'second\', {slow = true}, function() end)\n')
-    assert [t.name for t in list_tests(str(g))] == ["first", "second"]
+    assert [(t.name, t.meta) for t in list_tests(str(g))] == [("first", {}), ("second", {"slow": True})]
+    # one that uses its VM at the top level: names from the source text (meta unknown)
+    g.write_text('local vm = provium:vm("a", "linux"):boot()\nlocal out = vm:run("true")\n'
+                 'test("first", function() end)\ntest(\'second\', {slow = true}, function() end)\n')
+    assert [(t.name, t.meta) for t in list_tests(str(g))] == [("first", {}), ("second", {})]
     h = tmp_path / "c.test.lua"
     h.write_text("test(")
     with pytest.raises(Exception, match="c.test.lua:1:"):
