@@ -68,6 +68,21 @@ def test_runner_subprocess_reports_bad_settings(tmp_path):
     assert not (tmp_path / "r.json").exists()
 
 
+def test_a_runner_whose_work_dir_was_swept_does_not_recreate_it(tmp_path):
+    # A runner outliving a SIGKILLed dispatcher (killed before its death signal was
+    # armed) finished after the next run had swept the work dir, and wrote its
+    # result there, creating the directory again: it was left behind for good.
+    test = tmp_path / "x.test.lua"
+    test.write_text('test("ok", function(t) end)\n')
+    sp = tmp_path / "settings.json"
+    sp.write_text(RunSettings(vmm="local").to_json())
+    gone = tmp_path / "provium-run-1-swept"
+    p = subprocess.run([sys.executable, "-m", "provium.runner", "--settings", str(sp), "--result",
+                        str(gone / "0.result.json"), str(test)], capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert not gone.exists()
+
+
 def test_killed_runner_leaves_no_agent_behind(tmp_path):
     proc, rfd = start_runner(tmp_path, '''
         local vm = provium:vm("a", "linux"):boot()
@@ -124,3 +139,20 @@ def test_a_runner_given_sigterm_says_so_and_lists_later_tests(tmp_path):
     assert tests["later"]["status"] == "skipped"
     assert tests["later"]["message"] == "not run: runner terminated (SIGTERM)"
     assert result["chunk_error"] == "runner terminated (SIGTERM)"
+
+
+def test_a_runner_whose_dispatcher_is_already_gone_runs_nothing(tmp_path):
+    # The dispatcher (the events pipe's only reader) died before the runner armed its
+    # death signal: the runner must not go on to run the file as an orphan.
+    test = tmp_path / "x.test.lua"
+    test.write_text('local f = io.open(os.getenv("MARK"), "w") f:write("ran") f:close()\n')
+    sp = tmp_path / "settings.json"
+    sp.write_text(RunSettings(vmm="local").to_json())
+    rfd, wfd = os.pipe()
+    os.close(rfd)
+    p = subprocess.run([sys.executable, "-m", "provium.runner", "--settings", str(sp), "--result",
+                        str(tmp_path / "r.json"), "--events-fd", str(wfd), str(test)], pass_fds=(wfd,),
+                       env=dict(os.environ, MARK=str(tmp_path / "mark")), capture_output=True, timeout=60)
+    os.close(wfd)
+    assert p.returncode == 2, p.stderr
+    assert not (tmp_path / "mark").exists() and not (tmp_path / "r.json").exists()
