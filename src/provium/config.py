@@ -22,6 +22,8 @@ from .disk.spec import parse_disk
 from .vmm.base import DiskSpec
 
 BUILTIN_PROFILE = "linux"
+DEBIAN_PROFILE = "debian"  # built-in too: a Debian 12 guest with systemd (image/debian.py)
+VALID_DISTROS = ("debian",)
 VALID_GUEST_OS = ("linux", "peios")
 VALID_MACHINES = ("q35", "microvm")
 VALID_ACCEL = ("auto", "kvm", "tcg")
@@ -53,6 +55,10 @@ class Profile:
     memory: int | None = None  # bytes
     cpus: int | None = None
     builtin: bool = False
+    # Ours: a distribution root filesystem provium builds (image/debian.py), booted from a
+    # disk through a per-VM copy-on-write overlay, with these packages added.
+    distro: str | None = None
+    packages: list[str] = field(default_factory=list)
     base_dir: str = "."  # relative paths resolve against this
 
     @overload
@@ -115,6 +121,17 @@ def builtin_linux_profile() -> Profile:
     return Profile(name=BUILTIN_PROFILE, builtin=True, cmdline=DEFAULT_CMDLINE)
 
 
+# A systemd guest boots for longer than the agent alone: under TCG about 10 s to the
+# agent on an idle machine, several times that on a loaded one.
+DEBIAN_BOOT_TIMEOUT = 180.0
+
+
+def builtin_debian_profile() -> Profile:
+    """Image, kernel and initramfs are built by provium.image.debian when first booted or prepared."""
+    return Profile(name=DEBIAN_PROFILE, builtin=True, cmdline=DEFAULT_CMDLINE, distro="debian",
+                   agent_boot_timeout=DEBIAN_BOOT_TIMEOUT)
+
+
 def _want(table: dict, key: str, types: tuple, where: str) -> Any:
     v = table[key]
     if isinstance(v, bool) and bool not in types:
@@ -129,7 +146,10 @@ def _want(table: dict, key: str, types: tuple, where: str) -> Any:
 TOP_TABLES = ("provium", "profiles")
 PROVIUM_KEYS = ("roots", "cache_dir", "cache_max_size")
 PROFILE_KEYS = ("kernel", "initrd", "cmdline", "cmdline_file", "guest_os", "inject_agent", "agent_overlay_path",
-                "agent_boot_timeout", "boot_marker", "build", "build_out", "root", "disks", "machine", "accel", "memory", "cpus")
+                "agent_boot_timeout", "boot_marker", "build", "build_out", "root", "disks", "machine", "accel", "memory", "cpus",
+                "distro", "packages")
+# What provium makes itself for a `distro` profile: setting them too is a contradiction.
+DISTRO_EXCLUDES = ("kernel", "initrd", "build", "root", "inject_agent", "agent_overlay_path", "boot_marker")
 
 
 def _known_keys(table: dict, valid: tuple[str, ...], where: str) -> None:
@@ -183,7 +203,32 @@ def _profile(name: str, t: dict, base_dir: Path, where: str) -> Profile:
             p.disks.append(parse_disk(d, f"{w}: disks[{i + 1}]", f"disk{i}", ConfigError))
     if not p.cmdline.strip() and not p.cmdline_file:
         p.cmdline = DEFAULT_CMDLINE  # what the built-in profile boots with (docs/running.md)
+    _distro(p, t, w)
     return p
+
+
+def _distro(p: Profile, t: dict, w: str) -> None:
+    """`distro = "debian"` and `packages = [...]` (docs/guests.md)."""
+    if "distro" in t:
+        p.distro = _want(t, "distro", (str,), w)
+        if p.distro not in VALID_DISTROS:
+            raise ConfigError(f"{w}: distro {p.distro!r} is not supported (valid: {', '.join(VALID_DISTROS)})")
+        clash = [k for k in DISTRO_EXCLUDES if k in t]
+        if clash:
+            raise ConfigError(f"{w}: `{clash[0]}` cannot be set with `distro = \"{p.distro}\"` (provium builds the "
+                              "kernel's initramfs, the root filesystem and the agent of a distro profile itself)")
+        if "agent_boot_timeout" not in t:
+            p.agent_boot_timeout = DEBIAN_BOOT_TIMEOUT
+    if "packages" in t:
+        if p.distro is None:
+            raise ConfigError(f"{w}: `packages` needs `distro = \"debian\"` (only a distro profile installs packages)")
+        from .image.debian import check_packages
+        from .image.errors import ImageError
+
+        try:
+            p.packages = check_packages(t["packages"], w)
+        except ImageError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def _expand_out(p: Profile) -> None:
@@ -243,6 +288,7 @@ def load(path: str | os.PathLike | None, *, explicit: bool = False) -> Config:
     cfg = Config()
     if path is None or (not explicit and not Path(path).exists()):
         cfg.profiles[BUILTIN_PROFILE] = builtin_linux_profile()
+        cfg.profiles[DEBIAN_PROFILE] = builtin_debian_profile()
         return cfg
     path = Path(path)
     raw = _read(path)
@@ -301,4 +347,5 @@ def load(path: str | os.PathLike | None, *, explicit: bool = False) -> Config:
     for p in cfg.profiles.values():
         _expand_out(p)
     cfg.profiles.setdefault(BUILTIN_PROFILE, builtin_linux_profile())
+    cfg.profiles.setdefault(DEBIAN_PROFILE, builtin_debian_profile())
     return cfg

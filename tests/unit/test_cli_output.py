@@ -249,7 +249,7 @@ def test_prepare_unknown_profile(tmp_path):
     cfg = tmp_path / "provium.toml"
     cfg.write_text("")
     r = invoke(["--config", str(cfg), "prepare", "nosuch"])
-    assert r.exit_code == 2 and "profile `nosuch` not found" in r.output and "have: linux" in r.output
+    assert r.exit_code == 2 and "profile `nosuch` not found" in r.output and "have: debian, linux" in r.output
 
 
 def test_version_and_help():

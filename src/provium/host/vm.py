@@ -587,6 +587,23 @@ class VM:
             proc.close_stdin()
         return proc
 
+    # ---- systemd guests (host/systemd.py does the work) ----------------------------
+
+    def wait_unit(self, unit: str, opts: Mapping | None = None, **kw: Any) -> None:
+        """Wait until the systemd unit `unit` is active (option `timeout`, default 120 s).
+        A unit that fails raises `UnitFailed` quoting its journal; a guest without
+        systemd (the `linux` profile) raises `NoSystemd`."""
+        from . import systemd
+
+        systemd.wait_unit(self, unit, opts, **kw)
+
+    def journal(self, unit: str | None = None, opts: Mapping | None = None, **kw: Any) -> str:
+        """The last `lines` (default 50) lines of `unit`'s journal (of the whole journal
+        without a unit), as text.  Needs a systemd guest."""
+        from . import systemd
+
+        return systemd.journal(self, unit, opts, **kw)
+
     # ---- files -------------------------------------------------------------------
 
     def read_file(self, path: Any) -> bytes:

@@ -189,6 +189,20 @@ class VmBinding(Binding):
         proc = self.host.run_async(cmd, opts)
         return self._state.register("proc", proc)
 
+    # ---- systemd guests ------------------------------------------------------------
+
+    @method()
+    def wait_unit(self, *a: Any) -> None:
+        args = Args("vm:wait_unit", a, max_args=2)
+        self.host.wait_unit(args.string(1, "unit"), _opts("vm:wait_unit", args, 2))
+
+    @method()
+    def journal(self, *a: Any) -> str:
+        args = Args("vm:journal", a, max_args=2)
+        if is_table(args.get(1)):  # vm:journal({lines = 10}): the whole journal
+            return self.host.journal(None, _opts("vm:journal", args, 1))
+        return self.host.journal(args.string(1, "unit", optional=True), _opts("vm:journal", args, 2))
+
     # ---- files --------------------------------------------------------------------
 
     @method()
