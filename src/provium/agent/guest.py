@@ -91,6 +91,14 @@ class PortReader:
             if n or self._gone():
                 return n
 
+    def readv(self, bufs) -> int:
+        """Fill `bufs` in order in one system call, as far as data comes (the port
+        hands over one 4 KiB buffer per read; the kernel loops over the segments)."""
+        while True:
+            n = os.readv(self.fd, bufs)
+            if n or self._gone():
+                return n
+
     def read(self, n: int = 65536) -> bytes:
         while True:
             data = os.read(self.fd, max(1, min(n, 1 << 20)))
@@ -116,13 +124,18 @@ class PortWriter:
     def __init__(self, fd: int) -> None:
         self.fd = fd
 
+    def sendall(self, data) -> None:
+        """Write all of `data` (the session calls this directly: one loop, no flush)."""
+        fd = self.fd
+        n = os.write(fd, data)
+        if n < len(data):  # the port takes at most 32 KiB per write
+            view = memoryview(data)
+            while n < len(view):
+                n += os.write(fd, view[n:])
+
     def write(self, data) -> int:
-        view = memoryview(data)
-        total = len(view)
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
-        return total
+        self.sendall(data)
+        return len(data)
 
     def flush(self) -> None:
         pass
