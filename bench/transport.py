@@ -179,6 +179,14 @@ for label, fn in (("fork+exec true", fork_exec(["/bin/true"])), ("posix_spawn tr
         fn()
         ts.append(time.perf_counter() - t)
     print(label, *ts)
+# A small process forking: busybox sh runs /bin/true 50 times; per run.
+loop = "i=0; while [ $i -lt 50 ]; do /bin/true; i=$((i+1)); done"
+ts = []
+for _ in range(max(3, n // 10)):
+    t = time.perf_counter()
+    os.waitpid(os.posix_spawn("/bin/sh", ["sh", "-c", loop], env), 0)
+    ts.append((time.perf_counter() - t) / 50)
+print("sh loop fork+exec true", *ts)
 """
 
 
@@ -319,6 +327,7 @@ def _qemu_note(rows: dict, boot: float | None) -> str:
     run_sh = med['qemu guest: vm.run("true")']
     fe_true = med["qemu guest, timed inside: fork+exec true"]
     fe_sh = med["qemu guest, timed inside: fork+exec sh -c true"]
+    sh_loop = med["qemu guest, timed inside: sh loop fork+exec true"]
     host = med["agent get_time (mux, on the loop)"]
     return (f"- in a QEMU guest (booted in {boot:.1f} s; TCG, no usable KVM here) the agent's no-op round\n"
             f"  trip is **{noop:.3f} ms** median (target <= 0.5 ms); a host-speed agent (the local row)\n"
@@ -326,7 +335,10 @@ def _qemu_note(rows: dict, boot: float | None) -> str:
             f"- `vm.run([\"true\"])` costs {run_argv:.2f} ms against {fe_true:.2f} ms for the guest's own\n"
             f"  fork+exec+wait of `true`: **{run_argv / fe_true:.2f}x** (target <= 1.5x); `vm.run(\"true\")`\n"
             f"  (`sh -c true`) costs {run_sh:.2f} ms, {run_sh / fe_true:.2f}x the fork+exec of `true` and\n"
-            f"  {run_sh / fe_sh:.2f}x the guest's own fork+exec of `sh -c true`;\n"
+            f"  {run_sh / fe_sh:.2f}x the guest's own fork+exec of `sh -c true`.  Forking the guest's\n"
+            f"  Python costs more than forking busybox `sh`: from a shell loop, fork+exec+wait of\n"
+            f"  `true` costs {sh_loop:.2f} ms, and `vm.run([\"true\"])` is {run_argv / sh_loop:.2f}x that\n"
+            "  (the agent starts commands with posix_spawn, a vfork: no page tables copied);\n"
             "- qemu-guest-agent's `guest-exec` (+ `guest-exec-status`) of `sh -c true` is compared\n"
             "  with `vm.run` on one VM by `bench/boot.py` (its section below): vm.run is the faster one\n")
 

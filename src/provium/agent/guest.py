@@ -24,7 +24,8 @@ RECONNECT_POLL = 0.02
 # A 0-byte read can race with the "host connected" event the driver processes on its
 # own work queue: only call it EOF if the port still looks disconnected after this.
 EOF_GRACE = 0.1
-OOM_POLL = 0.05  # chain mode: how often to look for /proc (the guest's init mounts it)
+OOM_POLL = 0.05
+SWITCH_INTERVAL = 0.0005  # chain mode: how often to look for /proc (the guest's init mounts it)
 
 
 def log(message: str) -> None:
@@ -274,6 +275,10 @@ def main() -> int:
     _stdin_to_devnull()
     _mix_rng_seed()
     fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
+    # A thread woken while another runs Python waits up to the switch interval
+    # for the GIL (5 ms by default); a streamed command output hands every chunk
+    # from the collecting thread to the sending one, so that wait was paid per chunk.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     state = AgentState()
     while True:
         wait_for_host(fd)
