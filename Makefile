@@ -4,10 +4,10 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
-SYSPKG := qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static qemu-guest-agent cpio tmux
+SYSPKG := qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static qemu-guest-agent cpio tmux mmdebstrap
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup sysdeps venv image demo lint test test-fast bench clean
+.PHONY: setup sysdeps venv image debian-image demo lint test test-fast bench clean
 
 setup: sysdeps venv image
 
@@ -33,6 +33,11 @@ venv: $(STAMP)
 image: venv sysdeps
 	$(VENV)/bin/provium prepare linux
 
+# The built-in `debian` guest's image (mmdebstrap: a minute or two the first time, then
+# cached; the agent or kernel changing costs seconds).  `make test` boots it.
+debian-image: venv sysdeps
+	$(VENV)/bin/provium prepare debian
+
 demo: setup
 	$(VENV)/bin/provium examples/
 
@@ -41,7 +46,7 @@ lint: venv
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/mypy
 
-test: setup lint
+test: setup lint debian-image
 	$(PY) -m pytest -q tests
 
 test-fast: venv lint

@@ -1,7 +1,7 @@
 """`provium.toml`: the run settings and the guest profiles.
 
-Read with `tomllib`.  An unknown key in `[provium]` or in a profile is an error
-naming it (the reference ignores them; a typo should not silently change a run,
+Read with `tomllib`.  An unknown top-level table, or an unknown key in
+`[provium]` or in a profile, is an error naming it (the reference ignores them; a typo should not silently change a run,
 see docs/differences.md); paths are checked when a VM boots, not here.  The built-in `linux`
 profile exists even with no config file at all.
 """
@@ -22,6 +22,8 @@ from .disk.spec import parse_disk
 from .vmm.base import DiskSpec
 
 BUILTIN_PROFILE = "linux"
+DEBIAN_PROFILE = "debian"  # built-in too: a Debian 12 guest with systemd (image/debian.py)
+VALID_DISTROS = ("debian",)
 VALID_GUEST_OS = ("linux", "peios")
 VALID_MACHINES = ("q35", "microvm")
 VALID_ACCEL = ("auto", "kvm", "tcg")
@@ -53,6 +55,10 @@ class Profile:
     memory: int | None = None  # bytes
     cpus: int | None = None
     builtin: bool = False
+    # Ours: a distribution root filesystem provium builds (image/debian.py), booted from a
+    # disk through a per-VM copy-on-write overlay, with these packages added.
+    distro: str | None = None
+    packages: list[str] = field(default_factory=list)
     base_dir: str = "."  # relative paths resolve against this
 
     @overload
@@ -115,6 +121,17 @@ def builtin_linux_profile() -> Profile:
     return Profile(name=BUILTIN_PROFILE, builtin=True, cmdline=DEFAULT_CMDLINE)
 
 
+# A systemd guest boots for longer than the agent alone: under TCG about 10 s to the
+# agent on an idle machine, several times that on a loaded one.
+DEBIAN_BOOT_TIMEOUT = 180.0
+
+
+def builtin_debian_profile() -> Profile:
+    """Image, kernel and initramfs are built by provium.image.debian when first booted or prepared."""
+    return Profile(name=DEBIAN_PROFILE, builtin=True, cmdline=DEFAULT_CMDLINE, distro="debian",
+                   agent_boot_timeout=DEBIAN_BOOT_TIMEOUT)
+
+
 def _want(table: dict, key: str, types: tuple, where: str) -> Any:
     v = table[key]
     if isinstance(v, bool) and bool not in types:
@@ -125,10 +142,14 @@ def _want(table: dict, key: str, types: tuple, where: str) -> Any:
     return v
 
 
-# Every key a section may hold; anything else is a typo and an error naming it.
+# Every table and key provium.toml may hold; anything else is a typo and an error naming it.
+TOP_TABLES = ("provium", "profiles")
 PROVIUM_KEYS = ("roots", "cache_dir", "cache_max_size")
 PROFILE_KEYS = ("kernel", "initrd", "cmdline", "cmdline_file", "guest_os", "inject_agent", "agent_overlay_path",
-                "agent_boot_timeout", "boot_marker", "build", "build_out", "root", "disks", "machine", "accel", "memory", "cpus")
+                "agent_boot_timeout", "boot_marker", "build", "build_out", "root", "disks", "machine", "accel", "memory", "cpus",
+                "distro", "packages")
+# What provium makes itself for a `distro` profile: setting them too is a contradiction.
+DISTRO_EXCLUDES = ("kernel", "initrd", "build", "root", "inject_agent", "agent_overlay_path", "boot_marker")
 
 
 def _known_keys(table: dict, valid: tuple[str, ...], where: str) -> None:
@@ -182,7 +203,32 @@ def _profile(name: str, t: dict, base_dir: Path, where: str) -> Profile:
             p.disks.append(parse_disk(d, f"{w}: disks[{i + 1}]", f"disk{i}", ConfigError))
     if not p.cmdline.strip() and not p.cmdline_file:
         p.cmdline = DEFAULT_CMDLINE  # what the built-in profile boots with (docs/running.md)
+    _distro(p, t, w)
     return p
+
+
+def _distro(p: Profile, t: dict, w: str) -> None:
+    """`distro = "debian"` and `packages = [...]` (docs/guests.md)."""
+    if "distro" in t:
+        p.distro = _want(t, "distro", (str,), w)
+        if p.distro not in VALID_DISTROS:
+            raise ConfigError(f"{w}: distro {p.distro!r} is not supported (valid: {', '.join(VALID_DISTROS)})")
+        clash = [k for k in DISTRO_EXCLUDES if k in t]
+        if clash:
+            raise ConfigError(f"{w}: `{clash[0]}` cannot be set with `distro = \"{p.distro}\"` (provium builds the "
+                              "kernel's initramfs, the root filesystem and the agent of a distro profile itself)")
+        if "agent_boot_timeout" not in t:
+            p.agent_boot_timeout = DEBIAN_BOOT_TIMEOUT
+    if "packages" in t:
+        if p.distro is None:
+            raise ConfigError(f"{w}: `packages` needs `distro = \"debian\"` (only a distro profile installs packages)")
+        from .image.debian import check_packages
+        from .image.errors import ImageError
+
+        try:
+            p.packages = check_packages(t["packages"], w)
+        except ImageError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def _expand_out(p: Profile) -> None:
@@ -242,6 +288,7 @@ def load(path: str | os.PathLike | None, *, explicit: bool = False) -> Config:
     cfg = Config()
     if path is None or (not explicit and not Path(path).exists()):
         cfg.profiles[BUILTIN_PROFILE] = builtin_linux_profile()
+        cfg.profiles[DEBIAN_PROFILE] = builtin_debian_profile()
         return cfg
     path = Path(path)
     raw = _read(path)
@@ -250,6 +297,13 @@ def load(path: str | os.PathLike | None, *, explicit: bool = False) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"parse `{path}`: {exc}") from exc
     where = f"invalid config in `{path}`"
+    unknown = sorted(k for k in data if k not in TOP_TABLES)
+    if unknown:
+        # A table is shown as `[name]`, a bare key (`title = 1`) as `name`.
+        names = ", ".join(f"[{k}]" if isinstance(data[k], dict) else f"`{k}`" for k in unknown)
+        hint = " (did you mean [profiles.NAME]?)" if "profile" in unknown else ""
+        raise ConfigError(f"{where}: unknown top-level table{'s' if len(unknown) > 1 else ''} {names}{hint} "
+                          f"(valid: {', '.join(f'[{t}]' for t in TOP_TABLES)}, [profiles.NAME])")
     cfg.path = path
     base = path.parent.resolve()
     top = data.get("provium", {})
@@ -293,4 +347,5 @@ def load(path: str | os.PathLike | None, *, explicit: bool = False) -> Config:
     for p in cfg.profiles.values():
         _expand_out(p)
     cfg.profiles.setdefault(BUILTIN_PROFILE, builtin_linux_profile())
+    cfg.profiles.setdefault(DEBIAN_PROFILE, builtin_debian_profile())
     return cfg

@@ -1,4 +1,5 @@
-"""Files: writing one so that no reader ever sees half of it, reading the end of one."""
+"""Files: writing one so that no reader ever sees half of it, reading the end of one;
+and how a file name that is not valid UTF-8 is shown (`printable`)."""
 
 from __future__ import annotations
 
@@ -64,3 +65,18 @@ def read_tail(path: str | os.PathLike, n: int) -> bytes:
             return f.read()
     except OSError:
         return b""
+
+
+def printable(text: str) -> str:
+    """`text` (a path as Python holds it, undecodable bytes as surrogate escapes) with
+    each byte that is not UTF-8 written as `\\xNN`: valid UTF-8, so it can be printed,
+    put in JSON, XML or an event.  A valid UTF-8 name is returned unchanged.
+
+    Lossless for every name that holds no backslash: `\\xNN` stands for byte NN
+    (docs/running.md, "File names").  Other lone surrogates (not from a file name)
+    are left for the writer's own replacement."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in text)

@@ -134,6 +134,81 @@ def test_fail_fast_stops_after_the_first_failing_file(tmp_path):
     assert objs["c.test.lua"]["chunk_error"] == "skipped: --fail-fast" and objs["c.test.lua"]["tests"] == []
 
 
+def test_fail_fast_text_shows_every_file_it_counts(tmp_path):
+    # Two files side by side: b's chunk error ends first and stops the run; a fails a
+    # second later.  The text listed a, then stopped printing at the first failing
+    # file, so b's line was missing while the summary counted "1 file(s) errored".
+    write(tmp_path / "a.test.lua", 'test("x", function(t) os.execute("sleep 1"); t:assert(false, "boom") end)\n')
+    write(tmp_path / "b.test.lua", 'error("top level broke")\n')
+    write(tmp_path / "c.test.lua", PASSING)
+    r = provium(*LOCAL, "--cpus", "4", "--psi-threshold", "0", "--fail-fast", ".", cwd=tmp_path)
+    out = r.stdout.decode()
+    assert r.returncode == 1, text(r)
+    assert "FAIL a.test.lua" in out, out
+    assert "1 file(s) errored" in out, out  # b ran: both started at once
+    assert "FAIL b.test.lua" in out and "chunk_error: b.test.lua:1: top level broke" in out, out
+
+
+def test_profiles_are_built_when_a_vm_of_them_first_boots_and_only_then(tmp_path):
+    # --vmm qemu, yet no QEMU starts: the only profile booted has a failing build,
+    # and the boot fails on it before anything is launched.
+    write(tmp_path / "provium.toml", f"""
+[profiles.broken]
+kernel = "bz"
+build = "echo b >> {tmp_path}/broken.log; exit 3"
+
+[profiles.unused]
+kernel = "bz"
+build = "echo u >> {tmp_path}/unused.log; exit 4"
+""")
+    boot = """
+test("boot", function(t)
+  local ok, err = pcall(function() provium:vm("v", "broken"):boot() end)
+  t:assert(not ok, "booted")
+  t:assert(tostring(err):find("vm `v`: boot failed: profile `broken`: build command failed (exit code 3)", 1, true), err)
+end)
+"""
+    write(tmp_path / "a.test.lua", boot)
+    write(tmp_path / "b.test.lua", boot)
+    write(tmp_path / "c.test.lua", PASSING)
+    r = provium("--vmm", "qemu", "--no-preflight", "--no-progress", "--cpus", "4", "--psi-threshold", "0", ".",
+                cwd=tmp_path)
+    # Before: every profile's build ran before any file, and the first failure ended the run (exit 2).
+    assert r.returncode == 0, text(r)
+    assert (tmp_path / "broken.log").read_text() == "b\n"  # once for the run, though two files booted it
+    assert not (tmp_path / "unused.log").exists()  # no file used it: never built, its failure costs nothing
+    r = provium("--vmm", "qemu", "--no-preflight", "--no-progress", "c.test.lua", cwd=tmp_path)
+    assert r.returncode == 0, text(r)
+    assert (tmp_path / "broken.log").read_text() == "b\n"  # a run that boots nothing builds nothing
+
+
+def test_a_file_name_that_is_not_utf8_runs_and_is_reported_with_escapes(tmp_path):
+    # It was skipped with a notice; before that it crashed the runner.  Every report
+    # shows the byte 0xff as `\\xff` (docs/running.md, "File names").
+    name = b"caf\xe9-\xff.test.lua"
+    with open(os.path.join(os.fsencode(tmp_path), name), "wb") as f:
+        f.write(b'test("ok", function(t) end)\ntest("bad", function(t) t:assert(false, "no") end)\n')
+    shown = "caf\\xe9-\\xff.test.lua"
+    events, junit = tmp_path / "ev.msgpack", tmp_path / "junit.xml"
+    r = provium(*LOCAL, "--save-events", str(events), "--junit", str(junit), ".", cwd=tmp_path)
+    out = r.stdout.decode("utf-8")  # strict: the output is valid UTF-8
+    assert r.returncode == 1, text(r)
+    assert f"FAIL {shown} (1 passed, 1 failed, 0 skipped)" in out, out
+    assert f"{shown}:2: no" in out, out  # the Lua error's file:line names it the same way
+    with open(events, "rb") as f:
+        frames = list(ev.iter_events(f))
+    paths = {getattr(fr.payload, "path", None) for fr in frames} - {None}
+    assert paths == {shown}, paths
+    tree = ET.parse(junit)
+    assert {c.get("classname") for c in tree.iter("testcase")} == {shown.replace("/", ".")}
+    r = provium(*LOCAL, "--json", ".", cwd=tmp_path)
+    (obj,) = [json.loads(line) for line in r.stdout.decode("utf-8").splitlines()]
+    assert obj["path"] == shown and [t["status"] for t in obj["tests"]] == ["passed", "failed"]
+    r = provium("list", ".", cwd=tmp_path)
+    assert r.returncode == 0 and f"  {shown}" in r.stdout.decode("utf-8"), text(r)
+    assert "ok" in r.stdout.decode("utf-8") and "bad" in r.stdout.decode("utf-8")
+
+
 def test_filter(suite):
     r = provium(*LOCAL, "--filter", "a_pass", "t", cwd=suite)
     assert r.returncode == 0 and "a_pass" in r.stdout.decode() and "b_fail" not in r.stdout.decode()

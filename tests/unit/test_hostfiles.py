@@ -123,20 +123,21 @@ def test_rerun_state_symlink_and_fifo_are_kept(tmp_path, monkeypatch):
     assert link.is_symlink() and json.loads(target.read_text()) == []  # emptied, the link kept
 
 
-def test_discovery_skips_fifos_and_undecodable_names(tmp_path):
+def test_discovery_skips_fifos_and_takes_undecodable_names(tmp_path):
     (tmp_path / "ok.test.lua").write_text("")
     os.mkfifo(tmp_path / "pipe.test.lua")
     bad = os.path.join(os.fsencode(tmp_path), b"bad\xff.test.lua")
     open(bad, "wb").close()
     notices: list[str] = []
     found = discovery.discover([str(tmp_path)], notices=notices)
-    assert [os.path.basename(d.path) for d in found] == ["ok.test.lua"]
-    assert any("pipe.test.lua" in n and "not a regular file" in n for n in notices)
-    assert any("bad\\xff.test.lua" in n and "UTF-8" in n for n in notices)
-    for n in notices:
-        n.encode("utf-8")  # printable
+    # a name that is not UTF-8 is run (it was skipped): held as Python holds it, so it opens
+    assert [os.path.basename(d.path) for d in found] == [os.fsdecode(b"bad\xff.test.lua"), "ok.test.lua"]
+    assert os.path.exists(found[0].path)
+    assert discovery.printable(found[0].path) == os.path.join(str(tmp_path), "bad\\xff.test.lua")
+    assert notices and all("pipe.test.lua" in n and "not a regular file" in n for n in notices)
     with pytest.raises(discovery.DiscoveryError, match="not a regular file"):
         discovery.discover([str(tmp_path / "pipe.test.lua")])
+    assert [d.path for d in discovery.discover([os.fsdecode(bad)])] == [os.fsdecode(bad)]
 
 
 def test_discovery_runs_each_real_file_once(tmp_path, monkeypatch):
@@ -164,6 +165,19 @@ def test_config_unknown_keys_are_errors_naming_them(tmp_path, text, key):
     (tmp_path / "provium.toml").write_text(text)
     with pytest.raises(configmod.ConfigError, match=f"unknown key `{key}` \\(valid: "):
         configmod.load(tmp_path / "provium.toml")
+
+
+@pytest.mark.parametrize("text, named", [
+    ("[provum]\nroots = ['t']\n", "[provum]"),  # a typo of [provium]: its roots were silently lost
+    ("[foo]\nx = 1\n", "[foo]"),
+    ("[profile.k]\nkernel = 'k'\n", "[profile] (did you mean [profiles.NAME]?)"),
+    ("title = 'x'\n[provium]\n", "`title`"),
+])
+def test_config_unknown_top_level_tables_are_errors_naming_them(tmp_path, text, named):
+    (tmp_path / "provium.toml").write_text(text)
+    with pytest.raises(configmod.ConfigError) as info:
+        configmod.load(tmp_path / "provium.toml")
+    assert f"unknown top-level table {named} (valid: [provium], [profiles], [profiles.NAME])" in str(info.value)
 
 
 def test_config_found_upward_up_to_the_project_top(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Callable, TextIO
 
 import click
 from rich.console import Console
@@ -75,13 +75,15 @@ def run_preflight(flags: Flags, cfg: configmod.Config) -> None:
         raise
 
 
-def run_builds(flags: Flags, cfg: configmod.Config) -> None:
-    """Dynamic profiles' `build` commands, once per invocation, before anything boots.
+def run_builds(flags: Flags, cfg: configmod.Config, only: str | None = None) -> None:
+    """Dynamic profiles' `build` commands (all of them, or the profile `only`), before anything boots.
 
-    Not for `--vmm local`: it boots no kernel, so nothing built would be used."""
+    For the commands that boot one given profile (`repl`, `console`) and for Ray
+    runs; a local test run builds on demand instead (`profile_builder`).  Not for
+    `--vmm local`: it boots no kernel, so nothing built would be used."""
     if flags.no_build or flags.vmm == "local":
         return
-    names = sorted(n for n, p in cfg.profiles.items() if p.build)
+    names = sorted(n for n, p in cfg.profiles.items() if p.build and (only is None or n == only))
     if not names:
         return
     from provium import image
@@ -91,6 +93,26 @@ def run_builds(flags: Flags, cfg: configmod.Config) -> None:
             image.run_build(cfg.profiles[name])
         except Exception as exc:
             raise UserError(str(exc)) from exc
+
+
+def profile_builder(flags: Flags, cfg: configmod.Config) -> Callable[[str], None] | None:
+    """What the dispatcher runs when a runner first boots a VM of a profile with a
+    `build` command (scheduler/coordinator.py): so only the profiles the run's VMs
+    use are built, once each, and a broken build of an unused profile costs
+    nothing.  None when nothing is to be built (`--no-build`, `--vmm local`)."""
+    if flags.no_build or flags.vmm == "local" or not any(p.build for p in cfg.profiles.values()):
+        return None
+    from provium import image
+
+    done: set[str] = set()  # once per invocation, as under --watch the builds always were
+
+    def build(name: str) -> None:
+        profile = cfg.profiles.get(name)
+        if profile is not None and name not in done:
+            image.run_build(profile)
+            done.add(name)
+
+    return build
 
 
 def default_roots(flags: Flags, cfg: configmod.Config) -> list[str]:
@@ -152,6 +174,7 @@ class Run:
         self.socket_sink: UnixSocketSink | None = None
         self.said: set[str] = set()
         self.host_ready = False
+        self.builder = profile_builder(flags, cfg)
         # Sized once: under --watch a clamp notice is said once, not per iteration.
         self.pool = size_pool(vmm=flags.vmm, memory=flags.mem, cpus=flags.cpus, overcommit=flags.cpu_overcommit)
 
@@ -257,7 +280,8 @@ class Run:
             # Only now: arguments are validated and there is something to boot, so a
             # typo in a path never waits for a KVM probe or a profile build.
             run_preflight(f, self.cfg)
-            run_builds(f, self.cfg)
+            if f.executor == "ray":
+                run_builds(f, self.cfg)  # the cluster's nodes build nothing: all, up front, as before
             self.host_ready = True
 
         coverage_file = None
@@ -315,9 +339,10 @@ class Run:
             settings_json=settings_for(f, self.cfg).to_json(), work_dir=work_dir, pool=pool,
             file_timeout=f.file_timeout or None, fail_fast=f.fail_fast, env=env,
             psi_threshold=f.psi_threshold, psi_paths=psi.DEFAULT_PATHS if f.psi_threshold > 0 else (),
+            build_profile=self.builder,
         )
         for d in files:
-            sink.emit(ev.FileDiscovered(path=d.path, fixture_refs=discovery.fixture_refs(d.path),
+            sink.emit(ev.FileDiscovered(path=discovery.printable(d.path), fixture_refs=discovery.fixture_refs(d.path),
                                         declared_claim=declared_claim(d.path)))
         reporter = TextReporter(self.console, verbose=f.verbose, quiet=f.quiet)
         total = len(files)
@@ -389,7 +414,7 @@ class Run:
             return
         reporter = TextReporter(self.console, verbose=f.verbose, quiet=f.quiet)
         if not self.streams.interactive:
-            reporter.print_batch(results, fail_fast=f.fail_fast)
+            reporter.print_batch(results)
         reporter.print_summary(results, elapsed)
 
     def coverage_report(self, path: str | None) -> bool:

@@ -60,8 +60,29 @@ def qemu_command(cfg: Config, profile_name: str, *, scratch: Path, memory: int =
     cfg_q = argv_mod.QemuConfig(
         qemu=binary, machine=profile.machine, accel=chosen, memory_bytes=memory, cpus=cpus,
         kernel=images.kernel, initrd=images.initrd, cmdline=line, scratch=scratch,
-        hotplug_ports=0, extra=list(extra or []), stdio_console=True, agent_port=agent)
+        hotplug_ports=0, extra=list(extra or []), stdio_console=True, agent_port=agent,
+        disks=_root_disk(profile, scratch, cfg.cache_dir))
     return argv_mod.build(cfg_q)
+
+
+def _root_disk(profile, scratch: Path, cache_dir) -> list:
+    """A distro profile's root: its image behind a qcow2 overlay in the scratch directory."""
+    if not profile.distro:
+        return []
+    from ..image import debian
+    from ..vmm.base import DiskSpec
+
+    try:
+        base = debian.ensure(profile.packages, cache_dir)
+    except ProviumError as exc:
+        raise ConsoleCommandError(str(exc)) from exc
+    ov = scratch / "rootfs.qcow2"
+    proc = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "raw", str(ov)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ConsoleCommandError(f"profile `{profile.name}`: creating the root disk's overlay failed: "
+                                  f"{proc.stderr.strip()}")
+    return [DiskSpec(id=debian.ROOT_SERIAL, image=str(ov), format="qcow2")]
 
 
 def run(cfg: Config, profile_name: str, *, print_command: bool = False, **kw) -> int:

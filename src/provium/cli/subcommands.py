@@ -1,10 +1,6 @@
-"""Subcommands: `list`, `prepare`, `help`, the interactive tools (`tools.py`), and
-the ones that are not written yet.
+"""Subcommands: `list`, `prepare`, `help` and the interactive tools (`tools.py`).
 
-`fixture` lives in fixture_cmd.py.  Nothing is left unwritten today; `LATER` keeps the
-mechanism for a command that is part of the CLI contract but not written yet, so that
-calling it says so (exit 2) instead
-of being mistaken for a test path.
+`fixture` lives in fixture_cmd.py.
 """
 
 from __future__ import annotations
@@ -16,20 +12,6 @@ from provium.errors import ProviumError
 from provium.scheduler import discovery
 
 from .run import UserError, load_config, settings_for
-
-LATER: dict[str, str] = {}
-
-
-def _not_yet(name: str, what: str) -> click.Command:
-    def callback(args):
-        raise UserError(f"`provium {name}` ({what}) is not implemented yet")
-
-    return click.Command(
-        name, callback=callback, help=f"Not implemented yet: {what}.",
-        params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
-        context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                          "help_option_names": []},
-    )
 
 
 def _list_tests():
@@ -77,7 +59,7 @@ def list_cmd(flags, fixtures, paths):
     n_tests = 0
     n_errors = 0
     for f in files:
-        click.echo(f"  {f.path}")
+        click.echo(f"  {discovery.printable(f.path)}")
         if lister is None:
             continue
         try:
@@ -134,8 +116,6 @@ def register(group: click.Group, run_command: click.Command) -> None:
     group.add_command(fixture_group)
     for cmd in COMMANDS:
         group.add_command(cmd)
-    for name, what in LATER.items():
-        group.add_command(_not_yet(name, what))
 
     @group.command("help", help="Show the help.")
     @click.pass_context

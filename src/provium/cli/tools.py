@@ -26,7 +26,7 @@ def repl_cmd(flags, profile, name, fixture):
         except ProviumError as exc:
             raise UserError(f"repl: {exc}") from exc
     run_preflight(flags, cfg)
-    run_builds(flags, cfg)
+    run_builds(flags, cfg, only=profile or None)  # a fixture's profile is not known yet: all
     from provium.host import Session
 
     from . import repl as repl_mod
@@ -64,7 +64,7 @@ def console_cmd(flags, profile, mem, vcpus, cmdline, agent, qemu, print_command,
     cfg = load_config(flags)
     if not print_command:
         run_preflight(flags, cfg)
-    run_builds(flags, cfg)
+    run_builds(flags, cfg, only=profile)
     try:
         memory = parse_size(mem, "--mem") if mem is not None else serial.DEFAULT_MEMORY
     except ProviumError as exc:

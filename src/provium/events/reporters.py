@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.text import Text
 
 from provium import hostfiles
+from provium.fsutil import printable
 from provium.scheduler.results import FileResult, TestOutcome
 
 _STYLE = {"PASS": "green", "FAIL": "bold red", "TIME": "bold yellow", "SKIP": "yellow", "NOT RUN": "yellow"}
@@ -54,17 +55,17 @@ class TextReporter:
         head = Text(prefix)
         head.append(label, style=_STYLE[label])
         if r.not_run is not None:
-            head.append(f" {r.path} ({r.not_run})")
+            head.append(f" {printable(r.path)} ({r.not_run})")
             return [head]
         if r.chunk_error is not None and not r.tests:
-            head.append(f" {r.path}")
+            head.append(f" {printable(r.path)}")
             lines = [head]
             first, *rest = r.chunk_error.splitlines() or [""]
             lines.append(Text(f"  chunk_error: {first}"))
             lines += [Text(line) for line in _indent("\n".join(rest), 4)] if rest else []
             return lines
         p, f, s = r.summary()
-        head.append(f" {r.path} ({p} passed, {f} failed, {s} skipped)")
+        head.append(f" {printable(r.path)} ({p} passed, {f} failed, {s} skipped)")
         lines = [head]
         if r.chunk_error is not None:
             first, *rest = r.chunk_error.splitlines() or [""]
@@ -111,13 +112,15 @@ class TextReporter:
             for line in self.file_lines(r, prefix):
                 self.console.print(line)
 
-    def print_batch(self, results: Iterable[FileResult], *, fail_fast: bool = False) -> None:
+    def print_batch(self, results: Iterable[FileResult]) -> None:
+        """Every file that ran, in path order.  Under --fail-fast the files never
+        started are left out (the summary counts them); the reference also stops at
+        the first failing file, but files run side by side, so a file listed after
+        it may have failed too, and the summary counts it: it is printed."""
         for r in results:
             if r.not_run is not None:
                 continue  # summarised in the last line
             self.print_file(r)
-            if fail_fast and not r.passed:
-                break  # as the reference: stop at the first failing file
 
     def summary(self, results: list[FileResult], elapsed: float) -> Text:
         ran = [r for r in results if r.not_run is None]
@@ -148,7 +151,7 @@ class TextReporter:
 def json_object(r: FileResult) -> dict:
     chunk_error = r.chunk_error if r.not_run is None else r.not_run
     return {
-        "path": r.path,
+        "path": printable(r.path),
         "timeout": "timed_out" if r.timed_out else "in_time",
         "passed": r.passed,
         "chunk_error": chunk_error,
@@ -214,9 +217,9 @@ def junit_tree(results: list[FileResult], *, elapsed: float, suite_name: str = "
     root = ET.Element("testsuites", name=suite_name)
     totals = dict(tests=0, failures=0, errors=0, skipped=0)
     for r in results:
-        suite = ET.SubElement(root, "testsuite", name=r.path, timestamp=stamp, hostname=host)
+        suite = ET.SubElement(root, "testsuite", name=_xml_text(printable(r.path)), timestamp=stamp, hostname=host)
         counts = dict(tests=0, failures=0, errors=0, skipped=0)
-        classname = r.path.replace(os.sep, ".")  # as documented: the path with `/` as `.`
+        classname = printable(r.path).replace(os.sep, ".")  # as documented: the path with `/` as `.`
         for t in r.tests:
             case = ET.SubElement(suite, "testcase", name=_xml_text(t.name), classname=_xml_text(classname),
                                  time=_secs(t.duration_ns))

@@ -34,6 +34,7 @@ from ..disk.nbd import NbdServer
 from ..disk.spec import parse_disk
 from ..disk.store import SECTOR, BlockStore
 from ..vmm.base import DiskSpec, VmmError
+from . import rootdisk
 from .errors import ArgumentError, VmError
 from .states import RUNNING
 from .execargs import to_bytes
@@ -84,7 +85,7 @@ class Disk:
         self.modelled_size = modelled_size
         self.detached = False
         self.plugged = False  # the guest has it (boot or hot-plug)
-        if spec.image:
+        if spec.image and spec.format == "raw":
             try:
                 self.store = BlockStore(spec.image, readonly=False, write_back=spec.mediated)
             except PermissionError:
@@ -134,6 +135,9 @@ class Disk:
     def _ready(self, method: str) -> BlockStore:
         if self.detached:
             raise DiskError(f"disk:{method}: disk is detached")
+        if self.spec.format != "raw":
+            raise DiskError(f"disk:{method}: disk `{self.id}` is a {self.spec.format} copy-on-write overlay (the "
+                            "guest's root disk), not a raw image; host-side sector I/O works on raw disks only")
         if self.store is None:
             if not self.image:
                 raise DiskError(f"disk:{method}: no backing image (this disk was attached without `image`; "
@@ -330,12 +334,20 @@ class VmDisks:
         everything made so far is undone."""
         seen: set[str] = set()
         plan: list[tuple[DiskSpec, Path | None]] = []
+        root = await rootdisk.spec_for(self._vm, profile)
+        if root is not None:
+            plan.append((root, None))
+            seen.add(root.id)
         for d in profile.disks:
+            if d.id in seen:
+                raise DiskError(f"disk id `{d.id}` is the `{profile.name}` guest's root disk; give the profile's "
+                                "disk a different id")
             plan.append((d, Path(profile.base_dir)))
             seen.add(d.id)
         for d in boot_disks:
             if d.id in seen:
-                raise DiskError(f"disk id `{d.id}` is already attached by the profile; give the boot's disk a different id")
+                raise DiskError(f"disk id `{d.id}` is already attached by the profile (or is its root disk); give "
+                                "the boot's disk a different id")
             seen.add(d.id)
             plan.append((d, None))
         out: list[DiskSpec] = []
@@ -356,7 +368,10 @@ class VmDisks:
     async def _make(self, d: DiskSpec, base: Path | None, *, modelled: int | None = None) -> Disk:
         """Create the image (scratch/template), open it, start its NBD server if mediated."""
         n = next(self._seq)
-        if d.source == "path":
+        if d.source == "overlay":
+            image = self._directory() / f"{n}.qcow2"
+            await rootdisk.create_overlay(d, image)
+        elif d.source == "path":
             path = Path(os.path.expanduser(d.path or ""))
             if base is not None and not path.is_absolute():
                 path = base / path
@@ -534,7 +549,7 @@ class VmDisks:
         out: list[DiskSpec] = []
         for spec, saved_image in saved:
             n = next(self._seq)
-            image = self._directory() / f"{n}.img"
+            image = self._directory() / f"{n}.{'img' if spec.format == 'raw' else spec.format}"
             disk_image.copy_template(saved_image, image)
             sock = str(self._directory() / f"{n}.nbd") if spec.mediated else None
             spec = dataclasses.replace(spec, image=str(image), nbd_socket=sock)

@@ -18,12 +18,14 @@ time of the snapshot, since a restored QEMU starts with the boot disks only.
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..disk import image as disk_image
 from ..vmm.base import DiskSpec, VmSpec
+from . import rootdisk
 from .disk import DiskError
 from .snapshot import SnapshotError, register_vm_hook
 
@@ -55,7 +57,8 @@ class DiskSnapshots:
                 name = f"{i}.img"
                 disk_image.copy_template(Path(disk.image), target / name)
                 entries.append({"id": disk.id, "file": name, "readonly": disk.spec.readonly,
-                                "mediated": disk.mediated, "source": disk.spec.source})
+                                "mediated": disk.mediated, "source": disk.spec.source,
+                                "format": disk.spec.format})
         except OSError as exc:
             shutil.rmtree(target, ignore_errors=True)
             raise SnapshotError(f"vm:snapshot() failed for `{vm.name}`: copying disk images: "
@@ -75,9 +78,17 @@ class DiskSnapshots:
             image = src / e["file"]
             if not image.is_file():
                 raise SnapshotError(f"{where}: disk `{e['id']}`: its saved image `{image}` is missing")
-            # The image is a copy now, whatever the disk was declared with.
+            fmt = e.get("format", "raw")
+            if fmt not in ("raw", "qcow2"):
+                raise SnapshotError(f"{where}: disk `{e['id']}`: unknown image format {fmt!r}")
+            base = rootdisk.backing_file(image) if fmt == "qcow2" else None
+            if base is not None and not os.path.exists(base):
+                raise SnapshotError(f"{where}: disk `{e['id']}` is an overlay over `{base}`, which is gone from the "
+                                    "image cache (snapshots of a distro guest need the image they were taken over)")
+            # The image is a copy now, whatever the disk was declared with.  A qcow2 copy
+            # still names its read-only base (a distro guest's image in the image cache).
             decl = DiskSpec(id=e["id"], path=str(image), readonly=bool(e.get("readonly")),
-                            mediated=bool(e.get("mediated")))
+                            mediated=bool(e.get("mediated")), format=fmt)
             saved.append((decl, image))
         try:
             disks = vm.disks.restore_disks(saved)

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import ImageError
 from .errors import StateError
 
 MIB = 1 << 20
@@ -34,6 +35,10 @@ DEFAULT_BARRIER_TIMEOUT = 60.0
 
 class PoolError(StateError):
     """The pool refused: more than the pool or the file's claim, or a deadlock."""
+
+
+class ProfileBuildFailed(ImageError):
+    """A profile's `build` command, run by the dispatcher for this run, failed."""
 
 
 @dataclass
@@ -104,6 +109,7 @@ class HostPool:
         self._lock = threading.Lock()
         self._waited = 0.0
         self._waiting_since: list[float] = []
+        self._built: set[str] = set()  # profiles whose build the dispatcher has done
 
     @property
     def connected(self) -> bool:
@@ -176,6 +182,20 @@ class HostPool:
         if self.client is not None:
             for cid in ids:
                 self.client.notify("release", charge=cid)
+
+    # ---- profile builds -----------------------------------------------------------
+
+    async def ensure_built(self, profile: Any) -> None:
+        """Before a VM of `profile` boots: have the dispatcher run the profile's
+        `build` command, once per run whichever file asks first (the wait counts as
+        a pool wait, outside the test's time).  Without a dispatcher nothing is
+        built here: the Python API builds when its session opens."""
+        if self.client is None or not getattr(profile, "build", None) or profile.name in self._built:
+            return
+        ans = await self._ask("build", profile=profile.name)
+        if not ans.get("ok"):
+            raise ProfileBuildFailed(ans.get("error") or f"profile `{profile.name}`: build failed")
+        self._built.add(profile.name)
 
     # ---- claim and barriers -------------------------------------------------------
 

@@ -46,6 +46,7 @@ from . import console as console_mod
 from . import shares
 from .agent_errors import client_error, os_error, os_error_text, vmm_text  # noqa: F401  (os_error*: re-exported)
 from .bootopts import BootOpts, make_spec, parse_boot_opts
+from .pool import ProfileBuildFailed
 from . import disksnap  # noqa: F401  (registers the disks' part of snapshots)
 from . import netsnap  # noqa: F401  (registers the NICs and bridges part of snapshots)
 from .disk import Disk, DiskError, VmDisks
@@ -201,20 +202,30 @@ class VM:
         override the creation opts key by key (`files`/`disks` append).  Emits `vm_spawned`."""
         return self._session.run(self.aboot(merge_kw(opts, kw, "VM.boot")))
 
-    async def aboot(self, opts: Mapping | None = None) -> "VM":
-        """Coroutine form of `boot` (for batch boots on the session loop)."""
+    def check_boot(self, opts: Mapping | None = None) -> None:
+        """Raise what `boot(opts)` would refuse before starting anything (state, options),
+        for callers that boot later (the runner holds a file's top-level boots)."""
+        self._boot_plan(opts)
+
+    def _boot_plan(self, opts: Mapping | None) -> tuple[BootOpts, Any]:
         if self._state is not VmState.CREATED:
             raise self._wrong_state("merge_boot_opts" if opts else "boot")
         merged = self._opts.merged(parse_boot_opts(opts, f"vm `{self.name}`: boot",
                                                    disk_index=len(self._opts.disks)))
         spec = make_spec(self.name, self._profile, merged, default_memory=self._session.default_memory,
                          default_cpus=self._session.default_cpus)
+        return merged, spec
+
+    async def aboot(self, opts: Mapping | None = None) -> "VM":
+        """Coroutine form of `boot` (for batch boots on the session loop)."""
+        merged, spec = self._boot_plan(opts)
         self._state = VmState.BOOTING
         started = time.monotonic_ns()
         try:
             try:
+                await self._session.pool.ensure_built(self._profile)  # the profile's `build`, once per run
                 spec.disks = await self.disks.prepare(self._profile, spec.disks)
-            except DiskError as exc:
+            except (DiskError, ProfileBuildFailed) as exc:
                 raise VmmFailure(f"vm `{self.name}`: boot failed: {exc}") from exc
             spec.nics = net.prepare_boot(self)
             try:
@@ -575,6 +586,23 @@ class VM:
             proc.stdin_write(c.stdin)
             proc.close_stdin()
         return proc
+
+    # ---- systemd guests (host/systemd.py does the work) ----------------------------
+
+    def wait_unit(self, unit: str, opts: Mapping | None = None, **kw: Any) -> None:
+        """Wait until the systemd unit `unit` is active (option `timeout`, default 120 s).
+        A unit that fails raises `UnitFailed` quoting its journal; a guest without
+        systemd (the `linux` profile) raises `NoSystemd`."""
+        from . import systemd
+
+        systemd.wait_unit(self, unit, opts, **kw)
+
+    def journal(self, unit: str | None = None, opts: Mapping | None = None, **kw: Any) -> str:
+        """The last `lines` (default 50) lines of `unit`'s journal (of the whole journal
+        without a unit), as text.  Needs a systemd guest."""
+        from . import systemd
+
+        return systemd.journal(self, unit, opts, **kw)
 
     # ---- files -------------------------------------------------------------------
 

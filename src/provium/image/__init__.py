@@ -60,8 +60,10 @@ def prepare(config: Config, profile_name: str | None = None, *, say: Callable[[s
 
     With a name: that profile only: its `build` (a profile without one is a silent
     no-op), or for the built-in `linux` profile its kernel lookup, initramfs and
-    the agent overlay.  Without: the built-in images and every profile's `build`,
-    in name order, stopping at the first failure.
+    the agent overlay, or for a `distro` profile (`debian`) its root filesystem image.
+    Without: the `linux` images, every profile's `build` and every distro profile of
+    the config file (not the built-in `debian`: minutes on a first build), in name
+    order, stopping at the first failure.
     """
     if profile_name is not None:
         if profile_name not in config.profiles:
@@ -74,6 +76,15 @@ def prepare(config: Config, profile_name: str | None = None, *, say: Callable[[s
     overlay_done = False
     for name in names:
         p = config.profiles[name]
+        if p.distro:
+            if p.builtin and profile_name is None:
+                continue  # the built-in `debian` takes a minute to build: only when named (or booted)
+            from . import debian
+
+            img = debian.ensure(p.packages, cache_dir, say)
+            kernel, initrd = prepare_profile(p, cache_dir)
+            say(f"provium: profile `{name}`: image {img}, kernel {kernel}, initramfs {initrd}")
+            continue
         if p.builtin:
             kernel, initrd = prepare_profile(p, cache_dir)
             say(f"provium: profile `{name}`: kernel {kernel}, initramfs {initrd}")

@@ -23,6 +23,7 @@ from .errors import ImageError
 from .kernel import HostKernel, find_kernel
 
 RDINIT = "rdinit=/sbin/provium-agent"
+FILES_DIR = "provium-files"  # a distro guest's boot files, in its initramfs (image/debian.py)
 
 
 @dataclass
@@ -37,8 +38,15 @@ def prepare_profile(profile: Profile, cache_dir: str | os.PathLike | None = None
 
     The built-in `linux` profile gets the host's newest packaged kernel and an
     initramfs built (once, then cached) from busybox-static and its modules.
-    Other profiles' paths are checked to exist and be readable.
+    Other profiles' paths are checked to exist and be readable.  A `distro` profile
+    boots the host kernel with the initramfs that mounts its root disk (image/debian.py;
+    the disk itself is attached by host/disk.py).
     """
+    if profile.distro:
+        from . import debian
+
+        k, rd = debian.initrd(cache_dir)
+        return k.path, rd
     if profile.builtin and not profile.kernel:
         k = find_kernel()
         return k.path, initramfs.ensure(k, cache_dir)
@@ -94,7 +102,7 @@ def agent_initrd(profile: Profile, initrd: Path | None, cache_dir=None) -> Path:
     if initrd is None:
         return ov
     h = cache.Hasher("merged-initrd").add_file("initrd", initrd).add_file("overlay", ov)
-    path = cache.image_dir(cache_dir) / f"merged-{h.hexdigest()[:24]}.cpio.gz"
+    path = cache.image_dir(cache_dir) / f"merged-{h.hexdigest()[:24]}.cpio"
     if path.exists():
         return cache.use(path)
     cache.concat_files(path, [initrd, ov])
@@ -121,11 +129,12 @@ def boot_cmdline(profile: Profile, override: str | None, append: str, *, inject_
     return " ".join(words)
 
 
-def files_segment(files: Iterable[Any]) -> bytes:
-    """The per-boot files as a gzip'd newc cpio (ancestors 0755 first, files 0644 by default).
+def files_segment(files: Iterable[Any], prefix: str = "") -> bytes:
+    """The per-boot files as a gzip'd newc cpio (ancestors 0755 first, files 0644 by default),
+    each under the directory `prefix` when one is given.
 
-    gzip-wrapped because the kernel only takes an uncompressed segment at a 4-byte
-    aligned offset, and the segments before it end wherever they end.
+    Compressed unlike the images (initramfs.py): it is small, and gzip'd it needs no
+    alignment, so it can also follow an initrd concatenated by someone else.
     """
     w = CpioWriter()
     entries = []
@@ -142,7 +151,7 @@ def files_segment(files: Iterable[Any]) -> bytes:
         content = getattr(f, "content", b"")
         if isinstance(content, str):
             content = content.encode()
-        entries.append((name, bytes(content), mode))
+        entries.append((f"{prefix}/{name}" if prefix else name, bytes(content), mode))
     dirs = sorted({"/".join(n.split("/")[:i]) for n, _, _ in entries for i in range(1, n.count("/") + 1)})
     for d in dirs:
         w.add_dir(d, 0o755)
@@ -172,14 +181,22 @@ def compose(profile: Profile, *, kernel_cmdline: str | None = None, kernel_cmdli
     neither passed to init nor complained about).
     """
     kernel, initrd = prepare_profile(profile, cache_dir)
-    if profile.builtin and not profile.kernel and vm_name:
+    if ((profile.builtin and not profile.kernel) or profile.distro) and vm_name:
         kernel_cmdline_append = f"{kernel_cmdline_append} provium.hostname={guest_hostname(vm_name)}".strip()
-    cmdline = boot_cmdline(profile, kernel_cmdline, kernel_cmdline_append, inject_agent=profile.inject_agent)
-    if profile.inject_agent:
+    # A distro guest has the agent in its root filesystem, started by its init: nothing to inject.
+    inject = profile.inject_agent and not profile.distro
+    if profile.distro:
+        from .debian import ROOT_SERIAL
+
+        # net.ifnames=0: NICs are eth0, eth1, ... in attachment order, as in the `linux` guest.
+        kernel_cmdline_append = f"provium.root={ROOT_SERIAL} rw net.ifnames=0 {kernel_cmdline_append}".strip()
+    cmdline = boot_cmdline(profile, kernel_cmdline, kernel_cmdline_append, inject_agent=inject)
+    if inject:
         initrd = agent_initrd(profile, initrd, cache_dir)
     files = list(files)
     if files:
-        segment = files_segment(files)
+        # A distro guest leaves the initramfs for its root disk: its /init copies them over.
+        segment = files_segment(files, FILES_DIR if profile.distro else "")
         out = scratch / "initrd.img"
         cache.concat_files(out, ([initrd] if initrd else []) + [segment])
         initrd = out

@@ -13,15 +13,20 @@ import os
 import sys
 import traceback
 
-from ..errors import ArgumentError, NotYetImplemented, ProviumError
+from ..errors import ArgumentError, NotYetImplemented, ProviumError, TestFileError
 
-__all__ = ["LuaApiError", "NotYetImplemented", "message_of"]
+__all__ = ["LuaApiError", "NotYetImplemented", "PositionedError", "message_of"]
 
 
 class LuaApiError(ArgumentError):
     """A Lua-facing call got something it cannot use (wrong type, unknown key,
     dot-call instead of colon-call...).  The message says which method and what
     would be valid."""
+
+
+class PositionedError(TestFileError):
+    """An error whose text already starts with the `file:line:` it belongs to (a held
+    top-level boot that failed later, see deferboot.py): raised to Lua as it is."""
 
 
 def message_of(exc: BaseException) -> str:

@@ -156,7 +156,11 @@ class LabBinding(Binding):
     @method()
     def boot(self, *a: Any) -> Any:
         Args("lab:boot", a, max_args=0)
-        self.host.boot()
+        held = self._state.deferred
+        if held.holding:
+            held.add(self._state.caller_where(), self.host.boot)  # see deferboot.py
+        else:
+            self.host.boot()
         return self
 
     @method()

@@ -91,7 +91,15 @@ class VmBinding(Binding):
     @method()
     def boot(self, *a: Any) -> Any:
         args = Args("vm:boot", a, max_args=1)
-        self.host.boot(_opts("vm:boot", args, 1))
+        opts = _opts("vm:boot", args, 1)
+        held = self._state.deferred
+        if held.is_pending(self.host):
+            held.flush()  # booting it twice: the second boot fails as it did when boots were immediate
+        elif held.holding and self.host.state == "created":
+            self.host.check_boot(opts)  # what the boot would refuse at once, it refuses here
+            held.add(self._state.caller_where(), lambda: self.host.boot(opts), self.host)
+            return self
+        self.host.boot(opts)
         return self
 
     @method()
@@ -180,6 +188,20 @@ class VmBinding(Binding):
         cmd, opts = run_call("vm:run_async", Args("vm:run_async", a, max_args=2))
         proc = self.host.run_async(cmd, opts)
         return self._state.register("proc", proc)
+
+    # ---- systemd guests ------------------------------------------------------------
+
+    @method()
+    def wait_unit(self, *a: Any) -> None:
+        args = Args("vm:wait_unit", a, max_args=2)
+        self.host.wait_unit(args.string(1, "unit"), _opts("vm:wait_unit", args, 2))
+
+    @method()
+    def journal(self, *a: Any) -> str:
+        args = Args("vm:journal", a, max_args=2)
+        if is_table(args.get(1)):  # vm:journal({lines = 10}): the whole journal
+            return self.host.journal(None, _opts("vm:journal", args, 1))
+        return self.host.journal(args.string(1, "unit", optional=True), _opts("vm:journal", args, 2))
 
     # ---- files --------------------------------------------------------------------
 

@@ -198,6 +198,19 @@ function H.call(fn, ...)
   return false, errtext(r[2])
 end
 
+-- What error(msg, 2) raised by the Python method being called now would prefix:
+-- the first Lua frame outside the prelude (its wrapper and lupa's C frames skipped).
+function H.caller_where()
+  for level = 2, 40 do
+    local info = dgetinfo(level, "Sl")
+    if not info then break end
+    if info.what ~= "C" and info.source ~= "=provium-prelude" and info.currentline and info.currentline > 0 then
+      return info.short_src .. ":" .. info.currentline .. ": "
+    end
+  end
+  return ""
+end
+
 -- `where(level)` is what error(msg, level) would prefix: "file:line: ".
 local function where(level)
   local info = dgetinfo(level + 1, "Sl")
@@ -211,7 +224,7 @@ end
 -- test() / todo()
 -- ---------------------------------------------------------------------------
 
-local tests = {}     -- in declaration order: {name=, meta=, fn=}
+local tests = {}     -- in declaration order: {name=, meta=, fn=, where=}
 local names = {}
 local file_skip = nil
 local current = nil  -- name of the running test, or nil
@@ -239,7 +252,8 @@ function test(name, a, b)
     error("test: duplicate name `" .. name .. "` in this file", 2)
   end
   names[name] = true
-  insert(tests, {name = name, meta = meta, fn = fn})
+  -- `where`: the declaration's "file:line: ", for errors found later in its meta
+  insert(tests, {name = name, meta = meta, fn = fn, where = where(2)})
 end
 
 function todo(reason)

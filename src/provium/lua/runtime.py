@@ -23,7 +23,7 @@ from ..host.values import parse_duration
 from . import failtext
 from .binding import Binding, Multi
 from .convert import key_text, lua_type, to_py
-from .errors import LuaApiError, message_of
+from .errors import LuaApiError, PositionedError, message_of
 from .interrupt import Interrupter, parse_address
 
 LuaError = lupa_mod.LuaError
@@ -52,7 +52,7 @@ class LuaEnv:
     def __init__(self, *, timed_out: Callable[[], bool], timeout_message: Callable[[], str],
                  sleep: Callable[[float], None], now: Callable[[], float],
                  host_wrapper: Callable[[Any], Any] | None = None,
-                 before_call: Callable[[], None] | None = None) -> None:
+                 before_call: Callable[[str | None], None] | None = None) -> None:
         self.closed = False
         self.host_wrapper = host_wrapper
         self.before_call = before_call
@@ -142,13 +142,14 @@ class LuaEnv:
                                       f"(the object was not passed; got a {lua_type(obj)} first)")
                 return impl(obj, *args)
 
-            fn = self.wrap(check_self)
+            fn = self.wrap(check_self, label)
             self._methods[(cls, name)] = fn
         return fn
 
-    def wrap(self, pyfn: Callable[..., Any]) -> Any:
+    def wrap(self, pyfn: Callable[..., Any], label: str | None = None) -> Any:
         """A Lua function calling `pyfn`; a Python exception becomes a Lua error
-        raised at the caller's line, with its message only (no traceback)."""
+        raised at the caller's line, with its message only (no traceback).
+        `label` (`vm:run`) names the method for `before_call`."""
         env = self
 
         def call(*args: Any) -> Any:
@@ -156,13 +157,15 @@ class LuaEnv:
                 if env.closed:
                     raise LuaApiError(env.CLOSED_TEXT)
                 if env.before_call is not None:
-                    env.before_call()
+                    env.before_call(label)
                 result = pyfn(*args)
                 if isinstance(result, Multi):
                     return (True, *[env.to_lua(v) for v in result])
                 return (True, env.to_lua(result))
             except LuaError as exc:
                 return (0, _lua_error_text(exc).encode())
+            except PositionedError as exc:
+                return (0, str(exc).encode())
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as exc:  # noqa: BLE001 - every error becomes a Lua error

@@ -30,6 +30,7 @@ from ..host.worker import Worker
 from . import json as lua_json
 from .binding import Binding
 from .convert import lua_type
+from .deferboot import HOLDABLE, DeferredBoots
 from .errors import LuaApiError
 from .lab import LabBinding
 from .net import BridgeBinding, CaptureBinding, NicBinding
@@ -87,7 +88,9 @@ class FileState:
         self._timeout_text = "test timeout exceeded"
         self._wake = threading.Event()
         self._bindings: dict[int, tuple[Any, Binding]] = {}
+        self._declared_at: dict[str, str] = {}  # test name -> "file:line: " of its test() call
         self._lua_thread = threading.get_ident()
+        self.deferred = DeferredBoots(self.fix_positions)  # top-level boots the runner holds
         self.env = LuaEnv(
             timed_out=self._timed_out.is_set,
             timeout_message=lambda: self._timeout_text,
@@ -238,9 +241,16 @@ class FileState:
             raise LuaApiError(f"_provium_sleep: expected a non-negative number of seconds, got {lua_type(secs)}")
         self._sleep(secs)
 
-    def _before_call(self) -> None:
+    def _before_call(self, label: str | None = None) -> None:
         if self._timed_out.is_set():
             raise LuaApiError(self._timeout_text)
+        if self.deferred.pending and label not in HOLDABLE:
+            self.deferred.flush()  # the top level uses something a held boot would change
+
+    def caller_where(self) -> str:
+        """`file:line: ` of the Lua code calling the current method."""
+        where = self.env.H.caller_where()
+        return where.decode("utf-8", "replace") if isinstance(where, bytes) else str(where or "")
 
     def mark_timed_out(self, text: str) -> None:
         """From the watchdog thread: make Lua code stop (hook, sleeps, host calls)."""
@@ -306,9 +316,16 @@ class FileState:
         for i in range(1, len(tbl) + 1):
             t = tbl[i]
             name = t[b"name"]
-            out.append((name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name),
-                        t[b"meta"], t[b"fn"]))
+            text = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+            where = t[b"where"]
+            self._declared_at[text] = where.decode("utf-8", "replace") if isinstance(where, bytes) else ""
+            out.append((text, t[b"meta"], t[b"fn"]))
         return out
+
+    def at_declaration(self, name: str, text: str) -> str:
+        """`text` as an error raised at test `name`'s declaration (`file:line: text`):
+        for what is only checked when the test is about to run, e.g. its meta.timeout."""
+        return self.fix_positions(self._declared_at.get(name, "") + text) or text
 
     def file_skip(self) -> str | None:
         v = self.env.H.file_skip()

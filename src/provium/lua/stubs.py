@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..host import bootopts
+from ..host import systemd as host_systemd
 from ..host.batch import Batch
 from ..host.clock import Clock
 from ..host.console import Console
@@ -72,6 +73,8 @@ OPTION_TABLES: dict[str, tuple[str, ...]] = {
     "provium.TailOpts": ("start", "from"),
     "provium.WaitOpts": ("timeout", "interval", "desc"),
     "provium.TestMeta": ("tags", "slow", "skip", "timeout", "spec"),
+    "provium.WaitUnitOpts": host_systemd.WAIT_KEYS,
+    "provium.JournalOpts": host_systemd.JOURNAL_KEYS,
 }
 OPTION_PARAMS = {  # (lua class, method) -> the option table its `opts` parameter takes
     ("provium.Vm", "run"): "provium.RunOpts", ("provium.Vm", "run_async"): "provium.RunOpts",
@@ -79,6 +82,7 @@ OPTION_PARAMS = {  # (lua class, method) -> the option table its `opts` paramete
     ("provium.Vm", "boot"): "provium.BootOpts", ("provium.Lab", "vm"): "provium.BootOpts",
     ("provium.Vm", "spawn_worker"): "provium.WorkerOpts", ("provium.Console", "write"): "provium.ConsoleWriteOpts",
     ("provium.Vm", "tail_file"): "provium.TailOpts",
+    ("provium.Vm", "wait_unit"): "provium.WaitUnitOpts", ("provium.Vm", "journal"): "provium.JournalOpts",
 }
 
 

@@ -25,12 +25,14 @@ import psutil
 from .. import config as config_mod
 from .. import vmm as vmm_mod
 from ..events import types as ev
+from ..fsutil import printable
 from ..host.console import failure_block as console_failure_block
 from ..host.errors import ArgumentError
 from ..host.pool import HostPool
 from ..host.session import Session
 from ..host.values import parse_duration
 from ..lua.convert import meta_map, to_py
+from ..lua.errors import PositionedError
 from ..lua.state import FileState, LuaChunkError
 from .filters import skip_reason
 from . import reset
@@ -93,9 +95,10 @@ class _Watchdog:
 
 @dataclass
 class _Ctx:
-    path: str
+    path: str  # as reported (fsutil.printable)
     settings: RunSettings
     emit: Emit
+    fs_path: str = ""  # as on disk, for opening it
     state: FileState | None = None
     session: Session | None = None
     outcome: FileOutcome = field(default_factory=lambda: FileOutcome(path=""))
@@ -171,8 +174,11 @@ def run_file(path: str, settings: RunSettings | None = None, emit: Emit | None =
     settings = settings or RunSettings()
     send = _safe_emit(emit)
     started = time.monotonic_ns()
-    out = FileOutcome(path=path)
-    ctx = _Ctx(path=path, settings=settings, emit=send, outcome=out, on_stuck=on_stuck)
+    # Everything this file reports names it by its printable form (a name that is not
+    # UTF-8 shows each such byte as \\xNN); only opening it uses the name as it is.
+    shown = printable(path)
+    out = FileOutcome(path=shown)
+    ctx = _Ctx(path=shown, settings=settings, emit=send, outcome=out, on_stuck=on_stuck, fs_path=path)
     ctx.owner = owner
     if settings.file_timeout:
         ctx.file_deadline = time.monotonic() + settings.file_timeout
@@ -229,15 +235,15 @@ def _run(ctx: _Ctx, cfg: config_mod.Config, backend: Any) -> None:
                 out.chunk_error = f"cannot reach the provium dispatcher at `{s.coordinator}`: {exc}"
                 return
         try:
-            source = open(ctx.path, "rb").read()
+            source = open(ctx.fs_path or ctx.path, "rb").read()
         except OSError as exc:
             out.chunk_error = f"read `{ctx.path}`: {exc.strerror or exc}"
             return
-        state = FileState(ctx.path, session, roots=list(cfg.roots))
+        state = FileState(ctx.path, session, roots=list(cfg.roots), source_path=ctx.fs_path or None)
         ctx.state = state
         try:
             chunk = state.load(source)
-            _guarded(ctx, None, lambda: state.run_chunk(chunk), "file scope")
+            _guarded(ctx, None, lambda: _top_level(ctx, state, chunk), "file scope")
         except LuaChunkError as exc:
             out.chunk_error = str(exc)
             out.timed_out = state.timed_out
@@ -246,7 +252,7 @@ def _run(ctx: _Ctx, cfg: config_mod.Config, backend: Any) -> None:
             out.chunk_error = state._timeout_text
             out.timed_out = True
             return
-        if reset.wanted(state):
+        if reset.wanted(state) and _any_will_run(ctx, state):
             try:
                 ctx.baseline = reset.take_baseline(state)
             except reset.BaselineError as exc:
@@ -265,6 +271,24 @@ def _run(ctx: _Ctx, cfg: config_mod.Config, backend: Any) -> None:
         finally:
             session.close()
             reset.drop(ctx.baseline)
+
+
+def _top_level(ctx: _Ctx, state: FileState, chunk: Any) -> None:
+    """Run the file's top level with its boots held, then boot them only if a test
+    will run (lua/deferboot.py): a file whose tests are all filtered out boots nothing."""
+    state.deferred.hold()
+    state.run_chunk(chunk)
+    try:
+        state.deferred.release(boot=_any_will_run(ctx, state))
+    except PositionedError as exc:
+        raise LuaChunkError(str(exc)) from exc
+
+
+def _any_will_run(ctx: _Ctx, state: FileState) -> bool:
+    """Whether any test's body will run (the filters and skips of `_run_tests`)."""
+    if state.file_skip() is not None:
+        return False
+    return any(skip_reason(meta_map(meta), ctx.settings) is None for _, meta, _ in state.tests())
 
 
 def _guarded(ctx: _Ctx, seconds: float | None, fn: Callable[[], Any], what: str) -> tuple[Any, bool]:
@@ -438,9 +462,10 @@ def _run_tests(ctx: _Ctx, state: FileState) -> None:
         try:
             timeout = _test_timeout(meta, state, s)
         except ArgumentError as exc:
-            out.tests.append(TestOutcome(name, "failed", str(exc), meta=meta))
+            text = state.at_declaration(name, str(exc))
+            out.tests.append(TestOutcome(name, "failed", text, meta=meta))
             send(ev.TestStarted(path=ctx.path, name=name, meta=meta))
-            send(ev.TestFailed(path=ctx.path, name=name, reason=str(exc), meta=meta))
+            send(ev.TestFailed(path=ctx.path, name=name, reason=text, meta=meta))
             continue
         ctx.current = (name, meta)
         result = _run_one(ctx, state, name, meta, meta_tbl, fn, timeout)
@@ -539,12 +564,12 @@ def list_tests(path: str, settings: RunSettings | None = None) -> list[TestInfo]
     try:
         source = open(path, "rb").read()
     except OSError as exc:
-        raise OSError(exc.errno, f"read `{path}`: {exc.strerror}") from exc
+        raise OSError(exc.errno, f"read `{printable(path)}`: {exc.strerror}") from exc
     cfg = load_config(settings)
     session = Session(_ListingVmm(), cfg)
     state = None
     try:
-        state = FileState(path, session, roots=list(cfg.roots))
+        state = FileState(printable(path), session, roots=list(cfg.roots), source_path=path)
         chunk = state.load(source)  # a syntax error is an error here too
         limit = settings.file_timeout
         text = f"file timeout exceeded ({format_duration(limit)}) while listing" if limit else ""

@@ -10,6 +10,14 @@ says which file it is (`hello`), and then asks over that one connection:
   claim   {id, memory, cpus}                          -> {id, ok} | {id, ok:false, error}
   barrier {id, name, count, timeout}                  -> {id, ok, met, message}
   cancel  {target}                                    (a reserve or barrier the runner gave up on)
+  build   {id, profile}                               -> {id, ok} | {id, ok:false, error}
+
+`build` runs a profile's `build` command the first time a VM of that profile is
+about to boot anywhere in the run, and answers every file that asks with that
+one outcome: a profile no selected file boots is never built, and its failing
+build fails nothing.  The build runs on a thread of its own (it may take
+minutes; the selector must keep serving the pool) and its answer comes back
+through a socketpair the selector watches.
 
 Frames are the project's usual 4-byte big-endian length + msgpack map.  A
 reserve that does not fit is parked and answered when it fits, so a runner's
@@ -26,6 +34,7 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import os
+import queue
 import selectors
 import socket
 import threading
@@ -90,8 +99,16 @@ class Coordinator:
     `on_ready` for the selector keys it registered, and `tick` regularly."""
 
     def __init__(self, path: str, pool: Pool, sel: selectors.BaseSelector, *,
-                 live_files: Callable[[], int] = lambda: 1, charge_vms: bool = True) -> None:
+                 live_files: Callable[[], int] = lambda: 1, charge_vms: bool = True,
+                 build: Callable[[str], None] | None = None) -> None:
         self.path = path
+        self._build = build  # runs one profile's build command; None: this run builds nothing
+        self._builds: dict[str, concurrent.futures.Future] = {}
+        self._builder: concurrent.futures.ThreadPoolExecutor | None = None
+        self._built: queue.SimpleQueue = queue.SimpleQueue()  # (conn, answer) from the build thread
+        self._build_wake: tuple[socket.socket, socket.socket] | None = None
+        # A file waiting for a build is parked like one waiting for the pool: its kill deadline moves back.
+        self._build_waits = itertools.count(1 << 50)  # parked keys, apart from pool request ids
         self.pool = pool
         self.charge_vms = charge_vms
         self._sel = sel
@@ -144,7 +161,9 @@ class Coordinator:
     # ---- selector plumbing ----------------------------------------------------
 
     def on_ready(self, kind: str, conn: Any, mask: int) -> None:
-        if kind == "coord-listen":
+        if kind == "coord-build":
+            self._answer_builds()
+        elif kind == "coord-listen":
             self._accept()
         elif kind == "coord-conn":
             if mask & selectors.EVENT_READ:
@@ -216,6 +235,15 @@ class Coordinator:
         c.sock.close()
 
     def close(self) -> None:
+        if self._builder is not None:
+            self._builder.shutdown(wait=True, cancel_futures=True)  # a build under way finishes
+        if self._build_wake is not None:
+            try:
+                self._sel.unregister(self._build_wake[0])
+            except (KeyError, ValueError):
+                pass
+            for sock in self._build_wake:
+                sock.close()
         for st in self._files.values():
             if st.conn is not None:
                 self._drop(st.conn)
@@ -258,6 +286,8 @@ class Coordinator:
                 self._barrier(c, rid, msg)
             elif op == "cancel":
                 self._cancel(c, st, msg.get("target"))
+            elif op == "build":
+                self._build_profile(c, rid, msg)
             else:
                 self._send(c, {"id": rid, "ok": False, "error": f"unknown coordinator op `{op}`"})
         except (TypeError, ValueError, KeyError) as exc:
@@ -386,6 +416,65 @@ class Coordinator:
             self._release_barrier(name, b, True, None)
         else:
             self._check_unmeetable()
+
+    # ---- profile builds ---------------------------------------------------------
+
+    def _build_profile(self, c: _Conn, rid: int, msg: dict) -> None:
+        name = msg["profile"]
+        if not isinstance(name, str):
+            raise ValueError("profile must be a string")
+        if self._build is None:
+            self._send(c, {"id": rid, "ok": True})
+            return
+        fut = self._builds.get(name)
+        if fut is None:
+            if self._builder is None:
+                # One build at a time: builds print to the terminal and compete for the CPU.
+                self._builder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="provium-build")
+                r, w = socket.socketpair()
+                r.setblocking(False)
+                self._build_wake = (r, w)
+                self._sel.register(r, selectors.EVENT_READ, ("coord-build", None))
+            fut = self._builds[name] = self._builder.submit(self._build, name)
+        key = next(self._build_waits)
+        st = self._files.get(_owner(c))
+        if st is not None and not fut.done():
+            st.parked[key] = time.monotonic()
+        fut.add_done_callback(lambda f: self._on_built(c, rid, f, key))
+
+    def _on_built(self, c: _Conn, rid: int, fut: concurrent.futures.Future, key: int) -> None:
+        """On the build thread (or at once if the build had ended): queue the answer, wake the selector."""
+        exc = None if fut.cancelled() else fut.exception()
+        if fut.cancelled():
+            answer = {"id": rid, "ok": False, "error": "the run ended before the build did"}
+        elif exc is not None:
+            answer = {"id": rid, "ok": False, "error": str(exc) or type(exc).__name__}
+        else:
+            answer = {"id": rid, "ok": True}
+        self._built.put((c, answer, key))
+        if self._build_wake is not None:
+            try:
+                self._build_wake[1].send(b"x")
+            except OSError:
+                pass
+
+    def _answer_builds(self) -> None:
+        assert self._build_wake is not None
+        try:
+            while self._build_wake[0].recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        while True:
+            try:
+                c, answer, key = self._built.get_nowait()
+            except queue.Empty:
+                return
+            st = self._files.get(c.owner)
+            since = st.parked.pop(key, None) if st is not None else None
+            if st is not None and since is not None:
+                st.waited += time.monotonic() - since
+            self._send(c, answer)
 
     def _release_barrier(self, name: str, b: _Barrier, met: bool, why: str | None,
                          who: list[_Arrival] | None = None) -> None:

@@ -5,8 +5,10 @@ path relative to the root it was found under (a file given directly has the
 relative path "" and so is dropped by any non-empty filter, as in the reference).
 
 Only regular files are taken: a FIFO named `x.test.lua` would block the runner
-that opens it, forever.  A name that is not valid UTF-8 cannot be printed, put in
-JSON or in an event, so it is skipped too.  Both are reported as notices.  A file
+that opens it, forever; it is skipped with a notice.  A name that is not valid
+UTF-8 is run like any other: `Discovered.path` holds it as Python does (each
+undecodable byte a surrogate escape, so the file can be opened), and every
+report shows it through `fsutil.printable` (the byte as `\\xNN`).  A file
 reached twice (`provium . ./a.test.lua`, overlapping roots, a symlink) runs once:
 files are de-duplicated by real path, the first path found is kept.
 """
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..fsutil import printable as printable  # re-exported: messages name paths with it
 
 TEST_SUFFIX = ".test.lua"
 FIXTURE_SUFFIX = ".fixture.lua"
@@ -39,15 +42,8 @@ class Discovered:
     rel: str  # relative to root ("" for a file given directly)
 
 
-def printable(path: str) -> str:
-    """`path` with bytes that are not UTF-8 shown as \\xNN, safe to print anywhere."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
 def _unusable(path: str) -> str | None:
     """Why `path` cannot be run as a test file, or None if it can."""
-    if printable(path) != path:
-        return "its name is not valid UTF-8 (rename it)"
     try:
         st = os.stat(path)
     except OSError as exc:

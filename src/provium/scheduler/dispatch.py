@@ -38,7 +38,7 @@ from pathlib import Path
 
 from provium.events import types as ev
 from provium.events.sinks import Sink
-from provium.fsutil import read_tail
+from provium.fsutil import printable, read_tail
 from provium import runfiles
 from provium.protocol import framing
 from provium.protocol.decoder import FrameDecoder
@@ -83,6 +83,9 @@ class DispatchOptions:
     # Builds the coordinator (same signature as Coordinator); the Ray executor passes
     # one whose barriers span the cluster.
     coordinator_factory: Callable[..., Coordinator] | None = None
+    # Runs one profile's `build` command when a runner first boots a VM of it
+    # (coordinator.py); None: nothing is built (`--vmm local`, `--no-build`).
+    build_profile: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -144,7 +147,7 @@ class Dispatcher:
         make = self.opts.coordinator_factory or Coordinator
         self.coordinator = make(self._socket_path(), self.pool, self._sel,
                                        live_files=lambda: len(self._running) + len(self._queue),
-                                       charge_vms=self.opts.pool.charge_vms)
+                                       charge_vms=self.opts.pool.charge_vms, build=self.opts.build_profile)
         self._write_settings()
         try:
             while self._queue or self._running:
@@ -258,7 +261,7 @@ class Dispatcher:
         for i in self._queue:
             if sent.get(i) != reason:
                 sent[i] = reason
-                self.sink.emit(ev.FileBlocked(path=files[i].path, waiting_for=self.opts.pool.per_file,
+                self.sink.emit(ev.FileBlocked(path=printable(files[i].path), waiting_for=self.opts.pool.per_file,
                                               reason=reason))
 
     def _refusal(self, f: Discovered) -> str | None:
@@ -281,7 +284,7 @@ class Dispatcher:
 
     def _refuse(self, index: int, f: Discovered, why: str) -> FileResult:
         result = FileResult(path=f.path, chunk_error=why)
-        self.sink.emit(ev.FileCompleted(path=f.path, status=result.status, duration_ns=0))
+        self.sink.emit(ev.FileCompleted(path=printable(f.path), status=result.status, duration_ns=0))
         if self.opts.fail_fast:
             self._stop = True
         if self.on_file_done is not None:
@@ -303,7 +306,7 @@ class Dispatcher:
         except PoolRefused:  # cannot happen: the caller checked that it fits
             pass
         self.coordinator.file_started(index)
-        self.sink.emit(ev.FileDispatched(path=f.path, reservation=self.opts.pool.per_file))
+        self.sink.emit(ev.FileDispatched(path=printable(f.path), reservation=self.opts.pool.per_file))
         started = time.monotonic()
         with open(log_path, "wb") as log:
             try:
@@ -411,7 +414,7 @@ class Dispatcher:
         result = self._outcome(r, output)
         result.duration_ns = duration_ns
         result.output = output
-        self.sink.emit(ev.FileCompleted(path=r.file.path, status=result.status, duration_ns=duration_ns))
+        self.sink.emit(ev.FileCompleted(path=printable(r.file.path), status=result.status, duration_ns=duration_ns))
         if self.opts.fail_fast and not result.passed:
             self._stop = True
         if self.on_file_done is not None:

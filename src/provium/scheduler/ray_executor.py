@@ -61,6 +61,7 @@ import ray
 from provium.errors import ConfigError
 from provium.events import types as ev
 from provium.events.sinks import Sink
+from provium.fsutil import printable
 
 from .coordinator import Coordinator
 from .declared import declared_claim
@@ -485,5 +486,5 @@ class RayExecutor:
             tests.append(TestOutcome(name=t.current, status="failed", message=f"{where} died while this test ran"))
         duration_ns = int((time.monotonic() - t.started) * 1e9) if t.started else 0
         result = FileResult(path=path, tests=tests, chunk_error=msg, crashed=True, duration_ns=duration_ns)
-        self.sink.emit(ev.FileCompleted(path=path, status=result.status, duration_ns=duration_ns))
+        self.sink.emit(ev.FileCompleted(path=printable(path), status=result.status, duration_ns=duration_ns))
         return result

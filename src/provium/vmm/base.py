@@ -66,7 +66,7 @@ class DiskSpec:
     layer (`host/disk.py`) turns the declaration into what the VMM attaches: it
     sets `image` to the file the guest sees and, for a `mediated` disk, `nbd_socket`
     to the unix socket of provium's NBD server in front of that file (the path
-    through which the guest sees injected faults).  Backends read only `id`,
+    through which the guest sees injected faults).  Backends read only `id`, `format`,
     `image`, `readonly` and `nbd_socket`.
     """
 
@@ -78,10 +78,16 @@ class DiskSpec:
     mediated: bool = False
     image: str | None = None  # set by the host layer: the file the guest's disk is
     nbd_socket: str | None = None  # set by the host layer for mediated disks
+    # Ours: a read-only base image the host layer puts behind a fresh qcow2 overlay
+    # (the `debian` guest's root disk); `format` is then "qcow2".
+    backing: str | None = None
+    format: str = "raw"
 
     @property
     def source(self) -> str:
-        """Which source the disk was declared with: "path", "scratch" or "template"."""
+        """Which source the disk was declared with: "path", "scratch", "template" or "overlay"."""
+        if self.backing is not None:
+            return "overlay"
         return "scratch" if self.scratch is not None else "template" if self.template is not None else "path"
 
 

@@ -156,7 +156,7 @@ def blockdev(d: DiskSpec, node: str) -> dict:
 
     A mediated disk is provium's NBD server on a unix socket; QEMU's own cache is off
     (`cache.direct`) so every guest flush reaches the server, where power cuts happen.
-    A plain disk is the raw file itself.
+    A plain disk is the file itself (raw, or a qcow2 overlay for a distro guest's root).
     """
     if d.nbd_socket:
         proto = {"driver": "nbd", "server": {"type": "unix", "path": d.nbd_socket}, "export": d.id}
@@ -164,7 +164,8 @@ def blockdev(d: DiskSpec, node: str) -> dict:
                 "cache": {"direct": True, "no-flush": False}, "file": proto}
     if not d.image:
         raise ValueError(f"disk `{d.id}`: no image resolved (host layer bug)")
-    return {"node-name": node, "driver": "raw", "read-only": d.readonly,
+    # A qcow2 overlay opens its backing file (named in its header) read-only by itself.
+    return {"node-name": node, "driver": d.format, "read-only": d.readonly,
             "file": {"driver": "file", "filename": d.image}}
 
 
