@@ -8,7 +8,7 @@ import pytest
 
 from provium.config import Profile, builtin_linux_profile
 from provium.image import ImageError, agent_initrd, boot_cmdline, files_segment, prepare_profile
-from provium.image.cpio import parse
+from provium.image.cpio import parse, read_initrd
 
 
 @dataclass
@@ -110,11 +110,11 @@ def test_agent_initrd_appends_the_given_overlay(tmp_path):
     ov.write_bytes(b"OVERLAY")
     p = Profile(name="x", cmdline="x", agent_overlay_path=str(ov), base_dir=str(tmp_path))
     merged = agent_initrd(p, initrd, cache_dir=tmp_path / "cache")
-    assert merged.read_bytes() == b"USEROVERLAY"
+    assert merged.read_bytes() == b"USEROVERLAY\0"  # each part starts 4-byte aligned
     assert agent_initrd(p, initrd, cache_dir=tmp_path / "cache") == merged  # cached by content
     initrd.write_bytes(b"USER2")
     again = agent_initrd(p, initrd, cache_dir=tmp_path / "cache")
-    assert again != merged and again.read_bytes() == b"USER2OVERLAY"
+    assert again != merged and again.read_bytes() == b"USER2\0\0\0OVERLAY\0"
     assert agent_initrd(p, None, cache_dir=tmp_path / "cache") == ov  # overlay alone
     missing = Profile(name="y", cmdline="x", agent_overlay_path="nope.gz", base_dir=str(tmp_path))
     with pytest.raises(ImageError, match="agent_overlay_path"):
@@ -164,7 +164,7 @@ def test_empty_initrd_with_a_host_kernel_brings_the_agent_modules(tmp_path):
     k = find_kernel()
     kernel, initrd = prepare_profile(Profile(name="bare", kernel=str(k.path)), tmp_path)
     assert kernel == k.path and initrd is not None and initrd.name.startswith("agent-modules-")
-    names = [e[0] for e in parse(gzip.decompress(initrd.read_bytes()))]
+    names = [e[0] for e in read_initrd(initrd.read_bytes())]
     assert "lib/modules/provium/virtio_console.ko" in names and "lib/modules/provium/order" in names
     # another kernel: nothing added (it must have the drivers built in, docs/guests.md)
     other = tmp_path / "bzImage"

@@ -81,3 +81,35 @@ def test_gnu_cpio_reads_our_archive(tmp_path):
     assert (out / "top" / "link").is_symlink() and (out / "top" / "link").readlink().name == "file.txt"
     listing = subprocess.run(["cpio", "-t", "--quiet"], input=raw, capture_output=True, check=True).stdout.split()
     assert listing == [b"top", b"top/file.txt", b"top/link"]
+
+
+def _archive(**files: bytes) -> bytes:
+    w = CpioWriter()
+    for name, data in files.items():
+        w.add_file(name, data)
+    return bytes(w)
+
+
+def test_concatenated_parts_start_4_byte_aligned_and_read_back_in_order(tmp_path):
+    from provium.image.cache import concat_files
+    from provium.image.cpio import read_initrd
+
+    gz = gzip_bytes(_archive(a=b"1", b=b"x" * 5))
+    assert len(gz) % 4  # so the next part needs padding (else this test shows nothing)
+    raw = _archive(a=b"2", c=b"3")
+    out = concat_files(tmp_path / "img", [gz, raw, gzip_bytes(_archive(d=b"4"))])
+    data = out.read_bytes()
+    start = data.index(b"070701", len(gz))
+    assert start % 4 == 0 and set(data[len(gz):start]) == {0}
+    entries = read_initrd(data)
+    assert [n for n, _, _ in entries] == ["a", "b", "a", "c", "d"]
+    assert dict((n, d) for n, _, d in entries)["a"] == b"2"  # later archives win, as in the kernel
+
+
+def test_read_initrd_refuses_an_unaligned_uncompressed_archive():
+    from provium.image.cpio import read_initrd
+
+    with pytest.raises(CpioError, match="unaligned offset 1"):
+        read_initrd(b"\0" + _archive(a=b"1"))
+    with pytest.raises(CpioError, match="neither an archive nor padding at offset 0"):
+        read_initrd(b"junk")

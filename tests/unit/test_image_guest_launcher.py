@@ -60,3 +60,22 @@ def test_writer_writes_everything():
     assert bytes(got) == data
     os.close(r)
     os.close(w)
+
+
+def test_wait_for_init_waits_while_the_init_is_setting_up(tmp_path):
+    pending = tmp_path / "provium-init-pending"
+    started = time.monotonic()
+    guest.wait_for_init(str(pending), limit=5)  # no such file: an initrd that does not announce its setup
+    assert time.monotonic() - started < 1
+    pending.write_text("x")
+    threading.Timer(0.2, pending.unlink).start()
+    started = time.monotonic()
+    guest.wait_for_init(str(pending), limit=5)
+    assert 0.15 <= time.monotonic() - started < 4
+
+
+def test_wait_for_init_gives_up_and_says_so(tmp_path, capsys):
+    pending = tmp_path / "provium-init-pending"
+    pending.write_text("x")
+    guest.wait_for_init(str(pending), limit=0.1)
+    assert "still there" in capsys.readouterr().err

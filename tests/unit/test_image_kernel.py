@@ -1,13 +1,12 @@
 """Kernel lookup, module load order from modules.dep, and the built-in initramfs."""
 
-import gzip
 import lzma
 import stat
 
 import pytest
 
 from provium.image import initramfs
-from provium.image.cpio import parse
+from provium.image.cpio import read_initrd
 from provium.image.errors import ImageError
 from provium.image.kernel import find_kernel, module_load_order, read_module
 
@@ -82,11 +81,17 @@ def test_builtin_initramfs_contents(tmp_path):
     path = initramfs.ensure(k, tmp_path)
     assert path.parent == tmp_path / "images"
     assert initramfs.ensure(k, tmp_path) == path  # cache hit by content hash
-    entries = {n: (m, d) for n, m, d in parse(gzip.decompress(path.read_bytes()))}
+    entries = {n: (m, d) for n, m, d in read_initrd(path.read_bytes())}
     init_mode, init = entries["init"]
     assert stat.S_IMODE(init_mode) == 0o755
     text = init.decode()
     assert "mount -t proc" in text and "exec /sbin/init" in text
+    # the agent waits while this file exists; /init removes it once set up, last thing before init
+    assert initramfs.INIT_PENDING in entries
+    assert text.index(f"rm -f /{initramfs.INIT_PENDING}") > text.index("/etc/hosts")
+    assert text.index(f"rm -f /{initramfs.INIT_PENDING}") < text.index("exec /sbin/init")
+    from provium.agent.guest import INIT_PENDING
+    assert INIT_PENDING == "/" + initramfs.INIT_PENDING
     # modules in dependency order, as files the init loads
     loads = text.split("for m in ", 1)[1].split(";", 1)[0].split()
     assert loads.index("virtio_ring") < loads.index("virtio") < loads.index("virtio_pci") < loads.index("virtio_console")

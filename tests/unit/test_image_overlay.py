@@ -6,7 +6,6 @@ zip, the extension modules and the libraries are enough for the agent.
 """
 
 import asyncio
-import gzip
 import json
 import os
 import shlex
@@ -17,7 +16,7 @@ import subprocess
 import pytest
 
 from provium.image import overlay, runtime
-from provium.image.cpio import parse
+from provium.image.cpio import read_initrd
 from provium.protocol.messages import ExecArgs, SpawnWorkerArgs, WorkerExecArgs
 from provium.protocol.mux import MuxClient
 
@@ -28,7 +27,7 @@ def unpacked(tmp_path_factory):
     path = overlay.ensure(cache)
     assert overlay.ensure(cache) == path  # content-hash cache hit
     root = tmp_path_factory.mktemp("overlay")
-    entries = parse(gzip.decompress(path.read_bytes()))
+    entries = read_initrd(path.read_bytes())
     for name, mode, data in entries:
         dest = root / name
         if stat.S_ISDIR(mode):
@@ -51,7 +50,8 @@ def test_overlay_carries_launcher_and_runtime_but_no_init(unpacked):
     assert 'if [ "$$" = 1 ] && [ -e /init ]' in text and 'exec /init "$@"' in text
     assert "mount -t devtmpfs" in text and "mount -t proc" in text and "mount -t sysfs" in text
     for needed in ("provium/bin/busybox", "provium/bin/python3", "provium/bin/python3._pth",
-                   "provium/lib/python3.zip", "provium/lib/python3/dataclass-code.bin"):
+                   "provium/lib/python3.zip", "provium/lib/python3-start.zip", "provium/lib/python3/dataclass-code.bin",
+                   "provium/lib/python3/boot-modules.bin"):
         assert needed in entries, needed
     assert any(n.startswith("provium/lib/ld-linux") for n in entries)
     assert any(n.startswith("provium/lib/libc.so") for n in entries)
@@ -85,14 +85,37 @@ def _host_argv(root, target):
 def test_packed_runtime_has_what_the_agent_imports(unpacked):
     root, _ = unpacked
     code = ("import sys, provium.agent.server, provium.agent.workers, provium.agent.syscalls, ctypes, msgpack;"
-            "print(sys.path[0].endswith('python3.zip'), 'site' in sys.modules, sys.flags.isolated)")
+            "print(sys.path[0].endswith('python3-start.zip'), sys.path[1].endswith('python3.zip'),"
+            " 'site' in sys.modules, sys.flags.isolated)")
     lib = root / "provium" / "lib"
     loader = next(lib.glob("ld-linux*"))
     out = subprocess.run([str(loader), "--library-path", str(lib), str(root / "provium/bin/python3"), "-c", code],
                          capture_output=True, text=True, env={"PYTHONPATH": "/nonexistent", "PATH": "/usr/bin:/bin"},
                          timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["True", "False", "1"]  # our zip first, no site, isolated from env
+    assert out.stdout.split() == ["True", "True", "False", "1"]  # our zips first, no site, isolated from env
+
+
+def test_startup_modules_come_preloaded_and_the_start_zip_is_small(unpacked):
+    import io
+    import zipfile
+
+    root, entries = unpacked
+    start = zipfile.ZipFile(io.BytesIO(entries["provium/lib/python3-start.zip"][1])).namelist()
+    assert "provium_boot.pyc" in start and "encodings/__init__.pyc" in start
+    assert all(n == "provium_boot.pyc" or n.startswith("encodings/") for n in start)
+    # What the agent imports before serving is served from the preload table; what it
+    # imports later (subprocess here) still comes from the full zip; `org` (copy's
+    # Jython probe) fails at once.
+    code = ("import provium_boot; provium_boot.install();"
+            "import provium.agent.guest, provium.agent.server, msgpack, re, subprocess, copy, sys;"
+            "print(type(provium.agent.server.__spec__.loader).__name__, type(re.__spec__.loader).__name__,"
+            " type(subprocess.__spec__.loader).__name__, msgpack._cmsgpack.__name__, sys.modules['org'],"
+            " provium.agent.server.__file__.endswith('python3.zip/provium/agent/server.pyc'))")
+    out = subprocess.run(_host_argv(root, "x:y")[:-2] + ["-c", code], capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["Preloaded", "Preloaded", "zipimporter", "msgpack._cmsgpack", "None", "True"]
 
 
 def test_packed_runtime_serves_the_agent(unpacked):

@@ -25,6 +25,10 @@ RECONNECT_POLL = 0.02
 # own work queue: only call it EOF if the port still looks disconnected after this.
 EOF_GRACE = 0.1
 OOM_POLL = 0.05  # chain mode: how often to look for /proc (the guest's init mounts it)
+# In the built-in `linux` image until its /init has set the guest up (image/initramfs.py).
+INIT_PENDING = "/run/provium-init-pending"
+INIT_POLL = 0.01
+INIT_WAIT = 60.0  # then serve anyway, and say so: a guest without its drivers beats no guest
 
 
 def log(message: str) -> None:
@@ -137,6 +141,22 @@ def wait_for_host(fd: int) -> None:
         time.sleep(RECONNECT_POLL)
 
 
+def wait_for_init(pending: str = INIT_PENDING, limit: float = INIT_WAIT) -> None:
+    """Wait while the guest's init says it is still setting the guest up.
+
+    We start beside the init, not after it, so that Python's start overlaps the
+    init's driver loading; the host must still not get a guest whose disks, NICs
+    or hostname are not there yet.  An initrd without the file: no wait.
+    """
+    deadline = time.monotonic() + limit
+    while os.path.exists(pending):
+        if time.monotonic() > deadline:
+            log(f"the guest's init has not finished setting up after {limit:.0f} s ({pending} is still there); "
+                "serving anyway")
+            return
+        time.sleep(INIT_POLL)
+
+
 def _stdin_to_devnull() -> None:
     # Started by PID 1 with the console as stdin: never compete with a console shell.
     try:
@@ -183,16 +203,22 @@ def loopback_up(name: str = "lo") -> bool:
     agent, it holds in chain and standalone mode alike and costs no process
     start: one ioctl pair.  True if it is up.
     """
+    # _socket, not socket: socket.py builds its enums and imports selectors at
+    # import time, a measurable share of the agent's start under TCG; an ioctl
+    # needs nothing but the descriptor.
+    import _socket
     import fcntl
-    import socket
     import struct
 
     try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+        try:
             ifr = struct.pack("16sh22x", name.encode(), 0)
-            flags = struct.unpack("16sh", fcntl.ioctl(s, SIOCGIFFLAGS, ifr)[:18])[1]
+            flags = struct.unpack("16sh", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, ifr)[:18])[1]
             if not flags & IFF_UP:
-                fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh22x", name.encode(), flags | IFF_UP))
+                fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sh22x", name.encode(), flags | IFF_UP))
+        finally:
+            s.close()
         return True
     except OSError as exc:
         log(f"could not bring `{name}` up: {exc}")
@@ -258,6 +284,8 @@ def main() -> int:
     name = os.environ.get("PROVIUM_AGENT_PORT_NAME", PORT_NAME)
     dev = wait_for_port(name)
     _milestone(f"found {dev}")
+    wait_for_init()
+    _milestone("the guest's init is done")
     _stdin_to_devnull()
     _mix_rng_seed()
     fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)

@@ -102,7 +102,7 @@ def agent_initrd(profile: Profile, initrd: Path | None, cache_dir=None) -> Path:
     if initrd is None:
         return ov
     h = cache.Hasher("merged-initrd").add_file("initrd", initrd).add_file("overlay", ov)
-    path = cache.image_dir(cache_dir) / f"merged-{h.hexdigest()[:24]}.cpio.gz"
+    path = cache.image_dir(cache_dir) / f"merged-{h.hexdigest()[:24]}.cpio"
     if path.exists():
         return cache.use(path)
     cache.concat_files(path, [initrd, ov])
@@ -133,8 +133,8 @@ def files_segment(files: Iterable[Any], prefix: str = "") -> bytes:
     """The per-boot files as a gzip'd newc cpio (ancestors 0755 first, files 0644 by default),
     each under the directory `prefix` when one is given.
 
-    gzip-wrapped because the kernel only takes an uncompressed segment at a 4-byte
-    aligned offset, and the segments before it end wherever they end.
+    Compressed unlike the images (initramfs.py): it is small, and gzip'd it needs no
+    alignment, so it can also follow an initrd concatenated by someone else.
     """
     w = CpioWriter()
     entries = []

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from provium.fsutil import atomic_write as _atomic_write
 
+from .cpio import align4
+
 # Images are small next to fixtures, but each agent or kernel change makes new ones:
 # a kind's images not used for this long are removed when a new one is built.
 UNUSED_TTL = 3 * 24 * 3600
@@ -90,11 +92,15 @@ def atomic_write(path: Path, data: bytes | list[bytes], mode: int = 0o644) -> Pa
 
 
 def concat_files(path: Path, sources: list[Path | bytes]) -> Path:
-    """`path` := the sources (files or in-memory bytes) one after another, atomically."""
+    """`path` := the sources (files or in-memory bytes) one after another, atomically.
+
+    Each source starts at a 4-byte offset (NUL padding between them), which is where
+    the kernel looks for an uncompressed archive in a concatenated initrd.
+    """
     parts: list[bytes] = []
     for s in sources:
         parts.append(s if isinstance(s, (bytes, bytearray)) else Path(s).read_bytes())
-    return atomic_write(path, parts)
+    return atomic_write(path, align4(parts))
 
 
 def use(path: Path) -> Path:

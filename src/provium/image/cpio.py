@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import io
 import stat
+import zlib
 from dataclasses import dataclass
 
 from .errors import ImageError
@@ -122,10 +123,56 @@ def gzip_bytes(data: bytes, level: int = 6) -> bytes:
     return gzip.compress(data, compresslevel=level, mtime=0)
 
 
-def parse(data: bytes) -> list[tuple[str, int, bytes]]:
-    """Read an uncompressed newc archive back as (name, mode, data).  For tests and checks."""
+def align4(parts: list[bytes]) -> list[bytes]:
+    """`parts` with NUL padding after each, so every part starts at a 4-byte offset.
+
+    How the kernel reads an initrd made of several archives: NULs between them are
+    skipped, and an uncompressed archive is recognised only at a 4-byte aligned
+    offset of the whole image; compressed ones may start anywhere.
+    """
+    out: list[bytes] = []
+    size = 0
+    for part in parts:
+        out.append(part)
+        size += len(part)
+        pad = _pad4(size)
+        if pad:
+            out.append(b"\0" * pad)
+            size += pad
+    return out
+
+
+def read_initrd(data: bytes) -> list[tuple[str, int, bytes]]:
+    """Every entry of an initrd made of concatenated archives (uncompressed newc or
+    gzip'd, NUL padding between them), in the order the kernel unpacks them."""
     out: list[tuple[str, int, bytes]] = []
     pos = 0
+    while pos < len(data):
+        if data[pos] == 0:
+            pos += 1
+        elif data[pos:pos + 2] == b"\x1f\x8b":
+            d = zlib.decompressobj(wbits=31)
+            out += parse(d.decompress(data[pos:]))
+            pos = len(data) - len(d.unused_data)
+        elif data[pos:pos + 6] == MAGIC:
+            if pos % 4:
+                raise CpioError(f"cpio: uncompressed archive at unaligned offset {pos}")
+            entries, end = _parse_at(data, pos)
+            out += entries
+            pos = end
+        else:
+            raise CpioError(f"cpio: neither an archive nor padding at offset {pos}")
+    return out
+
+
+def parse(data: bytes) -> list[tuple[str, int, bytes]]:
+    """Read an uncompressed newc archive back as (name, mode, data).  For tests and checks."""
+    return _parse_at(data, 0)[0]
+
+
+def _parse_at(data: bytes, pos: int) -> tuple[list[tuple[str, int, bytes]], int]:
+    """(entries, offset after the trailer) of the archive starting at `pos`."""
+    out: list[tuple[str, int, bytes]] = []
     while True:
         if data[pos:pos + 6] != MAGIC:
             raise CpioError(f"cpio: bad magic at offset {pos}")
@@ -136,6 +183,6 @@ def parse(data: bytes) -> list[tuple[str, int, bytes]]:
         pos = name_start + namesize
         pos += _pad4(pos)
         if name == TRAILER:
-            return out
+            return out, pos
         out.append((name, mode, data[pos:pos + size]))
         pos += size + _pad4(size)

@@ -1,4 +1,4 @@
-"""The agent overlay: a gzip'd cpio appended to any initrd that makes it run our agent.
+"""The agent overlay: an uncompressed cpio (see initramfs.py) appended to any initrd that makes it run our agent.
 
 It carries `/sbin/provium-agent` (a script for the bundled static busybox), the
 busybox, and the Python runtime and agent under /provium.  The kernel is told
@@ -23,7 +23,7 @@ import shlex
 from pathlib import Path
 
 from . import cache, runtime
-from .cpio import CpioWriter, gzip_bytes
+from .cpio import CpioWriter
 from .initramfs import find_busybox
 
 AGENT_PATH = "/sbin/provium-agent"
@@ -85,7 +85,7 @@ def build() -> bytes:
     for path, (data, mode) in sorted(rt.files.items()):
         w.add_file(path, data, mode)
     w.add_file(AGENT_PATH, launcher_script(rt).encode(), 0o755)
-    return gzip_bytes(bytes(w))
+    return bytes(w)
 
 
 def cache_key() -> str:
@@ -101,7 +101,7 @@ def cache_key() -> str:
 def ensure(cache_dir=None) -> Path:
     """Path of the cached overlay for the current agent sources and host Python."""
     key = cache_key()
-    path = cache.image_dir(cache_dir) / f"agent-overlay-{key[:16]}.cpio.gz"
+    path = cache.image_dir(cache_dir) / f"agent-overlay-{key[:16]}.cpio"
     if path.exists():
         return cache.use(path)
     cache.atomic_write(path, build())

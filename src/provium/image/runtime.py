@@ -38,10 +38,22 @@ GUEST_DYNLOAD = f"{GUEST_PYDIR}/lib-dynload"
 GUEST_SITE = f"{GUEST_PYDIR}/site-packages"
 GUEST_ZIP = f"{GUEST_LIB}/python3.zip"
 GUEST_CODE_CACHE = f"{GUEST_PYDIR}/dataclass-code.bin"
+GUEST_PRELOAD = f"{GUEST_PYDIR}/boot-modules.bin"
 BOOT_MODULE = "provium_boot"
+# What the agent imports in a guest before it serves (provium.agent.guest.main): its
+# modules are preloaded (guest_boot.py).  A module missing here still works, from the zip.
+BOOT_IMPORTS = ("provium.agent.guest", "provium.agent.server", "provium.agent.state", "provium.agent.children",
+                "threading", "fcntl", "struct", "_socket")
 # `python3._pth` beside the interpreter fixes sys.path and implies isolated mode and
 # no `site`: the guest's PYTHON* variables and any Python of its own cannot interfere.
-PTH = "../lib/python3.zip\n../lib/python3/lib-dynload\n../lib/python3/site-packages\n"
+PTH = "../lib/python3-start.zip\n../lib/python3.zip\n../lib/python3/lib-dynload\n../lib/python3/site-packages\n"
+# What the interpreter imports from sys.path before any of our code runs (the codecs),
+# and our boot shim, in a zip of their own: zipimport reads an archive's whole
+# directory, in Python, on its first import from it, and under TCG a hundred entries
+# cost tens of milliseconds.  The full zip's directory is read only when a module
+# that is not preloaded (guest_boot.py) is first imported.
+GUEST_START_ZIP = f"{GUEST_LIB}/python3-start.zip"
+START_PACKAGES = ("encodings",)
 
 # Imported by the interpreter or by `-m` before any agent code runs, or lazily
 # by stdlib code the agent calls (so an import scan of the agent cannot see them).
@@ -269,6 +281,63 @@ with open(sys.argv[2], "wb") as f:
 """
 
 
+# Runs in the interpreter being shipped, as the guest starts: argv[1] sys.path
+# entries (os.pathsep-separated), argv[2] guest_boot.py, argv[3] the output file,
+# then the modules to import.  Writes the names of the modules that got imported.
+_BOOT_SET = r"""
+import sys
+before = set(sys.modules)
+sys.path[:0] = sys.argv[1].split(":")
+boot = {"__name__": "provium_boot", "__builtins__": __builtins__}
+with open(sys.argv[2]) as f:
+    exec(compile(f.read(), "provium_boot", "exec"), boot)
+boot["install"]("/nonexistent")  # what the guest does first (no data files here)
+for name in sys.argv[4:]:
+    __import__(name)
+import marshal
+def loaded_by_path(m):  # not a stand-in (startup.defer), not frozen or built in
+    spec = getattr(m, "__spec__", None)
+    return spec is not None and spec.origin not in (None, "frozen", "built-in")
+with open(sys.argv[3], "wb") as f:
+    marshal.dump(sorted(n for n, m in sys.modules.items() if n not in before and loaded_by_path(m)), f)
+"""
+
+
+def _boot_set(python: Path, paths: list[str]) -> list[str]:
+    import marshal
+
+    with tempfile.TemporaryDirectory(prefix="provium-measure-") as d:
+        out = Path(d) / "out.marshal"
+        proc = subprocess.run([str(python), "-I", "-S", "-X", "utf8", "-c", _BOOT_SET, os.pathsep.join(paths),
+                               str(Path(__file__).with_name("guest_boot.py")), str(out), *BOOT_IMPORTS],
+                              capture_output=True, text=True, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                              cwd=d)
+        if proc.returncode != 0 or not out.exists():
+            raise ImageError(f"measuring the agent's start-up imports with {python} failed:\n{proc.stderr.strip()[-2000:]}")
+        return marshal.loads(out.read_bytes())
+
+
+def _preload_table(names: list[str], zip_entries: dict[str, bytes], site: dict[str, bytes]) -> bytes:
+    """The PRELOAD file of guest_boot.py: the start-up modules' code, paths relative to GUEST_LIB."""
+    import marshal
+
+    zip_rel = GUEST_ZIP[len(GUEST_LIB) + 1:]
+    site_rel = GUEST_SITE[len(GUEST_LIB) + 1:]
+    table = {}
+    for name in names:
+        rel = name.replace(".", "/")
+        for entries, where in ((zip_entries, zip_rel), (site, site_rel)):
+            if f"{rel}/__init__.pyc" in entries:
+                pyc, origin, search = entries[f"{rel}/__init__.pyc"], f"{where}/{rel}/__init__.pyc", f"{where}/{rel}"
+            elif f"{rel}.pyc" in entries:
+                pyc, origin, search = entries[f"{rel}.pyc"], f"{where}/{rel}.pyc", None
+            else:
+                continue
+            table[name] = (origin, search, marshal.loads(pyc[16:]))  # 16: the pyc header
+            break
+    return marshal.dumps(table)
+
+
 def _measure(python: Path, paths: list[str], names: list[str], compile_files: list[tuple[str, str]]) -> dict:
     import marshal
 
@@ -337,9 +406,15 @@ def collect() -> Runtime:
             zip_entries[key[len("stdlib/"):]] = data
     for f in provium_files:
         zip_entries[f.relative_to(src_root).with_suffix(".pyc").as_posix()] = m["compiled"][str(f)]
-    zip_entries[f"{BOOT_MODULE}.pyc"] = m["compiled"][str(boot_src)]
+    start = {f"{BOOT_MODULE}.pyc": m["compiled"][str(boot_src)]}
+    for key in [k for k in zip_entries if k.split("/", 1)[0] in START_PACKAGES]:
+        start[key] = zip_entries.pop(key)  # the whole package: its __path__ is this zip
+    rt.files[GUEST_START_ZIP] = (_zip(start), 0o644)
     rt.files[GUEST_ZIP] = (_zip(zip_entries), 0o644)
     rt.files[GUEST_CODE_CACHE] = (m["dataclass_code"], 0o644)
+    site = {f"msgpack/{p.stem}.pyc": m["compiled"][str(p)] for p in msgpack_py}
+    boot = _boot_set(python, [str(src_root), str(msgpack_dir.parent)])
+    rt.files[GUEST_PRELOAD] = (_preload_table(boot, zip_entries, site), 0o644)
     rt.modules = sorted(n for n, f in m["modules"].items() if f and os.path.realpath(f).startswith(m["stdlib"] + os.sep))
 
     elf: list[Path] = [python]

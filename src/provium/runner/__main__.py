@@ -68,8 +68,7 @@ def _watch_sigterm() -> None:
     threading.Thread(target=watch, name="provium-sigterm", daemon=True).start()
 
 
-def main(argv: list[str] | None = None) -> int:
-    _die_with_parent()  # first: no window in which a dead dispatcher leaves us running
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m provium.runner",
                                  description="Run one provium test file (used by the dispatcher).")
     ap.add_argument("--settings", required=True, help="RunSettings JSON file")
@@ -77,7 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events-fd", type=int, default=None, help="file descriptor for event frames")
     ap.add_argument("--owner", type=int, default=None, help="this file's id with the dispatcher's coordinator")
     ap.add_argument("file", help="the *.test.lua file")
-    args = ap.parse_args(argv)
+    return ap
+
+
+# Built at import: a runner forked from the zygote (zygote.py) then does not build it again.
+PARSER = _parser()
+
+
+def main(argv: list[str] | None = None) -> int:
+    _die_with_parent()  # first: no window in which a dead dispatcher leaves us running
+    args = PARSER.parse_args(argv)
 
     from .. import artifacts, log
     from ..events.sinks import FdSink, NullSink
