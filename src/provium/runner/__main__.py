@@ -39,6 +39,20 @@ def _die_with_parent() -> None:
         pass
 
 
+def _reader_gone(fd: int) -> bool:
+    """Whether nobody reads our events pipe any more: the dispatcher holds the read
+    end while we run, so a dispatcher killed before `_die_with_parent` armed the
+    death signal (a slow start on a loaded host) shows here as POLLERR."""
+    import select
+
+    try:
+        p = select.poll()
+        p.register(fd, 0)
+        return any(ev & select.POLLERR for _, ev in p.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
 def _watch_sigterm() -> None:
     """SIGTERM stops the file politely: the running test fails with "runner
     terminated (SIGTERM)", later tests are listed as not run, VMs shut down.
@@ -86,6 +100,8 @@ PARSER = _parser()
 def main(argv: list[str] | None = None) -> int:
     _die_with_parent()  # first: no window in which a dead dispatcher leaves us running
     args = PARSER.parse_args(argv)
+    if args.events_fd is not None and _reader_gone(args.events_fd):
+        return 2  # the dispatcher died before our death signal was armed: nobody wants this file run
 
     from .. import artifacts, log
     from ..events.sinks import FdSink, NullSink
@@ -113,7 +129,12 @@ def main(argv: list[str] | None = None) -> int:
             if done["flag"]:
                 return
             done["flag"] = True
-            atomic_write(args.result, outcome.to_json())
+            try:
+                # Never create the run's work dir: if it is gone, the dispatcher died and the
+                # next run swept it (recreating it would leave it behind for good).
+                atomic_write(args.result, outcome.to_json(), make_parents=False)
+            except FileNotFoundError:
+                pass
 
     def on_stuck(outcome) -> None:
         # A timed-out test did not unwind: report what we have and leave; the

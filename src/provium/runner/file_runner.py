@@ -554,9 +554,10 @@ _TEST_CALL = re.compile(r"""(?<![\w.:])test\s*\(\s*(?:"((?:[^"\\\n]|\\.)*)"|'((?
 def list_tests(path: str, settings: RunSettings | None = None) -> list[TestInfo]:
     """The tests a file declares (name and meta), without booting anything.
 
-    The top level runs with a VMM that refuses to boot; if it fails (say it
-    boots a VM at file scope), the names are read from literal
-    `test("name", ...)` calls in the source instead (meta unknown).  A file
+    The top level runs with its boots held (lua/deferboot.py) and then dropped,
+    on a VMM that refuses to boot; if it needs a booted VM anyway (say it runs a
+    command at file scope), the names are read from literal `test("name", ...)`
+    calls in the source instead (meta unknown).  A file
     that cannot be read or compiled, whose top level raises for another reason,
     or runs past the file timeout, raises an error naming it.
     """
@@ -577,8 +578,10 @@ def list_tests(path: str, settings: RunSettings | None = None) -> list[TestInfo]
         if dog is not None:
             dog.daemon = True
             dog.start()
+        state.deferred.hold()  # boots the top level only asks for are dropped: the chunk runs to its end
         try:
             state.run_chunk(chunk)
+            state.deferred.release(boot=False)
         except LuaChunkError as exc:
             if state.timed_out:
                 raise LuaChunkError(text) from exc
