@@ -28,6 +28,7 @@ from ..events import types as ev
 from ..fsutil import printable
 from ..host.console import failure_block as console_failure_block
 from ..host.errors import ArgumentError
+from ..host.pynames import called_from_lua
 from ..host.pool import HostPool
 from ..host.session import Session
 from ..host.values import parse_duration
@@ -190,7 +191,8 @@ def run_file(path: str, settings: RunSettings | None = None, emit: Emit | None =
         except Exception as exc:  # noqa: BLE001 - a bad config is this file's chunk error
             out.chunk_error = str(exc) or type(exc).__name__
             return out
-        _run(ctx, cfg, backend)
+        with called_from_lua():  # the runner's own calls (teardown, resets) report to a Lua author
+            _run(ctx, cfg, backend)
     finally:
         _active.remove(ctx)
         out.duration_ns = time.monotonic_ns() - started
