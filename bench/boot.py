@@ -497,7 +497,7 @@ def report(r: dict, a) -> list[tuple[str, str]]:
     st = r["steps"]
     rows += [
         ("QEMU CPU to a trivial /init's marker with the agent overlay appended (unpacked, unused)",
-         f"{st['overlay']:.2f} s (+{st['overlay'] - tri_c:.2f} s over the trivial boot's median)"),
+         f"{st['overlay']:.2f} s ({st['overlay'] - tri_c:+.2f} s against the trivial boot's median)"),
         ("... with one `python -c pass` first", f"+{st['python'] - st['overlay']:.2f} s"),
         ("... with the agent's start-up imports first (Python start included)", f"+{st['imports'] - st['overlay']:.2f} s"),
         ("... with the virtio modules /init loads first", f"+{st['modules'] - st['overlay']:.2f} s"),
@@ -542,7 +542,12 @@ def write_readme(rows, r, a) -> None:
     guest_py = runtime.host_python()
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     pair = statistics.median(x / y for x, y in zip(r["agent"], r["trivial"]))
+    pair_c = statistics.median(x / y for x, y in zip(r["agent_cpu"], r["trivial_cpu"]))
     verdict = "met" if pair <= 1.3 else "NOT met"
+    if pair <= 1.3 < pair_c:
+        verdict += (f" on wall time, but not on QEMU CPU time ({pair_c:.2f}x): on a loaded host the kernel's "
+                    "own boot, idle waits included, stretches as much as the agent's CPU-bound work, so a "
+                    "loaded run's wall ratio flatters; confirm on an idle host")
     section = f"""## boot
 
 `bench/boot.py`: the built-in `linux` profile under QEMU, TCG, machine `{a.machine}`, 1 vCPU,
