@@ -288,6 +288,26 @@ def alive(pid) -> bool:
         return False
 
 
+def runner_pids(provium_pid: int) -> list[str]:
+    """The runners under a provium process: forked from its zygote (named `provium-runner`;
+    their command line is the zygote's) or spawned (`python -m provium.runner`)."""
+    import psutil
+
+    out = []
+    try:
+        kids = psutil.Process(provium_pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    for k in kids:
+        try:
+            cmd = k.cmdline()
+            if k.name() == "provium-runner" or ("provium.runner" in cmd and "provium.runner.zygote" not in cmd):
+                out.append(str(k.pid))
+        except psutil.Error:
+            continue
+    return out
+
+
 def read_frames(data: bytes):
     return list(ev.iter_events(io.BytesIO(data)))
 
@@ -445,8 +465,8 @@ test("spins", function(t) local t0 = os.time() while os.time() - t0 < 60 do end 
         # The log is opened before the runner is spawned: under load the child may not
         # have exec'd (and so show its command line) yet.
         while True:
-            runner = subprocess.run(["pgrep", "-f", f"provium.runner.*{tmp_path}"], capture_output=True, text=True)
-            if runner.stdout.split():
+            runners = runner_pids(p.pid)
+            if runners:
                 break
             assert time.monotonic() < deadline, "no runner process found"
             time.sleep(0.05)
@@ -460,7 +480,7 @@ test("spins", function(t) local t0 = os.time() while os.time() - t0 < 60 do end 
     assert b"interrupted" in p.stderr.read()
     assert list((tmp_path / "tmp").iterdir()) == []  # work dir removed
     time.sleep(0.2)
-    for pid in runner.stdout.split():
+    for pid in runners:
         assert not alive(pid), f"runner {pid} outlived provium"
 
 
@@ -500,8 +520,7 @@ test("spins", function(t) local t0 = os.time() while os.time() - t0 < 60 do end 
         while not pids:
             assert time.monotonic() < deadline, "the runner never started"
             time.sleep(0.1)
-            pids = subprocess.run(["pgrep", "-f", f"provium.runner.*{tmp_path}"], capture_output=True,
-                                  text=True).stdout.split()
+            pids = runner_pids(p.pid)
         time.sleep(0.5)  # let the runner get past its start-up
         p.kill()
         p.wait()

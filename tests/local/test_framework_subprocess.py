@@ -68,6 +68,21 @@ def test_runner_subprocess_reports_bad_settings(tmp_path):
     assert not (tmp_path / "r.json").exists()
 
 
+def test_a_runner_whose_work_dir_was_swept_does_not_recreate_it(tmp_path):
+    # A runner outliving a SIGKILLed dispatcher (killed before its death signal was
+    # armed) finished after the next run had swept the work dir, and wrote its
+    # result there, creating the directory again: it was left behind for good.
+    test = tmp_path / "x.test.lua"
+    test.write_text('test("ok", function(t) end)\n')
+    sp = tmp_path / "settings.json"
+    sp.write_text(RunSettings(vmm="local").to_json())
+    gone = tmp_path / "provium-run-1-swept"
+    p = subprocess.run([sys.executable, "-m", "provium.runner", "--settings", str(sp), "--result",
+                        str(gone / "0.result.json"), str(test)], capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert not gone.exists()
+
+
 def test_killed_runner_leaves_no_agent_behind(tmp_path):
     proc, rfd = start_runner(tmp_path, '''
         local vm = provium:vm("a", "linux"):boot()
@@ -93,11 +108,16 @@ def test_list_tests(tmp_path):
     f.write_text('test("one", {tags = {"x"}}, function() end)\ntest("two", function() end)\n')
     got = list_tests(str(f), RunSettings(vmm="local"))
     assert [(t.name, t.meta) for t in got] == [("one", {"tags": ["x"]}), ("two", {})]
-    # top-level code that boots: nothing is booted, names come from the source text
+    # a top level that boots: nothing is booted (the boot is held, then dropped), and the
+    # tests come from running it, meta included
     g = tmp_path / "b.test.lua"
     g.write_text('local vm = provium:vm("a", "linux"):boot()\n'
                  'test("first", function() end)\ntest(\'second\', {slow = true}, function() end)\n')
-    assert [t.name for t in list_tests(str(g))] == ["first", "second"]
+    assert [(t.name, t.meta) for t in list_tests(str(g))] == [("first", {}), ("second", {"slow": True})]
+    # one that uses its VM at the top level: names from the source text (meta unknown)
+    g.write_text('local vm = provium:vm("a", "linux"):boot()\nlocal out = vm:run("true")\n'
+                 'test("first", function() end)\ntest(\'second\', {slow = true}, function() end)\n')
+    assert [(t.name, t.meta) for t in list_tests(str(g))] == [("first", {}), ("second", {})]
     h = tmp_path / "c.test.lua"
     h.write_text("test(")
     with pytest.raises(Exception, match="c.test.lua:1:"):
@@ -119,3 +139,20 @@ def test_a_runner_given_sigterm_says_so_and_lists_later_tests(tmp_path):
     assert tests["later"]["status"] == "skipped"
     assert tests["later"]["message"] == "not run: runner terminated (SIGTERM)"
     assert result["chunk_error"] == "runner terminated (SIGTERM)"
+
+
+def test_a_runner_whose_dispatcher_is_already_gone_runs_nothing(tmp_path):
+    # The dispatcher (the events pipe's only reader) died before the runner armed its
+    # death signal: the runner must not go on to run the file as an orphan.
+    test = tmp_path / "x.test.lua"
+    test.write_text('local f = io.open(os.getenv("MARK"), "w") f:write("ran") f:close()\n')
+    sp = tmp_path / "settings.json"
+    sp.write_text(RunSettings(vmm="local").to_json())
+    rfd, wfd = os.pipe()
+    os.close(rfd)
+    p = subprocess.run([sys.executable, "-m", "provium.runner", "--settings", str(sp), "--result",
+                        str(tmp_path / "r.json"), "--events-fd", str(wfd), str(test)], pass_fds=(wfd,),
+                       env=dict(os.environ, MARK=str(tmp_path / "mark")), capture_output=True, timeout=60)
+    os.close(wfd)
+    assert p.returncode == 2, p.stderr
+    assert not (tmp_path / "mark").exists() and not (tmp_path / "r.json").exists()

@@ -84,11 +84,11 @@ def test_timeout_kills_the_command_and_its_grandchildren(vm, tmp_path):
 
 
 def test_run_argument_errors(vm):
-    with pytest.raises(ArgumentError, match="vm:run expects at least a command string"):
+    with pytest.raises(ArgumentError, match="VM.run expects at least a command string"):
         vm.run(None)
     with pytest.raises(ArgumentError, match="unknown option `tiemout`"):
         vm.run("true", tiemout="1s")
-    with pytest.raises(ArgumentError, match="vm:run timeout: must be a finite, non-negative number"):
+    with pytest.raises(ArgumentError, match="VM.run timeout: must be a finite, non-negative number"):
         vm.run("true", timeout=float("nan"))
 
 
@@ -132,7 +132,7 @@ def test_kill_with_signal_names(vm):
     assert q.wait("5s").signal == 15
     with pytest.raises(ArgumentError, match="unknown signal name `bogus`"):
         q.kill("bogus")
-    with pytest.raises(ArgumentError, match="proc:signal: expected integer or signal name, got nil"):
+    with pytest.raises(ArgumentError, match="Process.signal: expected integer or signal name, got nil"):
         q.signal(None)
 
 
@@ -181,7 +181,7 @@ def test_run_async_stdin_option_is_delivered_then_closed(vm):
 
 
 def test_run_async_rejects_timeout_and_missing_binary(vm):
-    with pytest.raises(ArgumentError, match="pass it to `proc:wait\\(timeout\\)` instead"):
+    with pytest.raises(ArgumentError, match="pass it to `Process.wait\\(timeout\\)` instead"):
         vm.run_async("sleep 1", timeout="1s")
     with pytest.raises(GuestOsError) as ei:
         vm.run_async("/nonexistent/binary", {"args": []})

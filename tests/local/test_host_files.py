@@ -110,7 +110,7 @@ def test_stat_listdir_mkdir_rename_unlink_exists(vm, tmp_path):
 
 
 def test_path_argument_errors(vm):
-    with pytest.raises(ArgumentError, match="vm:read_file: `path` must be a path string, got number"):
+    with pytest.raises(ArgumentError, match="VM.read_file: `path` must be a path string, got number"):
         vm.read_file(5)
     with pytest.raises(ArgumentError, match="must not be empty"):
         vm.stat("")
@@ -280,7 +280,7 @@ def test_fd_stream_reads_a_handle_and_ends_when_it_closes(vm, tmp_path):
     s.close()
     with pytest.raises(ArgumentError, match="file is closed"):
         vm.fd_stream(f)
-    with pytest.raises(ArgumentError, match="vm:fd_stream expected fd or File"):
+    with pytest.raises(ArgumentError, match="VM.fd_stream expected fd or File"):
         vm.fd_stream(0)
     assert vm.is_quiescent()
 

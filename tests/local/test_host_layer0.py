@@ -76,13 +76,13 @@ def test_worker_kill_and_async_syscall(vm):
     pending = w.syscall_async(SYS_GETPID)
     out = pending.await_()
     assert out.ret > 0 and out.ret != vm.instance.pid
-    with pytest.raises(HandleError, match="worker:syscall_async: handle already awaited"):
+    with pytest.raises(HandleError, match="Worker.syscall_async: handle already awaited"):
         pending.await_()
     w.kill("term")
     status = w.join()
     assert isinstance(status, int)
     w2 = vm.spawn_worker()
-    with pytest.raises(ArgumentError, match="worker:kill: signal must be int or string, got number"):
+    with pytest.raises(ArgumentError, match="Worker.kill: signal must be int or string, got number"):
         w2.kill(2.5)
     w2.close()
 
@@ -126,7 +126,7 @@ def test_clock_set_and_advance_are_refused_on_local_and_host_clock_is_untouched(
     assert abs(time.time() - before) < 5
     with pytest.raises(ArgumentError, match="finite"):
         c.set(float("nan"))
-    with pytest.raises(ArgumentError, match="clock:advance: must be finite"):
+    with pytest.raises(ArgumentError, match="Clock.advance: must be finite"):
         c.advance(float("inf"))
 
 

@@ -51,7 +51,7 @@ def test_stat_follow_false_reports_the_link_itself(vm, tree):
     assert vm.stat(link, follow=True).entry_type == "file"
     lst = vm.stat(link, {"follow": False})
     assert lst.entry_type == "symlink" and lst.size == len("file")
-    with pytest.raises(ArgumentError, match=r"vm:stat: unknown option `follows` \(valid: follow\)"):
+    with pytest.raises(ArgumentError, match=r"VM.stat: unknown option `follows` \(valid: follow\)"):
         vm.stat(link, follows=False)
     with pytest.raises(ArgumentError, match="`follow` must be a boolean, got string"):
         vm.stat(link, follow="no")

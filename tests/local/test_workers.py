@@ -66,7 +66,7 @@ def test_kill_reaches_the_workers_processes_and_join_reports_the_worst(vm):
     assert (r.status, r.signal) == ("signalled", 9)
     assert w.run("echo alive").stdout == b"alive\n"  # the worker itself was not signalled
     assert w.join() == 128 + 9  # b was reaped by join
-    with pytest.raises(HandleError, match=r"was reaped by worker:join of worker #\d+"):
+    with pytest.raises(HandleError, match=r"was reaped by Worker.join of worker #\d+"):
         b.wait()
 
 

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.qemu, needs_qemu]
 
 
 def test_killed_agent_fails_the_next_call_fast_and_the_vm_is_dead(vm_factory):
-    vm = vm_factory.shared("agent")
+    vm = vm_factory.booted("agent-killed")  # destructive: its own VM, not the module's shared one
     agent_pid = int(vm.run("echo $PPID").stdout)  # the shell's parent is the agent
     # SIGKILL it from a detached shell, while no call is in flight.
     vm.run(f"(sleep 0.5; kill -9 {agent_pid}) </dev/null >/dev/null 2>&1 &")

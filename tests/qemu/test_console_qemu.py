@@ -1,23 +1,22 @@
 """The guest's serial console on a real guest: the boot log from its first byte,
 `expect` on kernel and guest lines, streams, and writes reaching the shell the
-default initramfs keeps on ttyS0.  One VM for the module."""
+default initramfs keeps on ttyS0.  One VM for the module (`vm_factory.shared`:
+the test that shuts it down leaves a replacement to any test after it)."""
 
 import time
 
 import pytest
 from qemu_util import needs_qemu
 
-from provium.host import VM, StreamTimeout
+from provium.host import StreamTimeout
 
 pytestmark = [pytest.mark.qemu, needs_qemu]
 
 
-@pytest.fixture(scope="module")
-def vm(session):
-    v = VM(session, "con", "linux")
-    v.boot({"kernel_cmdline_append": "loglevel=7"})  # the profile's `quiet` hides the kernel's lines
-    yield v
-    v.shutdown()
+@pytest.fixture
+def vm(vm_factory):
+    # the profile's `quiet` hides the kernel's lines
+    return vm_factory.shared("con", "linux", {"kernel_cmdline_append": "loglevel=7"})
 
 
 def test_log_holds_the_boot_from_its_start(vm):
@@ -33,7 +32,7 @@ def test_expect_finds_kernel_and_guest_lines(vm):
     assert c.expect("Linux version", "5s") == "Linux version"  # printed before the call
     vm.run("echo provium-marker-$((6*7)) > /dev/console")
     assert c.expect("provium-marker-42", "20s") == "provium-marker-42"
-    with pytest.raises(StreamTimeout, match=r"console:expect timed out waiting for `never-printed` after 0.2s "
+    with pytest.raises(StreamTimeout, match=r"Console.expect timed out waiting for `never-printed` after 0.2s "
                                             r"\(last console bytes: "):
         c.expect("never-printed", "200ms")
 
@@ -53,7 +52,7 @@ def test_write_reaches_the_serial_shell_and_streams_fan_out(vm):
         a.drain("300ms")  # the prompt after the echo
         t0 = time.monotonic()
         assert a.next() is None and time.monotonic() - t0 < 1  # a bare next only looks (50 ms)
-        with pytest.raises(StreamTimeout, match="console:read_until timed out waiting for `zzz`"):
+        with pytest.raises(StreamTimeout, match="ConsoleStream.read_until timed out waiting for `zzz`"):
             a.read_until("zzz", "100ms")
     finally:
         a.close()
@@ -63,7 +62,7 @@ def test_write_reaches_the_serial_shell_and_streams_fan_out(vm):
 
 
 def test_streams_see_eof_when_the_vm_goes(vm):
-    # Last in the module: it shuts the shared VM down (the fixture's shutdown is idempotent).
+    # Shuts the shared VM down: a test after it gets a fresh one from vm_factory.shared.
     v = vm
     s = v.console().read()
     v.shutdown()

@@ -7,7 +7,6 @@ import time
 import pytest
 from qemu_util import needs_qemu
 
-from provium.host import VM
 from provium.host.disk import DiskError
 
 pytestmark = [pytest.mark.qemu, needs_qemu]
@@ -54,14 +53,13 @@ def images(tmp_path_factory):
     return {"plain": str(plain), "hot": str(hot), "fs": str(fs)}
 
 
-@pytest.fixture(scope="module")
-def vm(session, images):
-    v = VM(session, "disks", "linux")
-    v.boot({"disks": [{"id": "data", "scratch": "8M", "mediated": True},
-                      {"id": "plain", "path": images["plain"]},
-                      {"id": "ro", "scratch": "1M", "mediated": True, "readonly": True}]})
-    yield v
-    v.shutdown()
+@pytest.fixture
+def vm(vm_factory, images):
+    # One VM for the module; a test that changes its disks puts them back.
+    return vm_factory.shared("disks", "linux", {"disks": [
+        {"id": "data", "scratch": "8M", "mediated": True},
+        {"id": "plain", "path": images["plain"]},
+        {"id": "ro", "scratch": "1M", "mediated": True, "readonly": True}]})
 
 
 def test_host_and_guest_see_each_others_writes(vm):
@@ -162,15 +160,19 @@ def test_filesystem_survives_detach_and_attach(vm, images):
     fs2.detach()
 
 
-def test_boot_disk_detaches_too(vm):
+def test_boot_disk_detaches_too(vm, images):
     vm.disk("plain").detach()
-    assert _dev(vm, "plain", present=False, timeout=2) is None
-    assert os.path.exists(vm.disk("plain").image)  # the user's image stays
+    try:
+        assert _dev(vm, "plain", present=False, timeout=2) is None
+        assert os.path.exists(vm.disk("plain").image)  # the user's image stays
+    finally:
+        vm.attach_disk({"id": "plain", "image": images["plain"]})  # back, for the tests that read it
+        _dev(vm, "plain")
 
 
-def test_disks_in_a_snapshot(session, images, tmp_path):
+def test_disks_in_a_snapshot(vm_factory, images, tmp_path):
     """Boot disks travel with a VM snapshot: a restored VM sees the disks as they were."""
-    src = VM(session, "disksnap", "linux")
+    src = vm_factory.create("disksnap")
     src.boot({"disks": [{"id": "m", "scratch": "4M", "mediated": True}, {"id": "p", "path": images["plain"]}]})
     try:
         with pytest.raises(Exception, match="hot-plugged"):
@@ -180,7 +182,7 @@ def test_disks_in_a_snapshot(session, images, tmp_path):
         assert _dd_write(src, _dev(src, "m"), 5, "BEFORE", "oflag=direct conv=fsync").exit_code == 0
         snap = src.snapshot(str(tmp_path / "s.snap"))
         assert _dd_write(src, _dev(src, "m"), 5, "AFTER!", "oflag=direct conv=fsync").exit_code == 0
-        other = VM(session, "disksnap2", "linux")
+        other = vm_factory.create("disksnap2")
         other.restore(snap)
         try:
             m = other.disk("m")
@@ -201,7 +203,7 @@ def test_disks_in_a_snapshot(session, images, tmp_path):
 
 
 
-def test_disk_images_are_copied_while_the_guest_is_stopped(session, tmp_path, monkeypatch):
+def test_disk_images_are_copied_while_the_guest_is_stopped(vm_factory, tmp_path, monkeypatch):
     """A snapshot copies the disk images while the guest is stopped, so a guest writing
     during the snapshot cannot leave disks older than the memory saved with them."""
     from provium.host import disksnap
@@ -221,7 +223,7 @@ def test_disk_images_are_copied_while_the_guest_is_stopped(session, tmp_path, mo
         def restore(self, vm, data, spec, path):
             return disks_hook.restore(vm, data, spec, path)
 
-    src = VM(session, "disktear", "linux")
+    src = vm_factory.create("disktear")
     src.boot({"disks": [{"id": "w", "scratch": "1M"}]})
     try:
         dev = _dev(src, "w")

@@ -5,7 +5,6 @@ import time
 
 import pytest
 
-from provium.host import VM
 
 from qemu_util import needs_qemu
 
@@ -17,12 +16,10 @@ BOOT_FILES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def vm(session):
-    v = VM(session, "ops", "linux")
-    v.boot({"files": BOOT_FILES})
-    yield v
-    v.shutdown()
+@pytest.fixture
+def vm(vm_factory):
+    # One VM for the module (replaced if a test left it unusable); the factory shuts it down.
+    return vm_factory.shared("ops", "linux", {"files": BOOT_FILES})
 
 
 def test_runs_commands(vm):
@@ -94,14 +91,17 @@ def test_worker_runs_as_another_uid(vm):
 
 def test_clock_set_and_advance_seen_by_date(vm):
     clock = vm.clock()
-    clock.set(2_000_000_000)
-    t = int(vm.run("date +%s").stdout)
-    assert 2_000_000_000 <= t < 2_000_000_000 + 30
-    clock.advance(86_400)
-    t2 = int(vm.run("date +%s").stdout)
-    assert 2_000_000_000 + 86_400 <= t2 < 2_000_000_000 + 86_400 + 60
-    assert vm.run("date -u +%Y").stdout.strip() == b"2033"
-    assert abs(clock.get() - t2) < 30
+    try:
+        clock.set(2_000_000_000)
+        t = int(vm.run("date +%s").stdout)
+        assert 2_000_000_000 <= t < 2_000_000_000 + 30
+        clock.advance(86_400)
+        t2 = int(vm.run("date +%s").stdout)
+        assert 2_000_000_000 + 86_400 <= t2 < 2_000_000_000 + 86_400 + 60
+        assert vm.run("date -u +%Y").stdout.strip() == b"2033"
+        assert abs(clock.get() - t2) < 30
+    finally:
+        clock.set(int(time.time()))  # the shared VM goes back to the present for the other tests
 
 
 def test_pause_and_resume(vm):

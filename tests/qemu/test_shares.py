@@ -19,10 +19,12 @@ def dirs(tmp_path_factory):
     return ro, rw
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def vm(vm_factory, dirs):
+    # Shared by the module; test_nothing_is_left_after_shutdown shuts it down, and a
+    # test running after it gets a new one.
     ro, rw = dirs
-    return vm_factory.booted("sharer", "linux", {"shares": [
+    return vm_factory.shared("sharer", "linux", {"shares": [
         {"host": str(ro), "guest": "/mnt/build", "readonly": True},
         {"host": str(rw), "guest": "/mnt/out"},
     ]})

@@ -4,12 +4,12 @@ import pytest
 
 from provium import vmm
 from provium.config import Profile, load
-from provium.host import VM, Session
+from provium.host import Session
 from provium.image import cache
 from provium.image.cpio import CpioWriter, gzip_bytes
 from provium.image.kernel import find_kernel, module_load_order, read_module
 
-from qemu_util import needs_qemu
+from qemu_util import factory_for, needs_qemu
 
 pytestmark = [pytest.mark.qemu, needs_qemu]
 
@@ -35,8 +35,8 @@ def test_agent_alone_mounts_loads_its_driver_and_serves(tmp_path):
     cfg = load(None)
     cfg.profiles["bare"] = Profile(name="bare", kernel=str(k.path), initrd=str(initrd),
                                    cmdline="console=ttyS0 quiet panic=-1", agent_boot_timeout=60.0)
-    with Session(vmm.create("qemu"), cfg) as s:
-        vm = VM(s, "bare", "bare").boot()
+    with Session(vmm.create("qemu"), cfg) as s, factory_for(s) as vms:
+        vm = vms.booted("bare", "bare")
         assert vm.syscall(39).ret == 1  # getpid: the agent itself is PID 1
         mounts = vm.read_file("/proc/mounts").decode()
         for fs, where in (("devtmpfs", "/dev"), ("proc", "/proc"), ("sysfs", "/sys"), ("tmpfs", "/tmp")):

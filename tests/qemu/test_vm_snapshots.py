@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from qemu_util import needs_qemu, qemu_processes
 
-from provium.host import VM
 from provium.host.snapshot import Snapshot
 from provium.vmm.snapfile import SnapshotFileError, read_meta
 
@@ -16,11 +15,10 @@ pytestmark = [pytest.mark.qemu, needs_qemu]
 
 
 @pytest.fixture(scope="module")
-def vm(session):
-    v = VM(session, "snap", "linux", {"memory": 256 << 20})
-    v.boot()
-    yield v
-    v.shutdown()
+def vm(vm_factory):
+    # Module-scoped: `saved` below is a snapshot of this very guest.  No test here
+    # leaves it unusable (test_rollback_in_place restores it to `saved`).
+    return vm_factory.booted("snap", "linux", {"memory": 256 << 20})
 
 
 @pytest.fixture(scope="module")
@@ -31,17 +29,12 @@ def saved(vm, tmp_path_factory):
     time.sleep(0.5)
     path = tmp_path_factory.mktemp("snap") / "a.bin"
     snap = vm.snapshot(str(path))
-    return snap, proc
-
-
-def test_ram_file_lives_with_the_vm(vm):
-    ram = vm.instance.ram_file
-    assert ram is not None and ram.exists() and str(ram).startswith("/dev/shm/provium-qemu-")
-    assert vm.instance.ram_shared
+    # The pid now: test_rollback_in_place makes `proc` a handle from before a restore.
+    return snap, proc, proc.pid()
 
 
 def test_snapshot_keeps_the_source_running(vm, saved):
-    snap, _proc = saved
+    snap, _proc, _pid = saved
     assert isinstance(snap, Snapshot) and snap.size() == os.stat(snap.path).st_size > 0
     meta = read_meta(snap.path)
     assert (meta.ram_mode, meta.memory_bytes, meta.vm_name) == ("file", 256 << 20, "snap")
@@ -50,9 +43,9 @@ def test_snapshot_keeps_the_source_running(vm, saved):
     assert not [f for f in os.listdir(os.path.dirname(snap.path)) if f.endswith(".tmp")]
 
 
-def test_restore_into_fresh_vm_answers_every_op(session, vm, saved):
-    snap, proc = saved
-    other = VM(session, "restored", "linux")
+def test_restore_into_fresh_vm_answers_every_op(vm_factory, vm, saved):
+    snap, _proc, pid = saved
+    other = vm_factory.create("restored")
     other.restore(snap)
     try:
         assert other.state == "booted" and other.cid != vm.cid
@@ -61,7 +54,7 @@ def test_restore_into_fresh_vm_answers_every_op(session, vm, saved):
         n1 = len(other.read_file("/tmp/ticks").splitlines())
         time.sleep(0.6)
         assert len(other.read_file("/tmp/ticks").splitlines()) > n1
-        assert other.run(f"kill -0 {proc.pid()}").exit_code == 0
+        assert other.run(f"kill -0 {pid}").exit_code == 0
         other.write_file("/tmp/new", b"x")
         assert other.stat("/tmp/new").size == 1
         assert "new" in [e.name for e in other.listdir("/tmp")]
@@ -76,7 +69,7 @@ def test_restore_into_fresh_vm_answers_every_op(session, vm, saved):
         # A restored VM (private RAM) can be snapshotted again (RAM in the stream) and restored.
         again = other.snapshot(snap.path + ".2")
         assert read_meta(again.path).ram_mode == "stream"
-        third = VM(session, "third", "linux")
+        third = vm_factory.create("third")
         third.restore(again.path)
         assert third.read_file("/tmp/new") == b"x"
         third.shutdown()
@@ -85,21 +78,21 @@ def test_restore_into_fresh_vm_answers_every_op(session, vm, saved):
         other.shutdown()
 
 
-def test_damaged_files_fail_fast_and_leak_nothing(session, saved, tmp_path):
-    snap, _ = saved
+def test_damaged_files_fail_fast_and_leak_nothing(vm_factory, saved, tmp_path):
+    snap, _, _ = saved
     before = len(qemu_processes())
     data = Path(snap.path).read_bytes()
     meta = read_meta(snap.path)
     cut = tmp_path / "cut.bin"
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(SnapshotFileError, match="truncated"):
-        VM(session, "t1", "linux").restore(str(cut))
+        vm_factory.create("t1").restore(str(cut))
     # Damage inside the device state: QEMU rejects the stream; we report it, never hang.
     bad = tmp_path / "bad.bin"
     mid = meta.state_offset + 64
     bad.write_bytes(data[:mid] + b"\xff" * 4096 + data[mid + 4096:])
     t = time.monotonic()
-    v = VM(session, "t2", "linux")
+    v = vm_factory.create("t2")
     with pytest.raises(Exception, match="restore from .*bad.bin.* failed"):
         v.restore(str(bad))
     assert time.monotonic() - t < 30 and v.state == "created"
@@ -107,7 +100,7 @@ def test_damaged_files_fail_fast_and_leak_nothing(session, saved, tmp_path):
 
 
 def test_rollback_in_place(vm, saved):
-    snap, proc = saved
+    snap, _proc, _pid = saved
     vm.write_file("/tmp/after", b"later")
     later = vm.run_async("sleep 300")
     vm.restore(snap)
@@ -117,11 +110,13 @@ def test_rollback_in_place(vm, saved):
         later.status()
 
 
-def test_ram_file_removed_at_shutdown(session):
-    v = VM(session, "short", "linux", {"memory": 128 << 20})
+def test_ram_file_lives_with_the_vm_and_goes_at_shutdown(vm_factory):
+    # Its own VM: the module's shared one may have been restored in place (private RAM) by now.
+    v = vm_factory.create("short", opts={"memory": 128 << 20})
     v.boot()
     ram = v.instance.ram_file
-    assert ram.exists()
+    assert ram is not None and ram.exists() and str(ram).startswith("/dev/shm/provium-qemu-")
+    assert v.instance.ram_shared
     v.shutdown()
     assert not ram.exists()
 

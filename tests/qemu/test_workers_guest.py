@@ -11,18 +11,15 @@ import time
 import pytest
 from qemu_util import needs_qemu
 
-from provium.host import VM
 from provium.host.errors import GuestOsError, HandleError
 from provium.protocol.framing import OUTPUT_CAP, output_marker
 
 pytestmark = [pytest.mark.qemu, needs_qemu]
 
 
-@pytest.fixture(scope="module")
-def vm(session):
-    v = VM(session, "workers", "linux").boot()
-    yield v
-    v.shutdown()
+@pytest.fixture
+def vm(vm_factory):
+    return vm_factory.shared("workers")  # shut down with the module's factory
 
 
 def test_guest_entry_types(vm):

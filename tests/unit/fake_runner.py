@@ -23,6 +23,13 @@ ap.add_argument("file")
 a = ap.parse_args()
 
 spec = json.loads(open(a.file).read() or "{}")
+if spec.get("report"):
+    # what the runner inherited: its threads (as the kernel counts them), descriptors, group
+    info = {"pid": os.getpid(), "ppid": os.getppid(), "pgid": os.getpgid(0), "sid": os.getsid(0),
+            "threads": len(os.listdir("/proc/self/task")), "fds": sorted(int(x) for x in os.listdir("/proc/self/fd")),
+            "modules": len(sys.modules)}
+    with open(spec["report"], "w") as f:
+        json.dump(info, f)
 settings = json.loads(open(a.settings).read())
 sink = FdSink(a.events_fd)
 tests = []
@@ -59,6 +66,12 @@ if spec.get("hang"):
     time.sleep(spec["hang"])
 if spec.get("crash") == "signal":
     os.kill(os.getpid(), 9)
+if spec.get("crash") == "segfault":
+    import ctypes
+    ctypes.string_at(0)
+if spec.get("crash") == "os_exit":
+    print("runner: leaving at once", file=sys.stderr, flush=True)
+    os._exit(5)
 if spec.get("crash") == "exit":
     print("runner: something broke", file=sys.stderr)
     sys.exit(3)

@@ -21,6 +21,16 @@ from provium.scheduler.dispatch import FAIL_FAST_REASON, Dispatcher, DispatchOpt
 from provium.scheduler.pool import FILE_OVERHEAD, size_pool
 
 FAKE = str(Path(__file__).with_name("fake_runner.py"))
+HERE = str(Path(__file__).parent)
+# The zygote with the stand-in runner as its entry (fake_entry.py), for the same cases forked.
+FAKE_ZYGOTE = [sys.executable, "-m", "provium.runner.zygote", "--entry", "fake_entry:main",
+               "--preload", "provium.events.sinks"]
+
+
+def zygote_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (HERE, env.get("PYTHONPATH", "")) if p)
+    return env
 
 
 def write(p: Path, text: str = "") -> Path:
@@ -117,7 +127,9 @@ class Recorder:
         return [f.kind for f in self.frames if path is None or getattr(f.payload, "path", None) == path]
 
 
-def run_files(tmp_path, specs: dict[str, dict], *, slots=2, timeout=None, fail_fast=False):
+def run_files(tmp_path, specs: dict[str, dict], *, slots=2, timeout=None, fail_fast=False, mode="spawn"):
+    """Run `specs` through a Dispatcher; mode "zygote" forks every runner from a zygote (and
+    checks that none was spawned instead)."""
     files = []
     for name, spec in specs.items():
         p = write(tmp_path / "t" / name, json.dumps(spec))
@@ -129,18 +141,27 @@ def run_files(tmp_path, specs: dict[str, dict], *, slots=2, timeout=None, fail_f
     pool = size_pool(vmm="local", memory=1 << 30, cpus=slots)
     opts = DispatchOptions(settings_json=json.dumps({"vmm": "local"}), work_dir=str(work), pool=pool,
                            file_timeout=timeout, fail_fast=fail_fast, runner_cmd=[sys.executable, FAKE],
-                           kill_grace=0.0, psi_paths=())  # the host's own pressure must not gate these
+                           kill_grace=0.0, psi_paths=(),  # the host's own pressure must not gate these
+                           zygote=mode == "zygote", zygote_cmd=FAKE_ZYGOTE,
+                           env=zygote_env() if mode == "zygote" else None)
     done = []
-    results = Dispatcher(rec.sink, opts, on_file_done=lambda i, r: done.append(i)).run(files)
+    d = Dispatcher(rec.sink, opts, on_file_done=lambda i, r: done.append(i))
+    results = d.run(files)
+    if mode == "zygote":
+        assert d.spawn_reason is None, d.spawn_reason
     return files, results, rec, done
 
 
-def test_results_in_input_order_with_events_forwarded_in_order(tmp_path):
+MODES = pytest.mark.parametrize("mode", ["spawn", "zygote"])
+
+
+@MODES
+def test_results_in_input_order_with_events_forwarded_in_order(tmp_path, mode):
     specs = {
-        "a.test.lua": {"tests": [{"name": "one", "sleep": 0.3}, {"name": "two", "status": "failed", "message": "boom"}]},
+        "a.test.lua": {"tests": [{"name": "one", "sleep": 1.0}, {"name": "two", "status": "failed", "message": "boom"}]},
         "b.test.lua": {"tests": [{"name": "x", "status": "skipped", "message": "later", "bytes_meta": {"spec": "01"}}]},
     }
-    files, results, rec, done = run_files(tmp_path, specs)
+    files, results, rec, done = run_files(tmp_path, specs, mode=mode)
     assert [r.path for r in results] == [f.path for f in files]
     a, b = results
     assert a.summary() == (1, 1, 0) and not a.passed and a.status == "failed"
@@ -185,7 +206,8 @@ def test_one_slot_serialises(tmp_path):
     assert [w for _, w, _ in lines] == ["start", "end"] * 3
 
 
-def test_timeout_kills_the_runner_group_and_keeps_finished_tests(tmp_path):
+@MODES
+def test_timeout_kills_the_runner_group_and_keeps_finished_tests(tmp_path, mode):
     child_pid_file = tmp_path / "child.pid"
     specs = {"slow.test.lua": {"tests": [{"name": "quick"}, {"name": "stuck", "sleep": 30}],
                                "spawn_child": str(child_pid_file)},
@@ -193,7 +215,7 @@ def test_timeout_kills_the_runner_group_and_keeps_finished_tests(tmp_path):
     # spawn_child happens after tests, so make the stuck test the thing that hangs; a second
     # file checks that the grandchild case is covered separately below
     t0 = time.monotonic()
-    files, results, rec, _ = run_files(tmp_path, specs, timeout=1.0)
+    files, results, rec, _ = run_files(tmp_path, specs, timeout=1.0, mode=mode)
     assert time.monotonic() - t0 < 10
     fine, slow = results
     assert fine.passed
@@ -202,10 +224,11 @@ def test_timeout_kills_the_runner_group_and_keeps_finished_tests(tmp_path):
     assert [f.payload.status for f in rec.frames if f.kind == "file_completed" and f.payload.path == slow.path] == ["timed_out"]
 
 
-def test_timeout_kills_grandchildren(tmp_path):
+@MODES
+def test_timeout_kills_grandchildren(tmp_path, mode):
     pid_file = tmp_path / "child.pid"
     specs = {"g.test.lua": {"tests": [], "spawn_child": str(pid_file), "hang": 30}}
-    files, results, rec, _ = run_files(tmp_path, specs, timeout=1.0)
+    files, results, rec, _ = run_files(tmp_path, specs, timeout=1.0, mode=mode)
     assert results[0].timed_out
     pid = int(pid_file.read_text())
     deadline = time.monotonic() + 5
@@ -226,11 +249,14 @@ def test_timeout_kills_grandchildren(tmp_path):
     ("exit", "exited with status 3"),
     ("no_result", "without writing a result"),
     ("bad_result", "unusable result"),
+    ("segfault", "killed by SIGSEGV"),
+    ("os_exit", "exited with status 5"),
 ])
-def test_a_crashed_runner_fails_its_file_only(tmp_path, crash, needle):
+@MODES
+def test_a_crashed_runner_fails_its_file_only(tmp_path, crash, needle, mode):
     specs = {"a.test.lua": {"tests": [{"name": "ran"}], "crash": crash},
              "b.test.lua": {"tests": [{"name": "ok"}]}}
-    files, results, rec, _ = run_files(tmp_path, specs)
+    files, results, rec, _ = run_files(tmp_path, specs, mode=mode)
     a, b = results
     assert b.passed
     assert a.crashed and not a.passed and a.status == "crashed"
@@ -253,7 +279,8 @@ def test_fail_fast_stops_dispatching(tmp_path):
     assert len([f for f in rec.frames if f.kind == "file_completed"]) == 2
 
 
-def test_runner_output_is_captured(tmp_path):
+@MODES
+def test_runner_output_is_captured(tmp_path, mode):
     specs = {"p.test.lua": {"tests": [{"name": "t"}], "print": "hello from lua print"}}
-    _, results, _, _ = run_files(tmp_path, specs)
+    _, results, _, _ = run_files(tmp_path, specs, mode=mode)
     assert "hello from lua print" in results[0].output

@@ -137,7 +137,7 @@ def test_subclass_messages_and_defaults():
         UNTIL_DEFAULT = 0.05
 
     c = Console()
-    with pytest.raises(StreamTimeout, match="console:expect timed out waiting for login"):
+    with pytest.raises(StreamTimeout, match="Console.expect timed out waiting for login"):
         c.expect("login")
 
 

@@ -52,7 +52,7 @@ def test_pending_syscall_is_one_shot():
     calls = []
     p = PendingSyscall("worker:syscall_async", lambda: calls.append(1) or "done")
     assert p.await_() == "done" and p.awaited
-    with pytest.raises(Exception, match="worker:syscall_async: handle already awaited"):
+    with pytest.raises(Exception, match="Worker.syscall_async: handle already awaited"):  # Python's names
         getattr(p, "await")()
     assert calls == [1]
 
@@ -101,6 +101,6 @@ def test_batch_reply_conversion():
         {"err": "agent error (internal): boom"}
     assert "expected `syscall_result`" in sysc.convert(AgentMessage("stat_result", None))["err"]
     assert sysc.convert(AgentMessage("syscall_result", SyscallResult(7)))["ok"].ret == 7
-    with pytest.raises(ArgumentError, match="batch:mkdir: unknown option `mode`"):
+    with pytest.raises(ArgumentError, match="Batch.mkdir: unknown option `mode`"):
         b.mkdir("/d", {"mode": 1})
     assert len(b) == 4

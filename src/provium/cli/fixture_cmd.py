@@ -10,7 +10,26 @@ import shutil
 
 import click
 
-from .run import UserError, load_config, run_preflight, settings_for
+from .errors import UserError
+
+
+# cli/run.py loads only when a fixture command runs (not for `provium --help`).
+def load_config(flags):
+    from .run import load_config as load
+
+    return load(flags)
+
+
+def run_preflight(flags, cfg) -> None:
+    from .run import run_preflight as check
+
+    check(flags, cfg)
+
+
+def settings_for(flags, cfg):
+    from .run import settings_for as settings
+
+    return settings(flags, cfg)
 
 
 def _human(n: float) -> str:

@@ -14,23 +14,39 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
-from importlib import metadata
 
 import click
 
-from provium import config as configmod
+from provium.errors import ConfigError
 
 from .options import COMMON_OPTIONS, flags_from, option_takes_value
-from .run import UserError, run_mode
 from . import subcommands
+
+# Start-up time matters (`provium` on one file should cost little more than a bare
+# Python start): the run machinery (cli/run.py: rich, the scheduler, the event
+# types), the config and importlib.metadata load only when a command needs them.
+# `python -X importtime -m provium.cli.main --help` shows what is left.
 
 
 def _version() -> str:
+    from importlib import metadata
+
     try:
         return metadata.version("provium")
     except metadata.PackageNotFoundError:
         return "0.0.0+unknown"
+
+
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(f"provium {_version()}")
+        ctx.exit()
+
+
+def _version_option(cmd: click.Command) -> None:
+    """`-V/--version`, with the version looked up only when asked for."""
+    cmd.params.append(click.Option(["-V", "--version"], is_flag=True, expose_value=False, is_eager=True,
+                                   callback=_print_version, help="Show the version and exit."))
 
 
 SUBCOMMANDS_HELP = """\b
@@ -47,7 +63,22 @@ Exit codes: 0 all passed or skipped, 1 a failure or timeout, 2 usage or setup er
 
 
 def _run_callback(**params):
-    return run_mode(flags_from(params))
+    flags = flags_from(params)
+    early = flags.executor == "local" and not flags.no_zygote
+    if early:
+        from provium.scheduler import zygote_client
+
+        early = not zygote_client.disabled_by_env()
+        if early:
+            # Before the imports below and the config: the zygote's imports overlap them.
+            zygote_client.start_early()
+    try:
+        from .run import run_mode
+
+        return run_mode(flags)
+    finally:
+        if early:
+            zygote_client.discard_early()  # when the run ended before its dispatcher adopted it
 
 
 run_command = click.Command(
@@ -58,7 +89,7 @@ run_command = click.Command(
     epilog=SUBCOMMANDS_HELP,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-click.version_option(_version(), "-V", "--version", prog_name="provium", message="%(prog)s %(version)s")(run_command)
+_version_option(run_command)
 
 
 @click.pass_context
@@ -71,7 +102,7 @@ group = click.Group(
     "provium", params=list(COMMON_OPTIONS), callback=_group_callback,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-click.version_option(_version(), "-V", "--version", prog_name="provium", message="%(prog)s %(version)s")(group)
+_version_option(group)
 subcommands.register(group, run_command)
 SUBCOMMANDS = set(group.commands)
 
@@ -146,8 +177,10 @@ def dispatch(args: list[str]) -> int:
     except (click.Abort, KeyboardInterrupt):
         print("provium: interrupted", file=sys.stderr)
         return 2
-    except (UserError, configmod.ConfigError) as exc:
+    except ConfigError as exc:  # the config's errors and the CLI's UserError
         if _debug():  # the chain of causes behind the one line
+            import traceback
+
             traceback.print_exception(exc, file=sys.stderr)
         print(f"provium: {exc}", file=sys.stderr)
         return 2
@@ -160,6 +193,8 @@ def dispatch(args: list[str]) -> int:
         return 2
     except Exception as exc:
         if _debug():
+            import traceback
+
             traceback.print_exc()
         print(f"provium: internal error: {type(exc).__name__}: {exc}"
               + ("" if _debug() else " (set PROVIUM_DEBUG=1 for a traceback)"), file=sys.stderr)

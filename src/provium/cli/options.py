@@ -112,6 +112,9 @@ COMMON_OPTIONS = [
     click.Option(["--no-build"], is_flag=True, help="Skip the profiles' build commands."),
     click.Option(["--vmm"], type=click.Choice(["qemu", "local"]), default="qemu", show_default=True,
                  help="Backend: real QEMU guests, or `local` (the agent runs on this host, no VM)."),
+    click.Option(["--no-zygote"], is_flag=True,
+                 help="Start a new runner process for each file instead of forking it from a pre-imported "
+                      "one (also PROVIUM_NO_ZYGOTE=1; see docs/running.md)."),
     click.Option(["--executor"], type=click.Choice(["local", "ray"]), default="local", show_default=True,
                  help="Where files run: this machine's scheduler, or one Ray task per file on a Ray "
                       "cluster (needs provium[ray]; see docs/cluster.md)."),
@@ -165,6 +168,7 @@ class Flags:
     no_ksm: bool = False
     no_build: bool = False
     vmm: str = "qemu"
+    no_zygote: bool = False
     executor: str = "local"
     ray_address: str | None = None
     accel: str | None = None

@@ -24,7 +24,7 @@ from rich.console import Console
 from provium import artifacts
 from provium import config as configmod
 from provium import runfiles
-from provium.errors import ConfigError, ProviumError
+from provium.errors import ProviumError
 from provium.events import types as ev
 from provium.events.coverage import aggregate_stream
 from provium.events.reporters import NO_FILES_JSON, TextReporter, json_lines, write_junit
@@ -39,14 +39,11 @@ from provium.scheduler.pool import size_pool
 from provium.scheduler.results import FileResult
 
 from . import rerun
+from .errors import UserError
 from .options import Flags
 from .progress import ProgressBar
 
 WATCH_INTERVAL = 0.5  # --watch compares mtimes: the change event (inotify) is not in the stdlib
-
-
-class UserError(ConfigError):
-    """Bad input from the user: printed as `provium: <message>`, exit 2."""
 
 
 def load_config(flags: Flags) -> configmod.Config:
@@ -339,6 +336,7 @@ class Run:
             settings_json=settings_for(f, self.cfg).to_json(), work_dir=work_dir, pool=pool,
             file_timeout=f.file_timeout or None, fail_fast=f.fail_fast, env=env,
             psi_threshold=f.psi_threshold, psi_paths=psi.DEFAULT_PATHS if f.psi_threshold > 0 else (),
+            zygote=False if f.no_zygote else None,
             build_profile=self.builder,
         )
         for d in files:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import click
 
-from provium import config as configmod
 from provium.errors import ProviumError
-from provium.scheduler import discovery
 
-from .run import UserError, load_config, settings_for
+from .errors import UserError
+
+# cli/run.py, the config and the scheduler are imported inside the commands: `provium
+# --help` and every other command's start stay free of them.
 
 
 def _list_tests():
@@ -44,6 +45,10 @@ def _describe(meta: dict) -> str:
 @click.argument("paths", nargs=-1, metavar="[PATH]...")
 @click.pass_obj
 def list_cmd(flags, fixtures, paths):
+    from provium.scheduler import discovery
+
+    from .run import load_config, settings_for
+
     cfg = load_config(flags)  # no pre-flight: listing boots nothing (the runner lists with a stand-in VMM)
     roots = list(paths) or list(flags.paths) or list(cfg.roots) or ["."]
     suffix = discovery.FIXTURE_SUFFIX if fixtures else discovery.TEST_SUFFIX
@@ -88,6 +93,10 @@ def list_cmd(flags, fixtures, paths):
 @click.argument("profile", required=False)
 @click.pass_obj
 def prepare_cmd(flags, profile):
+    from provium import config as configmod
+
+    from .run import load_config
+
     cfg = load_config(flags)
     if profile is not None:
         try:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import click
 
-from provium import vmm as vmm_mod
 from provium.errors import ProviumError
 
-from .run import UserError, load_config, run_builds, run_preflight
+from .errors import UserError
+
+# cli/run.py and the backends are imported inside the commands, when one runs.
 
 
 @click.command("repl", help="An interactive Lua prompt with a booted VM bound as `vm`.")
@@ -17,6 +18,8 @@ from .run import UserError, load_config, run_builds, run_preflight
               help="Start from the VM fixture NAME (restored from the cache; built first if needed).")
 @click.pass_obj
 def repl_cmd(flags, profile, name, fixture):
+    from .run import load_config, run_builds, run_preflight
+
     if not profile and fixture is None:
         raise UserError("provium repl: profile is required (or pass --fixture), e.g. `provium repl linux`")
     cfg = load_config(flags)
@@ -27,6 +30,7 @@ def repl_cmd(flags, profile, name, fixture):
             raise UserError(f"repl: {exc}") from exc
     run_preflight(flags, cfg)
     run_builds(flags, cfg, only=profile or None)  # a fixture's profile is not known yet: all
+    from provium import vmm as vmm_mod
     from provium.host import Session
 
     from . import repl as repl_mod
@@ -57,6 +61,7 @@ def repl_cmd(flags, profile, name, fixture):
 @click.argument("qemu_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def console_cmd(flags, profile, mem, vcpus, cmdline, agent, qemu, print_command, qemu_args):
+    from .run import load_config, run_builds, run_preflight
     from provium.host.values import parse_size
 
     from . import serial

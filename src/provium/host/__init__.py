@@ -14,38 +14,91 @@ Methods mirror the Lua API's names (`spec/vm.md` and friends).  Where a Lua
 method returns several values, the Python one returns a tuple (`read_mem`).
 """
 
-from .batch import Batch
-from .clock import Clock
-from .console import Console, ConsoleIOError, ConsoleStream, ConsoleUnavailable
-from .errors import (
-    AgentCommError,
-    AgentGone,
-    ArgumentError,
-    CommandFailed,
-    GuestOsError,
-    HandleError,
-    Interrupted,
-    ProviumError,
-    SessionError,
-    StreamClosed,
-    StreamEof,
-    StreamError,
-    StreamTimeout,
-    VmError,
-    VmmFailure,
-    WrongState,
-)
-from .disk import Disk, DiskError, DiskIoError
-from .file import File
-from .process import Process
-from .registry import ResourceMeta
-from .results import DirEntry, IoctlOutcome, RunResult, Stat, SyscallOutcome
-from .session import Session
-from .streams import TIMEOUT, Stream, Tail
-from .syscalls import PendingSyscall
-from .values import parse_duration, parse_signal, parse_size, signal_name
-from .vm import VM
-from .worker import Worker
+# The names are imported on first use (PEP 562), as in `provium/__init__.py`: any
+# `provium.host.<module>` import runs this file first, and the CLI (which needs
+# only `values` and `errors` to parse its flags) must not pay for the whole model.
+TYPE_CHECKING = False
+
+_EXPORTS = {
+    "Batch": ".batch",
+    "Clock": ".clock",
+    "Console": ".console",
+    "ConsoleIOError": ".console",
+    "ConsoleStream": ".console",
+    "ConsoleUnavailable": ".console",
+    "AgentCommError": ".errors",
+    "AgentGone": ".errors",
+    "ArgumentError": ".errors",
+    "CommandFailed": ".errors",
+    "GuestOsError": ".errors",
+    "HandleError": ".errors",
+    "Interrupted": ".errors",
+    "ProviumError": ".errors",
+    "SessionError": ".errors",
+    "StreamClosed": ".errors",
+    "StreamEof": ".errors",
+    "StreamError": ".errors",
+    "StreamTimeout": ".errors",
+    "VmError": ".errors",
+    "VmmFailure": ".errors",
+    "WrongState": ".errors",
+    "Disk": ".disk",
+    "DiskError": ".disk",
+    "DiskIoError": ".disk",
+    "File": ".file",
+    "Process": ".process",
+    "ResourceMeta": ".registry",
+    "DirEntry": ".results",
+    "IoctlOutcome": ".results",
+    "RunResult": ".results",
+    "Stat": ".results",
+    "SyscallOutcome": ".results",
+    "Session": ".session",
+    "TIMEOUT": ".streams",
+    "Stream": ".streams",
+    "Tail": ".streams",
+    "PendingSyscall": ".syscalls",
+    "parse_duration": ".values",
+    "parse_signal": ".values",
+    "parse_size": ".values",
+    "signal_name": ".values",
+    "VM": ".vm",
+    "Worker": ".worker",
+}
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from .batch import Batch
+    from .clock import Clock
+    from .console import Console, ConsoleIOError, ConsoleStream, ConsoleUnavailable
+    from .errors import (
+        AgentCommError,
+        AgentGone,
+        ArgumentError,
+        CommandFailed,
+        GuestOsError,
+        HandleError,
+        Interrupted,
+        ProviumError,
+        SessionError,
+        StreamClosed,
+        StreamEof,
+        StreamError,
+        StreamTimeout,
+        VmError,
+        VmmFailure,
+        WrongState,
+    )
+    from .disk import Disk, DiskError, DiskIoError
+    from .file import File
+    from .process import Process
+    from .registry import ResourceMeta
+    from .results import DirEntry, IoctlOutcome, RunResult, Stat, SyscallOutcome
+    from .session import Session
+    from .streams import TIMEOUT, Stream, Tail
+    from .syscalls import PendingSyscall
+    from .values import parse_duration, parse_signal, parse_size, signal_name
+    from .vm import VM
+    from .worker import Worker
 
 __all__ = [
     "AgentCommError", "AgentGone", "ArgumentError", "Batch", "Clock", "CommandFailed", "Console", "ConsoleIOError",
@@ -56,3 +109,18 @@ __all__ = [
     "StreamError", "StreamTimeout", "SyscallOutcome", "TIMEOUT", "Tail", "VM", "VmError", "VmmFailure", "Worker",
     "WrongState", "parse_duration", "parse_signal", "parse_size", "signal_name",
 ]
+
+
+def __getattr__(name: str) -> object:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'provium.host' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> "list[str]":
+    return sorted(set(globals()) | set(_EXPORTS))

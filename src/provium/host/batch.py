@@ -17,6 +17,7 @@ from ..protocol.messages import (
     WriteFileArgs,
 )
 from ..protocol.types import OpResult, WriteFileMode
+from .pynames import python_names
 from .agent_errors import os_error_text
 from .errors import ArgumentError, HandleError
 from .execargs import build_command, to_bytes
@@ -52,6 +53,7 @@ def _path(p: Any, method: str) -> str:
     return p
 
 
+@python_names
 class Batch:
     """The builder handed to `vm.batch`'s function.  Each method queues one op."""
 

@@ -37,6 +37,7 @@ from ..net.graph import (
 from ..net.pcap import PcapSink
 from ..net.switch import Port, Switch
 from ..vmm.base import NicSpec
+from .pynames import python_names
 from .errors import ProviumError
 from .options import merge_kw
 from .registry import ResourceMeta
@@ -196,6 +197,7 @@ def _member_name(v: Any, method: str) -> tuple[str, VM | None]:
     raise BridgeArgumentError(f"bridge expected a VM userdata or string, got {type_name(v)} ({method})")
 
 
+@python_names
 class Bridge:
     """One virtual L2 segment of a lab (see the module docstring)."""
 
@@ -685,6 +687,7 @@ def _hostname_ok(name: str) -> bool:
     return bool(re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", name))
 
 
+@python_names
 class Nic:
     """One VM's NIC on one bridge: counters, capture, cable pull."""
 

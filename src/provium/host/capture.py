@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..net.pcap import PcapSink
+from .pynames import python_names
 from .registry import ResourceMeta
 from .streams import TIMEOUT, Stream
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 _ids = itertools.count(1)
 
 
+@python_names
 class Capture(Stream):
     NAME = "capture"
     MSG_TIMEOUT = "capture:{op} timed out waiting for {pat}"

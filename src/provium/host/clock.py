@@ -11,6 +11,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from ..protocol.messages import AdvanceClockArgs, GetTimeArgs, SetTimeArgs, SleepClockArgs
+from .pynames import python_names
 from .errors import ArgumentError, VmError
 from .values import parse_duration, seconds_to_ns, type_name
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from .vm import VM
 
 
+@python_names
 class Clock:
     def __init__(self, vm: "VM") -> None:
         self._vm = vm

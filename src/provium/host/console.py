@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import VmmError
+from .pynames import python_names
 from .errors import ArgumentError, StreamTimeout, VmError
 from .registry import ResourceMeta
 from .streams import TIMEOUT, Stream, _pattern, _show
@@ -207,6 +208,7 @@ async def aclose_hub(vm: VM) -> None:
         await hub.aclose()
 
 
+@python_names
 class Console:
     """`vm:console()`: the guest's serial console.  Creating one does nothing;
     the methods reach the VMM's log file and socket."""
@@ -322,6 +324,7 @@ def _log_from(vm: VM, offset: int) -> bytes:
         return kept[offset:] if offset < len(kept) else b""
 
 
+@python_names
 class ConsoleStream(Stream):
     """`console:read()`: the guest's console output from the moment it was opened."""
 

@@ -35,6 +35,7 @@ from ..disk.spec import parse_disk
 from ..disk.store import SECTOR, BlockStore
 from ..vmm.base import DiskSpec, VmmError
 from . import rootdisk
+from .pynames import python_names
 from .errors import ArgumentError, VmError
 from .states import RUNNING
 from .execargs import to_bytes
@@ -73,6 +74,7 @@ def _uint(v: Any, method: str, what: str) -> int:
     return v
 
 
+@python_names
 class Disk:
     """One disk of one VM.  Sectors are 512 bytes; offsets and counts are in sectors."""
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..protocol.messages import CloseArgs, ReadArgs, SeekArgs, WriteArgs
 from ..protocol.types import OpenMode, SeekWhence
+from .pynames import python_names
 from .errors import ArgumentError, HandleError
 from .execargs import to_bytes
 from .values import type_name
@@ -71,6 +72,7 @@ def parse_open_mode(mode: Any, method: str = "vm:open_file") -> tuple[OpenMode, 
     return OpenMode(**flags), perm
 
 
+@python_names
 class File:
     """Returned by `vm.open_file`.  All I/O goes through the agent; `close()` is
     idempotent and always deregisters the handle from the VM."""

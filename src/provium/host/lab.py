@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..events.types import ResourceAmount
+from .pynames import python_names
 from .bootopts import make_spec
 from .bridge import Bridge
 from .errors import ArgumentError, NotYetImplemented  # noqa: F401  (re-exported)
@@ -126,6 +127,7 @@ def check_name(name: Any, what: str) -> str:
     return name
 
 
+@python_names
 class Lab:
     def __init__(self, session: Any, name: str = "provium", *, parents: Iterable[Lab] = (),
                  account: Account | None = None,

@@ -42,6 +42,7 @@ from ..errors import StateError
 from ..fsutil import atomic_write
 from ..log import lab_logger, timed
 from ..vmm.base import VmSpec
+from .pynames import python_names
 from . import snapshot as snap_mod
 from .errors import ArgumentError, WrongState
 from .registry import ResourceMeta
@@ -81,6 +82,7 @@ def register_lab_part(part: LabPart) -> None:
     _PARTS[:] = [p for p in _PARTS if p.key != part.key] + [part]
 
 
+@python_names
 class LabSnapshot:
     """A lab snapshot directory: a thin handle over its path."""
 

@@ -15,6 +15,7 @@ from ..protocol.messages import (
     WaitArgs,
 )
 from ..protocol.types import ProcessLiveStatus, ProcStreamChannel
+from .pynames import python_names
 from .errors import ArgumentError, GuestOsError, HandleError
 from .execargs import to_bytes
 from .results import RunResult
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 CLOSE_WAIT_MS = 2000
 
 
+@python_names
 class Process:
     """Handle of a running guest process.
 

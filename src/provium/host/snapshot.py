@@ -37,6 +37,7 @@ from ..errors import StateError
 from ..log import timed
 from ..vmm import snapfile
 from ..vmm.base import Unimplemented, VmSpec
+from .pynames import python_names
 from .errors import ArgumentError, ProviumError, VmError, WrongState
 from .registry import ResourceMeta
 from .values import type_name
@@ -63,6 +64,7 @@ def register_vm_hook(name: str, hook: VmSnapshotHook) -> None:
     _VM_HOOKS[name] = hook
 
 
+@python_names
 class Snapshot:
     """A single-VM snapshot file: a thin handle over its path."""
 

@@ -14,6 +14,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from ..protocol.mux import ClientError, MuxStream
+from .pynames import python_names
 from .agent_errors import os_error
 from .errors import ArgumentError, StreamClosed, StreamEof, StreamTimeout
 from .registry import ResourceMeta
@@ -49,6 +50,7 @@ def _seen(acc: bytes | bytearray) -> str:
     return f" ({len(acc)} bytes arrived; {more}{tail!r})"
 
 
+@python_names
 class Stream:
     """Base class: `next`, `read_until`, `expect`, `drain`, `close`, `eof`.
 
@@ -200,6 +202,7 @@ class Stream:
                 acc += got
 
 
+@python_names
 class Tail(Stream):
     """A stream fed by one agent channel: `vm.tail_file`, `vm.fd_stream`,
     `file.tail_stream`, `proc.stdout_stream` / `stderr_stream`."""

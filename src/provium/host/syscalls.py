@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from ..protocol.messages import SyscallArgs, SyscallResult
 from ..protocol.types import NestedPtr
+from .pynames import python_names
 from .errors import ArgumentError, HandleError
 from .results import SyscallOutcome
 from .values import type_name
@@ -110,6 +111,7 @@ def outcome(res: SyscallResult) -> SyscallOutcome:
     return SyscallOutcome(ret=res.ret, errno=res.errno, out_bufs=list(res.out_bufs))
 
 
+@python_names
 class PendingSyscall:
     """A syscall in flight; `await_()` blocks for its outcome (once)."""
 

@@ -41,6 +41,7 @@ from ..log import timed, vm_logger
 from ..protocol.mux import ClientError
 from ..protocol.types import OpResult, TailStart, WriteFileMode
 from ..vmm.base import Unimplemented, VmInstance, VmSpec
+from .pynames import python_names
 from . import bridge as net
 from . import console as console_mod
 from . import shares
@@ -86,6 +87,7 @@ _merge_kw, _path, _perm, _vmm_text = merge_kw, path_arg, perm_arg, vmm_text
 
 
 
+@python_names
 class VM:
     """One guest.  `state` is a `VmState` (see `host/states.py`).
 

@@ -24,6 +24,7 @@ from ..protocol.messages import (
     WorkerSyscallAwaitArgs,
     WorkerSyscallBeginArgs,
 )
+from .pynames import python_names
 from .errors import HandleError
 from .execargs import build_command
 from .file import File, parse_open_mode
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from .vm import VM
 
 
+@python_names
 class Worker:
     def __init__(self, vm: "VM", handle: int) -> None:
         self._vm = vm

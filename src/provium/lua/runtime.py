@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import lupa.lua54 as lupa_mod
 
+from ..host.pynames import LUA_CALLER
 from ..host.values import parse_duration
 from . import failtext
 from .binding import Binding, Multi
@@ -153,6 +154,14 @@ class LuaEnv:
         env = self
 
         def call(*args: Any) -> Any:
+            # The host words its errors for this caller: Lua's names (host/pynames.py).
+            token = LUA_CALLER.set(True)
+            try:
+                return guarded(*args)
+            finally:
+                LUA_CALLER.reset(token)
+
+        def guarded(*args: Any) -> Any:
             try:
                 if env.closed:
                     raise LuaApiError(env.CLOSED_TEXT)

@@ -39,6 +39,20 @@ def _die_with_parent() -> None:
         pass
 
 
+def _reader_gone(fd: int) -> bool:
+    """Whether nobody reads our events pipe any more: the dispatcher holds the read
+    end while we run, so a dispatcher killed before `_die_with_parent` armed the
+    death signal (a slow start on a loaded host) shows here as POLLERR."""
+    import select
+
+    try:
+        p = select.poll()
+        p.register(fd, 0)
+        return any(ev & select.POLLERR for _, ev in p.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
 def _watch_sigterm() -> None:
     """SIGTERM stops the file politely: the running test fails with "runner
     terminated (SIGTERM)", later tests are listed as not run, VMs shut down.
@@ -68,8 +82,7 @@ def _watch_sigterm() -> None:
     threading.Thread(target=watch, name="provium-sigterm", daemon=True).start()
 
 
-def main(argv: list[str] | None = None) -> int:
-    _die_with_parent()  # first: no window in which a dead dispatcher leaves us running
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m provium.runner",
                                  description="Run one provium test file (used by the dispatcher).")
     ap.add_argument("--settings", required=True, help="RunSettings JSON file")
@@ -77,7 +90,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events-fd", type=int, default=None, help="file descriptor for event frames")
     ap.add_argument("--owner", type=int, default=None, help="this file's id with the dispatcher's coordinator")
     ap.add_argument("file", help="the *.test.lua file")
-    args = ap.parse_args(argv)
+    return ap
+
+
+# Built at import: a runner forked from the zygote (zygote.py) then does not build it again.
+PARSER = _parser()
+
+
+def main(argv: list[str] | None = None) -> int:
+    _die_with_parent()  # first: no window in which a dead dispatcher leaves us running
+    args = PARSER.parse_args(argv)
+    if args.events_fd is not None and _reader_gone(args.events_fd):
+        return 2  # the dispatcher died before our death signal was armed: nobody wants this file run
 
     from .. import artifacts, log
     from ..events.sinks import FdSink, NullSink
@@ -105,7 +129,12 @@ def main(argv: list[str] | None = None) -> int:
             if done["flag"]:
                 return
             done["flag"] = True
-            atomic_write(args.result, outcome.to_json())
+            try:
+                # Never create the run's work dir: if it is gone, the dispatcher died and the
+                # next run swept it (recreating it would leave it behind for good).
+                atomic_write(args.result, outcome.to_json(), make_parents=False)
+            except FileNotFoundError:
+                pass
 
     def on_stuck(outcome) -> None:
         # A timed-out test did not unwind: report what we have and leave; the

@@ -28,6 +28,7 @@ from ..events import types as ev
 from ..fsutil import printable
 from ..host.console import failure_block as console_failure_block
 from ..host.errors import ArgumentError
+from ..host.pynames import called_from_lua
 from ..host.pool import HostPool
 from ..host.session import Session
 from ..host.values import parse_duration
@@ -190,7 +191,8 @@ def run_file(path: str, settings: RunSettings | None = None, emit: Emit | None =
         except Exception as exc:  # noqa: BLE001 - a bad config is this file's chunk error
             out.chunk_error = str(exc) or type(exc).__name__
             return out
-        _run(ctx, cfg, backend)
+        with called_from_lua():  # the runner's own calls (teardown, resets) report to a Lua author
+            _run(ctx, cfg, backend)
     finally:
         _active.remove(ctx)
         out.duration_ns = time.monotonic_ns() - started
@@ -554,9 +556,10 @@ _TEST_CALL = re.compile(r"""(?<![\w.:])test\s*\(\s*(?:"((?:[^"\\\n]|\\.)*)"|'((?
 def list_tests(path: str, settings: RunSettings | None = None) -> list[TestInfo]:
     """The tests a file declares (name and meta), without booting anything.
 
-    The top level runs with a VMM that refuses to boot; if it fails (say it
-    boots a VM at file scope), the names are read from literal
-    `test("name", ...)` calls in the source instead (meta unknown).  A file
+    The top level runs with its boots held (lua/deferboot.py) and then dropped,
+    on a VMM that refuses to boot; if it needs a booted VM anyway (say it runs a
+    command at file scope), the names are read from literal `test("name", ...)`
+    calls in the source instead (meta unknown).  A file
     that cannot be read or compiled, whose top level raises for another reason,
     or runs past the file timeout, raises an error naming it.
     """
@@ -577,8 +580,10 @@ def list_tests(path: str, settings: RunSettings | None = None) -> list[TestInfo]
         if dog is not None:
             dog.daemon = True
             dog.start()
+        state.deferred.hold()  # boots the top level only asks for are dropped: the chunk runs to its end
         try:
             state.run_chunk(chunk)
+            state.deferred.release(boot=False)
         except LuaChunkError as exc:
             if state.timed_out:
                 raise LuaChunkError(text) from exc

@@ -9,6 +9,11 @@ that signal fires when the *spawning thread* ends, so it must be one that
 lives as long as the run.  (Setting it here with a preexec_fn would force a
 full fork of this process for every file: measurably slower.)
 
+Runners are forked by a zygote (runner/zygote.py, zygote_client.py) that did
+the runner's imports once for the whole run; when it is off (`--no-zygote`,
+PROVIUM_NO_ZYGOTE=1, a custom `runner_cmd`) or unusable, each runner is a new
+`python -m provium.runner` process.  Both kinds behave the same from here on.
+
 A runner is the leader of its own process group; the per-file watchdog kills
 the whole group.  A runner that crashes (non-zero exit, signal, missing or bad
 result file) fails its file with a chunk error; the run carries on.
@@ -36,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from provium import log as logmod
 from provium.events import types as ev
 from provium.events.sinks import Sink
 from provium.fsutil import printable, read_tail
@@ -43,6 +49,7 @@ from provium import runfiles
 from provium.protocol import framing
 from provium.protocol.decoder import FrameDecoder
 
+from . import zygote_client
 from .coordinator import Coordinator
 from .declared import declared_claim
 from .discovery import Discovered
@@ -50,6 +57,7 @@ from .pool import Pool, PoolRefused, PoolSize, fits, fmt_amount
 from .psi import DEFAULT_PATHS, PressureGate
 from .results import FileResult, ResultError, TestOutcome
 
+log = logmod.ROOT.getChild("scheduler")
 FAIL_FAST_REASON = "skipped: --fail-fast"
 OUTPUT_TAIL = 64 * 1024  # bytes of runner stdout/stderr kept per file
 POOL_STATE_INTERVAL = 1.0
@@ -86,15 +94,24 @@ class DispatchOptions:
     # Runs one profile's `build` command when a runner first boots a VM of it
     # (coordinator.py); None: nothing is built (`--vmm local`, `--no-build`).
     build_profile: Callable[[str], None] | None = None
+    # Fork runners from a zygote: None = yes unless PROVIUM_NO_ZYGOTE is set (in `env`, else
+    # this process's environment) or `runner_cmd` is not the default runner.
+    zygote: bool | None = None
+    zygote_cmd: list[str] = field(default_factory=zygote_client.default_zygote_cmd)
+
+    def use_zygote(self) -> bool:
+        if self.zygote is not None:
+            return self.zygote
+        return self.runner_cmd == default_runner_cmd() and not zygote_client.disabled_by_env(self.env)
 
 
 @dataclass
 class _Running:
     index: int
     file: Discovered
-    proc: subprocess.Popen
+    proc: subprocess.Popen | zygote_client.ForkedProc
     rfd: int
-    pidfd: int
+    pidfd: int | None  # spawned runners only: a forked one's exit is reported by the zygote
     log_path: str
     result_path: str
     started: float
@@ -133,6 +150,8 @@ class Dispatcher:
         self._running: dict[int, _Running] = {}  # by index
         self._sel = selectors.DefaultSelector()
         self._stop = False
+        self.zygote: zygote_client.Zygote | None = None
+        self.spawn_reason: str | None = None  # why runners are spawned, not forked (None: forked)
 
     # ---- public ------------------------------------------------------------
 
@@ -150,6 +169,8 @@ class Dispatcher:
                                        charge_vms=self.opts.pool.charge_vms, build=self.opts.build_profile)
         self._write_settings()
         try:
+            if files:
+                self._start_zygote()
             while self._queue or self._running:
                 gated = False
                 while self._queue and not self._stop:
@@ -195,6 +216,8 @@ class Dispatcher:
                     kind, obj = key.data
                     if kind == "events":
                         self._read_events(obj)
+                    elif kind == "zygote":
+                        self._zygote_ready()
                     elif kind.startswith("coord"):
                         self.coordinator.on_ready(kind, obj, mask)
                 now = time.monotonic()
@@ -214,6 +237,8 @@ class Dispatcher:
                 self._kill(r)
                 self._close(r)
             self.coordinator.close()
+            if self.zygote is not None:
+                self.zygote.close()
             self._sel.close()
             for d in self._cleanup_dirs:
                 shutil.rmtree(d, ignore_errors=True)
@@ -293,14 +318,66 @@ class Dispatcher:
 
     # ---- one runner ---------------------------------------------------------
 
+    # ---- the zygote ------------------------------------------------------------
+
+    def _start_zygote(self) -> None:
+        """Start the zygote now, so its imports overlap the dispatcher's own start."""
+        if not self.opts.use_zygote():
+            self.spawn_reason = "the zygote is turned off"
+            log.debug("runners are spawned: the zygote is turned off (--no-zygote / %s)", zygote_client.ENV_OFF)
+            return
+        why = zygote_client.fork_unsupported()
+        if why is not None:
+            self._spawn_instead(why)
+            return
+        # The CLI's early zygote has this process's environment; the runners get `env` either way.
+        self.zygote = (zygote_client.adopt(self.opts.zygote_cmd)
+                       or zygote_client.Zygote(self.opts.zygote_cmd, self.opts.env))
+        if self.zygote.unavailable:
+            self._spawn_instead(self.zygote.unavailable)
+            return
+        self._sel.register(self.zygote.fileno(), selectors.EVENT_READ, ("zygote", None))
+
+    def _spawn_instead(self, why: str) -> None:
+        """From now on, spawn runners; say so once, on stderr (it is not a test's output)."""
+        if self.spawn_reason is None:
+            self.spawn_reason = why
+            print(f"provium: {why}; starting a new runner process for each file instead", file=sys.stderr)
+        if self.zygote is not None:
+            try:
+                self._sel.unregister(self.zygote.fileno())
+            except (KeyError, ValueError):
+                pass
+
+    def _zygote_ready(self) -> None:
+        """The zygote's socket is readable: exit reports (read by the runners' poll), or its death."""
+        z = self.zygote
+        if z is None:
+            return
+        z.pump()
+        if z.dead:
+            self._spawn_instead(z.unavailable or f"the runner zygote died ({z.dead})")
+
+    def _fork(self, args: list[str], wfd: int, log_path: str) -> zygote_client.ForkedProc | None:
+        z = self.zygote
+        if z is None or self.spawn_reason is not None:
+            return None
+        with open(log_path, "wb") as log_file:
+            proc = z.fork(args, wfd, log_file.fileno(), env=self.opts.env)
+        if proc is None:
+            self._spawn_instead(z.unavailable or "the runner zygote is unavailable")
+        return proc
+
+    # ---- one runner ---------------------------------------------------------
+
     def _start(self, index: int, files: list[Discovered]) -> None:
         f = files[index]
         rfd, wfd = os.pipe()
         os.set_blocking(rfd, False)
         log_path = os.path.join(self.opts.work_dir, f"{index}.log")
         result_path = os.path.join(self.opts.work_dir, f"{index}.result.json")
-        cmd = [*self.opts.runner_cmd, "--settings", self._settings_path, "--result", result_path,
-               "--events-fd", str(wfd), "--owner", str(index), f.path]
+        args = ["--settings", self._settings_path, "--result", result_path, "--owner", str(index), f.path]
+        cmd = [*self.opts.runner_cmd, *args[:-1], "--events-fd", str(wfd), f.path]
         try:
             self.pool.request(self.pool.new_request(index, [self.opts.pool.per_file], "the file overhead"))
         except PoolRefused:  # cannot happen: the caller checked that it fits
@@ -308,23 +385,29 @@ class Dispatcher:
         self.coordinator.file_started(index)
         self.sink.emit(ev.FileDispatched(path=printable(f.path), reservation=self.opts.pool.per_file))
         started = time.monotonic()
-        with open(log_path, "wb") as log:
-            try:
-                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                        pass_fds=(wfd,), start_new_session=True, env=self.opts.env)
-            except OSError as exc:
-                os.close(rfd)
-                os.close(wfd)
-                self.coordinator.file_ended(index)
-                raise OSError(exc.errno, f"cannot start the runner `{cmd[0]}`: {exc.strerror}") from exc
+        proc: subprocess.Popen | zygote_client.ForkedProc | None = None
+        pidfd: int | None = None
+        if self.zygote is not None:
+            proc = self._fork([*args[:-1], "--events-fd", str(zygote_client.EVENTS_FD), f.path], wfd, log_path)
+        if proc is None:
+            with open(log_path, "wb") as log_file:
+                try:
+                    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                            pass_fds=(wfd,), start_new_session=True, env=self.opts.env)
+                except OSError as exc:
+                    os.close(rfd)
+                    os.close(wfd)
+                    self.coordinator.file_ended(index)
+                    raise OSError(exc.errno, f"cannot start the runner `{cmd[0]}`: {exc.strerror}") from exc
+            pidfd = os.pidfd_open(proc.pid)
         os.close(wfd)
-        pidfd = os.pidfd_open(proc.pid)
         t = self.opts.file_timeout
         r = _Running(index=index, file=f, proc=proc, rfd=rfd, pidfd=pidfd, log_path=log_path,
                      result_path=result_path, started=started,
                      deadline=started + t + self._grace(t) if t else None)
         self._sel.register(rfd, selectors.EVENT_READ, ("events", r))
-        self._sel.register(pidfd, selectors.EVENT_READ, ("exit", r))
+        if pidfd is not None:
+            self._sel.register(pidfd, selectors.EVENT_READ, ("exit", r))
         self._running[index] = r
 
     def _grace(self, t: float) -> float:
@@ -390,6 +473,8 @@ class Dispatcher:
 
     def _close(self, r: _Running) -> None:
         for fd in (r.rfd, r.pidfd):
+            if fd is None:
+                continue
             try:
                 self._sel.unregister(fd)
             except (KeyError, ValueError):
@@ -429,9 +514,12 @@ class Dispatcher:
                 tests.append(TestOutcome(name=r.current, status="timed_out",
                                          message=f"file timeout ({self.opts.file_timeout:g}s) exceeded while this test ran"))
             return FileResult(path=path, tests=tests, timed_out=True)
-        code = r.proc.returncode
+        code = r.proc.returncode if r.proc.returncode is not None else 0  # set: `_finish` waited
         why = None
-        if code < 0:
+        note = getattr(r.proc, "note", None)  # a forked runner whose zygote died
+        if note:
+            why = f"runner killed: {note}"
+        elif code < 0:
             why = f"runner killed by {_signal_name(-code)}"
         elif code != 0:
             why = f"runner exited with status {code}"

@@ -240,7 +240,8 @@ def run_file_on_node(index: int, path: str, settings_json: str, env: dict[str, s
     pool: PoolSize = size_pool(vmm=vmm)  # this node's own pool: VM charges of the file draw from it
     opts = DispatchOptions(
         settings_json=settings_json, work_dir=work, pool=pool, file_timeout=file_timeout, env=run_env,
-        psi_paths=(), coordinator_factory=lambda *a, **kw: _ClusterCoordinator(*a, hub=hub, owner=index, **kw))
+        # One file per dispatcher here: a zygote would cost as much as the runner it saves.
+        zygote=False, psi_paths=(), coordinator_factory=lambda *a, **kw: _ClusterCoordinator(*a, hub=hub, owner=index, **kw))
     dispatcher = Dispatcher(_QueueSink(q), opts)
     box: list[Any] = []
 

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 
 from ..errors import VmmError
 from ..fsutil import read_tail
-from ..protocol.mux import MuxClient
+
+if TYPE_CHECKING:  # only a type here; the mux (and asyncio) loads with the backends, not with the config
+    from ..protocol.mux import MuxClient
 
 if TYPE_CHECKING:  # config imports DiskSpec from here: only a type reference back
     from ..config import Profile
