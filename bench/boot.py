@@ -391,7 +391,9 @@ per-VM qcow2 overlay) against the `linux` guest, each `debian` boot right after 
 beforehand).  The agent of the `debian` guest answers while systemd is still starting
 the rest; the multi-user row is what a test waiting for its services pays.  The
 restore rows snapshot each guest after its boot and restore it into a new VM (the
-path of a fixture hit): the `debian` restore also copies its root overlay.
+path of a fixture hit): the `debian` restore also copies its root overlay.  These
+rows too were measured while other work shared the 2 cores: absolute times are
+inflated, the ratios within the run are what count.
 """
 
 

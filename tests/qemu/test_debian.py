@@ -207,3 +207,10 @@ def test_the_base_image_is_unchanged(session, base_image, deb):
     path, before = base_image
     assert content_digest(path) == before
     assert os.stat(path).st_mode & 0o222 == 0  # read-only: only ever a backing file
+
+
+def test_the_power_button_powers_it_off(deb):
+    """Last: it ends the module's VM.  systemd-logind (it needs dbus) acts on the key."""
+    deb.wait_unit("systemd-logind", timeout=120)
+    deb.power_button(timeout=120)
+    assert deb.state == "shutdown"

@@ -2,6 +2,7 @@
 power cut, hot-plug and unplug; the host sees the guest's writes.  One VM for the module."""
 
 import os
+import shutil
 import time
 
 import pytest
@@ -172,8 +173,10 @@ def test_boot_disk_detaches_too(vm, images):
 
 def test_disks_in_a_snapshot(vm_factory, images, tmp_path):
     """Boot disks travel with a VM snapshot: a restored VM sees the disks as they were."""
+    plain = tmp_path / "plain.img"  # its own copy: the module's VM may hold the shared one's write lock
+    shutil.copyfile(images["plain"], plain)
     src = vm_factory.create("disksnap")
-    src.boot({"disks": [{"id": "m", "scratch": "4M", "mediated": True}, {"id": "p", "path": images["plain"]}]})
+    src.boot({"disks": [{"id": "m", "scratch": "4M", "mediated": True}, {"id": "p", "path": str(plain)}]})
     try:
         with pytest.raises(Exception, match="hot-plugged"):
             src.attach_disk({"id": "extra", "image": images["hot"]})

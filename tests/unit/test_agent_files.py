@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 
-
+from provium.protocol.envelope import Envelope
+from provium.protocol.framing import encode_frame
 from provium.protocol.messages import (
     CloseArgs,
+    GetTimeArgs,
     ListdirArgs,
     MkdirArgs,
     OpenFileArgs,
@@ -238,3 +240,19 @@ def test_entry_types_on_the_wire_are_the_references():
 
     assert sorted(e.value for e in EntryType) == sorted(
         ["file", "directory", "symlink", "fifo", "socket", "block_device", "char_device", "other"])
+
+
+def test_large_files_both_ways_and_a_small_op_right_behind(agent, tmp_path):
+    # A large request body is filled by the agent's bulk read loop (it must stop at
+    # the body's end: the next frame follows at once), and a large reply goes out
+    # from its own buffer (a Blob).  Odd sizes check the last piece.
+    data = os.urandom((3 << 20) + 4097)
+    path = str(tmp_path / "big.bin")
+    ch_write, ch_time = agent.new_ch(), agent.new_ch()
+    agent.send_raw(encode_frame(Envelope(ch_write, "write_file", WriteFileArgs(path, data)).to_wire())
+                   + encode_frame(Envelope(ch_time, "get_time", GetTimeArgs()).to_wire()))
+    assert agent.recv(ch_write).data.ok
+    assert agent.recv(ch_time).kind == "get_time_result"
+    with open(path, "rb") as f:
+        assert f.read() == data
+    assert agent.value(ReadFileArgs(path)).data == data

@@ -334,3 +334,69 @@ def test_a_peer_that_leaves_without_a_byte_is_a_clean_end():
     assert serve(b, b, AgentState(local=True)) == "eof"
     a.close()
     b.close()
+
+
+def test_a_large_body_read_in_segments_stops_at_its_frame_end(tmp_path):
+    """The guest port's reader has readv(): a large body is filled 4 KiB segment by
+    segment, and the frame right behind it is still read and answered."""
+    import os
+    import threading
+
+    from provium.agent.server import Session
+    from provium.agent.state import AgentState
+    from provium.protocol.decoder import FrameDecoder
+    from provium.protocol.envelope import Envelope, decode_agent
+    from provium.protocol.framing import encode_frame, unpack
+    from provium.protocol.messages import GetTimeArgs, Hello, WriteFileArgs
+
+    class PipeReader:
+        def __init__(self, fd):
+            self.fd = fd
+            self.vectored = 0
+
+        def readinto(self, buf):
+            return os.readv(self.fd, [buf])
+
+        def readv(self, bufs):
+            self.vectored += 1
+            return os.readv(self.fd, bufs)
+
+    class Out:
+        def __init__(self):
+            self.dec = FrameDecoder()
+            self.replies = {}
+            self.both = threading.Event()
+
+        def sendall(self, data):
+            self.dec.feed(data)
+            for body in self.dec:
+                env = decode_agent(unpack(body))
+                self.replies[env.ch] = env
+            if {1, 2} <= set(self.replies):
+                self.both.set()
+
+    data = os.urandom((1 << 20) + 4097)
+    path = str(tmp_path / "f.bin")
+    stream = b"".join(encode_frame(Envelope(ch, kind, op).to_wire()) for ch, kind, op in (
+        (0, "hello", Hello(1)), (1, "write_file", WriteFileArgs(path, data)), (2, "get_time", GetTimeArgs())))
+    r, w = os.pipe()
+
+    def feed():
+        view = memoryview(stream)
+        while view:  # in pieces, like a port handing over small buffers
+            view = view[os.write(w, view[:3000]):]
+        out.both.wait(30)  # the host stays until it has its replies
+        os.close(w)
+
+    reader, out = PipeReader(r), Out()
+    t = threading.Thread(target=feed)
+    t.start()
+    assert Session(reader, out, AgentState(local=True)).run() == "eof"
+    t.join()
+    os.close(r)
+    replies = out.replies
+    assert replies[1].kind == "write_file_result" and replies[1].data.ok
+    assert replies[2].kind == "get_time_result"
+    assert reader.vectored > 0
+    with open(path, "rb") as f:
+        assert f.read() == data

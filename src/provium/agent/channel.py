@@ -15,6 +15,7 @@ TYPE_CHECKING = False  # typing stays out of the agent's start
 if TYPE_CHECKING:
     from typing import Any
 
+from provium.protocol.framing import BLOB_MIN, Blob
 from provium.protocol.messages import StreamFrame
 from provium.protocol.types import StreamEnd
 
@@ -89,7 +90,7 @@ class Channel:
             if self.cancelled:
                 return False
             self.window -= len(data)
-        return self._send(StreamFrame.KIND, StreamFrame(data))
+        return self._send(StreamFrame.KIND, StreamFrame(Blob(data) if len(data) >= BLOB_MIN else data))  # type: ignore[arg-type]
 
     def end(self, end: StreamEnd) -> bool:
         return self.reply("stream_end", end)

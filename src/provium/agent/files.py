@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import stat as _stat
 
+from provium.protocol.framing import BLOB_MIN, Blob
 from provium.protocol.messages import DataOk, WrittenOk
 from provium.protocol.types import DirEntry, EntryType, FileMetadata, OpResult, SeekWhence, WriteFileMode
 
@@ -126,8 +127,12 @@ def read_file(ctx, op):
             )
         parts = []
         total = 0
+        # A regular file in one read of its size (+1 to see its end): no joining
+        # of pieces, and the reply writes it out from this very buffer (Blob).
+        want = min(st.st_size + 1, MAX_READ_FILE + 1) if _stat.S_ISREG(st.st_mode) else 1 << 20
         while True:
-            chunk = os.read(fd, 1 << 20)
+            chunk = os.read(fd, max(want, 1 << 16))
+            want = 1 << 20
             if not chunk:
                 break
             total += len(chunk)
@@ -138,7 +143,9 @@ def read_file(ctx, op):
                     "use open_file + read or tail_file",
                 )
             parts.append(chunk)
-        return OpResult.success(DataOk(b"".join(parts)))
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        # A Blob is bytes on the wire; only the sender's encoder sees the difference.
+        return OpResult.success(DataOk(Blob(data) if len(data) >= BLOB_MIN else data))
     except OSError as exc:
         return os_fail("read_file", exc, op.path)
     finally:

@@ -29,6 +29,7 @@ OOM_POLL = 0.05  # chain mode: how often to look for /proc (the guest's init mou
 INIT_PENDING = "/run/provium-init-pending"
 INIT_POLL = 0.01
 INIT_WAIT = 60.0  # then serve anyway, and say so: a guest without its drivers beats no guest
+SWITCH_INTERVAL = 0.0005  # the GIL's (see main)
 
 
 def log(message: str) -> None:
@@ -95,6 +96,14 @@ class PortReader:
             if n or self._gone():
                 return n
 
+    def readv(self, bufs) -> int:
+        """Fill `bufs` in order in one system call, as far as data comes (the port
+        hands over one 4 KiB buffer per read; the kernel loops over the segments)."""
+        while True:
+            n = os.readv(self.fd, bufs)
+            if n or self._gone():
+                return n
+
     def read(self, n: int = 65536) -> bytes:
         while True:
             data = os.read(self.fd, max(1, min(n, 1 << 20)))
@@ -120,13 +129,18 @@ class PortWriter:
     def __init__(self, fd: int) -> None:
         self.fd = fd
 
+    def sendall(self, data) -> None:
+        """Write all of `data` (the session calls this directly: one loop, no flush)."""
+        fd = self.fd
+        n = os.write(fd, data)
+        if n < len(data):  # the port takes at most 32 KiB per write
+            view = memoryview(data)
+            while n < len(view):
+                n += os.write(fd, view[n:])
+
     def write(self, data) -> int:
-        view = memoryview(data)
-        total = len(view)
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
-        return total
+        self.sendall(data)
+        return len(data)
 
     def flush(self) -> None:
         pass
@@ -289,6 +303,10 @@ def main() -> int:
     _stdin_to_devnull()
     _mix_rng_seed()
     fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
+    # A thread woken while another runs Python waits up to the switch interval
+    # for the GIL (5 ms by default); a streamed command output hands every chunk
+    # from the collecting thread to the sending one, so that wait was paid per chunk.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     state = AgentState()
     while True:
         wait_for_host(fd)

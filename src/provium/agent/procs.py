@@ -13,6 +13,7 @@ import os
 import threading
 import time
 
+from provium.protocol.framing import BLOB_MIN, Blob
 from provium.protocol.messages import ExecOk, WrittenOk
 from provium.protocol.types import ExitStatus, OpResult, ProcessLiveStatus
 
@@ -129,8 +130,13 @@ def exec_(ctx, op):
         child.reap()
     finally:
         child.close_pidfd()
-    return OpResult.success(ExecOk(status=_status(child, timed_out), stdout=bytes(out.data),
-                                   stderr=bytes(err.data)))
+    # The collected output goes out from its own buffer (nothing appends to it now).
+    return OpResult.success(ExecOk(status=_status(child, timed_out), stdout=_blob(out.data),
+                                   stderr=_blob(err.data)))
+
+
+def _blob(data: bytearray) -> bytes:
+    return Blob(data) if len(data) >= BLOB_MIN else bytes(data)  # type: ignore[return-value]  # bytes on the wire
 
 
 def run_async(ctx, op):

@@ -29,6 +29,7 @@ from provium.protocol.framing import (
     FrameTooLarge,
     UnexpectedEof,
     encode_frame,
+    encode_frame_parts,
     unpack,
 )
 from provium.protocol.messages import PROTOCOL_VERSION, STREAM_KINDS, HelloErr, HelloOk
@@ -41,11 +42,13 @@ from .pool import POOL
 from .state import AgentState
 
 _READ_CHUNK = 1 << 16  # a read between large bodies: a burst of small frames in one system call
+_PORT_SEGMENT = 4096  # a virtio-serial port's buffer (the guest driver posts one page each)
+_PORT_SEGMENTS = 64  # segments per readv(): up to 256 KiB per system call
 # Ops that may change per-thread state through raw system calls: each runs on a
 # thread that ends with it (see docs/protocol.md, "Layer 0").
 _FRESH_THREAD = frozenset({"syscall", "ioctl", "batch_op"})
 # Ops that cannot block (a clock read or set): the reader answers them itself,
-# which spares handing them to another thread and back.
+# which spares handing them to another thread and back (see _run_inline).
 _INLINE = frozenset({"get_time", "set_time", "advance_clock"})
 
 
@@ -101,6 +104,7 @@ class Session:
 
     def __init__(self, rfile: Any, wfile: Any, state: AgentState, *, handshake: bool = True) -> None:
         self._readinto = _reader_into(rfile)
+        self._readv = getattr(rfile, "readv", None)  # vectored reads (the guest's port)
         self._sock: Any = wfile if hasattr(wfile, "sendmsg") else None  # can carry descriptors
         if hasattr(wfile, "sendall"):
             self._write = wfile.sendall
@@ -126,10 +130,12 @@ class Session:
         if fds:
             wire["fds"] = len(fds)
         try:
-            frame = encode_frame(wire)
+            # A Blob in the payload (file contents, command output) is written
+            # from its own buffer, not copied into the frame first.
+            parts = encode_frame_parts(wire)
         except FrameTooLarge as exc:
             msg = f"{kind}: the reply is {exc.length} bytes, over the {exc.limit}-byte frame cap"
-            frame = encode_frame(Envelope(ch, "agent_error", AgentError(INTERNAL, msg)).to_wire())
+            parts = [encode_frame(Envelope(ch, "agent_error", AgentError(INTERNAL, msg)).to_wire())]
             fds = ()
         with self._wlock:
             if self.phase is Phase.DEAD:
@@ -138,11 +144,13 @@ class Session:
                 if fds:
                     import socket
 
-                    sent = socket.send_fds(self._sock, [frame], list(fds))
-                    if sent < len(frame):
-                        self._write(frame[sent:])
-                else:
-                    self._write(frame)
+                    first = parts[0]
+                    sent = socket.send_fds(self._sock, [first], list(fds))
+                    if sent < len(first):
+                        self._write(first[sent:])
+                    parts = parts[1:]
+                for part in parts:
+                    self._write(part)
                 return True
             except (OSError, ValueError) as exc:
                 # The host went away.  Streams notice through their next send.
@@ -178,7 +186,11 @@ class Session:
         try:
             while True:
                 # Straight into the decoder: a large body lands in its final buffer.
-                n = readinto(dec.get_buffer(_READ_CHUNK))
+                buf = dec.get_buffer(_READ_CHUNK)
+                if len(buf) > _READ_CHUNK:
+                    n = self._fill(buf, readinto)  # the rest of a large body (a write_file)
+                else:
+                    n = readinto(buf)
                 if not n:
                     try:
                         dec.eof()
@@ -208,6 +220,34 @@ class Session:
                 # stream next (a guest re-serves the same port after a reconnect).
                 self.phase = Phase.DEAD
             self.cancel_all()
+
+    def _fill(self, body: memoryview, readinto: Any) -> int:
+        """Read into `body` until it is full or the stream ends; how many bytes came.
+
+        On a virtio port (which hands over at most one 4 KiB buffer per read) the
+        body is read as many 4 KiB segments per readv(): the kernel loops over
+        them, not Python.  Only ever up to the body's end: the next frame's
+        bytes stay in the port.  Measured in a TCG guest: 64 MiB in 0.6-0.85 s
+        against 1.4-1.9 s reading 4 KiB per system call.
+        """
+        want = len(body)
+        n = 0
+        readv = self._readv
+        if readv is None:
+            while n < want:
+                k = readinto(body[n:])
+                if not k:
+                    break
+                n += k
+            return n
+        seg = _PORT_SEGMENT
+        while n < want:
+            end = min(want, n + seg * _PORT_SEGMENTS)
+            k = readv([body[i:min(i + seg, end)] for i in range(n, end, seg)])
+            if not k:
+                break
+            n += k
+        return n
 
     def _on_frame(self, body: bytes | bytearray) -> None:
         try:
@@ -261,6 +301,9 @@ class Session:
                         f"`{kind}` sent on channel 0, which carries only the handshake; "
                         "send ops on channel 1 or above")
             return
+        if kind in _INLINE:
+            self._run_inline(env)
+            return
         chan = Channel(self, env.ch, self.state)
         with self._clock:
             busy = env.ch in self._channels
@@ -270,9 +313,7 @@ class Session:
             self._error(env.ch, BAD_REQUEST,
                         f"channel {env.ch} already has a request in flight; use a fresh channel")
             return
-        if kind in _INLINE:
-            self._run_op(chan, env)
-        elif kind in _FRESH_THREAD:
+        if kind in _FRESH_THREAD:
             POOL.fresh(self._run_op, chan, env)
         else:
             POOL.submit(self._run_op, chan, env)
@@ -295,6 +336,23 @@ class Session:
             return
         self.phase = Phase.READY
         self.send(CONTROL, HelloOk.KIND, HelloOk(protocol_version=PROTOCOL_VERSION, agent=agent_info()))
+
+    def _run_inline(self, env: Envelope) -> None:
+        """A cheap op, answered by the reader itself before it reads on: nothing
+        can cancel or credit it meanwhile, so it is not registered in flight
+        (no locks, no thread hop: the whole op is a few function calls)."""
+        if env.ch in self._channels:  # only this thread adds entries
+            self._error(env.ch, BAD_REQUEST,
+                        f"channel {env.ch} already has a request in flight; use a fresh channel")
+            return
+        try:
+            reply_kind, payload = ops.call(Channel(self, env.ch, self.state), env.kind, env.data)
+        except AgentFail as exc:
+            reply_kind, payload = "agent_error", AgentError(exc.kind, exc.message)
+        except Exception as exc:
+            log(f"{env.kind} on channel {env.ch} failed: {type(exc).__name__}: {exc}")
+            reply_kind, payload = "agent_error", AgentError(INTERNAL, f"{env.kind}: {type(exc).__name__}: {exc}")
+        self.send(env.ch, reply_kind, payload)
 
     def _run_op(self, chan: Channel, env: Envelope) -> None:
         kind = env.kind

@@ -91,6 +91,10 @@ def run(cfg: Config, profile_name: str, *, print_command: bool = False, **kw) ->
         argv = qemu_command(cfg, profile_name, scratch=scratch, **kw)
         if print_command:
             print(shlex.join(argv))
+            if profile_for(cfg, profile_name).distro:
+                print(f"provium: the root overlay `{scratch / 'rootfs.qcow2'}` in this command is removed as provium "
+                      "exits; make your own with `qemu-img create -f qcow2 -b IMAGE -F raw FILE` (the image: "
+                      "`provium prepare " + profile_name + "`)", file=sys.stderr)
             return 0
         print(f"provium console — booting profile `{profile_name}` (Ctrl-A X quits, Ctrl-A C for monitor)",
               file=sys.stderr, flush=True)

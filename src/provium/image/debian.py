@@ -33,7 +33,7 @@ from typing import Callable, Iterator
 
 from . import cache, initramfs
 from .errors import ImageError
-from .kernel import GUEST_MODULES, HostKernel, find_kernel, module_load_order
+from .kernel import GUEST_MODULES, LATE_MODULES, HostKernel, find_kernel, module_load_order
 
 # Bumped whenever what the steps below put into the image changes in a way the
 # hashed sources do not show (e.g. a change in how mmdebstrap is called).
@@ -41,8 +41,11 @@ RECIPE_VERSION = 1
 SUITE = "bookworm"
 # What the guest needs besides the minbase essentials: systemd as init, udev, the
 # agent's interpreter and msgpack, `ip` (provium's networks configure addresses
-# with it), procps (`ps`, `pgrep`, `sysctl`: what tests reach for) and kmod (`modprobe`).
-BASE_PACKAGES = ("systemd", "systemd-sysv", "udev", "python3", "python3-msgpack", "iproute2", "procps", "kmod")
+# with it), procps (`ps`, `pgrep`, `sysctl`: what tests reach for), kmod (`modprobe`) and
+# dbus (without it systemd-logind does not start, and nothing acts on the ACPI power
+# button: `vm:power_button` would time out).
+BASE_PACKAGES = ("systemd", "systemd-sysv", "udev", "python3", "python3-msgpack", "iproute2", "procps", "kmod",
+                 "dbus")
 # Units masked: timers that would wake up during a test, and boot-time jobs a throwaway
 # headless VM does not need; under emulation each competes with the agent's start for
 # the guest's CPU (together they delayed it by seconds).
@@ -325,6 +328,9 @@ def _configure(tree: Path, kernel: HostKernel) -> None:
     _write(tree, "etc/hostname", "provium\n")
     _write(tree, "etc/systemd/journald.conf.d/provium.conf", JOURNALD_CONF)
     _write(tree, "etc/tmpfiles.d/tmp.conf", TMPFILES_TMP)
+    # The ACPI power button as an input device, for systemd-logind (udev did not load
+    # them in our q35 guests): what `vm:power_button` presses.
+    _write(tree, "etc/modules-load.d/provium.conf", "".join(f"{m}\n" for m in LATE_MODULES))
     for unit in MASKED_UNITS:
         link = tree / "etc/systemd/system" / unit
         link.unlink(missing_ok=True)

@@ -8,6 +8,7 @@ over the cap before reading (or allocating) the body.
 
 from __future__ import annotations
 
+import os
 import struct
 TYPE_CHECKING = False  # typing stays out of the agent's start (see messages.py)
 if TYPE_CHECKING:
@@ -63,8 +64,37 @@ class DecodeError(FrameError):
         super().__init__(f"frame: cannot decode body: {detail}")
 
 
+class Blob:
+    """A large byte buffer headed for a frame (a file's contents, a command's
+    output).  `encode_frame_parts` leaves it out of the packed body and hands
+    it back as a part of its own, so the bytes are never copied on their way
+    to the transport; anywhere else it packs as plain bin (with one copy).
+    Wire values stay `bytes` for the peer: only the sender sees a Blob."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+# Buffers at least this large go out as a Blob where the agent produces them.
+BLOB_MIN = 1 << 16
+# Stands in for a Blob while the rest of the value is packed (random, so no
+# value can contain it by accident).
+_TOKEN = os.urandom(14)
+
+
+def _pack_default(o: Any) -> Any:
+    if isinstance(o, Blob):
+        return bytes(o.data)
+    raise TypeError(f"cannot serialize {type(o).__name__}")
+
+
 def pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    return msgpack.packb(obj, use_bin_type=True, default=_pack_default)
 
 
 def unpack(body: bytes | bytearray) -> Any:
@@ -80,6 +110,59 @@ def encode_frame(obj: Any, limit: int = MAX_FRAME) -> bytes:
     if len(body) > limit:
         raise FrameTooLarge(len(body), limit)
     return HEADER.pack(len(body)) + body
+
+
+def _bin_header(n: int) -> bytes:
+    if n < 1 << 8:
+        return b"\xc4" + n.to_bytes(1, "big")
+    if n < 1 << 16:
+        return b"\xc5" + n.to_bytes(2, "big")
+    return b"\xc6" + n.to_bytes(4, "big")
+
+
+def encode_frame_parts(obj: Any, limit: int = MAX_FRAME) -> list[Any]:
+    """The frame as a list of buffers to write in order (one, unless `obj` holds
+    a `Blob`: then each Blob's data is a part of its own, not copied).
+
+    msgpack packs bin as a length then the bytes, so a Blob is packed as a
+    16-byte placeholder and the packed body is cut around it.
+    """
+    try:
+        body = msgpack.packb(obj, use_bin_type=True)  # no Blob: the plain C path
+    except TypeError:
+        pass
+    else:
+        if len(body) > limit:
+            raise FrameTooLarge(len(body), limit)
+        return [HEADER.pack(len(body)) + body]
+    blobs: list[Any] = []
+
+    def default(o: Any) -> Any:
+        if isinstance(o, Blob):
+            blobs.append(o.data)
+            return _TOKEN + len(blobs).to_bytes(2, "big")
+        raise TypeError(f"cannot serialize {type(o).__name__}")
+
+    body = msgpack.packb(obj, use_bin_type=True, default=default)
+    if not blobs:
+        if len(body) > limit:
+            raise FrameTooLarge(len(body), limit)
+        return [HEADER.pack(len(body)) + body]
+    parts: list[Any] = []
+    total = len(body)
+    pos = 0
+    for i, data in enumerate(blobs, 1):
+        mark = b"\xc4\x10" + _TOKEN + i.to_bytes(2, "big")
+        at = body.index(mark, pos)
+        head = _bin_header(len(data))
+        parts += [body[pos:at] + head, data]
+        total += len(head) + len(data) - len(mark)
+        pos = at + len(mark)
+    parts.append(body[pos:])
+    if total > limit:
+        raise FrameTooLarge(total, limit)
+    parts[0] = HEADER.pack(total) + parts[0]
+    return [p for p in parts if len(p)]
 
 
 def read_frame_body(stream: BinaryIO, limit: int = MAX_FRAME) -> bytes | bytearray:

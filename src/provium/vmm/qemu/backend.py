@@ -615,7 +615,11 @@ class QemuInstance(VmInstance):
     def alive(self) -> bool:
         if self._closed or self.proc.poll() is not None:
             return False
-        return self.client is None or self.client.lost is None
+        if self.client is None:
+            # Fine for a profile without an agent; with one, a reset that never got the
+            # agent back left a guest nothing can drive (its VM is then `dead`).
+            return not self.spec.profile.inject_agent
+        return self.client.lost is None
 
     def console_tail(self, n: int = 4096) -> bytes:
         if self._saved_console is not None:

@@ -77,7 +77,7 @@ class Qmp:
         except (QMPError, OSError, EOFError) as exc:
             await self._abandon(sock)
             cause = exc.__cause__ if exc.__cause__ is not None else exc
-            raise QmpError(f"QMP: connection failed ({cause or type(cause).__name__})") from exc
+            raise QmpError(f"QMP: connection failed ({str(cause) or type(cause).__name__})") from exc
 
     async def _abandon(self, sock: socket.socket) -> None:
         try:
