@@ -335,12 +335,12 @@ def _qemu_note(rows: dict, boot: float | None) -> str:
             f"- `vm.run([\"true\"])` costs {run_argv:.2f} ms against {fe_true:.2f} ms for the guest's own\n"
             f"  fork+exec+wait of `true`: **{run_argv / fe_true:.2f}x** (target <= 1.5x); `vm.run(\"true\")`\n"
             f"  (`sh -c true`) costs {run_sh:.2f} ms, {run_sh / fe_true:.2f}x the fork+exec of `true` and\n"
-            f"  {run_sh / fe_sh:.2f}x the guest's own fork+exec of `sh -c true`.  Forking the guest's\n"
-            f"  Python costs more than forking busybox `sh`: from a shell loop, fork+exec+wait of\n"
-            f"  `true` costs {sh_loop:.2f} ms, and `vm.run([\"true\"])` is {run_argv / sh_loop:.2f}x that\n"
-            "  (the agent starts commands with posix_spawn, a vfork: no page tables copied);\n"
+            f"  {run_sh / fe_sh:.2f}x the guest's own fork+exec of `sh -c true`.  From a small\n"
+            f"  process (a busybox shell loop) fork+exec+wait of `true` costs {sh_loop:.2f} ms, and\n"
+            f"  `vm.run([\"true\"])` is {run_argv / sh_loop:.2f}x that (the agent starts commands with\n"
+            "  posix_spawn, a vfork: no page tables copied, whatever the agent's size);\n"
             "- qemu-guest-agent's `guest-exec` (+ `guest-exec-status`) of `sh -c true` is compared\n"
-            "  with `vm.run` on one VM by `bench/boot.py` (its section below): vm.run is the faster one\n")
+            "  with `vm.run` on one VM by `bench/boot.py` (its section below): vm.run is the faster one;\n")
 
 
 def _os_name() -> str:

@@ -129,7 +129,15 @@ def test_a_runner_given_sigterm_says_so_and_lists_later_tests(tmp_path):
         test("busy", function(t) while true do end end)
         test("later", function(t) end)
     ''')
-    time.sleep(2.0)  # well inside the busy loop, where Python signal handlers cannot run
+    # Once "busy" has started (a fixed sleep was too short under load: the runner was
+    # still importing, and SIGTERM killed it before it could report), and a moment more:
+    # well inside the busy loop, where Python signal handlers cannot run.
+    seen = b""
+    deadline = time.monotonic() + 60
+    while b"test_started" not in seen:
+        assert time.monotonic() < deadline and proc.poll() is None, "the runner never started its first test"
+        seen += os.read(rfd, 65536)
+    time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)
     read_all(rfd)

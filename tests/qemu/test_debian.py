@@ -214,3 +214,51 @@ def test_the_power_button_powers_it_off(deb):
     deb.wait_unit("systemd-logind", timeout=120)
     deb.power_button(timeout=120)
     assert deb.state == "shutdown"
+
+
+FIXTURE = """\
+local vm = provium:vm("deb", "debian"):boot()
+vm:wait_unit("multi-user.target", {timeout = 300})
+vm:write_file("/etc/systemd/system/note.service", "[Service]\\nExecStart=/bin/sleep infinity\\n")
+vm:run("systemctl daemon-reload && systemctl start note"):assert_ok()
+vm:write_file("/root/from-fixture", "built once\\n")
+return vm:snapshot()
+"""
+
+FIXTURE_TEST = """\
+test("a restored debian fixture has its files and services", function(t)
+  local a = provium:vm_fixture("fixtures/deb")
+  local b = provium:vm_fixture("fixtures/deb")
+  t:assert_eq(a:read_file("/root/from-fixture"), "built once\\n")
+  a:wait_unit("note", {timeout = 60})
+  a:write_file("/root/only-a", "a")
+  t:assert_eq(b:run("test -e /root/only-a").exit_code, 1)
+  t:assert_eq(b:read_file("/root/from-fixture"), "built once\\n")
+end)
+"""
+
+
+def test_a_debian_fixture_is_built_once_and_restored_from_the_cache(tmp_path):
+    """Through the CLI, twice: the second run restores the stored fixture (its root overlay
+    stored compressed beside it) instead of booting."""
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "fixtures").mkdir()
+    (tmp_path / "fixtures" / "deb.fixture.lua").write_text(FIXTURE)
+    (tmp_path / "deb.test.lua").write_text(FIXTURE_TEST)
+    env = dict(os.environ, PROVIUM_FIXTURE_CACHE=str(tmp_path / "fx"), PROVIUM_RERUN_STATE=str(tmp_path / "r.json"))
+    for attempt in ("build", "cache hit"):
+        saved = tmp_path / f"events-{attempt.replace(' ', '-')}.bin"
+        r = subprocess.run([sys.executable, "-m", "provium.cli.main", "--json", "--no-progress", "--save-events",
+                            str(saved), "deb.test.lua"], cwd=tmp_path, env=env,
+                           capture_output=True, timeout=900)
+        out = r.stdout.decode() + r.stderr.decode()
+        assert r.returncode == 0, f"{attempt}: {out}"
+        [obj] = [json.loads(line) for line in r.stdout.decode().splitlines()]
+        assert [t["status"] for t in obj["tests"]] == ["passed"], out
+        events = saved.read_bytes()
+        # (the second vm_fixture call of the first run is already a hit)
+        assert (b"fixture_build_done" in events) == (attempt == "build"), attempt
+        assert b"fixture_cache_hit" in events, attempt

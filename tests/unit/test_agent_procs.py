@@ -420,3 +420,59 @@ def test_proc_stream_keeps_output_that_lands_between_its_read_and_its_end_check(
         assert agent.value(WaitArgs(h)).stderr == b"e1\ne2\n"
     finally:
         agent.close()
+
+
+def test_a_cancelled_exec_kills_its_command_by_event(agent, tmp_path):
+    """Past its first slice an exec waits on the channel's cancel descriptor (no
+    periodic wake-up); a cancel then still kills the command at once."""
+    from provium.protocol.messages import Cancel, ExecArgs
+
+    pidfile = tmp_path / "pid"
+    ch = agent.new_ch()
+    agent.send(ch, "exec", ExecArgs("sh", ["-c", f"echo $$ > {pidfile}; exec sleep 30"]))
+    deadline = time.monotonic() + 10
+    while not (pidfile.exists() and pidfile.read_text().strip()):
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.02)
+    pid = int(pidfile.read_text())
+    time.sleep(0.5)  # well past the first slice: the cancel descriptor is in the poll set
+    t = time.monotonic()
+    agent.send(ch, Cancel.KIND, Cancel())
+    assert gone(pid, 5.0)
+    assert time.monotonic() - t < 2.0
+    agent.recv_none(ch, 0.3)  # the cancelled request's reply is dropped
+
+
+def test_collect_waits_on_the_cancel_descriptor_after_its_first_slice():
+    import threading
+
+    from provium.agent import children
+
+    class Ctx:
+        cancelled = False
+        made = 0
+
+        def __init__(self):
+            self.efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+
+        def cancel_fd(self):
+            self.made += 1
+            return self.efd
+
+    ctx = Ctx()
+    child = children.spawn("sleep", ["30"], children.child_env(False, {}), None)
+    out, err = children.OutputBuffer(), children.OutputBuffer()
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=children.collect(
+        child, out, err, pidfd=child.pidfd, feed=b"", ctx=ctx)))
+    t.start()
+    time.sleep(children.SLICE * 3)
+    assert ctx.made == 1  # asked once, after the first quiet slice
+    ctx.cancelled = True
+    os.eventfd_write(ctx.efd, 1)
+    t.join(5)
+    assert not t.is_alive()
+    assert result["r"][1] is True  # killed
+    child.reap()
+    child.close_pidfd()
+    os.close(ctx.efd)

@@ -202,3 +202,14 @@ def test_a_killed_dispatcher_takes_the_zygote_and_its_runners_along(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_cli_starts_the_zygote_early_only_for_what_looks_like_a_run():
+    from provium.cli import commands, main
+
+    assert set(commands.SUBCOMMANDS) <= main.NOT_A_RUN  # a new subcommand must be listed there
+    assert main._looks_like_a_run(["--vmm", "local", "tests/"])
+    assert main._looks_like_a_run([])
+    for args in (["list"], ["--config", "x.toml", "prepare"], ["--help"], ["-V"], ["--no-zygote", "t"],
+                 ["--executor", "ray", "t"], ["--executor=ray"]):
+        assert not main._looks_like_a_run(args), args

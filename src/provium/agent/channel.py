@@ -10,6 +10,7 @@ way round.
 
 from __future__ import annotations
 
+import os
 import threading
 TYPE_CHECKING = False  # typing stays out of the agent's start
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ class Channel:
         self.window = WINDOW
         # Made on first need: most requests are short and never wait on it.
         self._cond_obj: threading.Condition | None = None
+        self._efd: int | None = None  # cancel_fd()
 
     @property
     def _cond(self) -> threading.Condition:
@@ -48,8 +50,30 @@ class Channel:
 
     # ---- control from the reader loop ------------------------------------------
 
+    def cancel_fd(self) -> int:
+        """A descriptor that polls readable once the channel is cancelled (made on
+        first need; closed by `close()`), so a loop that already polls descriptors
+        learns of a cancel by an event instead of by waking up to look."""
+        efd = self._efd
+        if efd is None:
+            efd = self._efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+            if self.cancelled:  # cancel() may have run before _efd was set
+                os.eventfd_write(efd, 1)
+        return efd
+
+    def close(self) -> None:
+        efd, self._efd = self._efd, None
+        if efd is not None:
+            os.close(efd)
+
     def cancel(self) -> None:
         self.cancelled = True  # set first: a waiter that makes the condition later sees it
+        efd = self._efd
+        if efd is not None:
+            try:
+                os.eventfd_write(efd, 1)
+            except OSError:  # closed meanwhile: the op has ended
+                pass
         cond = self._cond_obj
         if cond is not None:
             with cond:
@@ -104,6 +128,8 @@ class Channel:
 
 class Detached(Channel):
     """A context for ops run outside any connection (they can never be cancelled)."""
+
+    cancel_fd = None  # type: ignore[assignment]  # never cancelled: nothing to wait for
 
     def __init__(self, state: "AgentState") -> None:
         super().__init__(None, 0, state)

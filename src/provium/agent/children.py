@@ -365,6 +365,10 @@ def collect(child: Child, out: OutputBuffer, err: OutputBuffer, *, pidfd: int | 
     exited_at = None
     last = 0.0
     timed_out = killed = False
+    # A command that outlives its first slice gets the channel's cancel descriptor
+    # in the poll set: from then on it waits for events only, with no periodic
+    # wake-up to look at `ctx.cancelled`.  A short one never pays for making it.
+    cancel_fd: int | None = None
     limit = deadline
     monotonic = time.monotonic
     try:
@@ -389,10 +393,19 @@ def collect(child: Child, out: OutputBuffer, err: OutputBuffer, *, pidfd: int | 
                     child.killpg()  # nobody is left who could collect this process
                     killed = True
                     limit = now + KILL_GRACE
-                timeout = -1.0 if ctx is None and pidfd is not None else SLICE
+                timeout = -1.0 if (ctx is None or cancel_fd is not None) and pidfd is not None else SLICE
                 if limit is not None:
                     timeout = limit - now if timeout < 0 else min(timeout, limit - now)
-            for fd, _ in poller.poll(-1 if timeout < 0 else int(timeout * 1000) + 1):
+            events = poller.poll(-1 if timeout < 0 else int(timeout * 1000) + 1)
+            if (not events and cancel_fd is None and pidfd is not None and exited_at is None
+                    and getattr(ctx, "cancel_fd", None) is not None):
+                cancel_fd = ctx.cancel_fd()
+                poller.register(cancel_fd, _POLLIN)
+            for fd, _ in events:
+                if fd == cancel_fd:
+                    poller.unregister(fd)  # level-triggered: seen once is enough
+                    cancel_fd = -1  # (the loop's top acts on ctx.cancelled)
+                    continue
                 if fd == pidfd:
                     poller.unregister(fd)
                     exited_at = last = monotonic()

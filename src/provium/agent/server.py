@@ -378,6 +378,7 @@ class Session:
             with self._clock:
                 if self._channels.get(chan.ch) is chan:
                     del self._channels[chan.ch]
+            chan.close()
 
     def _run_stream(self, chan: Channel, env: Envelope) -> None:
         reply_kind, ack, pump = ops.open_stream(chan, env.kind, env.data)

@@ -297,6 +297,8 @@ def start_early(cmd: list[str] | None = None) -> None:
     """Start a zygote now, for the dispatcher of this run to adopt.  From the thread
     that will run the dispatcher: the zygote dies when that thread ends."""
     global _early
+    if _early is not None and _early.cmd == (cmd or default_zygote_cmd()) and not _early.dead:
+        return  # already started (cli/main.py starts it before the flags are parsed)
     discard_early()
     if fork_unsupported() is None:
         _early = Zygote(cmd or default_zygote_cmd())
