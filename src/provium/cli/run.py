@@ -386,10 +386,15 @@ class Run:
                 f"--executor ray needs Ray: pip install 'provium[ray]' ({exc})") from exc
         # Only what the runners need from this environment goes to the remote nodes.
         keep = {k: v for k, v in env.items() if k.startswith("PROVIUM_")}
+        from provium.fixtures.key import roots_of
+        from provium.scheduler.charge import ChargeRules
+
+        rules = ChargeRules(pool=opts.pool, profiles=self.cfg.profiles, accel=f.accel,
+                            roots=tuple(roots_of(self.cfg)))
         ropts = ray_executor.RayOptions(
             settings_json=opts.settings_json, pool=opts.pool, vmm=f.vmm, address=f.ray_address,
             project_dir=os.getcwd(), file_timeout=opts.file_timeout, fail_fast=f.fail_fast, env=keep,
-            need_kvm=f.accel == "kvm")
+            rules=rules)
         executor = ray_executor.RayExecutor(sink, ropts, on_file_done=on_done)
         try:
             if bar:

@@ -16,10 +16,15 @@ How a file runs
   lifetime management, and cancelling the task cancels the file.
 
 What a file asks Ray for
-  Its `provium:claim` if it declares one, else the per-file overhead and one
-  CPU (a runner keeps one busy), as Ray `memory`/`num_cpus`; plus one unit of
-  the custom resource `kvm` when the run demands KVM (`--accel kvm`), so such
-  files go only to nodes started with `--resources '{"kvm": N}'`.
+  Its whole pool charge as the local pool would take it (charge.py): the
+  per-file overhead plus its `provium:claim`, or plus every VM it declares
+  (memory + VMM overhead, vCPUs), as Ray `memory`/`num_cpus` (at least one
+  CPU: the runner keeps one busy); plus one unit of the custom resource `kvm`
+  when its VMs run under KVM, so such files go only to nodes started with
+  `--resources '{"kvm": N}'`.  Ray places a task once, before it starts, so
+  the peak is asked for up front.  A file whose charge fits no node of the
+  cluster fails at once with the reason (Ray would keep such a task pending
+  forever), as a local run refuses a claim larger than the pool.
 
 Barriers
   The node's coordinator forwards `barrier` requests to one named async actor
@@ -43,6 +48,7 @@ per-node summary line on stderr (see docs/cluster.md).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import queue
@@ -63,11 +69,11 @@ from provium.events import types as ev
 from provium.events.sinks import Sink
 from provium.fsutil import printable
 
+from .charge import ChargeRules, FileCharge, file_charge
 from .coordinator import Coordinator
-from .declared import declared_claim
 from .discovery import Discovered
 from .dispatch import FAIL_FAST_REASON, Dispatcher, DispatchOptions
-from .pool import PoolSize, size_pool
+from .pool import PoolSize, fmt_amount, size_pool
 from .results import FileResult, TestOutcome
 
 NAMESPACE = "provium"
@@ -223,6 +229,28 @@ def node_name() -> str:
     return f"{node_id[:12]}@{addr or ray.util.get_node_ip_address()}"
 
 
+def settings_for_nodes(settings_json: str, project_dir: str) -> str:
+    """The run settings as a node must read them: a `provium.toml` inside the project
+    is named relative to it, so each node reads its own copy of the project (Ray's
+    working directory), not a path that exists only on the driver's machine."""
+    data = json.loads(settings_json)
+    cfg = data.get("config_path")
+    if cfg:
+        root, full = os.path.realpath(project_dir), os.path.realpath(cfg)
+        if os.path.commonpath([root, full]) == root:
+            data["config_path"] = os.path.relpath(full, root)
+    return json.dumps(data, sort_keys=True)
+
+
+def settings_on_node(settings_json: str) -> str:
+    """A relative `config_path` names the node's copy of the project (the task's cwd)."""
+    data = json.loads(settings_json)
+    cfg = data.get("config_path")
+    if cfg and not os.path.isabs(cfg):
+        data["config_path"] = os.path.join(os.getcwd(), cfg)
+    return json.dumps(data, sort_keys=True)
+
+
 _DONE = object()
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours its error texts
 
@@ -239,9 +267,11 @@ def run_file_on_node(index: int, path: str, settings_json: str, env: dict[str, s
     run_env["PROVIUM_RAY_NODE"] = node  # a test file may want to know where it runs
     pool: PoolSize = size_pool(vmm=vmm)  # this node's own pool: VM charges of the file draw from it
     opts = DispatchOptions(
-        settings_json=settings_json, work_dir=work, pool=pool, file_timeout=file_timeout, env=run_env,
+        settings_json=settings_on_node(settings_json), work_dir=work, pool=pool, file_timeout=file_timeout,
+        env=run_env,
         # One file per dispatcher here: a zygote would cost as much as the runner it saves.
-        zygote=False, psi_paths=(), coordinator_factory=lambda *a, **kw: _ClusterCoordinator(*a, hub=hub, owner=index, **kw))
+        zygote=False, psi_paths=(),
+        coordinator_factory=lambda *a, **kw: _ClusterCoordinator(*a, hub=hub, owner=index, **kw))
     dispatcher = Dispatcher(_QueueSink(q), opts)
     box: list[Any] = []
 
@@ -297,7 +327,7 @@ class RayOptions:
     file_timeout: float | None = None
     fail_fast: bool = False
     env: dict[str, str] | None = None  # extra environment for the runners
-    need_kvm: bool = False
+    rules: ChargeRules | None = None  # how a file's charge is computed; None: from `pool` alone
 
 
 @dataclass
@@ -351,17 +381,43 @@ class RayExecutor:
                 "is shipped to the Ray workers; run provium from a directory that contains the test files")
         return os.path.relpath(full, root) if os.path.isabs(f.path) else f.path
 
-    def _task_options(self, f: Discovered) -> dict[str, Any]:
-        claim = declared_claim(f.path)
-        per = self.opts.pool.per_file
-        memory = claim.memory_bytes if claim else per.memory_bytes
-        cpus = claim.cpus if claim and claim.cpus else max(1, per.cpus)
-        opts: dict[str, Any] = {
-            "memory": max(1, memory), "num_cpus": cpus,
-        }
-        if self.opts.need_kvm:
+    def charge(self, f: Discovered) -> FileCharge:
+        return file_charge(f.path, self.opts.rules or ChargeRules(pool=self.opts.pool, profiles={}))
+
+    @staticmethod
+    def task_options(charge: FileCharge) -> dict[str, Any]:
+        """Ray resources for a file's task: its charge, at least one CPU (the runner's)."""
+        opts: dict[str, Any] = {"memory": max(1, charge.amount.memory_bytes),
+                                "num_cpus": max(1, charge.amount.cpus)}
+        if charge.kvm:
             opts["resources"] = {"kvm": 1}
         return opts
+
+    @staticmethod
+    def _node_capacities() -> list[tuple[str, dict[str, float]]]:
+        return [(f"{n['NodeID'][:12]}@{n.get('NodeManagerAddress', '?')}", dict(n.get("Resources") or {}))
+                for n in ray.nodes() if n.get("Alive")]
+
+    @staticmethod
+    def refusal(charge: FileCharge, nodes: list[tuple[str, dict[str, float]]]) -> str | None:
+        """Why no node of the cluster could ever run the file (None: some node can)."""
+        need = RayExecutor.task_options(charge)
+
+        def fits(res: dict[str, float]) -> bool:
+            return (res.get("memory", 0) >= need["memory"] and res.get("CPU", 0) >= need["num_cpus"]
+                    and (not charge.kvm or res.get("kvm", 0) >= 1))
+
+        if not nodes or any(fits(res) for _, res in nodes):
+            return None
+        biggest = max(nodes, key=lambda n: (n[1].get("memory", 0), n[1].get("CPU", 0)))
+        have = fmt_amount(ev.ResourceAmount(int(biggest[1].get("memory", 0)), int(biggest[1].get("CPU", 0))))
+        kvm_nodes = sum(1 for _, res in nodes if res.get("kvm", 0) >= 1)
+        msg = (f"no node of the Ray cluster can run this file: it needs {charge.describe()}, and the largest "
+               f"of the {len(nodes)} node(s) has {have}")
+        if charge.kvm:
+            msg += f"; {kvm_nodes} node(s) offer the `kvm` resource"
+        return msg + (". Declare the file's real peak with provium:claim{memory=..., cpus=...}, or add a larger "
+                      "node (ray start --memory/--num-cpus/--resources)")
 
     def run(self, files: list[Discovered]) -> list[FileResult]:
         tracks = [_Track(i, f, self._remote_path(f)) for i, f in enumerate(files)]
@@ -374,16 +430,30 @@ class RayExecutor:
             hub = hub_cls.options(name=f"provium-barriers-{os.getpid()}-{time.time_ns()}",
                                   namespace=NAMESPACE).remote(len(files))
             env = dict(self.opts.env or {})
+            settings = settings_for_nodes(self.opts.settings_json, self.opts.project_dir)
+            nodes = self._node_capacities()
+            left = len(tracks)
+            refused = False
             for t in tracks:
-                gen = _remote_run_file.options(**self._task_options(t.file)).remote(
-                    t.index, t.remote_path, self.opts.settings_json, env, self.opts.vmm,
+                charge = self.charge(t.file)
+                why = self.refusal(charge, nodes)
+                if why is not None or (refused and self.opts.fail_fast):
+                    hub.file_done.remote(t.index)
+                    if why is None:
+                        t.result = FileResult(path=t.file.path, not_run=FAIL_FAST_REASON, chunk_error=None)
+                    else:
+                        t.result = self._refuse(t, why)
+                        refused = True
+                    left -= 1
+                    continue
+                gen = _remote_run_file.options(**self.task_options(charge)).remote(
+                    t.index, t.remote_path, settings, env, self.opts.vmm,
                     self.opts.file_timeout, hub)
                 refs[t.index] = gen
                 threading.Thread(target=self._pump, args=(t.index, gen, inbox), daemon=True,
                                  name=f"provium-ray-pump-{t.index}").start()
             self.sink.emit(ev.PoolState(used=ev.ResourceAmount(), available=self._cluster_total()))
-            left = len(tracks)
-            stopping = False
+            stopping = refused and self.opts.fail_fast
             while left:
                 index, kind, item = inbox.get()
                 t = tracks[index]
@@ -431,6 +501,13 @@ class RayExecutor:
             if started_ray:
                 ray.shutdown()
         return [t.result for t in tracks if t.result is not None]
+
+    def _refuse(self, t: _Track, why: str) -> FileResult:
+        result = FileResult(path=t.file.path, chunk_error=why)
+        self.sink.emit(ev.FileCompleted(path=printable(t.file.path), status=result.status, duration_ns=0))
+        if self.on_file_done is not None:
+            self.on_file_done(t.index, result)
+        return result
 
     def _cluster_total(self) -> ev.ResourceAmount:
         try:
