@@ -66,6 +66,27 @@ for m in MODULES; do insmod /lib/modules/provium/$m.ko; done; t modules
 echo PROBE-DONE
 poweroff -f
 """
+# Where the agent's CPU goes: the trivial /init plus one step before the marker, each
+# booted with the agent overlay appended (so unpacking it is in every row), and
+# compared by QEMU's CPU time at the marker.
+STEP_HEAD = "#!/bin/sh\nmount -t proc proc /proc\nmount -t sysfs sysfs /sys\nmount -t devtmpfs devtmpfs /dev\n"
+STEP_TAIL = f"echo {MARK}\nexec sleep 100000\n"
+STEPS = {
+    "overlay": "",
+    "python": "$PY -c pass\n",
+    "imports": "$PY -c '$IMPORTS'\n",
+    "modules": "for m in $MODULES; do insmod /lib/modules/provium/$m.ko; done\n",
+    "both": "$PY -c '$IMPORTS' & p=$!\nfor m in $MODULES; do insmod /lib/modules/provium/$m.ko; done\nwait $p\n",
+}
+
+
+def step_init(step: str, loader: str, modules: str) -> str:
+    py = f"/provium/lib/{loader} --library-path /provium/lib /provium/bin/python3 -X utf8"
+    imports = "import provium_boot; provium_boot.install(); import " + ", ".join(runtime.BOOT_IMPORTS)
+    body = STEPS[step].replace("$PY", py).replace("$IMPORTS", imports).replace("$MODULES", modules)
+    return STEP_HEAD + body + STEP_TAIL
+
+
 QGA_PORT = "org.qemu.guest_agent.0"
 QGA_START = f"""#!/bin/sh
 # wait for the port (virtio_console may still be probing), give it its udev-style name
@@ -126,12 +147,12 @@ def boot_agent(session: Session, profile: str) -> tuple[VM, float, float]:
 AGENT_MEMORY = r"""for p in /proc/[0-9]*; do
     case "$(tr '\0' ' ' < $p/cmdline 2>/dev/null)" in *provium.agent.guest*) a=${p#/proc/};; esac
 done
-grep -E '^(VmRSS|Threads):' /proc/$a/status; grep -E '^(Pss|Pss_Anon|Pss_File):' /proc/$a/smaps_rollup
+grep -E '^(VmRSS|Threads):' /proc/$a/status; grep -E '^(Pss|Pss_Anon|Pss_File|Pss_Shmem):' /proc/$a/smaps_rollup
 """
 
 
 def agent_memory(vm: VM) -> dict[str, int]:
-    """{VmRSS, Threads, Pss, Pss_Anon, Pss_File} of the guest's agent (kB, except Threads)."""
+    """{VmRSS, Threads, Pss, Pss_Anon, Pss_File, Pss_Shmem} of the guest's agent (kB, except Threads)."""
     r = vm.run(AGENT_MEMORY)
     if r.exit_code != 0:
         raise RuntimeError(f"reading the agent's memory failed: {r.stderr!r}")
@@ -266,6 +287,8 @@ def main() -> int:
     probe_init = PROBE_INIT.replace("LOADER", rt_loader).replace("MODULES", names)
     probe_base = initramfs.ensure(k, cache, init=probe_init.replace("BOOT_IMPORTS", ", ".join(runtime.BOOT_IMPORTS)))
     probe_img = image_cache.concat_files(cache / "probe.img", [probe_base, overlay.ensure(cache)])
+    step_imgs = {step: image_cache.concat_files(cache / f"step-{step}.img", [
+        initramfs.ensure(k, cache, init=step_init(step, rt_loader, names)), overlay.ensure(cache)]) for step in STEPS}
     try:
         with Session(vmm_mod.create("qemu", accel="tcg", cache_dir=str(cache)), cfg) as s:
             print("warming up (builds the images, first boots)...", flush=True)
@@ -293,6 +316,12 @@ def main() -> int:
             probes = [asyncio.run(probe_guest(qemu, k.path, probe_img, cmdline, a.machine)) for _ in range(3)]
             results["probe"] = {key: statistics.median(p[key] for p in probes) for key in probes[0]}
             print("  in-guest steps:", {k_: round(v, 2) for k_, v in results["probe"].items()}, flush=True)
+            steps: dict[str, list[float]] = {step: [] for step in STEPS}
+            for _ in range(3):
+                for step, img in step_imgs.items():
+                    steps[step].append(asyncio.run(boot_trivial(qemu, k.path, img, cmdline, a.machine))[1])
+            results["steps"] = {step: statistics.median(v) for step, v in steps.items()}
+            print("  QEMU CPU by step:", {k_: round(v, 2) for k_, v in results["steps"].items()}, flush=True)
             if a.boot_only:
                 raise _Done
 
@@ -438,9 +467,9 @@ def report(r: dict, a) -> list[tuple[str, str]]:
         ("host load average (1 min) during the boots", f"{min(r['load']):.1f} to {max(r['load']):.1f}"),
     ]
     mem = r["memory"]
-    rows.append(("idle guest agent after boot: VmRSS / PSS (anon + file), threads",
+    rows.append(("idle guest agent after boot: VmRSS / PSS (anon + file + shmem), threads",
                  f"{mem['VmRSS'] / 1024:.1f} MiB / {mem['Pss'] / 1024:.1f} MiB ({mem['Pss_Anon'] / 1024:.1f} + "
-                 f"{mem['Pss_File'] / 1024:.1f}), {mem['Threads']}"))
+                 f"{mem['Pss_File'] / 1024:.1f} + {mem.get('Pss_Shmem', 0) / 1024:.1f}), {mem['Threads']}"))
     if "memory_after" in r:
         m2 = r["memory_after"]
         rows.append((f"the same after {2 * a.runs + 10} ops: VmRSS / PSS, threads",
@@ -466,6 +495,15 @@ def report(r: dict, a) -> list[tuple[str, str]]:
         ("in a guest, alone: second start of the same Python", f"{p['python-second-start']:.2f} s"),
         ("in a guest, alone: the agent's start-up imports (Python already started once)", f"{p['agent-imports']:.2f} s"),
         ("in a guest, alone: loading the virtio modules /init loads", f"{p['modules']:.2f} s"),
+    ]
+    st = r["steps"]
+    rows += [
+        ("QEMU CPU to a trivial /init's marker with the agent overlay appended (unpacked, unused)",
+         f"{st['overlay']:.2f} s ({st['overlay'] - tri_c:+.2f} s against the trivial boot's median)"),
+        ("... with one `python -c pass` first", f"+{st['python'] - st['overlay']:.2f} s"),
+        ("... with the agent's start-up imports first (Python start included)", f"+{st['imports'] - st['overlay']:.2f} s"),
+        ("... with the virtio modules /init loads first", f"+{st['modules'] - st['overlay']:.2f} s"),
+        ("... with both at once, as in a real boot", f"+{st['both'] - st['overlay']:.2f} s"),
     ]
     d = r.get("debian")
     if d:
@@ -505,39 +543,69 @@ def write_readme(rows, r, a) -> None:
         load1 = float("nan")
     guest_py = runtime.host_python()
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    pair = statistics.median(x / y for x, y in zip(r["agent"], r["trivial"]))
+    pair_c = statistics.median(x / y for x, y in zip(r["agent_cpu"], r["trivial_cpu"]))
+    verdict = "met" if pair <= 1.3 else "NOT met"
+    if pair <= 1.3 < pair_c:
+        verdict += (f" on wall time, but not on QEMU CPU time ({pair_c:.2f}x): on a loaded host the kernel's "
+                    "own boot, idle waits included, stretches as much as the agent's CPU-bound work, so a "
+                    "loaded run's wall ratio flatters; confirm on an idle host")
     section = f"""## boot
 
 `bench/boot.py`: the built-in `linux` profile under QEMU, TCG, machine `{a.machine}`, 1 vCPU,
-512 MiB.  "Trivial /init" boots the same kernel and the same initramfs with `/init`
-replaced by a script that prints a marker on the serial console (no modules, no
-agent); "agent ready" is the normal provium boot, until the agent has answered the
-host's `hello`.  Both are timed from QEMU's start; boots alternate.  Then command
-round trips on a booted guest, and the same command through qemu-guest-agent
-(Debian's `qemu-ga`, put into the initramfs with its libraries, on a second
-virtio-serial port) on one VM.  Reproduce: `.venv/bin/python bench/boot.py --write-readme`.
+512 MiB.  "Trivial /init" boots the same kernel, initramfs and kernel command line
+with `/init` replaced by a script that prints a marker on the serial console (no
+modules, no agent, no Python); "agent ready" is the normal provium boot, until the
+agent has answered the host's `hello`.  Both are timed from QEMU's start, in
+pairs run back to back, so that the host's load hits both sides of a pair alike;
+the target is on the median of the per-pair ratios.  QEMU's CPU time at the same
+moments is the steadier figure on a shared host (a descheduled QEMU accrues none).
+Then the idle agent's memory, command round trips on a booted guest, and the same
+command through qemu-guest-agent (Debian's `qemu-ga`, put into the initramfs with
+its libraries, on a second virtio-serial port) on one VM.
+Reproduce: `.venv/bin/python bench/boot.py --write-readme` (`--boot-only` for the boot rows).
 
 Machine: {os.cpu_count()} cores, {os_name}, {qemu_v}, guest kernel {kernel.version},
-guest Python {guest_py}; {datetime.date.today().isoformat()}; load average at the end {load1:.1f}
-(other work shared the cores: treat small differences as noise).
+guest Python {guest_py}; {datetime.date.today().isoformat()}; **loaded**: other engineers' VMs
+and test runs shared the 2 cores (load average {min(r['load']):.1f} to {max(r['load']):.1f} during the boots,
+{load1:.1f} at the end), so every wall time here is several times what an idle host shows;
+the ratios within a pair and the CPU times are what to compare.  Target (<= 1.3x): {verdict}.
 
 | measurement | result |
 |---|---|
 {table}
 
-Where the agent's boot time goes: the last four rows come from a guest whose /init
-does nothing but time these steps one after another (no agent, nothing else
-running).  A first start of Python in a fresh guest costs about twice a second
-one (TCG translates the interpreter's machine code the first time it runs).  It
-used to cost ten times more: Python reads /dev/urandom at start-up, and a 6.x
-kernel whose entropy pool is not ready yet then gathers timer jitter until it is,
-over a second under TCG; the guest CPU now offers RDRAND (`-cpu qemu64,+rdrand`),
-which distribution kernels trust to seed the pool at boot.  Then come the agent's
-imports (mostly `dataclasses`/`inspect`/`enum`/`re` and the protocol module's ~70
-dataclasses; the overlay already ships the code `dataclasses` would compile, which
-saved about a third of the import time), the virtio modules the agent's port
-needs, and the kernel unpacking a larger initrd (the overlay adds the Python
-runtime).  On one emulated CPU these add up.  Boot times move with the host's
-load (other helpers' work shared these 2 cores), and the ratio with them.
+What the agent's share is made of: the "QEMU CPU" step rows boot the trivial /init
+with one step before its marker.  Python's first start in a fresh guest is the
+largest part and the hardest to cut: TCG translates the interpreter's machine code
+the first time it runs (a second start costs about a third).  Then the agent's
+start-up imports, then the virtio modules /init loads (run beside Python on the one
+vCPU, so the two add up).  What was cut (issue 13), each measured by QEMU CPU time
+per boot with interleaved pairs:
+
+- the initramfs and the agent overlay are no longer gzip'd: the guest kernel's
+  gunzip of the 15 MiB overlay cost about 0.4 s of emulated CPU per boot (lz4 and
+  zstd were no better under TCG); an uncompressed cpio costs about 0.1 s to unpack.
+  Concatenated images pad each part to a 4-byte offset, where the kernel looks for
+  an uncompressed archive;
+- the modules the agent imports at start-up are preloaded: the overlay builder
+  measures which they are and stores their code objects in one marshal file that a
+  finder ahead of the path finder serves (`image/guest_boot.py`); zipimport's search,
+  open and read of each module cost a few milliseconds each under TCG.  The codecs
+  the interpreter imports before any of our code come from a zip of their own
+  (zipimport parses a whole zip directory, in Python, on first use).  Kept out of
+  the start: `socket` (the agent brings `lo` up through `_socket`), `importlib`, and
+  the search for Jython's `org.python.core` that `copy` makes;
+- /init loads one virtio transport (PCI on q35, MMIO on microvm), not both;
+- before: 1.57x (ratio of the medians) / 1.48x (per pair) in the 2026-11-26 run;
+  QEMU CPU to agent ready was 1.69x the trivial boot's in a run before these changes
+  (3.74 s vs 2.28 s), against the row above now.
+
+The agent still starts beside /init rather than after it, so Python's start overlaps
+the driver loading; it then waits for /init to remove `/run/provium-init-pending`
+before it answers, so a guest is never handed over without its disks, NICs and
+hostname.  Idle memory: VmRSS from `/proc/<agent>/status`, PSS from `smaps_rollup`,
+after the boot's `hello` only, and again after the command rows.
 `vm.run("true")` is dominated by the guest side: the agent forks and execs `sh`
 under emulation and collects it; the transport and the agent's dispatch alone are
 the `get_time` row.

@@ -2,6 +2,7 @@
 
 import lzma
 import stat
+import subprocess
 
 import pytest
 
@@ -115,3 +116,24 @@ def test_missing_busybox_is_actionable(monkeypatch):
     with pytest.raises(ImageError, match="apt-get install busybox-static"):
         initramfs.find_busybox()
 
+
+
+@pytest.mark.parametrize("pci, loaded, skipped", [
+    (True, "virtio_pci", "virtio_mmio"),  # q35: a PCI bus, so no MMIO transport
+    (False, "virtio_mmio", "virtio_pci"),  # microvm: no PCI devices at all
+])
+def test_init_loads_the_one_virtio_transport_the_machine_has(tmp_path, pci, loaded, skipped):
+    busybox = initramfs.find_busybox()
+    script = initramfs.init_script(["virtio_ring", "virtio_pci_modern_dev", "virtio_pci", "virtio_mmio",
+                                    "virtio_console"])
+    # the module loop alone, against a fake /sys/bus/pci/devices, echoing instead of loading
+    start = script.index("set -- /sys/bus/pci/devices/*")
+    loop = script[start:script.index("done\n", start) + 5]
+    devices = tmp_path / "devices"
+    devices.mkdir()
+    if pci:
+        (devices / "0000:00:00.0").mkdir()
+    loop = loop.replace("/sys/bus/pci/devices", str(devices)).replace("insmod /lib/modules/provium/$m.ko", "echo $m")
+    out = subprocess.run([str(busybox), "sh", "-c", loop], capture_output=True, text=True, check=True).stdout.split()
+    assert loaded in out and skipped not in out
+    assert out[0] == "virtio_ring" and out[-1] == "virtio_console"
