@@ -138,6 +138,17 @@ def test_same_results_and_events_as_local_and_files_on_both_nodes(cluster, tmp_p
     line = nodes_line(remote.stderr)
     assert line.count("ran ") == 2, remote.stderr
     assert "@127.0.0.1" in line
+    # The events name the node that ran each file; a local run's frames leave `node` off the wire.
+    ray_nodes: dict[str, set[str]] = {}
+    for f in read_events(tmp_path / "ray.ev"):
+        if f.kind in ("file_dispatched", "file_completed"):
+            assert f.payload.node.endswith("@127.0.0.1"), f
+            ray_nodes.setdefault(f.payload.path, set()).add(f.payload.node)
+    assert len(set().union(*ray_nodes.values())) == 2
+    assert all(len(nodes) == 1 for nodes in ray_nodes.values())  # dispatched and completed agree
+    for f in read_events(tmp_path / "local.ev"):
+        if f.kind in ("file_dispatched", "file_completed"):
+            assert "node" not in f.to_wire()["payload"]
 
 
 def test_barrier_spans_two_nodes(cluster, tmp_path):

@@ -104,3 +104,59 @@ def test_real_guest_suite_on_ray_matches_a_local_run(tmp_path):
     node_line = next(line for line in remote.stderr.splitlines() if line.startswith("provium: ray:"))
     assert "@127.0.0.1 ran 2 file(s)" in node_line
     print(f"local run {t1 - t0:.1f}s, ray run (with its local instance) {t2 - t1:.1f}s")
+
+
+def qemus_of(runner_pid: int) -> list:
+    """QEMU processes the runner `runner_pid` started (their scratch dir carries its pid)."""
+    import psutil
+
+    mark = f"provium-qemu-{runner_pid}/"
+    found = []
+    for p in psutil.process_iter(["name", "cmdline"]):
+        if (p.info["name"] or "").startswith("qemu-system") and any(mark in a for a in p.info["cmdline"] or ()):
+            found.append(p)
+    return found
+
+
+def test_ctrl_c_cancels_the_remote_file_and_leaves_no_qemu(tmp_path):
+    import signal
+
+    import psutil
+
+    body = """
+        local f = io.open("/proc/self/stat"); local pid = f:read("l"):match("^(%d+)"); f:close()
+        local vm = provium:vm("v", "linux", {memory = "256M"})
+        vm:boot()
+        test("holds its guest", function(t)
+          local g = io.open("{dir}/runner.pid", "w"); g:write(pid); g:close()
+          vm:run("sleep 300")
+        end)
+    """
+    (tmp_path / "hold.test.lua").write_text(textwrap.dedent(body).replace("{dir}", str(tmp_path)))
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "provium.cli.main", "--no-progress", "--psi-threshold", "0",
+                             "--executor", "ray", "--json", "."], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        pid_file = tmp_path / "runner.pid"
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the guest never booted on Ray"
+            time.sleep(0.2)
+        runner = int(pid_file.read_text())
+        assert qemus_of(runner), "the runner's QEMU was not found (the check would prove nothing)"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode != 0, out + err
+    # The remote task was cancelled: its runner and the runner's QEMU are gone (not reparented and left).
+    deadline = time.monotonic() + 30
+    while (psutil.pid_exists(runner) or qemus_of(runner)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not qemus_of(runner), "a QEMU outlived Ctrl-C"
+    assert not psutil.pid_exists(runner) or psutil.Process(runner).status() == psutil.STATUS_ZOMBIE

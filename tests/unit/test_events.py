@@ -69,6 +69,16 @@ def test_wire_field_names():
     assert body["payload"]["declared_claim"] is None
 
 
+def test_node_field_only_on_the_wire_when_set():
+    # Local runs: the reference's exact payload.  Ray runs: the node that ran the file.
+    for local in (SAMPLES[2], SAMPLES[4]):
+        assert "node" not in ev.EventFrame.of(local, ts=1).to_wire()["payload"]
+    remote = ev.FileCompleted(path="a.test.lua", status="passed", duration_ns=3, node="abc@127.0.0.1")
+    frame = ev.EventFrame.of(remote, ts=1)
+    assert frame.to_wire()["payload"]["node"] == "abc@127.0.0.1"
+    assert ev.read_event(io.BytesIO(frame.encode())).payload == remote
+
+
 def test_meta_bytes_stay_bytes_and_str_stays_str():
     frame = ev.EventFrame.of(ev.TestPassed(path="p", name="n", meta={"a": b"abc", "b": "abc"}))
     back = ev.read_event(io.BytesIO(frame.encode()))

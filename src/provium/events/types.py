@@ -78,6 +78,9 @@ class FileDispatched:
     KIND: ClassVar[str] = "file_dispatched"
     path: str
     reservation: ResourceAmount = field(default_factory=ResourceAmount)
+    # Our addition: the Ray node that ran the file (`--executor ray`).  Left off the
+    # wire when empty, so a local run's frames stay byte for byte the reference's.
+    node: str = field(default="", metadata={"omit_empty": True})
 
 
 @dataclass
@@ -97,6 +100,7 @@ class FileCompleted:
     path: str
     status: str  # one of FILE_STATUSES
     duration_ns: int = 0
+    node: str = field(default="", metadata={"omit_empty": True})  # as FileDispatched.node
 
 
 # ---- test lifecycle ---------------------------------------------------------

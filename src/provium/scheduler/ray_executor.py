@@ -40,9 +40,9 @@ Faults
   `force=True`: the worker process dies, its runner gets its parent-death
   signal, and the runner's QEMU children die with it.
 
-Node names are not an event field (the event schema is the reference's and
-has no place for one); they are reported through `FileResult.node` and a
-per-node summary line on stderr (see docs/cluster.md).
+The node that ran a file is named in its `file_dispatched` and `file_completed`
+events (`node`, a field a local run leaves off the wire), in `FileResult.node`
+and in a per-node summary line on stderr (see docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -533,6 +533,9 @@ class RayExecutor:
         if getattr(p, "path", None) == t.remote_path and t.remote_path != t.file.path:
             frame = replace(frame, payload=replace(p, path=t.file.path))
             p = frame.payload
+        if isinstance(p, (ev.FileDispatched, ev.FileCompleted)) and t.node:
+            frame = replace(frame, payload=replace(p, node=t.node))
+            p = frame.payload
         if isinstance(p, ev.TestStarted):
             t.current = p.name
         elif isinstance(p, (ev.TestPassed, ev.TestFailed, ev.TestSkipped)):
@@ -564,5 +567,6 @@ class RayExecutor:
             tests.append(TestOutcome(name=t.current, status="failed", message=f"{where} died while this test ran"))
         duration_ns = int((time.monotonic() - t.started) * 1e9) if t.started else 0
         result = FileResult(path=path, tests=tests, chunk_error=msg, crashed=True, duration_ns=duration_ns)
-        self.sink.emit(ev.FileCompleted(path=printable(path), status=result.status, duration_ns=duration_ns))
+        self.sink.emit(ev.FileCompleted(path=printable(path), status=result.status, duration_ns=duration_ns,
+                                        node=t.node or ""))
         return result
