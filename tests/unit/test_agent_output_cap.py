@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from agent_client_util import spawn_agent
@@ -75,3 +76,29 @@ def test_the_host_cuts_an_uncapped_result_the_same_way():
     assert r.stderr == b"ok"
     capped = b"y" * OUTPUT_CAP + output_marker("stdout", 5)
     assert RunResult.from_exec(ExecOk(status=ExitStatus.exited(0), stdout=capped, stderr=b"")).stdout == capped
+
+
+def test_chatty_output_arrives_whole_and_in_order_through_grown_pipes(agent, tmp_path):
+    # Several MiB in writes of odd sizes: the agent grows a pipe it finds full and
+    # reads it 1 MiB at a time; exec, wait and a stream must all keep every byte in order.
+    blob = os.urandom(5 << 20)
+    src = tmp_path / "blob"
+    src.write_bytes(blob)
+    cmd = f"dd if={src} bs=12345 2>/dev/null; echo done >&2"
+    r = agent.value(ExecArgs("sh", ["-c", cmd]), timeout=60)
+    assert r.stdout == blob and r.stderr == b"done\n"
+    h = agent.value(RunAsyncArgs("sh", ["-c", cmd]))
+    ch, ack = agent.open_stream(ProcStreamArgs(h))
+    assert ack.ok
+    data = bytearray()
+    while True:
+        env = agent.recv(ch, 30)
+        if env.kind != "stream_frame":
+            assert env.kind == "stream_end" and env.data.reason == "eof"
+            break
+        assert 0 < len(env.data.data) <= 256 * 1024  # a quarter of the credit window
+        data += env.data.data
+        agent.send(ch, "credit", Credit(len(env.data.data)))
+    assert bytes(data) == blob
+    r = agent.value(WaitArgs(h, 60000), timeout=60)
+    assert r.stdout == blob and r.stderr == b"done\n"
