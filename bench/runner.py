@@ -181,6 +181,10 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="provium-bench-"))
     env = dict(os.environ, PROVIUM_RERUN_STATE=str(tmp / "rerun.json"))
     env.pop("PROVIUM_NO_ZYGOTE", None)
+    # Measure what a user's repeated runs cost: with the .pyc files Python writes on the
+    # first import.  A shell that sets PYTHONDONTWRITEBYTECODE (ours did) would make every
+    # run compile provium's sources again (about 0.1-0.4 s of a one-file run).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     try:
         many = tmp / "many"
         many.mkdir()
@@ -306,14 +310,17 @@ imports them once per run, so an extra file costs little more than a fork, a
 fresh Lua state and the result's round trip.  The scheduler in the provium
 process adds about a millisecond of CPU per file either way.
 
-The one-file target (<= 3x a bare `import provium`) is not met.  Its critical
-path is the zygote's imports (lupa and the whole host model: a runner imports
-the VM, network, disk and image modules even for a file that makes no VM),
-overlapped with the provium process's own (click, rich, the event types, the
-scheduler): `cli/main.py` starts the zygote before it imports anything else.
-Getting near 3x needs the Lua layer to load the host model only when a file
-first uses it, and a lighter CLI path (the event types and the protocol
-messages they pull in); not done.
+The one-file target (<= 3x a bare `import provium`) is not met.  A file that
+makes no VM no longer imports the host model (it loads on first use), and the
+protocol's message classes load on first use too; what remains is structural:
+two interpreters start (the provium process and its zygote), the CLI imports
+click and rich, the zygote imports lupa and the runner, then forks a runner
+that makes a Lua state, runs the file and reports back.  Each of those is
+tens of milliseconds, while `import provium` alone is about ten.  Reaching 3x
+would need a resident server that outlives a run (a run would be a request to
+it); provium keeps no process between runs, on purpose.
+All runs have their `.pyc` files: the script drops `PYTHONDONTWRITEBYTECODE`
+(a shell that sets it makes every run compile provium's sources again).
 
 Memory: RSS counts pages a forked runner shares with the zygote (and with the
 other runners); PSS divides shared pages among the processes that map them, and
