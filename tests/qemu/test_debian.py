@@ -14,11 +14,11 @@ import os
 from pathlib import Path
 
 import pytest
-from qemu_util import needs_qemu
+from qemu_util import factory_for, needs_qemu
 
 from provium import vmm
 from provium.config import load
-from provium.host import VM, Session
+from provium.host import Session
 from provium.host.systemd import NoSystemd, UnitFailed, UnitNotFound, UnitTimeout
 from provium.image import debian
 
@@ -80,12 +80,19 @@ def base_image(session):
 
 
 @pytest.fixture(scope="module")
-def deb(session, base_image):
-    vm = VM(session, "deb_one", "debian")
-    vm.boot()
+def debs(session, base_image):
+    """The module's VMs; shuts them all down at the end."""
+    with factory_for(session) as factory:
+        yield factory
+
+
+@pytest.fixture
+def deb(debs):
+    """The shared debian VM; a fresh one if an earlier test (the power button) ended it,
+    so no test depends on running before or after another."""
+    vm = debs.shared("deb_one", "debian")
     vm.wait_unit("multi-user.target")
-    yield vm
-    vm.close()
+    return vm
 
 
 def test_systemd_runs_the_guest(deb):
@@ -156,8 +163,8 @@ def test_unit_helpers_on_the_linux_guest_say_there_is_no_systemd(vm_factory):
         vm.journal("nginx")
 
 
-def test_packages_add_a_service_that_serves_a_page(session):
-    web = VM(session, "web", "web")
+def test_packages_add_a_service_that_serves_a_page(debs):
+    web = debs.create("web", "web")
     try:
         web.boot()
         web.wait_unit("nginx", timeout=180)
@@ -170,10 +177,10 @@ def test_packages_add_a_service_that_serves_a_page(session):
         web.close()
 
 
-def test_vms_of_one_base_do_not_see_each_others_writes(session, deb):
+def test_vms_of_one_base_do_not_see_each_others_writes(debs, deb):
     deb.write_file("/root/only-in-deb-one", b"1")
     deb.run("sync")
-    other = VM(session, "deb_two", "debian")
+    other = debs.create("deb_two", "debian")
     try:
         other.boot()
         assert other.run("test -e /root/only-in-deb-one").exit_code == 1
@@ -185,10 +192,10 @@ def test_vms_of_one_base_do_not_see_each_others_writes(session, deb):
         other.close()
 
 
-def test_a_snapshot_carries_the_root_disk(session, deb, tmp_path):
+def test_a_snapshot_carries_the_root_disk(debs, deb, tmp_path):
     deb.write_file("/root/before-snapshot", b"kept")
     snap = deb.snapshot(str(tmp_path / "deb.snap"))
-    restored = VM(session, "deb_restored", "debian")
+    restored = debs.create("deb_restored", "debian")
     try:
         restored.restore(snap)
         assert restored.read_file("/root/before-snapshot") == b"kept"
@@ -202,7 +209,7 @@ def test_a_snapshot_carries_the_root_disk(session, deb, tmp_path):
         snap.delete()
 
 
-def test_the_base_image_is_unchanged(session, base_image, deb):
+def test_the_base_image_is_unchanged(base_image, deb):
     deb.run("sync")
     path, before = base_image
     assert content_digest(path) == before
@@ -210,7 +217,7 @@ def test_the_base_image_is_unchanged(session, base_image, deb):
 
 
 def test_the_power_button_powers_it_off(deb):
-    """Last: it ends the module's VM.  systemd-logind (it needs dbus) acts on the key."""
+    """It ends the shared VM (a later test would get a new one).  systemd-logind (it needs dbus) acts on the key."""
     deb.wait_unit("systemd-logind", timeout=120)
     deb.power_button(timeout=120)
     assert deb.state == "shutdown"

@@ -21,21 +21,22 @@ the CLI is the dispatcher's one pool for the whole run.
 
 from __future__ import annotations
 
-import asyncio
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..events.types import ResourceAmount
 from .pynames import python_names
-from .bootopts import make_spec
-from .bridge import Bridge
 from .errors import ArgumentError, NotYetImplemented  # noqa: F401  (re-exported)
 from .options import merge_kw
 from .pool import DEFAULT_BARRIER_TIMEOUT, PoolError
 from .values import parse_duration, parse_size, type_name
-from .vm import VM
+
+if TYPE_CHECKING:
+    from .bridge import Bridge
+    from .vm import VM
 
 RESERVED_NAMES = ("vm_fixture", "lab_fixture", "pack", "unpack")
 
@@ -51,16 +52,28 @@ class MemberKind:
     """
 
     kind: str
-    cls: type
+    # The class, or "module:Class" for one loaded lazily: the VM and bridge
+    # models (and what they import) stay unloaded in a runner whose file makes
+    # neither, which keeps them off the one-file start-up path (issue 13).
+    cls: type | str
     order: int
     label: str  # for messages: "vm", "bridge", "sub-lab"
+
+    def holds(self, obj: Any) -> bool:
+        """Whether `obj` is of this kind."""
+        if isinstance(self.cls, type):
+            return isinstance(obj, self.cls)
+        mod_name, _, cls_name = self.cls.partition(":")
+        mod = sys.modules.get(mod_name)
+        # Not loaded yet: no object of the class can exist.
+        return mod is not None and isinstance(obj, getattr(mod, cls_name))
 
 
 _KINDS: dict[str, MemberKind] = {}
 
 
-def register_member_kind(kind: str, cls: type, order: int, label: str | None = None) -> MemberKind:
-    """Make objects of `cls` lab members of kind `kind` (idempotent)."""
+def register_member_kind(kind: str, cls: type | str, order: int, label: str | None = None) -> MemberKind:
+    """Make objects of `cls` (a class, or "module:Class") lab members of kind `kind` (idempotent)."""
     mk = MemberKind(kind, cls, order, label or kind)
     _KINDS[kind] = mk
     return mk
@@ -73,7 +86,7 @@ def member_kinds() -> list[MemberKind]:
 def kind_of(obj: Any) -> MemberKind | None:
     """The member kind of `obj`, or None if labs cannot hold it."""
     for mk in member_kinds():
-        if isinstance(obj, mk.cls):
+        if mk.holds(obj):
             return mk
     return None
 
@@ -110,6 +123,8 @@ class Account:
 
 def planned_spec(vm: VM) -> Any:
     """The launch spec `vm.boot()` would use now (for charging a joint boot)."""
+    from .bootopts import make_spec
+
     return make_spec(vm.name, vm._profile, vm._opts, default_memory=vm.session.default_memory,
                      default_cpus=vm.session.default_cpus)
 
@@ -136,7 +151,7 @@ class Lab:
         self.name = name
         self.parents: list[Lab] = list(parents)
         self.account = account if account is not None else Account()
-        self._vm_factory = vm_factory or VM
+        self._vm_factory = vm_factory or _new_vm
         # kind -> name -> member; every registered kind has its table.
         self._members: dict[str, dict[str, Any]] = {}
         # What this lab created (as opposed to included): what `close()` tears down.
@@ -261,6 +276,8 @@ class Lab:
                 raise LabError(f'provium:bridge("{name}", …): name already declared at a parent scope '
                                f'(lab `{owner.name}`). Pick a different name, or use provium:bridge("{name}") '
                                "to reuse the parent-scope bridge.")
+            from .bridge import Bridge
+
             return self.adopt(Bridge(self.session, name, opts), what="lab:bridge")
 
     def find_bridge(self, name: str) -> Bridge | None:
@@ -393,6 +410,8 @@ class Lab:
         members = [(path, vm) for path, vm in self.all_vms() if pick(vm)]
         if not members:
             return
+
+        import asyncio  # members exist, so the VM model (and asyncio) is loaded already
 
         async def one(vm: VM) -> Any:
             return await op(vm)
@@ -556,6 +575,13 @@ class Lab:
     __repr__ = __str__
 
 
-register_member_kind("vm", VM, 10)
-register_member_kind("bridge", Bridge, 20)
+def _new_vm(*args: Any, **kw: Any) -> VM:
+    """The default VM factory: imports the VM model on the first VM made."""
+    from .vm import VM
+
+    return VM(*args, **kw)
+
+
+register_member_kind("vm", "provium.host.vm:VM", 10)
+register_member_kind("bridge", "provium.host.bridge:Bridge", 20)
 register_member_kind("sub_lab", Lab, 100, "sub-lab")

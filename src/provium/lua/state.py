@@ -10,41 +10,32 @@ Lua side of those steps.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..host.bridge import Bridge, Nic
-from ..host.capture import Capture
 from ..errors import TestFileError
-from ..host.clock import Clock
-from ..host.file import File
 from ..host.lab import Account, Lab, kind_of
-from ..host.process import Process
-from ..host.results import DirEntry, IoctlOutcome, RunResult, Stat, SyscallOutcome
-from ..host.streams import Stream
-from ..host.syscalls import PendingSyscall
-from ..host.vm import VM
-from ..host.worker import Worker
 from . import json as lua_json
 from .binding import Binding
 from .convert import lua_type
 from .deferboot import HOLDABLE, DeferredBoots
 from .errors import LuaApiError
 from .lab import LabBinding
-from .net import BridgeBinding, CaptureBinding, NicBinding
-from .objects import (
-    ClockBinding,
-    FileBinding,
-    PendingBinding,
-    ProcessBinding,
-    RunResultBinding,
-    StreamBinding,
-    VmBinding,
-    WorkerBinding,
-)
 from .runtime import LuaEnv
+
+# The host model (VMs, bridges, processes...) and its bindings load on first use:
+# a file that makes no VM never imports them, which keeps them off the one-file
+# start-up path (issue 13).  An object of a class whose module is not loaded
+# cannot exist, so `_loaded` answers isinstance checks without importing.
+
+def _loaded(module: str, *names: str) -> tuple[Any, ...]:
+    """The classes `names` of `module` if it is loaded, else none (see above)."""
+    mod = sys.modules.get(module)
+    return tuple(getattr(mod, n) for n in names) if mod is not None else ()
+
 
 LUA_IDSIZE = 60  # luaconf.h: the buffer for a chunk's short name, NUL included
 
@@ -127,10 +118,31 @@ class FileState:
         return b
 
     def _new_binding(self, obj: Any) -> Binding:
+        if isinstance(obj, Lab):  # before the rest: the root lab is bound in every file
+            return LabBinding(self, obj)
+        # Anything else is a host object, so the host model is loaded already.
+        from ..host.bridge import Bridge, Nic
+        from ..host.capture import Capture
+        from ..host.file import File
+        from ..host.process import Process
+        from ..host.results import RunResult
+        from ..host.streams import Stream
+        from ..host.syscalls import PendingSyscall
+        from ..host.vm import VM
+        from ..host.worker import Worker
+        from .net import BridgeBinding, CaptureBinding, NicBinding
+        from .objects import (
+            FileBinding,
+            PendingBinding,
+            ProcessBinding,
+            RunResultBinding,
+            StreamBinding,
+            VmBinding,
+            WorkerBinding,
+        )
+
         if isinstance(obj, VM):
             return VmBinding(self, obj)
-        if isinstance(obj, Lab):
-            return LabBinding(self, obj)
         if isinstance(obj, Bridge):
             return BridgeBinding(self, obj)
         if isinstance(obj, Nic):
@@ -152,11 +164,11 @@ class FileState:
         raise TypeError(f"no Lua binding for {type(obj).__name__}")
 
     def _wrap_host(self, obj: Any) -> Any:
-        if isinstance(obj, (Stat, DirEntry)):
+        if isinstance(obj, _loaded("provium.host.results", "Stat", "DirEntry", "SyscallOutcome", "IoctlOutcome")):
             return self.env.to_lua(obj.as_dict())
-        if isinstance(obj, (SyscallOutcome, IoctlOutcome)):
-            return self.env.to_lua(obj.as_dict())
-        if isinstance(obj, Clock):
+        if isinstance(obj, _loaded("provium.host.clock", "Clock")):
+            from .objects import ClockBinding
+
             return ClockBinding(self, obj)
         return self.bind(obj)
 

@@ -26,7 +26,6 @@ from .. import config as config_mod
 from .. import vmm as vmm_mod
 from ..events import types as ev
 from ..fsutil import printable
-from ..host.console import failure_block as console_failure_block
 from ..host.errors import ArgumentError
 from ..host.pynames import called_from_lua
 from ..host.pool import HostPool
@@ -435,6 +434,8 @@ def _console_lines(state: FileState, *, timed_out: bool) -> str:
     for vm in vms:
         # A timeout shuts the test's VMs down before we get here: any VM that ran counts.
         if vm.state == "dead" or (timed_out and vm.state != "created"):
+            from ..host.console import failure_block as console_failure_block  # VMs exist: loaded
+
             try:
                 block = console_failure_block(vm.name, vm.console_tail(CONSOLE_EXCERPT))
             except Exception:  # noqa: BLE001 - a missing console must not hide the failure

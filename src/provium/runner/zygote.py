@@ -58,6 +58,13 @@ PRELOAD = (
 # Imported when the zygote is idle after that: the first file need not wait for
 # them (a one-file run is on the critical path), later ones get them for free.
 PRELOAD_IDLE = (
+    # The host model and the Lua bindings load lazily (a file that makes no VM
+    # never needs them), so the first runner does not wait for them either.
+    "provium.host.vm",
+    "provium.lua.net",
+    "provium.lua.objects",
+    "provium.host.console",
+    "provium.protocol.mux",
     "provium.vmm.qemu.backend",
 )
 ENTRY = "provium.runner.__main__:main"

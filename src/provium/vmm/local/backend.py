@@ -34,11 +34,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ...protocol.mux import ClientError, MuxClient
 from .. import snapfile
 from ..base import VmInstance, Vmm, VmmError, VmSpec
 from ..pidwait import wait_exited
+
+if TYPE_CHECKING:
+    from ...protocol.mux import MuxClient
 
 # CIDs 0-2 are reserved in vsock; we mimic the numbering (never reused in a process).
 _CIDS = itertools.count(3)
@@ -170,6 +173,10 @@ class LocalVmm(Vmm):
             child.close()
             raise VmmError(f"vmm: cannot start the local agent `{' '.join(argv)}`: {exc.strerror or exc}") from exc
         child.close()
+        # The wire's client loads with the first agent: a file that starts none
+        # does not pay for the message types (issue 13: one-file start-up).
+        from ...protocol.mux import ClientError, MuxClient
+
         try:
             reader, writer = await asyncio.open_connection(sock=parent)
             client = await MuxClient.connect(reader, writer, timeout=spec.agent_boot_timeout or DEFAULT_HELLO_TIMEOUT)
