@@ -1,13 +1,6 @@
 """The `provium` command.
 
-There is no `run` subcommand: `provium [FLAGS] [PATH]...` runs tests, and the
-flags may come before, between or after the paths.  A first positional word
-that names a subcommand (`list`, `prepare`, ...) selects that subcommand
-instead; the top-level flags then go before it (`provium --config x.toml list`).
-
-Exit codes: 0 everything passed or was skipped, 1 a test/file failed or timed
-out, 2 bad usage or an error that stopped the run.  User errors never show a
-Python traceback (set PROVIUM_DEBUG=1 to see one for internal errors).
+What the command does (runs, subcommands, exit codes) is described in commands.py.
 
 This module is only the entry point, and imports nothing heavy: when the
 arguments look like a run, it starts the runner zygote first (a fork+exec, a
