@@ -391,9 +391,8 @@ per-VM qcow2 overlay) against the `linux` guest, each `debian` boot right after 
 beforehand).  The agent of the `debian` guest answers while systemd is still starting
 the rest; the multi-user row is what a test waiting for its services pays.  The
 restore rows snapshot each guest after its boot and restore it into a new VM (the
-path of a fixture hit): the `debian` restore also copies its root overlay.  These
-rows too were measured while other work shared the 2 cores: absolute times are
-inflated, the ratios within the run are what count.
+path of a fixture hit): the `debian` restore also copies its root overlay.  The
+ratios within the run are what count.
 """
 
 
@@ -550,6 +549,10 @@ def write_readme(rows, r, a) -> None:
         verdict += (f" on wall time, but not on QEMU CPU time ({pair_c:.2f}x): on a loaded host the kernel's "
                     "own boot, idle waits included, stretches as much as the agent's CPU-bound work, so a "
                     "loaded run's wall ratio flatters; confirm on an idle host")
+    busy = max(r["load"]) > 1.5  # more than the run itself on 2 cores
+    loaded = ("a loaded machine: other work shared the cores, so wall times are inflated; the ratios "
+              "within a pair and the CPU times are what to compare" if busy else
+              "a quiet machine: nothing else ran")
     section = f"""## boot
 
 `bench/boot.py`: the built-in `linux` profile under QEMU, TCG, machine `{a.machine}`, 1 vCPU,
@@ -566,10 +569,8 @@ its libraries, on a second virtio-serial port) on one VM.
 Reproduce: `.venv/bin/python bench/boot.py --write-readme` (`--boot-only` for the boot rows).
 
 Machine: {os.cpu_count()} cores, {os_name}, {qemu_v}, guest kernel {kernel.version},
-guest Python {guest_py}; {datetime.date.today().isoformat()}; **loaded**: other engineers' VMs
-and test runs shared the 2 cores (load average {min(r['load']):.1f} to {max(r['load']):.1f} during the boots,
-{load1:.1f} at the end), so every wall time here is several times what an idle host shows;
-the ratios within a pair and the CPU times are what to compare.  Target (<= 1.3x): {verdict}.
+guest Python {guest_py}; {datetime.date.today().isoformat()}; load average {min(r['load']):.1f} to
+{max(r['load']):.1f} during the boots, {load1:.1f} at the end ({loaded}).  Target (<= 1.3x): {verdict}.
 
 | measurement | result |
 |---|---|
