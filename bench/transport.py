@@ -295,7 +295,7 @@ with 16 calls in flight, through the channel multiplexer.  Measured
 backend (the agent is a host subprocess over a socketpair; no VM); `qemu guest` rows
 (with `--qemu`) boot the built-in `linux` profile (TCG); the `timed inside` rows are
 the guest's own process creation, timed by the guest's Python around fork+exec (or
-posix_spawn) and waitpid.  The machine was shared: load average {load0:.1f} at the start,
+posix_spawn) and waitpid.  Load average {load0:.1f} at the start,
 {load1:.1f} at the end, on 2 cores; absolute figures move with the load, the ratios
 within one run are what count.  Reproduce: `.venv/bin/python bench/transport.py
 --qemu --write-readme`.
