@@ -23,7 +23,6 @@ ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from provium.events import types as ev  # noqa: E402
-from provium.protocol import framing  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -77,13 +76,8 @@ def provium(cwd: Path, *args: str, address: str | None = None, timeout: float = 
 
 
 def read_events(path: Path) -> list[ev.EventFrame]:
-    data = path.read_bytes()
-    out, pos = [], 0
-    while pos < len(data):
-        (n,) = framing.HEADER.unpack_from(data, pos)
-        out.append(ev.EventFrame.decode(data[pos + 4:pos + 4 + n]))
-        pos += 4 + n
-    return out
+    with open(path, "rb") as f:
+        return list(ev.iter_events(f))
 
 
 def per_file(frames: list[ev.EventFrame]) -> dict[str, list[tuple]]:

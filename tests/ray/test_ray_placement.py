@@ -26,7 +26,6 @@ ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from provium.events import types as ev  # noqa: E402
-from provium.protocol import framing  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -51,13 +50,8 @@ def provium(cwd: Path, address: str, *args: str, vmm: str = "local", timeout: fl
 
 
 def read_events(path: Path) -> list[ev.EventFrame]:
-    data = path.read_bytes()
-    out, pos = [], 0
-    while pos < len(data):
-        (n,) = framing.HEADER.unpack_from(data, pos)
-        out.append(ev.EventFrame.decode(data[pos + 4:pos + 4 + n]))
-        pos += 4 + n
-    return out
+    with open(path, "rb") as f:
+        return list(ev.iter_events(f))
 
 
 @pytest.fixture(scope="module")
