@@ -122,16 +122,26 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .host.worker import Worker
 
 
-def __getattr__(name: str) -> object:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'provium' has no attribute {name!r}")
-    from importlib import import_module  # here: `import provium` alone stays minimal
+def _lazy_names(package: str, exports: "dict[str, str]", namespace: "dict[str, object]"):
+    """The PEP 562 `__getattr__` and `__dir__` of a package whose names (`exports`: name ->
+    module, relative to `package`) are imported on first use.  Shared by `provium`,
+    `provium.host` and `provium.scheduler`; it lives here because the guest agent ships
+    only this file and `errors.py` of the top-level package."""
 
-    value = getattr(import_module(module, __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+    def __getattr__(name: str) -> object:
+        module = exports.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        from importlib import import_module  # here: `import provium` alone stays minimal
+
+        value = getattr(import_module(module, package), name)
+        namespace[name] = value  # later lookups skip this function
+        return value
+
+    def __dir__() -> "list[str]":
+        return sorted(set(namespace) | set(exports))
+
+    return __getattr__, __dir__
 
 
-def __dir__() -> "list[str]":
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = _lazy_names(__name__, _EXPORTS, globals())

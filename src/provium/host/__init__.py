@@ -19,6 +19,8 @@ method returns several values, the Python one returns a tuple (`read_mem`).
 # only `values` and `errors` to parse its flags) must not pay for the whole model.
 TYPE_CHECKING = False
 
+from .. import _lazy_names  # noqa: E402
+
 _EXPORTS = {
     "Batch": ".batch",
     "Clock": ".clock",
@@ -111,16 +113,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'provium.host' has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(module, __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> "list[str]":
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = _lazy_names(__name__, _EXPORTS, globals())

@@ -6,6 +6,8 @@ before anything else of a run, and that must not pull in the dispatcher.
 
 TYPE_CHECKING = False
 
+from .. import _lazy_names  # noqa: E402
+
 _EXPORTS = {
     "Discovered": ".discovery",
     "DiscoveryError": ".discovery",
@@ -28,12 +30,4 @@ __all__ = ["Discovered", "DiscoveryError", "discover", "Dispatcher", "DispatchOp
            "FileResult", "TestOutcome"]
 
 
-def __getattr__(name: str) -> object:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'provium.scheduler' has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = _lazy_names(__name__, _EXPORTS, globals())
