@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from provium.protocol.framing import Blob
 from provium.protocol.types import OpResult, ProcStreamChannel, StreamEnd
 
 from .base import os_fail
@@ -166,8 +167,9 @@ def open_proc_stream(ctx, op):
             # Look at "finished" BEFORE reading: output appended between an empty read
             # and the check would otherwise be dropped by ending the stream.
             finished = buf.done or ctx.state.get(ctx.state.procs, op.handle) is not proc
-            data = buf.read(pos, n)
-            if data:
+            parts = buf.read(pos, n)  # views of the output: no copy
+            if parts:
+                data = parts[0] if len(parts) == 1 else Blob(parts)
                 pos += len(data)
                 if not ctx.frame(data):
                     return

@@ -20,15 +20,21 @@ from ..errors import ProtocolError, requires
 from .codec import WireError
 from .envelope import CONTROL, Envelope, decode_agent
 from .decoder import FrameDecoder
-from .framing import CleanEof, FrameError, encode_frame, unpack
+from .framing import STREAM_WINDOW, CleanEof, FrameError, encode_frame, unpack
 from .messages import PROTOCOL_VERSION, STREAM_KINDS, Cancel, Credit, Hello, HelloErr, HelloOk
 from .types import AgentError, AgentInfo, StreamEnd
 
-STREAM_WINDOW = 1 << 20
 # One read takes whatever the stream reader holds (it buffers at most a few
 # hundred KiB before it stops reading the socket), so a burst of frames is
 # decoded in one pass.
 _READ_MAX = 1 << 20
+# Credit goes back once this much of a stream was consumed: a quarter of the
+# window, so the agent always has room for more while the credit travels.
+_CREDIT_AT = STREAM_WINDOW // 4
+# What a StreamReader over the agent's socket may buffer before it stops
+# reading (asyncio's default, 64 KiB, pauses and resumes the socket for every
+# large frame): pass it as `limit` when opening the connection.
+READER_LIMIT = 1 << 20
 
 
 class ClientError(ProtocolError):
@@ -121,7 +127,7 @@ class MuxStream:
             if self._chunks:
                 chunk = self._chunks.popleft()
                 self._unacked += len(chunk)
-                if self._unacked >= STREAM_WINDOW // 2 and self.end is None and not self.closed:
+                if self._unacked >= _CREDIT_AT and self.end is None and not self.closed:
                     n, self._unacked = self._unacked, 0
                     await self._client._send(Envelope(self.ch, Credit.KIND, Credit(n)))
                 return chunk
