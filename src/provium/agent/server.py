@@ -30,10 +30,10 @@ from provium.protocol.framing import (
     UnexpectedEof,
     encode_frame,
     encode_frame_parts,
-    unpack,
 )
 from provium.protocol.messages import PROTOCOL_VERSION, STREAM_KINDS, HelloErr, HelloOk
 from provium.protocol.types import AgentError, AgentInfo, OsError, StreamEnd
+from provium.protocol.views import unpack_views
 
 from . import ops, reaper
 from .base import BAD_REQUEST, INTERNAL, AgentFail, WithFds, log
@@ -251,7 +251,8 @@ class Session:
 
     def _on_frame(self, body: bytes | bytearray) -> None:
         try:
-            value = unpack(body)
+            # A large bin (the data of a write_file) stays in the frame as a view.
+            value = unpack_views(body)
         except DecodeError as exc:
             self._error(CONTROL, BAD_REQUEST, f"frame body is not valid msgpack ({exc})")
             return
