@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from provium.protocol.framing import Blob
+from provium.protocol.framing import STREAM_WINDOW, Blob
 from provium.protocol.types import OpResult, ProcStreamChannel, StreamEnd
 
 from .base import os_fail
@@ -17,8 +17,8 @@ from .base import os_fail
 CHUNK = 64 * 1024
 # A process's output is already in memory (children.OutputBuffer): it goes out
 # in larger frames, a quarter of the credit window, so a chatty command costs
-# fewer frames and thread hand-offs while four frames stay in flight.
-PROC_CHUNK = 256 * 1024
+# fewer frames (and host round trips to read them) while four stay in flight.
+PROC_CHUNK = STREAM_WINDOW // 4
 IDLE_POLL = 0.05  # how often an idle source is looked at again
 EBADF = 9
 EOF = StreamEnd("eof")

@@ -20,7 +20,7 @@ from ..errors import ProtocolError, requires
 from .codec import WireError
 from .envelope import CONTROL, Envelope, decode_agent
 from .decoder import FrameDecoder
-from .framing import STREAM_WINDOW, CleanEof, FrameError, encode_frame, unpack
+from .framing import STREAM_WINDOW, Blob, CleanEof, FrameError, encode_frame_parts, unpack
 from .messages import PROTOCOL_VERSION, STREAM_KINDS, Cancel, Credit, Hello, HelloErr, HelloOk
 from .types import AgentError, AgentInfo, StreamEnd
 
@@ -35,6 +35,22 @@ _CREDIT_AT = STREAM_WINDOW // 4
 # reading (asyncio's default, 64 KiB, pauses and resumes the socket for every
 # large frame): pass it as `limit` when opening the connection.
 READER_LIMIT = 1 << 20
+
+
+# A bytes value at least this large is sent from its own buffer (framing.Blob).
+_BLOB_SEND = 1 << 20
+
+
+def _blob_large(value: Any, depth: int) -> Any:
+    """`value` (a wire envelope) with its large bytes values wrapped as Blobs,
+    looking `depth` maps deep (a request's data sits at the second level)."""
+    if isinstance(value, dict):
+        if depth < 0:
+            return value
+        return {k: _blob_large(v, depth - 1) for k, v in value.items()}
+    if isinstance(value, (bytes, bytearray, memoryview)) and len(value) >= _BLOB_SEND:
+        return Blob(value)
+    return value
 
 
 class ClientError(ProtocolError):
@@ -217,10 +233,14 @@ class MuxClient:
 
     @requires(ClientState.OPEN)
     async def _send(self, env: Envelope) -> None:
-        data = encode_frame(env.to_wire())
+        # A large bytes value (a write_file's data) goes to the transport as a
+        # part of its own instead of being copied into a packed body and then
+        # again behind the header.
+        parts = encode_frame_parts(_blob_large(env.to_wire(), 2))
         async with self._write_lock:
             try:
-                self._writer.write(data)
+                for part in parts:
+                    self._writer.write(part)
                 await self._writer.drain()
             except (OSError, RuntimeError) as exc:
                 raise self._mark_lost(ConnectionLost(f"write failed: {exc}")) from exc
