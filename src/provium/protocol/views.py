@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 import msgpack
 
+from ..errors import ProtocolError
 from .framing import DecodeError, unpack
 
 # Bodies smaller than this are unpacked the usual way (a copy costs little).
@@ -54,8 +55,8 @@ _SIZED = {0xc4: (1, 0), 0xc5: (2, 0), 0xc6: (4, 0), 0xc7: (1, 1), 0xc8: (2, 1), 
 _LEN = {1: _U8, 2: _U16, 4: _U32}
 
 
-class _GiveUp(Exception):
-    pass
+class _GiveUp(ProtocolError):
+    """The walk met something it does not handle (never leaves this module)."""
 
 
 def _large_bins(body: Any, min_bin: int) -> list[tuple[int, int, int]]:
