@@ -345,15 +345,20 @@ imports them once per run, so an extra file costs little more than a fork, a
 fresh Lua state and the result's round trip.  The scheduler in the provium
 process adds about a millisecond of CPU per file either way.
 
-The one-file target (<= 3x a bare `import provium`) is not met.  A file that
-makes no VM no longer imports the host model (it loads on first use), and the
-protocol's message classes load on first use too; what remains is structural:
-two interpreters start (the provium process and its zygote), the CLI imports
-click and rich, the zygote imports lupa and the runner, then forks a runner
-that makes a Lua state, runs the file and reports back.  Each of those is
-tens of milliseconds, while `import provium` alone is about ten.  Reaching 3x
-would need a resident server that outlives a run (a run would be a request to
-it); provium keeps no process between runs, on purpose.
+The one-file target (<= 3x a bare `import provium`) is not met, and cannot be
+without a process kept between runs, which provium does not keep on purpose
+(ARCHITECTURE.md): the "floor" rows show why.  A run needs two processes, the
+CLI and a runner for the file, and before the file's first line runs each must
+import its own: the CLI click (its own row: about 3x by itself) and its run machinery,
+the runner lupa, asyncio and the host model.  The `provium` command already
+does the least it can: it imports what both sides need once, forks the runner
+zygote from itself (no second interpreter starts), and the two remaining sets
+of imports then run side by side on the two cores; the file's runner is forked
+from the zygote as soon as both are done.  The bold floor row is that critical
+path with nothing else in it (a fresh interpreter, the shared imports, the
+longer of the two rests); the one-file run adds a fork, a fresh Lua state, the
+file itself, the report and the exit.  On a loaded machine the two "parallel"
+halves share one core, and the run moves towards their sum.
 All runs have their `.pyc` files: the script drops `PYTHONDONTWRITEBYTECODE`
 (a shell that sets it makes every run compile provium's sources again).
 
