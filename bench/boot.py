@@ -8,10 +8,8 @@
    the agent's whole cost.  Wall time, and QEMU's CPU time (user + system) at that
    moment, which a loaded host disturbs much less than wall time;
    then the idle agent's memory in the guest (VmRSS, and PSS from smaps_rollup);
-2. `vm.run("true")` round trips, and the transport alone (`get_time`, the cheapest op);
-3. `vm.run` against qemu-guest-agent's `guest-exec` on the same VM: Debian's qemu-ga
-   is placed in the initramfs with its libraries and listens on a second
-   virtio-serial port, `org.qemu.guest_agent.0`.
+2. `vm.run("true")` round trips, and the transport alone (`get_time`, the cheapest op).
+   (`vm.run` against qemu-guest-agent's `guest-exec` is bench/qemu_ga.py.)
 
 Boots alternate between the two kinds, after one unmeasured warm-up of each;
 `--boot-only` stops after the boots, the in-guest steps and the memory.
@@ -23,7 +21,6 @@ import argparse
 import asyncio
 import re
 import datetime
-import json
 import os
 import shutil
 import statistics
@@ -37,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from provium import vmm as vmm_mod  # noqa: E402
-from provium.config import Profile, builtin_linux_profile, load  # noqa: E402
+from provium.config import builtin_linux_profile, load  # noqa: E402
 from provium.host import VM, Session  # noqa: E402
 from provium.image import initramfs, runtime  # noqa: E402
 from provium.image.kernel import find_kernel, module_load_order  # noqa: E402
@@ -85,20 +82,6 @@ def step_init(step: str, loader: str, modules: str) -> str:
     imports = "import provium_boot; provium_boot.install(); import " + ", ".join(runtime.BOOT_IMPORTS)
     body = STEPS[step].replace("$PY", py).replace("$IMPORTS", imports).replace("$MODULES", modules)
     return STEP_HEAD + body + STEP_TAIL
-
-
-QGA_PORT = "org.qemu.guest_agent.0"
-QGA_START = f"""#!/bin/sh
-# wait for the port (virtio_console may still be probing), give it its udev-style name
-while [ ! -e /sys/class/virtio-ports ] || ! grep -qx {QGA_PORT} /sys/class/virtio-ports/*/name 2>/dev/null; do
-    sleep 0.05
-done
-mkdir -p /dev/virtio-ports
-for d in /sys/class/virtio-ports/vport*; do
-    ln -sf ../$(basename $d) /dev/virtio-ports/$(cat $d/name)
-done
-exec /qga/lib/LOADER --library-path /qga/lib /qga/qemu-ga -m virtio-serial -p /dev/virtio-ports/{QGA_PORT} -t /run
-"""
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -177,69 +160,6 @@ async def probe_guest(qemu: str, kernel: Path, initrd: Path, cmdline: str, machi
     return {name: t - marks[i][1] for i, (name, t) in enumerate(marks[1:])}
 
 
-# ---- the qemu-ga image ------------------------------------------------------------
-
-def qga_initramfs(kernel, cache_dir) -> Path:
-    qga = Path(shutil.which("qemu-ga") or "/usr/sbin/qemu-ga")
-    if not qga.is_file():
-        raise SystemExit("qemu-ga not found: apt-get install qemu-guest-agent")
-    libs, loader = runtime.elf_deps(qga)
-    extra = {"qga/qemu-ga": (qga.read_bytes(), 0o755)}
-    for lib in libs:
-        extra[f"qga/lib/{lib.name}"] = (lib.read_bytes(), 0o755)
-    extra[f"qga/lib/{loader.name}"] = (loader.read_bytes(), 0o755)
-    extra["qga/start"] = (QGA_START.replace("LOADER", loader.name).encode(), 0o755)
-    names = [m.name.split(".ko")[0] for m in module_load_order(kernel.modules_dir)]
-    init = initramfs.init_script(names).replace("exec /sbin/init", "/qga/start &\nexec /sbin/init")
-    data = initramfs.build(kernel, init=init, extra=extra)
-    path = Path(cache_dir) / "bench-qga-initramfs.cpio"
-    path.write_bytes(data)
-    return path
-
-
-class Qga:
-    """A minimal QMP-style JSON client for qemu-ga over its chardev socket."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    async def open(self) -> None:
-        self.reader, self.writer = await asyncio.open_unix_connection(str(self.path))
-        # guest-sync-delimited flushes whatever is in flight; its answer starts with 0xFF.
-        await self.call("guest-sync", {"id": 4242}, timeout=60)
-
-    async def call(self, cmd: str, args: dict | None = None, timeout: float = 10) -> dict:
-        msg = {"execute": cmd}
-        if args is not None:
-            msg["arguments"] = args
-        self.writer.write(json.dumps(msg).encode() + b"\n")
-        await self.writer.drain()
-        while True:
-            line = await asyncio.wait_for(self.reader.readline(), timeout)
-            if not line:
-                raise RuntimeError("qemu-ga closed the connection")
-            line = line.strip(b"\xff").strip()
-            if not line:
-                continue
-            reply = json.loads(line)
-            if "error" in reply:
-                raise RuntimeError(f"qemu-ga {cmd}: {reply['error']}")
-            if "return" in reply:
-                return reply["return"]
-
-    async def exec_true(self) -> None:
-        pid = (await self.call("guest-exec", {"path": "/bin/sh", "arg": ["-c", "true"], "capture-output": True}))["pid"]
-        while True:
-            st = await self.call("guest-exec-status", {"pid": pid})
-            if st.get("exited"):
-                if st.get("exitcode") != 0:
-                    raise RuntimeError(f"guest-exec: {st}")
-                return
-
-    def close(self) -> None:
-        self.writer.close()
-
-
 # ---- main ---------------------------------------------------------------------------
 
 class _Done(Exception):
@@ -271,11 +191,6 @@ def main() -> int:
 
     cfg = load(None)
     cfg.profiles["linux"].machine = a.machine
-    qga_profile = Profile(name="bench-qga", kernel=str(k.path), initrd=str(qga_initramfs(k, cache)),
-                          cmdline=base.cmdline, machine=a.machine)
-    cfg.profiles["bench-qga"] = qga_profile
-    qga_args = ["-chardev", "socket,id=qga,path={scratch}/qga.sock,server=on,wait=off",
-                "-device", f"virtserialport,bus=vser0.0,chardev=qga,name={QGA_PORT}"]
     results: dict = {}
     from provium.image import cache as image_cache, overlay
 
@@ -344,32 +259,6 @@ def main() -> int:
             results["memory_after"] = agent_memory(vm)
             vm.shutdown()
 
-        with Session(vmm_mod.create("qemu", accel="tcg", cache_dir=str(cache), extra_args=qga_args), cfg) as s:
-            vm, _, _ = boot_agent(s, "bench-qga")
-            qga = Qga(vm.instance.scratch / "qga.sock")
-
-            async def qga_times(n: int) -> list[float]:
-                await qga.open()
-                for _ in range(5):
-                    await qga.exec_true()
-                out = []
-                for _ in range(n):
-                    t = time.perf_counter()
-                    await qga.exec_true()
-                    out.append((time.perf_counter() - t) * 1000)
-                qga.close()
-                return out
-
-            results["qga"] = s.run(qga_times(max(20, a.runs // 2)), timeout=600)
-            for _ in range(5):
-                vm.run("true")
-            same_vm = []
-            for _ in range(max(20, a.runs // 2)):
-                t = time.perf_counter()
-                vm.run("true")
-                same_vm.append((time.perf_counter() - t) * 1000)
-            results["run_same_vm"] = same_vm
-            vm.shutdown()
     except _Done:
         pass
     finally:
@@ -476,17 +365,10 @@ def report(r: dict, a) -> list[tuple[str, str]]:
     if "run" in r:
         run_med, run_p95 = med(r["run"]), pct(r["run"], 0.95)
         nop_med, nop_p95 = med(r["nop"]), pct(r["nop"], 0.95)
-        qga_med, qga_p95 = med(r["qga"]), pct(r["qga"], 0.95)
-        same_med, same_p95 = med(r["run_same_vm"]), pct(r["run_same_vm"], 0.95)
         rows += [
             (f"`vm.run(\"true\")`, {len(r['run'])} calls", f"median {run_med:.1f} ms, p95 {run_p95:.1f} ms"),
             (f"transport + agent no-op (`get_time`), {len(r['nop'])} calls",
              f"median {nop_med:.2f} ms, p95 {nop_p95:.2f} ms"),
-            (f"qemu-ga `guest-exec` + `guest-exec-status` of `sh -c true`, {len(r['qga'])} calls",
-             f"median {qga_med:.1f} ms, p95 {qga_p95:.1f} ms"),
-            (f"`vm.run(\"true\")` on that same VM, {len(r['run_same_vm'])} calls",
-             f"median {same_med:.1f} ms, p95 {same_p95:.1f} ms"),
-            ("qemu-ga time / vm.run time (> 1 means vm.run is faster)", f"**{qga_med / same_med:.2f}x**"),
         ]
     p = r["probe"]
     rows += [
@@ -563,9 +445,8 @@ agent has answered the host's `hello`.  Both are timed from QEMU's start, in
 pairs run back to back, so that the host's load hits both sides of a pair alike;
 the target is on the median of the per-pair ratios.  QEMU's CPU time at the same
 moments is the steadier figure on a shared host (a descheduled QEMU accrues none).
-Then the idle agent's memory, command round trips on a booted guest, and the same
-command through qemu-guest-agent (Debian's `qemu-ga`, put into the initramfs with
-its libraries, on a second virtio-serial port) on one VM.
+Then the idle agent's memory and command round trips on a booted guest (`vm.run`
+against qemu-guest-agent's `guest-exec` is `bench/qemu_ga.py`, its own section).
 Reproduce: `.venv/bin/python bench/boot.py --write-readme` (`--boot-only` for the boot rows).
 
 Machine: {os.cpu_count()} cores, {os_name}, {qemu_v}, guest kernel {kernel.version},

@@ -339,8 +339,8 @@ def _qemu_note(rows: dict, boot: float | None) -> str:
             f"  process (a busybox shell loop) fork+exec+wait of `true` costs {sh_loop:.2f} ms, and\n"
             f"  `vm.run([\"true\"])` is {run_argv / sh_loop:.2f}x that (the agent starts commands with\n"
             "  posix_spawn, a vfork: no page tables copied, whatever the agent's size);\n"
-            "- qemu-guest-agent's `guest-exec` (+ `guest-exec-status`) of `sh -c true` is compared\n"
-            "  with `vm.run` on one VM by `bench/boot.py` (its section below): vm.run is the faster one;\n")
+            "- qemu-guest-agent's `guest-exec` (+ `guest-exec-status`) against `vm.run` on one VM,\n"
+            "  calls interleaved: `bench/qemu_ga.py` (its section, \"qemu-ga\");\n")
 
 
 def _os_name() -> str:

@@ -12,7 +12,6 @@ import errno
 import math
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
@@ -290,6 +289,8 @@ def load(path: str | os.PathLike | None, *, explicit: bool = False) -> Config:
         cfg.profiles[BUILTIN_PROFILE] = builtin_linux_profile()
         cfg.profiles[DEBIAN_PROFILE] = builtin_debian_profile()
         return cfg
+    import tomllib  # only with a config file: most runs of a project without one never parse TOML
+
     path = Path(path)
     raw = _read(path)
     try:

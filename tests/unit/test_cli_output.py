@@ -15,7 +15,7 @@ from provium.cli.coverage import coverage_command
 from provium.cli.main import cli
 from provium.events import types as ev
 from provium.events.coverage import aggregate
-from provium.events.reporters import TextReporter, json_object, junit_tree, write_junit
+from provium.events.reporters import Line, PlainConsole, TextReporter, console_for, json_object, junit_tree, write_junit
 from provium.scheduler.results import FileResult, ResultError, TestOutcome
 
 
@@ -68,6 +68,77 @@ def test_text_verbose_quiet_and_fail_fast():
     out = render(lambda r: (r.print_batch(results), r.print_summary(results, 1.0)))
     assert "FAIL b.test.lua" in out and "  chunk_error: c.test.lua:3: syntax error near 'end'" in out
     assert "e.test.lua" not in out and "2 file(s) errored, 1 file(s) not run (--fail-fast)" in out
+
+
+# Lines rich changes when it writes them (control characters, tabs, trailing blanks,
+# wide and combining characters, markup-like text): the plain console hands these to
+# rich, the rest it writes itself; either way the bytes must be rich's.
+AWKWARD = ["plain", "", "   ", "trailing  ", "tab\there", "\tlead", "bell\x07 bs\x08 cr\r ff\x0c vt\x0b",
+           "esc \x1b[31m red", "nul \x00", "wide 中文 and 😀", "e\u0301 combining", "[bold]not markup[/bold]",
+           ":smile: no emoji", "x" * 300, "x" * 100 + "   ", "ünïcödé …", "\u200b zero width", "a\xa0b"]
+
+
+def _awkward_results() -> list[FileResult]:
+    msg = "\n".join(AWKWARD)
+    return [
+        FileResult(path="odd\tname.test.lua", tests=[TestOutcome(s or "t", "failed", s, log=[s]) for s in AWKWARD],
+                   output=msg),
+        FileResult(path="chunk.test.lua", chunk_error=msg, output=msg),
+        FileResult(path="ok.test.lua", tests=[TestOutcome(s or "t", "skipped", s) for s in AWKWARD]),
+    ]
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_the_plain_console_writes_what_rich_writes(monkeypatch, verbose):
+    for var in ("FORCE_COLOR", "TTY_COMPATIBLE", "COLUMNS"):
+        monkeypatch.delenv(var, raising=False)
+    results = sample_results() + _awkward_results()
+
+    def report(console) -> str:
+        rep = TextReporter(console, verbose=verbose)
+        rep.print_batch(results)
+        for r in results:
+            for line in rep.file_lines(r, prefix="[1/9] "):
+                console.print(line)
+        rep.print_summary(results, 1.25)
+        return console.file.getvalue()
+
+    plain = PlainConsole(io.StringIO())
+    assert report(plain) == report(Console(file=io.StringIO(), highlight=False, soft_wrap=True))
+    assert plain._rich is not None  # the awkward lines went to rich
+
+
+def test_the_plain_console_needs_no_rich_for_plain_lines(monkeypatch):
+    for var in ("FORCE_COLOR", "TTY_COMPATIBLE"):
+        monkeypatch.delenv(var, raising=False)
+    plain = PlainConsole(io.StringIO())
+    TextReporter(plain).print_batch(sample_results())
+    TextReporter(plain).print_summary(sample_results(), 2.0)
+    assert plain._rich is None
+    assert plain.file.getvalue().endswith("\n4 file(s); 2 passed, 2 failed, 1 skipped, 2 file(s) errored, "
+                                          "1 file(s) not run (--fail-fast); 2.00s\n")
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_console_is_rich_for_a_terminal_or_forced_colour(monkeypatch):
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+    assert isinstance(console_for(io.StringIO()), PlainConsole)
+    assert isinstance(console_for(_Tty()), Console)
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    assert isinstance(console_for(io.StringIO()), Console)
+
+
+def test_a_line_renders_in_rich_as_the_text_it_replaced():
+    line = Line("[1/2] ").append("FAIL", style="bold red").append(" x.test.lua")
+    text = line.__rich__()
+    assert text.plain == "[1/2] FAIL x.test.lua" and str(line) == text.plain
+    assert [(s.start, s.end, str(s.style)) for s in text.spans] == [(6, 10, "bold red")]
+    assert str(Line("dim", style="dim").__rich__().style) == "dim"
 
 
 def test_json_object_shape():

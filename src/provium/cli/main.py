@@ -29,12 +29,19 @@ def _looks_like_a_run(args: list[str]) -> bool:
     return True
 
 
-def dispatch(args: list[str]) -> int:
-    """Run `provium ARGS`; the exit code."""
-    if _looks_like_a_run(args):
-        from provium.scheduler import zygote_client
+def dispatch(args: list[str], *, fork_zygote: bool = False) -> int:
+    """Run `provium ARGS`; the exit code.  `fork_zygote`: this process is the bare
+    `provium` command (nothing imported yet, one thread), so a run's zygote may be
+    forked from it (zygote_fork.py) instead of spawned."""
+    if _looks_like_a_run(args) and not _zygote_off():
+        forked = None
+        if fork_zygote:
+            from provium.scheduler import zygote_fork
 
-        if not zygote_client.disabled_by_env():
+            forked = zygote_fork.start()
+        if forked is None:  # in-process callers, or this process cannot fork: spawn one
+            from provium.scheduler import zygote_client
+
             zygote_client.start_early()
     from . import commands
 
@@ -44,6 +51,13 @@ def dispatch(args: list[str]) -> int:
         from provium.scheduler import zygote_client
 
         zygote_client.discard_early()  # not adopted: the run stopped before it dispatched
+
+
+def _zygote_off() -> bool:
+    """PROVIUM_NO_ZYGOTE, read as zygote_client.disabled_by_env does (without importing it)."""
+    import os
+
+    return os.environ.get("PROVIUM_NO_ZYGOTE", "").strip().lower() not in ("", "0", "no", "false", "off")
 
 
 def __getattr__(name: str) -> object:
@@ -71,7 +85,35 @@ cli = _Entry()
 
 
 def main() -> None:
-    cli.main()
+    args = sys.argv[1:]
+    code = dispatch(args, fork_zygote=True)  # the `provium` command itself: a bare process
+    if _looks_like_a_run(args):
+        _exit_now(code)
+    sys.exit(code)
+
+
+def _exit_now(code: int) -> None:
+    """Exit as the interpreter would, minus its final teardown.
+
+    After a run, the interpreter would free every module and object one by one
+    before exiting: tens of milliseconds of a one-file run, for memory the
+    kernel frees at once.  What a normal exit does that matters still happens:
+    non-daemon threads (if any, the normal exit is taken), the atexit handlers
+    (logging's flush, weakref finalizers, temp directories), the flush of
+    stdout and stderr.  The run closes its own files (sinks, reports) itself."""
+    import atexit
+    import os
+    import threading
+
+    if any(t is not threading.main_thread() and t.is_alive() and not t.daemon for t in threading.enumerate()):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed pipe: the normal exit reports it as it always did
+        sys.exit(code)
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,9 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TYPE_CHECKING, Callable, TextIO
 
 import click
-from rich.console import Console
 
 from provium import artifacts
 from provium import config as configmod
@@ -27,7 +26,7 @@ from provium import runfiles
 from provium.errors import ProviumError
 from provium.events import types as ev
 from provium.events.coverage import aggregate_stream
-from provium.events.reporters import NO_FILES_JSON, TextReporter, json_lines, write_junit
+from provium.events.reporters import NO_FILES_JSON, TextReporter, console_for, json_lines, write_junit
 from provium.events.sinks import CallbackSink, FileSink, MultiSink, Sink, StdoutSink, UnixSocketSink
 from provium import hostfiles
 from provium.hostfiles import HostFileError
@@ -41,7 +40,9 @@ from provium.scheduler.results import FileResult
 from . import rerun
 from .errors import UserError
 from .options import Flags
-from .progress import ProgressBar
+
+if TYPE_CHECKING:
+    from .progress import ProgressBar
 
 WATCH_INTERVAL = 0.5  # --watch compares mtimes: the change event (inotify) is not in the stdlib
 
@@ -166,8 +167,8 @@ class Run:
         self.roots = default_roots(flags, cfg)
         self.streams = Streams.for_flags(flags)
         self.artifacts: artifacts.RunArtifacts | None = None
-        self.console = Console(file=self.streams.human, highlight=False, soft_wrap=True)
-        self.err_console = Console(file=sys.stderr, highlight=False, soft_wrap=True)
+        # rich only for a terminal: a pipe or a file gets the same bytes without it.
+        self.console = console_for(self.streams.human)
         self.socket_sink: UnixSocketSink | None = None
         self.said: set[str] = set()
         self.host_ready = False
@@ -347,6 +348,10 @@ class Run:
         done = 0
         bar: ProgressBar | None = None
         if self.streams.interactive and not f.no_progress and not f.verbose:
+            from rich.console import Console
+
+            from .progress import ProgressBar
+
             bar = ProgressBar(Console(file=sys.stderr), total)
             sink.add(CallbackSink(bar.on_event))
 

@@ -3,6 +3,11 @@
 The text layout follows the reference's runner output (`PASS path (N passed, ...)`,
 failing tests indented under their file, one summary line); colour comes from
 `rich` and disappears when the output is not a terminal.
+
+The reporter builds `Line`s, which rich prints (they render as `rich.text.Text`).
+When the output is not a terminal, `PlainConsole` writes them itself, byte for
+byte as rich would, so a run that prints to a pipe or a file never imports rich
+(about 20 ms of a one-file run's start).
 """
 
 from __future__ import annotations
@@ -11,17 +16,17 @@ import json
 import math
 import os
 import re
-import socket
 import time
-import xml.etree.ElementTree as ET
-from typing import Any, Iterable
-
-from rich.console import Console
-from rich.text import Text
+from typing import TYPE_CHECKING, Any, Iterable
 
 from provium import hostfiles
 from provium.fsutil import printable
 from provium.scheduler.results import FileResult, TestOutcome
+
+if TYPE_CHECKING:
+    import xml.etree.ElementTree as ET
+
+    from rich.text import Text
 
 _STYLE = {"PASS": "green", "FAIL": "bold red", "TIME": "bold yellow", "SKIP": "yellow", "NOT RUN": "yellow"}
 
@@ -39,10 +44,106 @@ def _indent(text: str, n: int) -> list[str]:
     return [pad + line for line in (text.splitlines() or [""])]
 
 
+class Line:
+    """One line of the text report: its text and the rich styles of its parts.
+
+    Built the way the reporter used to build `rich.text.Text` (a base style, then
+    appended parts), and turned into exactly that Text when rich prints it."""
+
+    __slots__ = ("parts", "style")
+
+    def __init__(self, text: str = "", style: str | None = None) -> None:
+        self.style = style
+        self.parts: list[tuple[str, str | None]] = [(text, None)] if text else []
+
+    def append(self, text: str, style: str | None = None) -> Line:
+        self.parts.append((text, style))
+        return self
+
+    @property
+    def plain(self) -> str:
+        return "".join(t for t, _ in self.parts)
+
+    def __rich__(self) -> Text:
+        from rich.text import Text
+
+        t = Text(self.parts[0][0] if self.parts and self.parts[0][1] is None else "", style=self.style or "")
+        for i, (text, style) in enumerate(self.parts):
+            if i or style is not None:
+                t.append(text, style=style)
+        return t
+
+    def __str__(self) -> str:
+        return self.plain
+
+
+def _plain_exact(text: str) -> bool:
+    """Whether rich, writing to a file that is not a terminal, writes `text` as it is:
+    it removes some control characters, expands tabs and drops trailing blanks
+    past the console's width; a printable line without trailing blanks has none
+    of those."""
+    return text.isprintable() and not text[-1:].isspace()
+
+
+class PlainConsole:
+    """Prints report `Line`s to a file that is not a terminal, as rich's Console
+    (highlight off, soft wrap on) would, without importing rich; anything it
+    cannot reproduce exactly goes to a rich Console made on first need."""
+
+    def __init__(self, file: Any) -> None:
+        self.file = file
+        self._rich: Any = None
+
+    @staticmethod
+    def fits(file: Any) -> bool:
+        """Whether rich would write plain text to `file` (no colour, no terminal
+        codes): not a terminal, and no variable that makes rich treat it as one."""
+        if "FORCE_COLOR" in os.environ or "TTY_COMPATIBLE" in os.environ:
+            return False
+        import builtins
+
+        if hasattr(builtins, "get_ipython"):  # rich colours Jupyter's output
+            return False
+        isatty = getattr(file, "isatty", None)
+        try:
+            return isatty is not None and not isatty()
+        except ValueError:  # closed: rich treats it as no terminal too
+            return True
+
+    def rich(self) -> Any:
+        if self._rich is None:
+            from rich.console import Console
+
+            self._rich = Console(file=self.file, highlight=False, soft_wrap=True)
+        return self._rich
+
+    def print(self, *objects: Any) -> None:
+        if not objects:
+            text = ""
+        elif len(objects) == 1 and isinstance(objects[0], Line):
+            text = objects[0].plain
+        else:
+            text = None  # a str has markup, several objects a separator: rich's job
+        if text is None or (text and not _plain_exact(text)):
+            self.rich().print(*objects)
+            return
+        self.file.write(text + "\n")
+        self.file.flush()
+
+
+def console_for(file: Any) -> Any:
+    """The console the text report goes to: plain for a pipe or a file, rich for a terminal."""
+    if PlainConsole.fits(file):
+        return PlainConsole(file)
+    from rich.console import Console
+
+    return Console(file=file, highlight=False, soft_wrap=True)
+
+
 class TextReporter:
     """Human-readable lines for one file, and the summary."""
 
-    def __init__(self, console: Console, *, verbose: bool = False, quiet: bool = False) -> None:
+    def __init__(self, console: Any, *, verbose: bool = False, quiet: bool = False) -> None:
         self.console = console
         self.verbose = verbose
         self.quiet = quiet
@@ -50,9 +151,9 @@ class TextReporter:
     def shows(self, r: FileResult) -> bool:
         return not self.quiet or not r.passed
 
-    def file_lines(self, r: FileResult, prefix: str = "") -> list[Text]:
+    def file_lines(self, r: FileResult, prefix: str = "") -> list[Line]:
         label = _label(r)
-        head = Text(prefix)
+        head = Line(prefix)
         head.append(label, style=_STYLE[label])
         if r.not_run is not None:
             head.append(f" {printable(r.path)} ({r.not_run})")
@@ -61,41 +162,41 @@ class TextReporter:
             head.append(f" {printable(r.path)}")
             lines = [head]
             first, *rest = r.chunk_error.splitlines() or [""]
-            lines.append(Text(f"  chunk_error: {first}"))
-            lines += [Text(line) for line in _indent("\n".join(rest), 4)] if rest else []
+            lines.append(Line(f"  chunk_error: {first}"))
+            lines += [Line(line) for line in _indent("\n".join(rest), 4)] if rest else []
             return lines
         p, f, s = r.summary()
         head.append(f" {printable(r.path)} ({p} passed, {f} failed, {s} skipped)")
         lines = [head]
         if r.chunk_error is not None:
             first, *rest = r.chunk_error.splitlines() or [""]
-            lines.append(Text(f"  chunk_error: {first}"))
-            lines += [Text(line) for line in _indent("\n".join(rest), 4)] if rest else []
+            lines.append(Line(f"  chunk_error: {first}"))
+            lines += [Line(line) for line in _indent("\n".join(rest), 4)] if rest else []
         if r.timed_out and not any(t.status == "timed_out" for t in r.tests):
-            lines.append(Text("  file timeout exceeded; the runner was killed"))
+            lines.append(Line("  file timeout exceeded; the runner was killed"))
         for t in r.tests:
             lines += self._test_lines(t)
         # A failing file shows what it printed, as pytest shows a failing test's
         # captured output; a passing one only with -v.
         if (self.verbose or not r.passed) and r.output.strip():
-            lines.append(Text("  output:", style="dim"))
-            lines += [Text(line, style="dim") for line in _indent(r.output.rstrip(), 4)]
+            lines.append(Line("  output:", style="dim"))
+            lines += [Line(line, style="dim") for line in _indent(r.output.rstrip(), 4)]
         return lines
 
-    def _test_lines(self, t: TestOutcome) -> list[Text]:
-        out: list[Text] = []
+    def _test_lines(self, t: TestOutcome) -> list[Line]:
+        out: list[Line] = []
         if t.failed:
             label = "TIME" if t.status == "timed_out" else "FAIL"
-            line = Text("    ")
+            line = Line("    ")
             line.append(label, style=_STYLE[label])
             line.append(f" {t.name}")
             out.append(line)
             if t.message:
-                out += [Text(x) for x in _indent(t.message, 8)]
+                out += [Line(x) for x in _indent(t.message, 8)]
             for entry in t.log:
-                out += [Text(x, style="dim") for x in _indent(f"log: {entry}", 8)]
+                out += [Line(x, style="dim") for x in _indent(f"log: {entry}", 8)]
         elif self.verbose:
-            line = Text("    ")
+            line = Line("    ")
             if t.status == "skipped":
                 line.append("SKIP", style=_STYLE["SKIP"])
                 line.append(f" {t.name} ({t.message})" if t.message else f" {t.name}")
@@ -104,7 +205,7 @@ class TextReporter:
                 line.append(f" {t.name}")
             out.append(line)
             for entry in t.log:
-                out += [Text(x, style="dim") for x in _indent(f"log: {entry}", 8)]
+                out += [Line(x, style="dim") for x in _indent(f"log: {entry}", 8)]
         return out
 
     def print_file(self, r: FileResult, prefix: str = "") -> None:
@@ -122,13 +223,13 @@ class TextReporter:
                 continue  # summarised in the last line
             self.print_file(r)
 
-    def summary(self, results: list[FileResult], elapsed: float) -> Text:
+    def summary(self, results: list[FileResult], elapsed: float) -> Line:
         ran = [r for r in results if r.not_run is None]
         per_file = [r.summary() for r in ran]
         p, f, s = (sum(c[i] for c in per_file) for i in range(3))
         errored = sum(1 for r in ran if r.errored)
         not_run = len(results) - len(ran)
-        text = Text(f"{len(ran)} file(s); ")
+        text = Line(f"{len(ran)} file(s); ")
         text.append(f"{p} passed", style="green" if p else None)
         text.append(", ")
         text.append(f"{f} failed", style="bold red" if f else None)
@@ -207,6 +308,9 @@ def _secs(ns: int) -> str:
 
 
 def junit_tree(results: list[FileResult], *, elapsed: float, suite_name: str = "provium") -> ET.ElementTree:
+    import socket
+    import xml.etree.ElementTree as ET
+
     """One <testsuite> per file, one <testcase> per test.
 
     A file-level problem (load error, crash, timeout, not run) becomes an
@@ -271,6 +375,8 @@ def junit_tree(results: list[FileResult], *, elapsed: float, suite_name: str = "
 def write_junit(path: str, results: list[FileResult], *, elapsed: float) -> None:
     """Written to a temp file and renamed (a CI job never reads half a report), or into
     a device or FIFO; never over anything else (see `provium.hostfiles`)."""
+    import xml.etree.ElementTree as ET
+
     root = junit_tree(results, elapsed=elapsed).getroot()
     assert root is not None
     hostfiles.write_file(path, ET.tostring(root, encoding="utf-8", xml_declaration=True), what="--junit")

@@ -284,9 +284,10 @@ class Session:
             except Exception:
                 pass
             self.pool.close()
-            from .bridge import close_switch
+            if getattr(self, "_net_switch", None) is not None:  # made by a bridge; else no import
+                from .bridge import close_switch
 
-            close_switch(self)  # the network switch outlives no VM
+                close_switch(self)  # the network switch outlives no VM
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
         if self.event_recorder is not None:

@@ -20,8 +20,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import psutil
-
 from .. import config as config_mod
 from .. import vmm as vmm_mod
 from ..events import types as ev
@@ -352,7 +350,10 @@ def kill_children() -> None:
 
     The VMs were shut down just before, so what is left is what the test itself
     started on the host; nothing of it may outlive the test (psutil walks /proc
-    for us instead of a hand-written walk)."""
+    for us instead of a hand-written walk; imported here, on the rare timeout path,
+    as it costs a runner's zygote several milliseconds to import)."""
+    import psutil
+
     try:
         procs = psutil.Process().children(recursive=True)
     except psutil.Error:

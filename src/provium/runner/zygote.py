@@ -18,10 +18,12 @@ exactly like `python -m provium.runner ARGS` started by the dispatcher:
   and the dispatcher starts runners the old way;
 * its exit status is reported by the zygote, its parent, which reaps it.
 
-Why a separate process instead of forking the `provium` process itself: the
-CLI has a console, a progress bar thread, the coordinator's sockets and the
-event sinks; a fork would copy all of them into every runner.  The zygote has
-nothing but the control socket.
+Why a separate process instead of forking runners from the `provium` process
+itself: the CLI has a console, a progress bar thread, the coordinator's sockets
+and the event sinks; a fork would copy all of them into every runner.  The
+zygote has nothing but the control socket.  It is either spawned (`main`) or
+forked from the `provium` command at its very start, before the CLI has made
+any of those (scheduler/zygote_fork.py; `run`).
 
 Wire format (a SOCK_SEQPACKET socketpair, so each message is one JSON object
 and descriptors travel with SCM_RIGHTS):
@@ -52,6 +54,8 @@ PRELOAD = (
     "provium.runner.file_runner",
     "provium.vmm.local.backend",
     "provium.events.sinks",
+    "provium.artifacts",
+    "provium.scheduler.coordinator",  # the runner's client of the dispatcher
     "importlib.readers",
     "importlib.resources.readers",
 )
@@ -66,6 +70,7 @@ PRELOAD_IDLE = (
     "provium.host.console",
     "provium.protocol.mux",
     "provium.vmm.qemu.backend",
+    "psutil",  # file_runner.kill_children, on a timeout
 )
 ENTRY = "provium.runner.__main__:main"
 ZYGOTE_NAME = b"provium-zygote"  # process names (comm), as `ps` shows them
@@ -237,8 +242,12 @@ def serve(ctl: socket.socket, entry, idle: list[str] | None = None) -> int:
     children: dict[int, int] = {}  # pidfd -> pid
     refused: str | None = None
     idle = list(idle or ())
+    reaped = False
     while True:
-        ready = sel.select(0 if idle else None)
+        # The idle imports wait until a first runner has ended: a request (or an exit
+        # to report) that came during an import would wait for it, and a one-file
+        # run's only file is its critical path.
+        ready = sel.select(0 if idle and reaped else None)
         if not ready and idle:
             try:
                 import_module(idle.pop(0))
@@ -254,6 +263,7 @@ def serve(ctl: socket.socket, entry, idle: list[str] | None = None) -> int:
                 children.pop(pidfd, None)
                 _, status = os.waitpid(pid, 0)
                 ctl.send(encode({"exited": pid, "code": os.waitstatus_to_exitcode(status)}))
+                reaped = True
                 continue
             try:
                 data, fds, _, _ = socket.recv_fds(ctl, MAX_MSG, 2)
@@ -303,15 +313,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preload", action="append", default=None,
                     help="a module to import before forking (repeat; replaces the default lists)")
     a = ap.parse_args(argv)
-    _die_with(os.getppid())  # the dispatcher's thread that started us
+    return run(a.control_fd, preload=a.preload, entry=a.entry)
+
+
+def run(control_fd: int, *, parent: int | None = None, preload: list[str] | None = None, entry: str = ENTRY) -> int:
+    """Be the zygote on `control_fd` until the dispatcher closes it: in a spawned
+    zygote (`main`) or in one forked from the `provium` process (zygote_fork.py),
+    whose `parent` is the pid it was forked from."""
+    _die_with(os.getppid() if parent is None else parent)  # the dispatcher's thread that started us
     set_name(ZYGOTE_NAME)
-    ctl = socket.socket(fileno=a.control_fd)
+    ctl = socket.socket(fileno=control_fd)
     try:
         from importlib import import_module
 
-        for name in (PRELOAD if a.preload is None else a.preload):
+        for name in (PRELOAD if preload is None else preload):
             import_module(name)
-        entry = _load_entry(a.entry)
+        entry_fn = _load_entry(entry)
     except BaseException as exc:  # noqa: BLE001 - reported; the dispatcher spawns runners instead
         ctl.send(encode({"error": f"preloading failed: {type(exc).__name__}: {exc}"}))
         return 2
@@ -320,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         ctl.send(encode({"error": hazard}))
         return 2
     ctl.send(encode({"ready": os.getpid()}))
-    return serve(ctl, entry, list(PRELOAD_IDLE) if a.preload is None else [])
+    return serve(ctl, entry_fn, list(PRELOAD_IDLE) if preload is None else [])
 
 
 if __name__ == "__main__":

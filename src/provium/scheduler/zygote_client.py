@@ -16,7 +16,8 @@ Turn it off with `--no-zygote` or PROVIUM_NO_ZYGOTE=1.
 
 The CLI starts the zygote before it imports its own run machinery and reads the
 config (`start_early`), so the zygote's imports and the CLI's overlap on two
-cores; the dispatcher adopts it (`adopt`).  That is why each request carries the
+cores; the dispatcher adopts it (`adopt`).  The `provium` command forks it from
+itself at its start (zygote_fork.py, taken over here); other callers spawn it.  That is why each request carries the
 runner's environment and directory: they are not known when the zygote starts.
 """
 
@@ -33,6 +34,8 @@ import time
 
 from provium.errors import HostSetupError
 from provium.runner.zygote import CONTROL_FD_ARG, EVENTS_FD, MAX_MSG
+
+from . import zygote_fork
 
 __all__ = ["EVENTS_FD", "ENV_OFF", "ForkedProc", "Zygote", "adopt", "default_zygote_cmd", "disabled_by_env",
            "discard_early", "fork_unsupported", "start_early"]
@@ -61,6 +64,29 @@ def fork_unsupported() -> str | None:
 
 class ZygoteGone(HostSetupError):
     """Internal: the zygote's socket closed (the dispatcher then spawns runners)."""
+
+
+class _Child:
+    """The zygote forked from this process (zygote_fork.py): the part of
+    `subprocess.Popen` that `Zygote` uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            if timeout is not None:
+                fd = os.pidfd_open(self.pid)
+                try:
+                    exited, _, _ = select.select([fd], [], [], timeout)
+                finally:
+                    os.close(fd)
+                if not exited:
+                    raise subprocess.TimeoutExpired(["provium-zygote"], timeout)
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
 
 
 class ForkedProc:
@@ -118,23 +144,33 @@ class ForkedProc:
 class Zygote:
     """One zygote process and its control socket; everything runs on the dispatcher's thread."""
 
-    def __init__(self, cmd: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, cmd: list[str], env: dict[str, str] | None = None,
+                 forked: zygote_fork.Forked | None = None) -> None:
+        """Spawn `cmd` as the zygote, or take over `forked`, one forked from this
+        process (zygote_fork.py), which then stands for `cmd`."""
         self.cmd = cmd
         self.unavailable: str | None = None  # why runners are spawned instead (None: the zygote works)
         self.dead: str | None = None
         self.ready = False
+        self.forked = forked is not None
         self._exits: dict[int, int] = {}
         self._replies: list[dict] = []
         self._err = bytearray()
+        self.proc: subprocess.Popen | _Child | None
+        if forked is not None:
+            self.sock = socket.socket(fileno=forked.ctl_fd)
+            self._err_fd: int | None = forked.err_fd
+            self.proc = _Child(forked.pid)
+            return
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock = ours
         # The zygote's own output (a failed import's traceback) comes back on a pipe: no
         # file to clean up; its runners write to their files' logs instead.
         err_r, err_w = os.pipe()
         os.set_blocking(err_r, False)
-        self._err_fd: int | None = err_r
+        self._err_fd = err_r
         try:
-            self.proc: subprocess.Popen | None = subprocess.Popen(
+            self.proc = subprocess.Popen(
                 [*cmd, CONTROL_FD_ARG, str(theirs.fileno())], stdin=subprocess.DEVNULL,
                 stdout=err_w, stderr=err_w, pass_fds=(theirs.fileno(),), start_new_session=True, env=env)
         except OSError as exc:
@@ -268,21 +304,22 @@ class Zygote:
         return None
 
     def close(self) -> None:
-        """Stop the zygote (its runners have ended or been killed by now).  One that is
-        still importing would only notice the closed socket afterwards: it is killed."""
+        """Stop the zygote.  Its runners have ended or been killed by now, so it has
+        nothing left to do or to clean up: it is killed rather than asked (one busy
+        with an idle import would notice the closed socket only after it)."""
         try:
             self.sock.close()
         except OSError:
             pass
         if self.proc is not None:
-            try:
-                self.proc.wait(timeout=5 if self.ready else 0)
-            except subprocess.TimeoutExpired:
+            # The pid, and its group (a spawned zygote leads one, a forked one once it
+            # has called setsid, which it may not have done yet).
+            for kill in (os.kill, os.killpg):
                 try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
+                    kill(self.proc.pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
-                self.proc.wait()
+            self.proc.wait()
         if self._err_fd is not None:
             os.close(self._err_fd)
             self._err_fd = None
@@ -294,14 +331,20 @@ _early: Zygote | None = None
 
 
 def start_early(cmd: list[str] | None = None) -> None:
-    """Start a zygote now, for the dispatcher of this run to adopt.  From the thread
-    that will run the dispatcher: the zygote dies when that thread ends."""
+    """Start a zygote now, for the dispatcher of this run to adopt: the one the CLI
+    forked from this process at its start (zygote_fork.py) if there is one, else a
+    spawned one.  From the thread that will run the dispatcher: the zygote dies
+    when that thread ends."""
     global _early
-    if _early is not None and _early.cmd == (cmd or default_zygote_cmd()) and not _early.dead:
+    want = cmd or default_zygote_cmd()
+    if _early is not None and _early.cmd == want and not _early.dead:
         return  # already started (cli/main.py starts it before the flags are parsed)
+    forked = zygote_fork.take() if want == default_zygote_cmd() else None
     discard_early()
-    if fork_unsupported() is None:
-        _early = Zygote(cmd or default_zygote_cmd())
+    if forked is not None:
+        _early = Zygote(want, forked=forked)
+    elif fork_unsupported() is None:
+        _early = Zygote(want)
 
 
 def adopt(cmd: list[str]) -> Zygote | None:
@@ -317,6 +360,7 @@ def adopt(cmd: list[str]) -> Zygote | None:
 def discard_early() -> None:
     """Stop a zygote started early that no dispatcher adopted (the run ended before)."""
     global _early
+    zygote_fork.discard()
     z, _early = _early, None
     if z is not None:
         z.close()
