@@ -62,6 +62,7 @@ COMMON = (
     "subprocess",
     "tempfile",
     "gettext",
+    "difflib",  # the zygote's Lua error texts; click's parser for a short flag (-q, -v)
 )
 
 
