@@ -30,6 +30,22 @@ def test_initial_time_and_rng_seed(vm):
     assert 200 << 10 < mem_kib <= 256 << 10
 
 
+def test_init_set_the_guest_up(vm):
+    # /init's one `mount -a` and one `modprobe -a` (image/initramfs.py): the filesystems,
+    # every driver it loads (unsigned modules: the kernel says so in its taint flags), the name
+    r = vm.run("cut -d' ' -f2,3 /proc/mounts; cut -d' ' -f1 /proc/modules; cat /proc/sys/kernel/tainted; hostname")
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.decode().split("\n")
+    for mount in ("/proc proc", "/sys sysfs", "/dev devtmpfs", "/tmp tmpfs", "/dev/pts devpts"):
+        assert mount in lines, mount
+    for module in ("virtio_pci", "virtio_console", "virtio_blk", "virtio_net", "qemu_fw_cfg"):
+        assert module in lines, module
+    assert int(lines[-3]) & (1 << 13)  # TAINT_UNSIGNED_MODULE
+    assert lines[-2] == vm.name or lines[-2].startswith("life")
+    # the late modules come from the same modules.dep
+    assert vm.run("modprobe -n -v evdev; grep -c provium/ /lib/modules/$(uname -r)/modules.dep").exit_code == 0
+
+
 def test_wakeup_on_a_running_guest_is_a_clear_error(vm):
     with pytest.raises(VmmFailure, match="wakeup"):
         vm.wakeup()

@@ -9,7 +9,7 @@ import pytest
 from provium.image import initramfs
 from provium.image.cpio import read_initrd
 from provium.image.errors import ImageError
-from provium.image.kernel import find_kernel, module_load_order, read_module
+from provium.image.kernel import SIG_MARKER, find_kernel, module_load_order, modules_dep, read_module, strip_signature
 
 
 def _modules_dir(tmp_path, compressed=False):
@@ -55,6 +55,33 @@ def test_compressed_modules_are_decompressed(tmp_path):
     assert read_module(mods[1]) == b"\x7fELFkernel/drivers/virtio/virtio"
 
 
+def test_modules_dep_for_the_shipped_files_with_their_dependencies(tmp_path):
+    d = _modules_dir(tmp_path, compressed=True)
+    files = module_load_order(d, ("virtio_pci", "virtio_rng"))
+    dep = modules_dep(d, files, "/lib/modules/provium")
+    lines = dict(line.split(":", 1) for line in dep.splitlines())
+    p = "/lib/modules/provium/"
+    assert lines[p + "virtio_ring.ko"] == ""
+    # the host's order (busybox modprobe loads the last one first), names as shipped (a dash kept)
+    assert lines[p + "virtio_pci.ko"].split() == [p + "virtio_pci_modern_dev.ko", p + "virtio.ko", p + "virtio_ring.ko"]
+    assert lines[p + "virtio-rng.ko"].split() == [p + "virtio.ko", p + "virtio_ring.ko"]
+    # a dependency not shipped is left out rather than named as a file that is not there
+    assert modules_dep(d, files[:2], "/m").splitlines() == ["/m/virtio_ring.ko:", "/m/virtio.ko: /m/virtio_ring.ko"]
+
+
+def test_strip_signature_drops_the_appended_signature_only(tmp_path):
+    elf = b"\x7fELF" + bytes(range(256)) * 4
+    sig = b"\x30\x82" + b"s" * 500
+    info = bytes([0, 0, 2, 0, 0, 0, 0, 0]) + len(sig).to_bytes(4, "big")
+    signed = elf + sig + info + SIG_MARKER
+    assert strip_signature(signed) == elf
+    assert strip_signature(elf) == elf  # unsigned: unchanged
+    assert strip_signature(b"x" + SIG_MARKER) == b"x" + SIG_MARKER  # too short to be a signature: unchanged
+    f = tmp_path / "m.ko"
+    f.write_bytes(signed)
+    assert read_module(f) == signed and read_module(f, unsigned=True) == elf
+
+
 def test_find_kernel_picks_newest_with_modules(tmp_path, monkeypatch):
     boot = tmp_path / "boot"
     boot.mkdir()
@@ -86,7 +113,7 @@ def test_builtin_initramfs_contents(tmp_path):
     init_mode, init = entries["init"]
     assert stat.S_IMODE(init_mode) == 0o755
     text = init.decode()
-    assert "mount -t proc" in text and "exec /sbin/init" in text
+    assert "mount -a" in text and "exec /sbin/init" in text
     # the agent waits while this file exists; /init removes it once set up, last thing before init
     assert initramfs.INIT_PENDING in entries
     assert text.index(f"rm -f /{initramfs.INIT_PENDING}") > text.index("/etc/hosts")
@@ -98,6 +125,15 @@ def test_builtin_initramfs_contents(tmp_path):
     assert loads.index("virtio_ring") < loads.index("virtio") < loads.index("virtio_pci") < loads.index("virtio_console")
     for m in loads:
         assert entries[f"lib/modules/provium/{m}.ko"][1][:4] == b"\x7fELF"
+        assert not entries[f"lib/modules/provium/{m}.ko"][1].endswith(SIG_MARKER)  # loaded unsigned (kernel.py)
+    # ... all in one `modprobe -a`, which finds them and their dependencies in modules.dep
+    assert text.count("modprobe -a $load") == 1 and "insmod" not in text
+    dep = dict(line.split(":", 1) for line in entries[f"lib/modules/{k.version}/modules.dep"][1].decode().splitlines())
+    shipped = {n for n in entries if n.startswith("lib/modules/provium/") and n.endswith(".ko")}
+    assert {p.lstrip("/") for p in dep} == shipped
+    assert dep["/lib/modules/provium/virtio_pci.ko"].split()[-1] == "/lib/modules/provium/virtio_ring.ko"
+    assert all(d.lstrip("/") in shipped for deps in dep.values() for d in deps.split())
+    assert b"devtmpfs /dev devtmpfs" in entries["etc/fstab"][1] and "mount -a" in text
     for applet in ("bin/sh", "sbin/ip", "bin/ping", "bin/mount", "bin/dd", "bin/date", "usr/bin/id", "bin/cat",
                    "sbin/acpid", "sbin/poweroff"):
         mode, target = entries[applet]
@@ -128,12 +164,12 @@ def test_init_loads_the_one_virtio_transport_the_machine_has(tmp_path, pci, load
                                     "virtio_console"])
     # the module loop alone, against a fake /sys/bus/pci/devices, echoing instead of loading
     start = script.index("set -- /sys/bus/pci/devices/*")
-    loop = script[start:script.index("done\n", start) + 5]
+    loop = script[start:script.index("modprobe -a $load\n", start) + 18]
     devices = tmp_path / "devices"
     devices.mkdir()
     if pci:
         (devices / "0000:00:00.0").mkdir()
-    loop = loop.replace("/sys/bus/pci/devices", str(devices)).replace("insmod /lib/modules/provium/$m.ko", "echo $m")
+    loop = loop.replace("/sys/bus/pci/devices", str(devices)).replace("modprobe -a $load", "echo $load")
     out = subprocess.run([str(busybox), "sh", "-c", loop], capture_output=True, text=True, check=True).stdout.split()
     assert loaded in out and skipped not in out
     assert out[0] == "virtio_ring" and out[-1] == "virtio_console"

@@ -118,6 +118,47 @@ def test_startup_modules_come_preloaded_and_the_start_zip_is_small(unpacked):
     assert out.stdout.split() == ["Preloaded", "Preloaded", "zipimporter", "msgpack._cmsgpack", "None", "True"]
 
 
+# Everything the guest agent has imported when it starts serving (provium_boot.run of
+# provium.agent.guest).  Each module costs emulated CPU at every boot: a new one must
+# be worth it (or be imported where it is first needed), and then go on this list.
+GUEST_STARTUP_MODULES = {
+    "__future__", "__main__", "_abc", "_codecs", "_collections", "_collections_abc", "_datetime",
+    "_frozen_importlib", "_frozen_importlib_external", "_functools", "_imp", "_io", "_operator", "_signal",
+    "_sre", "_stat", "_struct", "_thread", "_warnings", "_weakref", "_weakrefset", "abc", "atexit", "builtins",
+    "codecs", "collections", "copy", "copyreg", "dataclasses", "datetime", "encodings", "encodings.aliases",
+    "encodings.utf_8", "enum", "functools", "gc", "genericpath", "inspect", "io", "itertools", "keyword",
+    "marshal", "math", "msgpack", "msgpack._cmsgpack", "msgpack.exceptions", "msgpack.ext", "operator", "org",
+    "os", "os.path", "posix", "posixpath", "provium", "provium.agent", "provium.agent.base",
+    "provium.agent.batch", "provium.agent.channel", "provium.agent.children", "provium.agent.clock",
+    "provium.agent.files", "provium.agent.guest", "provium.agent.ops", "provium.agent.pool",
+    "provium.agent.procs", "provium.agent.reaper", "provium.agent.server", "provium.agent.startup",
+    "provium.agent.state", "provium.agent.streams", "provium.agent.syscalls", "provium.agent.workers",
+    "provium.errors", "provium.protocol", "provium.protocol.codec", "provium.protocol.decoder",
+    "provium.protocol.envelope", "provium.protocol.framing", "provium.protocol.messages",
+    "provium.protocol.types", "provium_boot", "re", "re._casefix", "re._compiler", "re._constants",
+    "re._parser", "reprlib", "select", "stat", "struct", "sys", "threading", "time", "types", "weakref",
+    "zipimport",
+}
+
+
+def test_guest_startup_imports_stay_within_the_list_and_leave_the_collector_on(unpacked):
+    root, _ = unpacked
+    report = ("import atexit, gc, sys;"
+              "atexit.register(lambda: print(gc.isenabled(), gc.get_freeze_count(),"
+              " ' '.join(n for n in sys.modules if not n.startswith(('_cython', 'cython')))))")
+    # the guest's entry point, up to the moment main() would start serving
+    argv = _host_argv(root, "provium.agent.guest:_mix_rng_seed")
+    argv[-1] = report + ";" + argv[-1]
+    out = subprocess.run(argv, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    assert out.returncode == 0, out.stderr
+    enabled, frozen, *modules = out.stdout.split()
+    assert set(modules) - GUEST_STARTUP_MODULES == set()
+    assert "inspect" in modules and "ast" not in modules  # inspect is startup.py's stand-in
+    # the collector paused for the imports (guest_boot.run) is on again, and what they
+    # built is frozen out of its sight
+    assert enabled == "True" and int(frozen) > 5000
+
+
 def test_packed_runtime_serves_the_agent(unpacked):
     root, _ = unpacked
     host_end, agent_end = socket.socketpair()

@@ -16,6 +16,11 @@ import select
 import sys
 import time
 
+# At the top, not in main(): provium_boot.run imports this module with the garbage
+# collector paused (see image/guest_boot.py), and these are most of the agent's imports.
+from .server import serve
+from .state import AgentState
+
 PORT_NAME = "org.provium.agent"
 PORTS_DIR = "/sys/class/virtio-ports"
 RNG_SEED = "/sys/firmware/qemu_fw_cfg/by_name/opt/provium/rng-seed/raw"
@@ -292,9 +297,6 @@ def main() -> int:
     _milestone("imported the agent")
     protect_from_oom()
     loopback_up()
-    from .server import serve
-    from .state import AgentState
-
     name = os.environ.get("PROVIUM_AGENT_PORT_NAME", PORT_NAME)
     dev = wait_for_port(name)
     _milestone(f"found {dev}")

@@ -18,7 +18,7 @@ from provium.protocol.types import ExitStatus, OpResult, ProcessLiveStatus
 
 from . import workers
 from .base import UNKNOWN_HANDLE, AgentFail, os_fail
-from .children import EXIT_GRACE_MAX, KILL_GRACE, Child, OutputBuffer, child_env, collect, spawn
+from .children import EXIT_GRACE_MAX, KILL_GRACE, Child, OutputBuffer, batched, child_env, collect, spawn, unbatched
 from .pool import POOL
 
 EBADF = 9
@@ -116,6 +116,7 @@ def exec_(ctx, op):
         return child
     deadline = None if op.timeout_ms is None else time.monotonic() + max(0, op.timeout_ms) / 1000
     out, err = OutputBuffer("stdout"), OutputBuffer("stderr")
+    batch = batched()  # one wake-up for the exit, not three (see children.batched)
     try:
         # On the request's own thread (no helper threads): a short command costs
         # little more than its start.
@@ -129,6 +130,8 @@ def exec_(ctx, op):
                 timed_out = deadline is not None and time.monotonic() >= deadline
         child.reap()
     finally:
+        if batch:
+            unbatched()
         child.close_pidfd()
     # The collected output goes out from its own chunks (nothing appends to them
     # now; a Blob is bytes on the wire).

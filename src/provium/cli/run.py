@@ -25,7 +25,6 @@ from provium import config as configmod
 from provium import runfiles
 from provium.errors import ProviumError
 from provium.events import types as ev
-from provium.events.coverage import aggregate_stream
 from provium.events.reporters import NO_FILES_JSON, TextReporter, console_for, json_lines, write_junit
 from provium.events.sinks import CallbackSink, FileSink, MultiSink, Sink, StdoutSink, UnixSocketSink
 from provium import hostfiles
@@ -429,6 +428,8 @@ class Run:
         out = sys.stderr if (self.flags.json_out or self.flags.events_stdout) else self.streams.human
         if path is None:
             return False
+        from provium.events.coverage import aggregate_stream  # only with --coverage
+
         try:
             with open(path, "rb") as fh:
                 report = aggregate_stream(fh, "spec")

@@ -15,7 +15,7 @@ from pathlib import Path
 from . import cache
 from .cpio import CpioWriter
 from .errors import ImageError
-from .kernel import GUEST_MODULES, LATE_MODULES, SHARE_MODULES, HostKernel, module_load_order, read_module
+from .kernel import GUEST_MODULES, LATE_MODULES, SHARE_MODULES, HostKernel, module_load_order, modules_dep, read_module
 
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 
@@ -26,35 +26,47 @@ BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 # Concatenation pads each part to a 4-byte offset, where the kernel expects an
 # uncompressed archive (cache.concat_files).
 
+# Every busybox command that is not a shell builtin costs a fork and an exec, about
+# 10 ms of emulated CPU each under TCG, and the agent starts beside /init on the same
+# CPU: so one `mount -a` (/etc/fstab) for the pseudo filesystems, one `modprobe -a`
+# (the modules.dep written beside the modules) for the drivers, and builtins for the rest.
 INIT = """#!/bin/sh
 # provium built-in guest: mount, load the drivers, then busybox init as PID 1.
 export PATH=/sbin:/usr/sbin:/bin:/usr/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount -a
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 # One virtio transport: PCI when there is a PCI bus (q35), else MMIO (microvm).  Every
 # module loaded here delays the agent, which starts beside us on the same CPU.
 set -- /sys/bus/pci/devices/*
 pci=; [ -e "$1" ] && pci=1
+load=
 for m in {modules}; do
     case $m in
         virtio_pci*) [ -n "$pci" ] || continue;;
         virtio_mmio) [ -z "$pci" ] || continue;;
     esac
-    insmod /lib/modules/provium/$m.ko
+    load="$load $m"
 done
+modprobe -a $load
 # The VM's name (provium.hostname= on the cmdline, see image/boot.py) as the hostname.
 h=provium
-for w in $(cat /proc/cmdline); do case $w in provium.hostname=?*) h=${{w#provium.hostname=}};; esac; done
-hostname "$h"
+read -r cmdline < /proc/cmdline
+for w in $cmdline; do case $w in provium.hostname=?*) h=${{w#provium.hostname=}};; esac; done
+echo "$h" > /proc/sys/kernel/hostname
 echo "$h" > /etc/hostname
 printf '127.0.0.1\\tlocalhost\\n127.0.1.1\\t%s\\n::1\\tlocalhost ip6-localhost ip6-loopback\\n' "$h" > /etc/hosts
 # The guest is set up: the agent, started beside us, may now answer the host.
 rm -f {pending}
 exec /sbin/init
+"""
+
+# What `mount -a` in /init mounts (devpts needs /dev/pts, made once devtmpfs is on /dev).
+FSTAB = """\
+proc /proc proc defaults 0 0
+sysfs /sys sysfs defaults 0 0
+devtmpfs /dev devtmpfs defaults 0 0
+tmpfs /tmp tmpfs mode=1777 0 0
 """
 
 # In the image from the start, removed by /init once it has mounted, loaded the
@@ -71,9 +83,11 @@ INITTAB = """\
 
 # What the power button needs is loaded after init has started (and the agent with
 # it), at low priority: on one emulated CPU every module loaded first delays the agent.
+# Not the lowest: a power-button press that comes before acpid listens is lost, and at
+# nice 19 a busy agent kept this waiting for seconds.
 LATE = """#!/bin/sh
 renice -n 10 -p $$ >/dev/null
-for m in {modules}; do insmod /lib/modules/provium/$m.ko; done
+modprobe -a {modules}
 exec /sbin/acpid -f -c /etc/acpi
 """
 
@@ -82,6 +96,8 @@ exec /sbin/acpid -f -c /etc/acpi
 POWER_BUTTON = """#!/bin/sh
 exec /sbin/poweroff
 """
+
+MODULES_DIR = "lib/modules/provium"
 
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
 GROUP = "root:x:0:\nnogroup:x:65534:\n"
@@ -150,14 +166,20 @@ def build(kernel: HostKernel, *, modules: tuple[str, ...] = GUEST_MODULES, init:
     w.add_chardev("dev/null", 1, 3, 0o666)
     add_busybox(w, busybox, busybox_applets(busybox))
     names = []
+    shipped = list(mods)
     for m in mods:
         name = m.name.split(".ko")[0]
         names.append(name)
-        w.add_file(f"lib/modules/provium/{name}.ko", read_module(m), 0o644)
+        w.add_file(f"{MODULES_DIR}/{name}.ko", read_module(m, unsigned=True), 0o644)
     for m in module_load_order(kernel.modules_dir, SHARE_MODULES):
         name = m.name.split(".ko")[0]
         if name not in names:
-            w.add_file(f"lib/modules/provium/{name}.ko", read_module(m), 0o644)
+            shipped.append(m)
+            w.add_file(f"{MODULES_DIR}/{name}.ko", read_module(m, unsigned=True), 0o644)
+    # For busybox modprobe (one process loads them all, dependencies first); paths are
+    # absolute, so the files stay where shares.py and older scripts look for them.
+    w.add_file(f"lib/modules/{kernel.version}/modules.dep",
+               modules_dep(kernel.modules_dir, shipped, "/" + MODULES_DIR).encode(), 0o644)
     late = [n for n in names if n.replace("-", "_") in LATE_MODULES]
     early = [n for n in names if n not in late]
     w.add_file("init", (init or init_script(early)).encode(), 0o755)
@@ -168,6 +190,7 @@ def build(kernel: HostKernel, *, modules: tuple[str, ...] = GUEST_MODULES, init:
     w.add_file("etc/passwd", PASSWD.encode())
     w.add_file("etc/group", GROUP.encode())
     w.add_file("etc/hostname", b"provium\n")
+    w.add_file("etc/fstab", FSTAB.encode())
     for path, (data, mode) in sorted((extra or {}).items()):
         w.add_file(path, data, mode)
     return bytes(w)
@@ -182,6 +205,7 @@ def cache_key(kernel: HostKernel, modules: tuple[str, ...] = GUEST_MODULES, init
     h = cache.Hasher("initramfs")
     h.add("builder", Path(__file__).read_bytes())
     h.add("cpio", (Path(__file__).parent / "cpio.py").read_bytes())
+    h.add("kernel.py", (Path(__file__).parent / "kernel.py").read_bytes())  # how modules are read and stripped
     h.add("kernel-version", kernel.version.encode())
     h.add_file("busybox", find_busybox())
     for m in module_load_order(kernel.modules_dir, modules + LATE_MODULES + SHARE_MODULES):
@@ -214,6 +238,7 @@ def modules_segment(kernel: HostKernel, cache_dir=None) -> Path:
     mods = module_load_order(kernel.modules_dir, AGENT_MODULES)
     h = cache.Hasher("agent-modules").add("kernel-version", kernel.version.encode())
     h.add("builder", Path(__file__).read_bytes())
+    h.add("kernel.py", (Path(__file__).parent / "kernel.py").read_bytes())
     for m in mods:
         h.add_file(f"module:{m.name}", m)
     path = cache.image_dir(cache_dir) / f"agent-modules-{kernel.version}-{h.hexdigest()[:16]}.cpio"
@@ -224,7 +249,7 @@ def modules_segment(kernel: HostKernel, cache_dir=None) -> Path:
     for m in mods:
         name = m.name.split(".ko")[0]
         names.append(name)
-        w.add_file(f"lib/modules/provium/{name}.ko", read_module(m), 0o644)
+        w.add_file(f"lib/modules/provium/{name}.ko", read_module(m, unsigned=True), 0o644)
     w.add_file("lib/modules/provium/order", ("\n".join(names) + "\n").encode(), 0o644)
     cache.atomic_write(path, bytes(w))
     cache.prune(path.parent, "agent-modules-", keep=path)

@@ -344,7 +344,11 @@ def _measure(python: Path, paths: list[str], names: list[str], compile_files: li
     req = {"paths": paths, "modules": sorted(names), "compile": compile_files, "zip": GUEST_ZIP}
     with tempfile.TemporaryDirectory(prefix="provium-measure-") as d:
         out = Path(d) / "out.marshal"
-        proc = subprocess.run([str(python), "-I", "-S", "-X", "utf8", "-c", _MEASURE, json.dumps(req), str(out)],
+        # no_debug_ranges: the bytecode shipped carries line numbers but not the column
+        # ranges of each instruction (only used to underline the failing expression in a
+        # traceback), so the guest has 10% less code to read and unmarshal at start-up.
+        proc = subprocess.run([str(python), "-I", "-S", "-X", "utf8", "-X", "no_debug_ranges", "-c", _MEASURE,
+                               json.dumps(req), str(out)],
                               capture_output=True, text=True, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
                               cwd=d)
         if proc.returncode != 0 or not out.exists():

@@ -56,8 +56,6 @@ PRELOAD = (
     "provium.events.sinks",
     "provium.artifacts",
     "provium.scheduler.coordinator",  # the runner's client of the dispatcher
-    "importlib.readers",
-    "importlib.resources.readers",
 )
 # Imported when the zygote is idle after that: the first file need not wait for
 # them (a one-file run is on the critical path), later ones get them for free.
