@@ -15,7 +15,6 @@ running; the local backend kills their groups when the agent itself ends.
 
 from __future__ import annotations
 
-import bisect
 import os
 import select
 import threading
@@ -393,6 +392,8 @@ class OutputBuffer:
     def read(self, pos: int, limit: int) -> list:
         """Up to `limit` bytes from offset `pos` (empty when nothing is there
         yet), as views of the chunks holding them: no copy."""
+        import bisect  # here: only a stream reads this way, not the agent's start
+
         with self.cond:
             if pos >= self.size or limit <= 0:
                 return []

@@ -98,6 +98,9 @@ class Blob:
         return b"".join(data) if isinstance(data, list) else bytes(data)
 
 
+# A received body at least this large may be unpacked with its large byte
+# strings left in place (views.unpack_views); smaller ones are copied as usual.
+VIEW_BODY_MIN = 1 << 20
 # Buffers at least this large go out as a Blob where the agent produces them.
 BLOB_MIN = 1 << 16
 # Stands in for a Blob while the rest of the value is packed (random, so no

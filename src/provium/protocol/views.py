@@ -28,10 +28,9 @@ if TYPE_CHECKING:
 import msgpack
 
 from ..errors import ProtocolError
-from .framing import DecodeError, unpack
+from .framing import VIEW_BODY_MIN, DecodeError, unpack
 
-# Bodies smaller than this are unpacked the usual way (a copy costs little).
-VIEW_BODY_MIN = 1 << 20
+# Bodies smaller than VIEW_BODY_MIN are unpacked the usual way (a copy costs little).
 # A bin value at least this large comes back as a view.
 VIEW_BIN_MIN = 1 << 16
 # The walk gives up after this many items: a request has a few dozen.
