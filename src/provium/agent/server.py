@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 from provium import __version__
-from provium.errors import requires
+from provium.errors import ProtocolError, requires
 from provium.protocol.codec import WireError, encode
 from provium.protocol.envelope import CONTROL, Envelope, decode_host
 from provium.protocol.decoder import FrameDecoder
@@ -186,6 +186,9 @@ class Session:
         readinto = self._readinto
         try:
             while True:
+                # A large write_file goes to its file as it arrives (bulkwrite).
+                if dec.large_body() is not None and self._stream_write(dec, readinto):
+                    continue
                 # Straight into the decoder: a large body lands in its final buffer.
                 buf = dec.get_buffer(_READ_CHUNK)
                 if len(buf) > _READ_CHUNK:
@@ -212,6 +215,9 @@ class Session:
                     if body is None:
                         break
                     self._on_frame(body)
+        except _Truncated:
+            log("connection ended inside a streamed write_file")
+            return "truncated"
         except (OSError, ValueError) as exc:
             log(f"connection read failed: {exc}")
             return "error"
@@ -221,6 +227,20 @@ class Session:
                 # stream next (a guest re-serves the same port after a reconnect).
                 self.phase = Phase.DEAD
             self.cancel_all()
+
+    def busy(self, ch: int) -> bool:
+        """Whether channel `ch` has a request in flight."""
+        with self._clock:
+            return ch in self._channels
+
+    def _stream_write(self, dec: FrameDecoder, readinto: Any) -> bool:
+        """Let bulkwrite take the large frame `dec` announced; True if it did."""
+        from . import bulkwrite  # here: only a large frame needs it, not the agent's start
+
+        try:
+            return bulkwrite.try_stream(self, dec, readinto, self._readv)
+        except bulkwrite.Truncated:
+            raise _Truncated() from None
 
     def _fill(self, body: memoryview, readinto: Any) -> int:
         """Read into `body` until it is full or the stream ends; how many bytes came.
@@ -399,6 +419,10 @@ class Session:
             # The ack is out: the host now only listens for frames and stream_end.
             log(f"{env.kind} stream on channel {chan.ch} failed: {type(exc).__name__}: {exc}")
             chan.end(StreamEnd("error", OsError(0, f"{env.kind}: {type(exc).__name__}: {exc}")))
+
+
+class _Truncated(ProtocolError):  # noqa: N818  (control flow inside run(), never leaves it)
+    """The stream ended inside a frame bulkwrite was taking."""
 
 
 def _reader_into(rfile: Any):

@@ -42,7 +42,7 @@ class FrameDecoder:
     Not thread-safe: one reader owns it.
     """
 
-    __slots__ = ("limit", "_buf", "_need", "_body", "_have", "_skip", "_skip_total", "_scratch")
+    __slots__ = ("limit", "_buf", "_need", "_body", "_have", "_skip", "_skip_total", "_scratch", "_pending")
 
     def __init__(self, limit: int = MAX_FRAME) -> None:
         self.limit = limit
@@ -55,6 +55,10 @@ class FrameDecoder:
         self._skip = 0  # body bytes of an oversized frame still to drop
         self._skip_total = 0
         self._scratch: bytearray | None = None  # get_buffer()'s landing area for small reads
+        # A large body announced but its buffer not made yet (what came of it is
+        # in _buf): made by the next feed() or get_buffer(), so a reader can
+        # look at its start first (large_body) and take it elsewhere.
+        self._pending = False
 
     # ---- input -----------------------------------------------------------------
 
@@ -62,6 +66,8 @@ class FrameDecoder:
         """Add bytes as they came from the transport (any split is fine)."""
         if not data:
             return
+        if self._pending:
+            self._make_body()
         if self._skip:
             n = min(self._skip, len(data))
             self._skip -= n
@@ -87,6 +93,8 @@ class FrameDecoder:
         its bytes are read in place, never copied; otherwise a scratch area of
         `size` bytes.  The view is valid until the next call on the decoder.
         """
+        if self._pending:
+            self._make_body()
         if self._body is not None and self._have < self._need:
             return memoryview(self._body)[self._have:]
         scratch = self._scratch
@@ -104,6 +112,31 @@ class FrameDecoder:
         assert self._scratch is not None
         with memoryview(self._scratch) as view:
             self.feed(view[:n])
+
+    def _make_body(self) -> None:
+        body = self._body = bytearray(self._need)
+        held = len(self._buf)
+        body[:held] = self._buf
+        self._have = held
+        self._buf.clear()
+        self._pending = False
+
+    def large_body(self) -> tuple[memoryview, int] | None:
+        """Right after the header of a large body (before the next feed() or
+        get_buffer()): (a view of the part of it received so far, its full
+        length); else None.  The view is valid until the next call on the decoder."""
+        if not self._pending:
+            return None
+        return memoryview(self._buf), self._need
+
+    def discard_body(self) -> None:
+        """The caller takes the rest of the large body that `large_body()` showed
+        straight from its transport: drop it here and expect a header next."""
+        if not self._pending:
+            raise ValueError("discard_body: no large body is waiting")
+        self._buf.clear()
+        self._pending = False
+        self._need = -1
 
     # ---- output ----------------------------------------------------------------
 
@@ -131,11 +164,10 @@ class FrameDecoder:
             self._need = length
             held = len(buf) - _HSIZE
             if length >= _GATHER and held < length:
-                # Large and not all here yet: from now on it goes into its own buffer.
-                body = self._body = bytearray(length)
-                body[:held] = memoryview(buf)[_HSIZE:]
-                self._have = held
-                buf.clear()
+                # Large and not all here yet: from now on it goes into a buffer of
+                # its own, made on the next feed() or get_buffer() (_make_body).
+                del buf[:_HSIZE]
+                self._pending = True
                 return None
             del buf[:_HSIZE]
         length = self._need

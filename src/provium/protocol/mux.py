@@ -43,11 +43,18 @@ _BLOB_SEND = 1 << 20
 
 def _blob_large(value: Any, depth: int) -> Any:
     """`value` (a wire envelope) with its large bytes values wrapped as Blobs,
-    looking `depth` maps deep (a request's data sits at the second level)."""
+    looking `depth` maps deep (a request's data sits at the second level).
+    A map's large values go last in it (a map's order is free): the agent can
+    then write a large write_file's data to its file as it arrives, having
+    seen every other field first (agent/bulkwrite.py)."""
     if isinstance(value, dict):
         if depth < 0:
             return value
-        return {k: _blob_large(v, depth - 1) for k, v in value.items()}
+        out = {k: _blob_large(v, depth - 1) for k, v in value.items()}
+        large = [k for k, v in out.items() if isinstance(v, Blob)]
+        for k in large:
+            out[k] = out.pop(k)
+        return out
     if isinstance(value, (bytes, bytearray, memoryview)) and len(value) >= _BLOB_SEND:
         return Blob(value)
     return value

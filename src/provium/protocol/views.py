@@ -58,9 +58,13 @@ class _GiveUp(ProtocolError):
     """The walk met something it does not handle (never leaves this module)."""
 
 
-def _large_bins(body: Any, min_bin: int) -> list[tuple[int, int, int]]:
+def _large_bins(body: Any, min_bin: int, stop_at: int | None = None) -> Any:
     """(header start, data start, data end) of every bin value of at least
-    `min_bin` bytes, in order.  Raises _GiveUp on anything unexpected."""
+    `min_bin` bytes, in order.  Raises _GiveUp on anything unexpected.
+
+    With `stop_at` (the length of the whole body, of which `body` is the start)
+    the walk ends at the first such bin instead: its header's start when its
+    data ends the body, else _GiveUp."""
     found: list[tuple[int, int, int]] = []
     end = len(body)
     pos = 0
@@ -90,6 +94,10 @@ def _large_bins(body: Any, min_bin: int) -> list[tuple[int, int, int]]:
                 n = _LEN[width](body, pos + 1)[0]
                 start = pos + 1 + width + extra
                 if b in (0xc4, 0xc5, 0xc6) and n >= min_bin:
+                    if stop_at is not None:
+                        if start + n != stop_at or start > end:
+                            raise _GiveUp()
+                        return pos
                     found.append((pos, start, start + n))
                 pos = start + n
             elif b in (0xdc, 0xdd):  # array16/32
@@ -104,8 +112,20 @@ def _large_bins(body: Any, min_bin: int) -> list[tuple[int, int, int]]:
                 raise _GiveUp()
     except (struct.error, IndexError) as exc:
         raise _GiveUp() from exc
-    if pos != end:
+    if pos != end or stop_at is not None:
         raise _GiveUp()
+    return found
+
+
+def trailing_bin(prefix: Any, total: int, min_bin: int = VIEW_BODY_MIN) -> int | None:
+    """Where the header of a bin value of at least `min_bin` bytes starts, if the
+    body of `total` bytes whose first bytes are `prefix` ends with that value's
+    data and the header lies within `prefix`; else None.  Only headers are read:
+    the caller can take the data as it arrives instead of gathering the body."""
+    try:
+        found = _large_bins(prefix, min_bin, stop_at=total)
+    except _GiveUp:
+        return None
     return found
 
 
