@@ -17,8 +17,9 @@ Turn it off with `--no-zygote` or PROVIUM_NO_ZYGOTE=1.
 The CLI starts the zygote before it imports its own run machinery and reads the
 config (`start_early`), so the zygote's imports and the CLI's overlap on two
 cores; the dispatcher adopts it (`adopt`).  The `provium` command forks it from
-itself at its start (zygote_fork.py, taken over here); other callers spawn it.  That is why each request carries the
-runner's environment and directory: they are not known when the zygote starts.
+itself at its start (zygote_fork.py, taken over here); other callers spawn it.
+That is why each request carries the runner's environment and directory: they
+are not known when the zygote starts.
 """
 
 from __future__ import annotations
@@ -152,7 +153,6 @@ class Zygote:
         self.unavailable: str | None = None  # why runners are spawned instead (None: the zygote works)
         self.dead: str | None = None
         self.ready = False
-        self.forked = forked is not None
         self._exits: dict[int, int] = {}
         self._replies: list[dict] = []
         self._err = bytearray()

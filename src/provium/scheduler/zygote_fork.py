@@ -21,8 +21,8 @@ CLI's), and on a loaded machine it saves the zygote that much CPU.  Nothing in
 them starts a thread or holds anything open.
 
 Apart from `COMMON`, this module imports nothing beyond what the interpreter has
-loaded at start (os, sys) and the C socket module.  The parent keeps raw
-descriptors; zygote_client.py wraps them (`take`).
+loaded at start (os, sys).  The parent keeps raw descriptors; zygote_client.py
+wraps them (`take`).
 """
 
 from __future__ import annotations
@@ -99,10 +99,10 @@ def start() -> Forked | None:
             continue
     if unsafe_to_fork() is not None:  # nothing in COMMON should start a thread; make sure
         return None
-    import _socket  # the C module: socket.py would import enum, selectors, ... first
+    import socket  # loaded by COMMON already
 
     try:
-        ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     except (OSError, AttributeError):
         return None
     ctl_fd, child_fd = ours.detach(), theirs.detach()
