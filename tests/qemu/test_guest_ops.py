@@ -119,7 +119,8 @@ def test_pause_and_resume(vm):
 
 def test_large_transfers_both_ways_keep_their_bytes(vm):
     # Large bodies take the agent's bulk paths: read in place into the frame
-    # decoder's buffer (host->guest) and written from their own buffers, not
+    # decoder's buffer and written to the file from a view of it (host->guest),
+    # and written from their own buffers or a command's collected chunks, not
     # copied into the frame (guest->host).  An odd size checks the last piece.
     import hashlib
     import os
@@ -138,7 +139,8 @@ def test_large_transfers_both_ways_keep_their_bytes(vm):
     while (chunk := stream.next(60)) is not None:
         got.append(chunk)
     assert b"".join(got) == part  # and streamed
-    assert proc.wait(60).exit_code == 0
+    r = proc.wait(60)
+    assert r.exit_code == 0 and r.stdout == part  # and kept for wait (sent from the collected chunks)
     vm.unlink("/tmp/big.bin")
 
 

@@ -7,6 +7,7 @@ import time
 
 from agent_client_util import spawn_agent
 
+from provium.agent.streams import PROC_CHUNK
 from provium.protocol.framing import OUTPUT_CAP, output_marker
 from provium.protocol.messages import (
     Credit,
@@ -96,7 +97,7 @@ def test_chatty_output_arrives_whole_and_in_order_through_grown_pipes(agent, tmp
         if env.kind != "stream_frame":
             assert env.kind == "stream_end" and env.data.reason == "eof"
             break
-        assert 0 < len(env.data.data) <= 256 * 1024  # a quarter of the credit window
+        assert 0 < len(env.data.data) <= PROC_CHUNK  # a quarter of the credit window
         data += env.data.data
         agent.send(ch, "credit", Credit(len(env.data.data)))
     assert bytes(data) == blob

@@ -272,15 +272,18 @@ def test_proc_stream_replays_and_follows_then_wait_still_has_everything(agent):
 
 
 def test_proc_stream_of_a_large_output_respects_the_window(agent):
-    h = agent.value(RunAsyncArgs("head", ["-c", str(3 << 20), "/dev/zero"]))
+    from provium.protocol.framing import STREAM_WINDOW
+
+    size = 3 * STREAM_WINDOW
+    h = agent.value(RunAsyncArgs("head", ["-c", str(size), "/dev/zero"]))
     ch, ack = agent.open_stream(ProcStreamArgs(h))
-    data, end = agent.read_stream(ch, 1 << 20)
-    assert len(data) == 1 << 20 and end is None
+    data, end = agent.read_stream(ch, STREAM_WINDOW)
+    assert len(data) == STREAM_WINDOW and end is None
     agent.recv_none(ch, 0.3)
-    agent.send(ch, "credit", {"bytes": 8 << 20})
+    agent.send(ch, "credit", {"bytes": 8 * STREAM_WINDOW})
     rest, end = agent.read_stream(ch)
-    assert len(data) + len(rest) == 3 << 20 and end.reason == "eof"
-    assert len(agent.value(WaitArgs(h)).stdout) == 3 << 20
+    assert len(data) + len(rest) == size and end.reason == "eof"
+    assert len(agent.value(WaitArgs(h)).stdout) == size
 
 
 def test_reap_once_takes_orphans_but_never_our_own_children():

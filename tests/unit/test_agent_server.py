@@ -121,21 +121,23 @@ def test_a_long_op_does_not_block_other_channels():
 
 
 def test_credit_window_bounds_unacknowledged_stream_data(tmp_path):
+    from provium.protocol.framing import STREAM_WINDOW
+
     path = tmp_path / "big"
-    blob = os.urandom(3 << 20)
+    blob = os.urandom(STREAM_WINDOW + (2 << 20))
     path.write_bytes(blob)
     c = inproc_agent()
     try:
         ch, ack = c.open_stream(TailFileArgs(str(path), TailStart("beginning")))
         assert ack.ok
-        got, end = c.read_stream(ch, 1 << 20)
-        assert end is None and len(got) == 1 << 20  # exactly the window, then it stops
+        got, end = c.read_stream(ch, STREAM_WINDOW)
+        assert end is None and len(got) == STREAM_WINDOW  # exactly the window, then it stops
         c.recv_none(ch, 0.3)
         c.send(ch, Credit.KIND, Credit(256 << 10))
         more, _ = c.read_stream(ch, 256 << 10)
         assert len(more) == 256 << 10
         c.recv_none(ch, 0.2)
-        c.send(ch, Credit.KIND, Credit(4 << 20))
+        c.send(ch, Credit.KIND, Credit(2 * STREAM_WINDOW))
         rest, _ = c.read_stream(ch, len(blob) - len(got) - len(more))
         assert got + more + rest == blob
     finally:

@@ -173,3 +173,22 @@ def test_frame_parts_respect_the_cap():
 
     with pytest.raises(FrameTooLarge):
         encode_frame_parts({"d": Blob(b"x" * 1000)}, limit=999)
+
+
+def test_a_blob_of_several_buffers_goes_out_as_one_bin_without_joining():
+    """A command's output is kept as the chunks its pipe gave; a Blob of them
+    packs as one bin value, each chunk a part of its own (not copied)."""
+    from provium.protocol.framing import Blob, encode_frame_parts, unpack
+
+    chunks = [b"a" * 70000, memoryview(b"b" * 100000)[5:], b"c" * 3]
+    joined = b"".join(bytes(c) for c in chunks)
+    blob = Blob(chunks)
+    assert len(blob) == len(joined) and bytes(blob) == joined
+    parts = encode_frame_parts({"ch": 1, "kind": "x", "data": blob})
+    assert b"".join(bytes(p) for p in parts) == encode_frame({"ch": 1, "kind": "x", "data": joined})
+    assert any(p is chunks[0] for p in parts) and any(p is chunks[1] for p in parts)
+    dec = FrameDecoder()
+    for p in parts:
+        dec.feed(p)
+    assert unpack(dec.next())["data"] == joined
+    assert encode_frame({"d": blob}) == encode_frame({"d": joined})  # the copying encoder too

@@ -432,3 +432,30 @@ def test_cancelled_call_tells_the_agent():
         await agent.close()
 
     arun(go())
+
+
+def test_a_large_request_goes_to_the_transport_without_copying_its_data():
+    """write_file's data is handed to the transport as it is (a part of its own),
+    and the bytes on the wire are exactly those of the plainly packed frame."""
+    from provium.protocol.messages import WriteFileArgs
+    from provium.protocol.types import WriteFileMode
+
+    data = bytes(range(256)) * 8192  # 2 MiB
+    written: list[Any] = []
+
+    class Writer:
+        def write(self, part: Any) -> None:
+            written.append(part)
+
+        async def drain(self) -> None:
+            pass
+
+    async def go() -> None:
+        client = MuxClient(asyncio.StreamReader(), Writer())  # type: ignore[arg-type]
+        env = Envelope(5, "write_file", WriteFileArgs("/tmp/x", data, WriteFileMode.REPLACE))
+        await client._send(env)
+        assert any(p is data for p in written)
+        assert b"".join(written) == encode_frame(env.to_wire())
+        assert decode_host(unpack(b"".join(written)[4:])).data.data == data
+
+    asyncio.run(go())

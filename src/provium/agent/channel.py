@@ -16,14 +16,14 @@ TYPE_CHECKING = False  # typing stays out of the agent's start
 if TYPE_CHECKING:
     from typing import Any
 
-from provium.protocol.framing import BLOB_MIN, Blob
+from provium.protocol.framing import BLOB_MIN, STREAM_WINDOW, Blob
 from provium.protocol.messages import StreamFrame
 from provium.protocol.types import StreamEnd
 
 if TYPE_CHECKING:
     from .state import AgentState
 
-WINDOW = 1 << 20
+WINDOW = STREAM_WINDOW
 _MAKE_COND = threading.Lock()
 
 
@@ -108,13 +108,21 @@ class Channel:
             return False
         return self._send(kind, payload, fds)
 
-    def frame(self, data: bytes) -> bool:
-        """Send one stream_frame (the caller reserved its size).  False = stop streaming."""
+    def frame(self, data: "bytes | memoryview | Blob") -> bool:
+        """Send one stream_frame (the caller reserved its size).  False = stop streaming.
+
+        `data` may be a Blob of several buffers (a command's output chunks): they
+        go out as one frame without being joined."""
+        size = len(data)
         with self._cond:
             if self.cancelled:
                 return False
-            self.window -= len(data)
-        return self._send(StreamFrame.KIND, StreamFrame(Blob(data) if len(data) >= BLOB_MIN else data))  # type: ignore[arg-type]
+            self.window -= size
+        if size < BLOB_MIN:
+            data = bytes(data)
+        elif not isinstance(data, Blob):
+            data = Blob(data)
+        return self._send(StreamFrame.KIND, StreamFrame(data))  # type: ignore[arg-type]
 
     def end(self, end: StreamEnd) -> bool:
         return self.reply("stream_end", end)

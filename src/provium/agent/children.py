@@ -20,7 +20,7 @@ import select
 import threading
 import time
 
-from provium.protocol.framing import OUTPUT_CAP, output_marker
+from provium.protocol.framing import BLOB_MIN, OUTPUT_CAP, Blob, output_marker
 
 from . import reaper
 
@@ -345,47 +345,87 @@ class OutputBuffer:
     """What one pipe produced, up to `cap` bytes (OUTPUT_CAP); `done` once we
     stopped reading it.  Bytes past the cap are counted and dropped (the pipe is
     still drained, so the writer never blocks), and `finish` ends the kept part
-    with a marker saying how much was dropped."""
+    with a marker saying how much was dropped.
+
+    Kept as the list of chunks the pipe gave, never joined while it grows:
+    appending is no copy, and a reader gets a view of an (immutable) chunk, no
+    copy either, that stays valid whatever is appended meanwhile.  Inside a TCG
+    guest every pass over a command's output shows: a single growing bytearray
+    cost a copy in and a copy out per byte."""
 
     def __init__(self, name: str = "output", cap: int | None = None) -> None:
-        self.data = bytearray()
+        self.chunks: list[bytes] = []
+        self.starts: list[int] = []  # offset of each chunk in the output
+        self.size = 0
         self.done = False
         self.cond = threading.Condition()
         self.name = name
         self.cap = OUTPUT_CAP if cap is None else cap
         self.dropped = 0
 
+    def _add(self, chunk: bytes) -> None:
+        self.starts.append(self.size)
+        self.chunks.append(chunk)
+        self.size += len(chunk)
+
     def append(self, chunk: bytes) -> None:
         with self.cond:
-            room = self.cap - len(self.data)
+            room = self.cap - self.size
             if len(chunk) > room:
                 self.dropped += len(chunk) - max(0, room)
                 chunk = chunk[:max(0, room)]
             if chunk:
-                self.data += chunk
+                self._add(bytes(chunk))  # no copy for bytes (what os.read gives)
                 self.cond.notify_all()
 
     def finish(self) -> None:
         with self.cond:
             if not self.done and self.dropped:
-                self.data += output_marker(self.name, self.dropped)
+                self._add(output_marker(self.name, self.dropped))
             self.done = True
             self.cond.notify_all()
 
     def wait_past(self, pos: int, timeout: float) -> None:
         with self.cond:
-            self.cond.wait_for(lambda: self.done or len(self.data) > pos, timeout)
+            self.cond.wait_for(lambda: self.done or self.size > pos, timeout)
 
-    def read(self, pos: int, limit: int) -> bytes:
+    def read(self, pos: int, limit: int) -> list:
+        """Up to `limit` bytes from offset `pos` (empty when nothing is there
+        yet), as views of the chunks holding them: no copy."""
+        import bisect  # here: only a stream reads this way, not the agent's start
+
         with self.cond:
-            # One copy (a bytearray slice would be a second).  The view ends
-            # before the lock is let go: append() may then resize the buffer.
-            with memoryview(self.data) as view:
-                return bytes(view[pos:pos + limit])
+            if pos >= self.size or limit <= 0:
+                return []
+            chunks, starts = self.chunks, self.starts
+            i = bisect.bisect_right(starts, pos) - 1
+            out: list = []
+            off = pos - starts[i]
+            while limit > 0 and i < len(chunks):
+                chunk = chunks[i]
+                if off == 0 and len(chunk) <= limit:
+                    out.append(chunk)
+                    limit -= len(chunk)
+                else:
+                    piece = memoryview(chunk)[off:off + limit]
+                    out.append(piece)
+                    limit -= len(piece)
+                off = 0
+                i += 1
+            return out
 
     def snapshot(self) -> bytes:
         with self.cond:
-            return bytes(self.data)
+            chunks = self.chunks
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def value(self) -> bytes | Blob:
+        """The whole output for a reply: bytes, or a Blob of the chunks (large
+        output goes out from them, not joined first).  Call once collected."""
+        with self.cond:
+            if self.size < BLOB_MIN:
+                return self.snapshot()
+            return Blob(list(self.chunks))
 
 
 def collect(child: Child, out: OutputBuffer, err: OutputBuffer, *, pidfd: int | None,

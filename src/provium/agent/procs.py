@@ -13,7 +13,6 @@ import os
 import threading
 import time
 
-from provium.protocol.framing import BLOB_MIN, Blob
 from provium.protocol.messages import ExecOk, WrittenOk
 from provium.protocol.types import ExitStatus, OpResult, ProcessLiveStatus
 
@@ -74,8 +73,9 @@ class Proc:
         self.collected.wait(EXIT_GRACE_MAX + KILL_GRACE + 5)
         self.close_stdin()
         child.close_pidfd()
-        return ExecOk(status=_status(child, timed_out), stdout=self.out.snapshot(),
-                      stderr=self.err.snapshot())
+        # From the collected chunks, not joined first (see OutputBuffer.value).
+        return ExecOk(status=_status(child, timed_out), stdout=self.out.value(),  # type: ignore[arg-type]
+                      stderr=self.err.value())  # type: ignore[arg-type]  # a Blob is bytes on the wire
 
     def destroy(self) -> None:
         child = self.child
@@ -133,13 +133,9 @@ def exec_(ctx, op):
         if batch:
             unbatched()
         child.close_pidfd()
-    # The collected output goes out from its own buffer (nothing appends to it now).
-    return OpResult.success(ExecOk(status=_status(child, timed_out), stdout=_blob(out.data),
-                                   stderr=_blob(err.data)))
-
-
-def _blob(data: bytearray) -> bytes:
-    return Blob(data) if len(data) >= BLOB_MIN else bytes(data)  # type: ignore[return-value]  # bytes on the wire
+    # The collected output goes out from its own chunks (nothing appends to them
+    # now; a Blob is bytes on the wire).
+    return OpResult.success(ExecOk(status=_status(child, timed_out), stdout=out.value(), stderr=err.value()))
 
 
 def run_async(ctx, op):

@@ -24,6 +24,7 @@ from provium.protocol.envelope import CONTROL, Envelope, decode_host
 from provium.protocol.decoder import FrameDecoder
 from provium.protocol.framing import (
     MAX_FRAME,
+    VIEW_BODY_MIN,
     CleanEof,
     DecodeError,
     FrameTooLarge,
@@ -251,7 +252,15 @@ class Session:
 
     def _on_frame(self, body: bytes | bytearray) -> None:
         try:
-            value = unpack(body)
+            if len(body) < VIEW_BODY_MIN:
+                value = unpack(body)
+            else:
+                # A large bin (the data of a write_file) stays in the frame as a
+                # view.  Imported here: most sessions never see such a frame, and
+                # the agent's start imports only what serving needs.
+                from provium.protocol.views import unpack_views
+
+                value = unpack_views(body)
         except DecodeError as exc:
             self._error(CONTROL, BAD_REQUEST, f"frame body is not valid msgpack ({exc})")
             return

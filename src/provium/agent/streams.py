@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from provium.protocol.framing import STREAM_WINDOW, Blob
 from provium.protocol.types import OpResult, ProcStreamChannel, StreamEnd
 
 from .base import os_fail
@@ -16,8 +17,8 @@ from .base import os_fail
 CHUNK = 64 * 1024
 # A process's output is already in memory (children.OutputBuffer): it goes out
 # in larger frames, a quarter of the credit window, so a chatty command costs
-# fewer frames and thread hand-offs while four frames stay in flight.
-PROC_CHUNK = 256 * 1024
+# fewer frames (and host round trips to read them) while four stay in flight.
+PROC_CHUNK = STREAM_WINDOW // 4
 IDLE_POLL = 0.05  # how often an idle source is looked at again
 EBADF = 9
 EOF = StreamEnd("eof")
@@ -166,8 +167,9 @@ def open_proc_stream(ctx, op):
             # Look at "finished" BEFORE reading: output appended between an empty read
             # and the check would otherwise be dropped by ending the stream.
             finished = buf.done or ctx.state.get(ctx.state.procs, op.handle) is not proc
-            data = buf.read(pos, n)
-            if data:
+            parts = buf.read(pos, n)  # views of the output: no copy
+            if parts:
+                data = parts[0] if len(parts) == 1 else Blob(parts)
                 pos += len(data)
                 if not ctx.frame(data):
                     return

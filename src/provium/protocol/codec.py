@@ -335,6 +335,10 @@ def _str_decode(value, where):
 
 
 def _bytes_decode(value, where):
+    if isinstance(value, memoryview):
+        # A large bin the agent's reader left in its frame (views.unpack_views):
+        # kept as it is, so the bytes are not copied once more.
+        return value
     if not isinstance(value, (bytes, bytearray)):
         raise WireError(f"{where}: expected bytes, got {type(value).__name__}")
     return bytes(value)

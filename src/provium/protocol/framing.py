@@ -32,6 +32,13 @@ def output_marker(stream: str, dropped: int) -> bytes:
     return (f"\n[provium: {dropped} more bytes of {stream} dropped; a process's output is kept "
             f"up to {OUTPUT_CAP >> 20} MiB per stream: redirect it to a file in the guest to keep it all]\n").encode()
 HEADER = struct.Struct(">I")
+# Stream flow control: the agent may have this many bytes of one stream's
+# `stream_frame` data unacknowledged; the host grants `credit` as its reader
+# consumes them.  Both sides take the figure from here.  4 MiB keeps a TCG
+# guest's port busy while the host's credit makes its round trip (with 1 MiB,
+# a command's stdout stalled on credit every 512 KiB: 70 MiB/s against the
+# port's 250); the host buffers at most this much per stream.
+STREAM_WINDOW = 4 << 20
 
 
 class FrameError(ProtocolError):
@@ -69,17 +76,31 @@ class Blob:
     output).  `encode_frame_parts` leaves it out of the packed body and hands
     it back as a part of its own, so the bytes are never copied on their way
     to the transport; anywhere else it packs as plain bin (with one copy).
+    `data` may also be a list of buffers, which go out one after the other as
+    one bin value (a command's output, kept as the chunks its pipe gave).
     Wire values stay `bytes` for the peer: only the sender sees a Blob."""
 
     __slots__ = ("data",)
 
-    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+    def __init__(self, data: bytes | bytearray | memoryview | list) -> None:
         self.data = data
 
+    def parts(self) -> list:
+        data = self.data
+        return data if isinstance(data, list) else [data]
+
     def __len__(self) -> int:
-        return len(self.data)
+        data = self.data
+        return sum(len(p) for p in data) if isinstance(data, list) else len(data)
+
+    def __bytes__(self) -> bytes:
+        data = self.data
+        return b"".join(data) if isinstance(data, list) else bytes(data)
 
 
+# A received body at least this large may be unpacked with its large byte
+# strings left in place (views.unpack_views); smaller ones are copied as usual.
+VIEW_BODY_MIN = 1 << 20
 # Buffers at least this large go out as a Blob where the agent produces them.
 BLOB_MIN = 1 << 16
 # Stands in for a Blob while the rest of the value is packed (random, so no
@@ -89,7 +110,7 @@ _TOKEN = os.urandom(14)
 
 def _pack_default(o: Any) -> Any:
     if isinstance(o, Blob):
-        return bytes(o.data)
+        return bytes(o)
     raise TypeError(f"cannot serialize {type(o).__name__}")
 
 
@@ -139,7 +160,7 @@ def encode_frame_parts(obj: Any, limit: int = MAX_FRAME) -> list[Any]:
 
     def default(o: Any) -> Any:
         if isinstance(o, Blob):
-            blobs.append(o.data)
+            blobs.append(o)
             return _TOKEN + len(blobs).to_bytes(2, "big")
         raise TypeError(f"cannot serialize {type(o).__name__}")
 
@@ -151,12 +172,14 @@ def encode_frame_parts(obj: Any, limit: int = MAX_FRAME) -> list[Any]:
     parts: list[Any] = []
     total = len(body)
     pos = 0
-    for i, data in enumerate(blobs, 1):
+    for i, blob in enumerate(blobs, 1):
         mark = b"\xc4\x10" + _TOKEN + i.to_bytes(2, "big")
         at = body.index(mark, pos)
-        head = _bin_header(len(data))
-        parts += [body[pos:at] + head, data]
-        total += len(head) + len(data) - len(mark)
+        size = len(blob)
+        head = _bin_header(size)
+        parts.append(body[pos:at] + head)
+        parts += blob.parts()
+        total += len(head) + size - len(mark)
         pos = at + len(mark)
     parts.append(body[pos:])
     if total > limit:

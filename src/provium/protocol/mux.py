@@ -20,15 +20,37 @@ from ..errors import ProtocolError, requires
 from .codec import WireError
 from .envelope import CONTROL, Envelope, decode_agent
 from .decoder import FrameDecoder
-from .framing import CleanEof, FrameError, encode_frame, unpack
+from .framing import STREAM_WINDOW, Blob, CleanEof, FrameError, encode_frame_parts, unpack
 from .messages import PROTOCOL_VERSION, STREAM_KINDS, Cancel, Credit, Hello, HelloErr, HelloOk
 from .types import AgentError, AgentInfo, StreamEnd
 
-STREAM_WINDOW = 1 << 20
 # One read takes whatever the stream reader holds (it buffers at most a few
 # hundred KiB before it stops reading the socket), so a burst of frames is
 # decoded in one pass.
 _READ_MAX = 1 << 20
+# Credit goes back once this much of a stream was consumed: a quarter of the
+# window, so the agent always has room for more while the credit travels.
+_CREDIT_AT = STREAM_WINDOW // 4
+# What a StreamReader over the agent's socket may buffer before it stops
+# reading (asyncio's default, 64 KiB, pauses and resumes the socket for every
+# large frame): pass it as `limit` when opening the connection.
+READER_LIMIT = 1 << 20
+
+
+# A bytes value at least this large is sent from its own buffer (framing.Blob).
+_BLOB_SEND = 1 << 20
+
+
+def _blob_large(value: Any, depth: int) -> Any:
+    """`value` (a wire envelope) with its large bytes values wrapped as Blobs,
+    looking `depth` maps deep (a request's data sits at the second level)."""
+    if isinstance(value, dict):
+        if depth < 0:
+            return value
+        return {k: _blob_large(v, depth - 1) for k, v in value.items()}
+    if isinstance(value, (bytes, bytearray, memoryview)) and len(value) >= _BLOB_SEND:
+        return Blob(value)
+    return value
 
 
 class ClientError(ProtocolError):
@@ -121,7 +143,7 @@ class MuxStream:
             if self._chunks:
                 chunk = self._chunks.popleft()
                 self._unacked += len(chunk)
-                if self._unacked >= STREAM_WINDOW // 2 and self.end is None and not self.closed:
+                if self._unacked >= _CREDIT_AT and self.end is None and not self.closed:
                     n, self._unacked = self._unacked, 0
                     await self._client._send(Envelope(self.ch, Credit.KIND, Credit(n)))
                 return chunk
@@ -211,10 +233,14 @@ class MuxClient:
 
     @requires(ClientState.OPEN)
     async def _send(self, env: Envelope) -> None:
-        data = encode_frame(env.to_wire())
+        # A large bytes value (a write_file's data) goes to the transport as a
+        # part of its own instead of being copied into a packed body and then
+        # again behind the header.
+        parts = encode_frame_parts(_blob_large(env.to_wire(), 2))
         async with self._write_lock:
             try:
-                self._writer.write(data)
+                for part in parts:
+                    self._writer.write(part)
                 await self._writer.drain()
             except (OSError, RuntimeError) as exc:
                 raise self._mark_lost(ConnectionLost(f"write failed: {exc}")) from exc
