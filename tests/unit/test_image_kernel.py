@@ -139,6 +139,8 @@ def test_builtin_initramfs_contents(tmp_path):
         mode, target = entries[applet]
         assert stat.S_ISLNK(mode) and target == b"/bin/busybox", applet
     assert stat.S_ISCHR(entries["dev/console"][0])
+    # where the agent overlay's launcher looks for busybox (the overlay leaves its copy out)
+    assert entries[initramfs.OVERLAY_BUSYBOX] == (stat.S_IFLNK | 0o777, b"/bin/busybox")
     assert b"/etc/init.d/late" in entries["etc/inittab"][1]
     late = entries["etc/init.d/late"][1].decode()
     assert "button" in late and "evdev" in late and "acpid" in late

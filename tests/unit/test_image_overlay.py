@@ -145,18 +145,36 @@ def test_guest_startup_imports_stay_within_the_list_and_leave_the_collector_on(u
     root, _ = unpacked
     report = ("import atexit, gc, sys;"
               "atexit.register(lambda: print(gc.isenabled(), gc.get_freeze_count(),"
-              " ' '.join(n for n in sys.modules if not n.startswith(('_cython', 'cython')))))")
+              " ' '.join(n for n in sys.modules if not n.startswith(('_cython', 'cython'))), '\\n',"
+              " ' '.join(sorted(vars(sys.modules['datetime'])))))")
     # the guest's entry point, up to the moment main() would start serving
     argv = _host_argv(root, "provium.agent.guest:_mix_rng_seed")
     argv[-1] = report + ";" + argv[-1]
     out = subprocess.run(argv, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=60)
     assert out.returncode == 0, out.stderr
-    enabled, frozen, *modules = out.stdout.split()
+    first, second = out.stdout.split("\n")[:2]
+    enabled, frozen, *modules = first.split()
     assert set(modules) - GUEST_STARTUP_MODULES == set()
+    # datetime (which msgpack imports) is preloaded as a stand-in for what its pure-Python
+    # body ends up as, `from _datetime import *`: the same namespace as the real one's
+    import datetime
+    assert second.split() == sorted(vars(datetime)) and "math" not in modules
     assert "inspect" in modules and "ast" not in modules  # inspect is startup.py's stand-in
     # the collector paused for the imports (guest_boot.run) is on again, and what they
     # built is frozen out of its sight
     assert enabled == "True" and int(frozen) > 5000
+
+
+def test_without_busybox_for_the_builtin_initramfs_which_has_it_where_the_overlay_wants_it(tmp_path, unpacked):
+    _, entries = unpacked
+    lean = {n: (m, d) for n, m, d in read_initrd(overlay.ensure(tmp_path, busybox=False).read_bytes())}
+    assert set(entries) - set(lean) == {"provium/bin/busybox"}
+    assert lean["sbin/provium-agent"] == entries["sbin/provium-agent"]
+    assert overlay.cache_key(busybox=False) != overlay.cache_key()
+    from provium.config import builtin_linux_profile
+    from provium.image import boot
+
+    assert boot.overlay_path(builtin_linux_profile(), tmp_path) == overlay.ensure(tmp_path, busybox=False)
 
 
 def test_packed_runtime_serves_the_agent(unpacked):

@@ -47,7 +47,7 @@ def prepare_profile(profile: Profile, cache_dir: str | os.PathLike | None = None
 
         k, rd = debian.initrd(cache_dir)
         return k.path, rd
-    if profile.builtin and not profile.kernel:
+    if _builtin_initramfs(profile):
         k = find_kernel()
         return k.path, initramfs.ensure(k, cache_dir)
     kernel = profile.resolve(profile.kernel)
@@ -60,6 +60,11 @@ def prepare_profile(profile: Profile, cache_dir: str | os.PathLike | None = None
     elif profile.inject_agent:
         initrd = _agent_modules(profile, kernel, cache_dir)
     return kernel, initrd
+
+
+def _builtin_initramfs(profile: Profile) -> bool:
+    """The profile boots the host kernel with the initramfs provium builds (initramfs.py)."""
+    return bool(profile.builtin and not profile.kernel and not profile.distro)
 
 
 def _agent_modules(profile: Profile, kernel: Path, cache_dir) -> Path | None:
@@ -88,12 +93,13 @@ def _check_readable(profile: Profile, key: str, path: Path) -> None:
 
 
 def overlay_path(profile: Profile, cache_dir=None) -> Path:
-    """The profile's `agent_overlay_path`, or the overlay provium builds from its own agent."""
+    """The profile's `agent_overlay_path`, or the overlay provium builds from its own agent
+    (without the busybox the built-in initramfs already has where the overlay wants it)."""
     if profile.agent_overlay_path:
         p = profile.resolve(profile.agent_overlay_path)
         _check_readable(profile, "agent_overlay_path", p)
         return p
-    return overlay.ensure(cache_dir)
+    return overlay.ensure(cache_dir, busybox=not _builtin_initramfs(profile))
 
 
 def agent_initrd(profile: Profile, initrd: Path | None, cache_dir=None) -> Path:

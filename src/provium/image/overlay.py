@@ -67,7 +67,9 @@ def launcher_script(rt: runtime.Runtime) -> str:
                          guest=guest)
 
 
-def build() -> bytes:
+def build(busybox: bool = True) -> bytes:
+    """The overlay; without its busybox when `busybox` is false, for an initrd that has
+    /provium/bin/busybox already (the built-in one: initramfs.OVERLAY_BUSYBOX)."""
     rt = runtime.collect()
     w = CpioWriter()
     for d in ("dev", "proc", "sys", "tmp", "sbin"):
@@ -81,15 +83,16 @@ def build() -> bytes:
     w.add_chardev("dev/random", 1, 8, 0o666)
     w.add_chardev("dev/urandom", 1, 9, 0o666)
     w.add_chardev("dev/console", 5, 1, 0o600)
-    w.add_file(BUSYBOX, find_busybox().read_bytes(), 0o755)
+    if busybox:
+        w.add_file(BUSYBOX, find_busybox().read_bytes(), 0o755)
     for path, (data, mode) in sorted(rt.files.items()):
         w.add_file(path, data, mode)
     w.add_file(AGENT_PATH, launcher_script(rt).encode(), 0o755)
     return bytes(w)
 
 
-def cache_key() -> str:
-    h = cache.Hasher("agent-overlay")
+def cache_key(busybox: bool = True) -> str:
+    h = cache.Hasher("agent-overlay" if busybox else "agent-overlay-no-busybox")
     for f in (Path(__file__), Path(__file__).with_name("cpio.py")):
         h.add(f.name, f.read_bytes())
     for i, f in enumerate(runtime.inputs()):
@@ -98,12 +101,13 @@ def cache_key() -> str:
     return h.hexdigest()
 
 
-def ensure(cache_dir=None) -> Path:
-    """Path of the cached overlay for the current agent sources and host Python."""
-    key = cache_key()
-    path = cache.image_dir(cache_dir) / f"agent-overlay-{key[:16]}.cpio"
+def ensure(cache_dir=None, *, busybox: bool = True) -> Path:
+    """Path of the cached overlay for the current agent sources and host Python (see build)."""
+    key = cache_key(busybox)
+    prefix = "agent-overlay-" if busybox else "agent-overlay-nobb-"
+    path = cache.image_dir(cache_dir) / f"{prefix}{key[:16]}.cpio"
     if path.exists():
         return cache.use(path)
-    cache.atomic_write(path, build())
-    cache.prune(path.parent, "agent-overlay-", keep=path)
+    cache.atomic_write(path, build(busybox))
+    cache.prune(path.parent, prefix, keep=path)
     return path

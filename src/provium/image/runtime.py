@@ -286,6 +286,7 @@ with open(sys.argv[2], "wb") as f:
 # then the modules to import.  Writes the names of the modules that got imported.
 _BOOT_SET = r"""
 import sys
+ACCELERATED = ACCELERATED_REPR
 before = set(sys.modules)
 sys.path[:0] = sys.argv[1].split(":")
 boot = {"__name__": "provium_boot", "__builtins__": __builtins__}
@@ -298,17 +299,48 @@ import marshal
 def loaded_by_path(m):  # not a stand-in (startup.defer), not frozen or built in
     spec = getattr(m, "__spec__", None)
     return spec is not None and spec.origin not in (None, "frozen", "built-in")
+names = sorted(n for n, m in sys.modules.items() if n not in before and loaded_by_path(m))
+# A module that ends by replacing its pure-Python body with its C accelerator
+# (datetime: `from _datetime import *`) gets a stand-in that does only that last
+# step, if the result is the same namespace holding the same objects.
+shims = {}
+for name, accel_name in ACCELERATED.items():
+    real = sys.modules.get(name)
+    accel = sys.modules.get(accel_name)
+    if name not in names or real is None or accel is None:
+        continue
+    ignored = {"__name__", "__loader__", "__spec__", "__file__", "__cached__", "__builtins__", "__package__", "__doc__"}
+    mine = set(vars(real)) - ignored
+    extra = mine - set(vars(accel)) - {"__all__"}
+    if any(type(vars(real)[k]) is not type(sys) or vars(real)[k].__name__ != k for k in extra):
+        continue
+    lines = [f"import {k}" for k in sorted(extra)] + [f"from {accel_name} import *"]
+    if real.__doc__ is not None and real.__doc__ == accel.__doc__:
+        lines.append(f"from {accel_name} import __doc__")
+    if "__all__" in mine:
+        lines.append(f"__all__ = {real.__all__!r}")
+    source = "\n".join(lines) + "\n"
+    ns = {"__name__": name, "__builtins__": __builtins__}
+    exec(compile(source, name, "exec"), ns)
+    if (set(ns) - ignored == mine and ns.get("__doc__") == real.__doc__
+            and all(ns[k] is vars(real)[k] or (k == "__all__" and ns[k] == real.__all__) for k in mine)):
+        shims[name] = source
 with open(sys.argv[3], "wb") as f:
-    marshal.dump(sorted(n for n, m in sys.modules.items() if n not in before and loaded_by_path(m)), f)
+    marshal.dump({"modules": names, "shims": shims}, f)
 """
+# stdlib module -> the C module it ends up being (see _BOOT_SET): in the guest its
+# pure-Python body would be unmarshalled and run only to be replaced.
+ACCELERATED = {"datetime": "_datetime"}
 
 
-def _boot_set(python: Path, paths: list[str]) -> list[str]:
+def _boot_set(python: Path, paths: list[str]) -> dict:
+    """{"modules": the start-up modules, "shims": {module: stand-in source}} (see _BOOT_SET)."""
     import marshal
 
     with tempfile.TemporaryDirectory(prefix="provium-measure-") as d:
         out = Path(d) / "out.marshal"
-        proc = subprocess.run([str(python), "-I", "-S", "-X", "utf8", "-c", _BOOT_SET, os.pathsep.join(paths),
+        code = _BOOT_SET.replace("ACCELERATED_REPR", repr(ACCELERATED))
+        proc = subprocess.run([str(python), "-I", "-S", "-X", "utf8", "-c", code, os.pathsep.join(paths),
                                str(Path(__file__).with_name("guest_boot.py")), str(out), *BOOT_IMPORTS],
                               capture_output=True, text=True, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
                               cwd=d)
@@ -317,8 +349,10 @@ def _boot_set(python: Path, paths: list[str]) -> list[str]:
         return marshal.loads(out.read_bytes())
 
 
-def _preload_table(names: list[str], zip_entries: dict[str, bytes], site: dict[str, bytes]) -> bytes:
-    """The PRELOAD file of guest_boot.py: the start-up modules' code, paths relative to GUEST_LIB."""
+def _preload_table(names: list[str], zip_entries: dict[str, bytes], site: dict[str, bytes],
+                   shims: dict[str, str] | None = None) -> bytes:
+    """The PRELOAD file of guest_boot.py: the start-up modules' code, paths relative to GUEST_LIB;
+    a module in `shims` gets its stand-in's code (the zip keeps the real one)."""
     import marshal
 
     zip_rel = GUEST_ZIP[len(GUEST_LIB) + 1:]
@@ -333,7 +367,10 @@ def _preload_table(names: list[str], zip_entries: dict[str, bytes], site: dict[s
                 pyc, origin, search = entries[f"{rel}.pyc"], f"{where}/{rel}.pyc", None
             else:
                 continue
-            table[name] = (origin, search, marshal.loads(pyc[16:]))  # 16: the pyc header
+            code = marshal.loads(pyc[16:])  # 16: the pyc header
+            if shims and name in shims:
+                code = compile(shims[name], code.co_filename, "exec", dont_inherit=True)
+            table[name] = (origin, search, code)
             break
     return marshal.dumps(table)
 
@@ -418,7 +455,7 @@ def collect() -> Runtime:
     rt.files[GUEST_CODE_CACHE] = (m["dataclass_code"], 0o644)
     site = {f"msgpack/{p.stem}.pyc": m["compiled"][str(p)] for p in msgpack_py}
     boot = _boot_set(python, [str(src_root), str(msgpack_dir.parent)])
-    rt.files[GUEST_PRELOAD] = (_preload_table(boot, zip_entries, site), 0o644)
+    rt.files[GUEST_PRELOAD] = (_preload_table(boot["modules"], zip_entries, site, boot["shims"]), 0o644)
     rt.modules = sorted(n for n, f in m["modules"].items() if f and os.path.realpath(f).startswith(m["stdlib"] + os.sep))
 
     elf: list[Path] = [python]
