@@ -245,13 +245,15 @@ how many passes over the data each path makes and into how much fresh memory.
   write_file {ratios["vm:write_file"]:.2f}x, so write_file is at {ratios["vm:write_file"] / ratios[FILE_ROW]:.2f}x of `dd` into the
   same file.  Tried and left: the port cannot splice into a pipe (virtio_console
   has no splice_read in the guest's 6.1 kernel: EINVAL), so one copy into user
-  space stays; a 1 MiB buffer was no faster than 256 KiB (the port's queue holds
-  fewer bytes than that, so the reader waits for the host between writes);
+  space stays; a 1 MiB buffer was no faster than 256 KiB in an in-guest test of
+  the same loop (2 rounds each: 0.42 s against 0.32 s, within the noise);
   fallocate would only move tmpfs's page allocation earlier on the same vCPU and
-  leave a full-size file behind a failed write.  Instrumented in the guest, the
-  agent's vCPU sat idle 18-33% of a write_file (waiting for the host's bytes)
-  with the host socket's default send buffer, and never with 4 MiB: the host's
-  send (its event loop, on a loaded 2-core host) is part of the rest;
+  leave a full-size file behind a failed write.  Instrumented in the guest (a
+  load of 1.5-3.5), the agent's vCPU sat idle 18-33% of a write_file, its reads
+  often short (waiting for the host's bytes), with the host socket's default send
+  buffer (208 KiB); with 4 MiB every read came back full but the time did not
+  drop measurably on that busier machine: the host's send (its event loop, on
+  2 shared cores) is a part of the rest worth a look on the host side;
 - `read_file` reads the file in one read() and writes the reply from that buffer
   (no copy into the frame: `framing.Blob`); the remaining gap is that pass over the
   file into fresh memory, which `dd` from /dev/zero does not pay.  Its own time has
