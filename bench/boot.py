@@ -49,6 +49,9 @@ TRIVIAL_INIT = f"""#!/bin/sh
 echo {MARK}
 exec sleep 100000
 """
+# The agent's own entry (runtime.GUEST_RUN, as the launcher runs it) importing what the
+# agent imports before it serves, then calling a function that does next to nothing.
+RUN = f"{runtime.GUEST_RUN} provium.agent.guest:_mix_rng_seed"
 # Times, inside one guest with nothing else running, the first and the second start
 # of the agent's Python, and its imports: where the agent's boot time goes.
 PROBE_INIT = r"""#!/bin/sh
@@ -58,7 +61,7 @@ PY="/provium/lib/LOADER --library-path /provium/lib /provium/bin/python3 -X utf8
 t start
 $PY -c pass; t python-first-start
 $PY -c pass; t python-second-start
-$PY -c "import gc; gc.disable(); import provium_boot; provium_boot.install(); import BOOT_IMPORTS"; t agent-imports
+$PY RUN; t agent-imports
 modprobe -a MODULES; t modules
 echo PROBE-DONE
 poweroff -f
@@ -71,17 +74,15 @@ STEP_TAIL = f"echo {MARK}\nexec sleep 100000\n"
 STEPS = {
     "overlay": "",
     "python": "$PY -c pass\n",
-    "imports": "$PY -c '$IMPORTS'\n",
+    "imports": "$PY $RUN\n",
     "modules": "modprobe -a $MODULES\n",
-    "both": "$PY -c '$IMPORTS' & p=$!\nmodprobe -a $MODULES\nwait $p\n",
+    "both": "$PY $RUN & p=$!\nmodprobe -a $MODULES\nwait $p\n",
 }
 
 
 def step_init(step: str, loader: str, modules: str) -> str:
     py = f"/provium/lib/{loader} --library-path /provium/lib /provium/bin/python3 -X utf8"
-    # as provium_boot.run does it, with the collector paused
-    imports = "import gc; gc.disable(); import provium_boot; provium_boot.install(); import " + ", ".join(runtime.BOOT_IMPORTS)
-    body = STEPS[step].replace("$PY", py).replace("$IMPORTS", imports).replace("$MODULES", modules)
+    body = STEPS[step].replace("$PY", py).replace("$RUN", RUN).replace("$MODULES", modules)
     return STEP_HEAD + body + STEP_TAIL
 
 
@@ -202,8 +203,8 @@ def main() -> int:
     skip = "virtio_mmio" if a.machine == "q35" else "virtio_pci"
     names = " ".join(n for n in (m.name.split(".ko")[0] for m in module_load_order(k.modules_dir))
                      if not n.startswith(skip))
-    probe_init = PROBE_INIT.replace("LOADER", rt_loader).replace("MODULES", names)
-    probe_base = initramfs.ensure(k, cache, init=probe_init.replace("BOOT_IMPORTS", ", ".join(runtime.BOOT_IMPORTS)))
+    probe_init = PROBE_INIT.replace("LOADER", rt_loader).replace("MODULES", names).replace("RUN", RUN)
+    probe_base = initramfs.ensure(k, cache, init=probe_init)
     probe_img = image_cache.concat_files(cache / "probe.img", [probe_base, overlay.ensure(cache, busybox=False)])
     step_imgs = {step: image_cache.concat_files(cache / f"step-{step}.img", [
         initramfs.ensure(k, cache, init=step_init(step, rt_loader, names)), overlay.ensure(cache, busybox=False)]) for step in STEPS}

@@ -11,6 +11,10 @@ serves it but the commands below, so it measures what the port itself carries:
   runs that through stdio a character at a time, 10x slower than the port);
 * raw guest->host: busybox `dd` copies N MiB of /dev/zero into the port device,
   32 KiB per write, while the host reads the socket;
+* a reference, not a target: the same raw host->guest pump with `dd` writing
+  into the file `vm.write_file` writes (on the guest's tmpfs, truncated first,
+  as write_file's "replace" does) instead of /dev/null, to show how much of
+  write_file's time the file itself takes;
 * `vm.write_file` of N MiB (host->guest), `vm.read_file` of the same file
   (guest->host), and the stdout of `dd` copying M bytes of it, read through the
   process's stdout stream (guest->host), where M is N or, if smaller, the
@@ -59,10 +63,11 @@ PUMP_ARGS = ["-chardev", "socket,id=pump,path={scratch}/pump.sock,server=on,wait
              "-device", f"virtserialport,bus=vser0.0,chardev=pump,name={PUMP}"]
 FIND_PORT = f'for p in /sys/class/virtio-ports/*; do [ "$(cat $p/name)" = {PUMP} ] && echo /dev/${{p##*/}}; done'
 GUEST_FILE = "/tmp/bulk.bin"
-ROWS = ("raw host->guest", "vm:write_file", "raw guest->host", "vm:read_file", "raw guest->host, stdout size",
+FILE_ROW = f"raw host->guest into {GUEST_FILE} (reference)"
+ROWS = ("raw host->guest", FILE_ROW, "vm:write_file", "raw guest->host", "vm:read_file", "raw guest->host, stdout size",
         "command stdout")
 # Each op's baseline: the raw pump of the same direction and size.
-BASE = {"raw host->guest": "raw host->guest", "vm:write_file": "raw host->guest",
+BASE = {"raw host->guest": "raw host->guest", FILE_ROW: "raw host->guest", "vm:write_file": "raw host->guest",
         "raw guest->host": "raw guest->host", "vm:read_file": "raw guest->host",
         "raw guest->host, stdout size": "raw guest->host, stdout size",
         "command stdout": "raw guest->host, stdout size"}
@@ -76,9 +81,9 @@ def pump_device(vm: VM) -> str:
     return dev
 
 
-def raw_to_guest(vm: VM, sock: socket.socket, dev: str, data: bytes) -> float:
+def raw_to_guest(vm: VM, sock: socket.socket, dev: str, data: bytes, to: str = "/dev/null") -> float:
     bs = 1 << 16
-    proc = vm.run_async(["dd", f"if={dev}", "of=/dev/null", f"bs={bs}", "iflag=fullblock", f"count={len(data) // bs}"])
+    proc = vm.run_async(["dd", f"if={dev}", f"of={to}", f"bs={bs}", "iflag=fullblock", f"count={len(data) // bs}"])
     time.sleep(0.5)  # let `dd` block in its first read: the time is the transfer's
     t = time.perf_counter()
     sock.sendall(data)
@@ -148,6 +153,7 @@ def measure(mib: int, rounds: int) -> tuple[dict[str, list[float]], float]:
         sock.connect(str(vm.instance.scratch / "pump.sock"))
         for _ in range(rounds):
             times["raw host->guest"].append(raw_to_guest(vm, sock, dev, data))
+            times[FILE_ROW].append(raw_to_guest(vm, sock, dev, data, GUEST_FILE))
             t = time.perf_counter()
             vm.write_file(GUEST_FILE, data)
             times["vm:write_file"].append(time.perf_counter() - t)
@@ -228,14 +234,26 @@ how many passes over the data each path makes and into how much fresh memory.
 - `write_file`: a request of 4 MiB or more whose data comes last in its frame (the
   host puts large values last) is written to its file while it arrives
   (`agent/bulkwrite.py`): 64 port buffers per readv() into one reused 256 KiB
-  buffer, then write(), until the frame ends; the host hands the data to its socket
-  as it is (no packed copy).  Before: the body was gathered into 64 MiB of fresh
-  memory (zeroed, then filled), msgpack copied the data out of it, and only then
-  was the file written (0.32x); without the msgpack copy (`protocol/views.py`,
-  still used for large frames that cannot be streamed) 0.48x.  What remains
-  against the pump: the file itself, a pass into fresh page-cache pages of the
-  guest's tmpfs that the pump (into /dev/null) does not make, on the same single
-  vCPU as the port reads;
+  buffer (its 64 views made once, not per call: building them cost more emulated
+  CPU than the call), then write(), until the frame ends; the host hands the data
+  to its socket as it is (no packed copy).  Before: the body was gathered into
+  64 MiB of fresh memory, msgpack copied the data out of it, and only then was the
+  file written (0.32x); without the msgpack copy (`protocol/views.py`, still used
+  for large frames that cannot be streamed) 0.48x.  The reference row puts a
+  number on the file's share: the raw pump's own `dd`, writing into the same tmpfs
+  file instead of /dev/null, reaches {ratios[FILE_ROW]:.2f}x the pump in this run, and
+  write_file {ratios["vm:write_file"]:.2f}x, so write_file is at {ratios["vm:write_file"] / ratios[FILE_ROW]:.2f}x of `dd` into the
+  same file.  Tried and left: the port cannot splice into a pipe (virtio_console
+  has no splice_read in the guest's 6.1 kernel: EINVAL), so one copy into user
+  space stays; a 1 MiB buffer was no faster than 256 KiB in an in-guest test of
+  the same loop (2 rounds each: 0.42 s against 0.32 s, within the noise);
+  fallocate would only move tmpfs's page allocation earlier on the same vCPU and
+  leave a full-size file behind a failed write.  Instrumented in the guest (a
+  load of 1.5-3.5), the agent's vCPU sat idle 18-33% of a write_file, its reads
+  often short (waiting for the host's bytes), with the host socket's default send
+  buffer (208 KiB); with 4 MiB every read came back full but the time did not
+  drop measurably on that busier machine: the host's send (its event loop, on
+  2 shared cores) is a part of the rest worth a look on the host side;
 - `read_file` reads the file in one read() and writes the reply from that buffer
   (no copy into the frame: `framing.Blob`); the remaining gap is that pass over the
   file into fresh memory, which `dd` from /dev/zero does not pay.  Its own time has

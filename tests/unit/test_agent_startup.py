@@ -71,3 +71,25 @@ def test_a_deferred_module_loads_on_first_use():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split("\n")[0] == "Undocumented(a: int) (a: int) -> None True"
+
+
+def test_deferred_copy_still_serves_dataclasses_asdict_and_replace():
+    code = (
+        "import sys\n"
+        "from provium.agent.startup import defer_inspect\n"
+        "defer_inspect()\n"
+        "import dataclasses\n"
+        "assert 'weakref' not in sys.modules\n"
+        "@dataclasses.dataclass\n"
+        "class P:\n"
+        "    '''A point.'''\n"
+        "    a: list\n"
+        "p = P([1, [2]])\n"
+        "d = dataclasses.asdict(p)\n"
+        "assert d == {'a': [1, [2]]} and d['a'] is not p.a\n"
+        "import copy\n"
+        "print(copy.deepcopy(p) == p, copy.copy(p) is not p, 'weakref' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "True", "True"]

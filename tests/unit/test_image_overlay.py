@@ -17,7 +17,7 @@ import pytest
 
 from provium.image import overlay, runtime
 from provium.image.cpio import read_initrd
-from provium.protocol.messages import ExecArgs, SpawnWorkerArgs, WorkerExecArgs
+from provium.protocol.messages import ExecArgs, GetTimeArgs, ListdirArgs, SpawnWorkerArgs, StatArgs, WorkerExecArgs
 from provium.protocol.mux import MuxClient
 
 
@@ -50,7 +50,7 @@ def test_overlay_carries_launcher_and_runtime_but_no_init(unpacked):
     assert 'if [ "$$" = 1 ] && [ -e /init ]' in text and 'exec /init "$@"' in text
     assert "mount -t devtmpfs" in text and "mount -t proc" in text and "mount -t sysfs" in text
     for needed in ("provium/bin/busybox", "provium/bin/python3", "provium/bin/python3._pth",
-                   "provium/lib/python3.zip", "provium/lib/python3-start.zip", "provium/lib/python3/dataclass-code.bin",
+                   "provium/lib/python3.zip", "provium/lib/python3-start.zip", "provium/lib/python3/code-cache.bin",
                    "provium/lib/python3/boot-modules.bin"):
         assert needed in entries, needed
     assert any(n.startswith("provium/lib/ld-linux") for n in entries)
@@ -69,17 +69,24 @@ def test_exec_argv_is_json_and_points_into_the_overlay(unpacked):
     argv = json.loads(shlex.split(line.split("=", 1)[1])[0])
     assert argv[0].startswith("/provium/lib/ld-linux") and argv[1:3] == ["--library-path", "/provium/lib"]
     assert argv[3] == "/provium/bin/python3"
-    assert argv[-2:] == ["-c", "import provium_boot; provium_boot.run('provium.agent.__main__:main')"]
+    # bytecode run as the script (no `-c` text to compile), then the target
+    assert argv[-2:] == ["/provium/lib/python3/run.pyc", "provium.agent.__main__:main"]
     for a in argv:
         if a.startswith("/provium/"):
             assert a.lstrip("/") in entries, a
 
 
 def _host_argv(root, target):
+    """The guest's argv (runtime.Runtime.argv), pointed at the unpacked copy."""
     lib = root / "provium" / "lib"
     loader = next(lib.glob("ld-linux*"))
     return [str(loader), "--library-path", str(lib), str(root / "provium/bin/python3"), "-X", "utf8",
-            "-c", f"import provium_boot; provium_boot.run({target!r})"]
+            str(lib / "python3" / "run.pyc"), target]
+
+
+def _host_argv_c(root, code):
+    """The interpreter of the unpacked copy running `code` (-c)."""
+    return _host_argv(root, "")[:-2] + ["-c", code]
 
 
 def test_packed_runtime_has_what_the_agent_imports(unpacked):
@@ -112,7 +119,7 @@ def test_startup_modules_come_preloaded_and_the_start_zip_is_small(unpacked):
             "print(type(provium.agent.server.__spec__.loader).__name__, type(re.__spec__.loader).__name__,"
             " type(subprocess.__spec__.loader).__name__, msgpack._cmsgpack.__name__, sys.modules['org'],"
             " provium.agent.server.__file__.endswith('python3.zip/provium/agent/server.pyc'))")
-    out = subprocess.run(_host_argv(root, "x:y")[:-2] + ["-c", code], capture_output=True, text=True,
+    out = subprocess.run(_host_argv_c(root, code), capture_output=True, text=True,
                          env={"PATH": "/usr/bin:/bin"}, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["Preloaded", "Preloaded", "zipimporter", "msgpack._cmsgpack", "None", "True"]
@@ -136,7 +143,7 @@ GUEST_STARTUP_MODULES = {
     "provium.errors", "provium.protocol", "provium.protocol.codec", "provium.protocol.decoder",
     "provium.protocol.envelope", "provium.protocol.framing", "provium.protocol.messages",
     "provium.protocol.types", "provium_boot", "re", "re._casefix", "re._compiler", "re._constants",
-    "re._parser", "reprlib", "select", "stat", "struct", "sys", "threading", "time", "types", "weakref",
+    "re._parser", "reprlib", "select", "stat", "struct", "sys", "threading", "time", "types",
     "zipimport",
 }
 
@@ -147,9 +154,8 @@ def test_guest_startup_imports_stay_within_the_list_and_leave_the_collector_on(u
               "atexit.register(lambda: print(gc.isenabled(), gc.get_freeze_count(),"
               " ' '.join(n for n in sys.modules if not n.startswith(('_cython', 'cython'))), '\\n',"
               " ' '.join(sorted(vars(sys.modules['datetime'])))))")
-    # the guest's entry point, up to the moment main() would start serving
-    argv = _host_argv(root, "provium.agent.guest:_mix_rng_seed")
-    argv[-1] = report + ";" + argv[-1]
+    # the guest's entry point (what run.pyc runs), up to the moment main() would start serving
+    argv = _host_argv_c(root, report + "; import provium_boot; provium_boot.run('provium.agent.guest:_mix_rng_seed')")
     out = subprocess.run(argv, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=60)
     assert out.returncode == 0, out.stderr
     first, second = out.stdout.split("\n")[:2]
@@ -160,6 +166,7 @@ def test_guest_startup_imports_stay_within_the_list_and_leave_the_collector_on(u
     import datetime
     assert second.split() == sorted(vars(datetime)) and "math" not in modules
     assert "inspect" in modules and "ast" not in modules  # inspect is startup.py's stand-in
+    assert "copy" in modules and "weakref" not in modules  # so is copy (which imports weakref)
     # the collector paused for the imports (guest_boot.run) is on again, and what they
     # built is frozen out of its sight
     assert enabled == "True" and int(frozen) > 5000
@@ -220,3 +227,42 @@ def test_overlay_ships_the_error_root_and_rebuilds_when_it_changes(unpacked):
     names = zipfile.ZipFile(io.BytesIO(entries["provium/lib/python3.zip"][1])).namelist()
     assert "provium/errors.pyc" in names  # protocol and agent modules import it
     assert any(p.name == "errors.py" and p.parent.name == "provium" for p in runtime.inputs())
+
+
+def test_the_agent_compiles_nothing_from_its_start_through_its_first_ops(unpacked):
+    """Under TCG the first compile in a fresh guest is costly (the emulator translates
+    the interpreter's parser and compiler): the guest runs bytecode, and what dataclasses,
+    namedtuple and the codec would compile comes from the code cache (guest_boot.py)."""
+    root, _ = unpacked
+    hook = ("import os, sys\n"
+            "def audit(event, args):\n"
+            "    if event == 'compile':\n"
+            "        os.write(2, b'COMPILED ' + repr(args[0])[:80].encode() + b'\\n')\n"
+            "sys.addaudithook(audit)\n"
+            "import provium_boot; provium_boot.run('provium.agent.__main__:main')\n")
+    host_end, agent_end = socket.socketpair()
+    proc = subprocess.Popen(_host_argv_c(root, hook) + ["--fd", str(agent_end.fileno())], pass_fds=[agent_end.fileno()],
+                            env={"PATH": "/usr/bin:/bin"}, stderr=subprocess.PIPE)
+    agent_end.close()
+
+    async def talk():
+        reader, writer = await asyncio.open_unix_connection(sock=host_end)
+        client = await MuxClient.connect(reader, writer, timeout=60)  # the hello
+        try:
+            for op in (ExecArgs(cmd="/bin/true"), StatArgs(path="/"), ListdirArgs(path="/"), GetTimeArgs()):
+                assert (await client.call(op, timeout=60)).ok
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(talk())
+    finally:
+        host_end.close()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    err = proc.stderr.read().decode(errors="replace")
+    assert proc.returncode == 0, err
+    assert "COMPILED" not in err, err

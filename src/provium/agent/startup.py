@@ -5,7 +5,9 @@ imports `inspect` (and through it `ast`, `dis`, `tokenize`, `linecache`: about a
 fifth of the agent's imports) but uses it only to write a docstring for a class
 that has none; every wire type has one.  So `inspect` gets a stand-in module
 that imports the real one the first time anything is looked up on it: code
-that does use inspect still works, it just pays for it then.
+that does use inspect still works, it just pays for it then.  The same for
+`copy` (and `weakref`, which only copy brings in): dataclasses uses it only in
+`asdict`/`astuple`, which the agent never calls.
 """
 
 from __future__ import annotations
@@ -43,3 +45,4 @@ def defer(name: str) -> None:
 
 def defer_inspect() -> None:
     defer("inspect")
+    defer("copy")

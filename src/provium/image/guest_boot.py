@@ -1,19 +1,27 @@
 """Shipped into the guest as the top-level module `provium_boot`.
 
-    python -c 'import provium_boot; provium_boot.run("package.module:function")' ARGS...
+    python /provium/lib/python3/run.pyc package.module:function ARGS...
 
-imports the module, calls the function (argv is `["-c", ARGS...]`, as the function
-would see it under `python -m`) and exits with its return value.  Not `-m`:
-that would import runpy and importlib.util first, a measurable share of a
-start-up under TCG.
+(the bytecode of `import provium_boot; provium_boot.run(...)`, see RUN_SOURCE in
+runtime.py) imports the module, calls the function (argv is `[run.pyc, ARGS...]`)
+and exits with its return value.  Not `-m`: that would import runpy and
+importlib.util first, a measurable share of a start-up under TCG.  Not `-c`:
+its text would be compiled, and the first compile in a fresh guest is costly
+(see below).
 
-Before that, one start-up shortcut: `dataclasses` builds each class's methods by
-compiling generated source text at import time, and under TCG that compiling
-is a large share of the agent's start.  The overlay builder ran the agent's
-imports on the host with the same interpreter and kept every such code object,
-keyed by its source text, in a marshal file; `dataclasses` gets an `exec` that
-looks the text up there first and compiles only what it does not find.  Same
-text, same interpreter, same code object: the classes come out identical.
+Before that, one start-up shortcut: no source text is compiled from the
+interpreter's start until the agent has answered its first ops.  `dataclasses`
+builds each class's methods by compiling generated source text, `namedtuple`
+(collections) its `__new__`, and the protocol's codec evaluates each field's
+string annotation the first time it meets a type.  Under TCG compiling is slow,
+and the first compile in a fresh guest costs more still: the emulator translates
+the interpreter's whole parser and compiler the first time they run (about 0.03 s
+of emulated CPU for a `-c pass`).  The overlay builder ran the agent's imports
+on the host with the same interpreter and kept every such code object, keyed by
+its source text, in a marshal file, with every wire type's field annotations
+compiled ahead; those three modules get an `exec`/`eval` that looks the text up
+there first and compiles only what it does not find.  Same text, same
+interpreter, same code object: the classes and values come out identical.
 
 And one more: the modules the agent imports at start-up come preloaded.  The
 overlay builder measured which they are and stored their code objects in one
@@ -29,7 +37,7 @@ beside the zip on sys.path, so the runtime also works unpacked on a host.
 
 import sys
 
-CODE_CACHE = "dataclass-code.bin"
+CODE_CACHE = "code-cache.bin"
 PRELOAD = "boot-modules.bin"
 # `copy` (imported by dataclasses) tries `from org.python.core import PyStringMap`,
 # for Jython; failing that search along sys.path costs milliseconds under TCG.
@@ -103,33 +111,55 @@ def preload(path: str) -> bool:
     return True
 
 
+def _defer_inspect() -> None:
+    # Before dataclasses pulls in inspect/ast/dis: the agent never needs them at start-up.
+    try:
+        from provium.agent.startup import defer_inspect
+    except ImportError:
+        return
+    defer_inspect()
+
+
 def install(data_dir: str | None = None) -> None:
     import builtins
 
     data_dir = data_dir or _data_dir()
     preload(f"{data_dir}/{PRELOAD}")
-    # Before dataclasses pulls in inspect/ast/dis: the agent never needs them at start-up.
-    try:
-        from provium.agent.startup import defer_inspect
-
-        defer_inspect()
-    except ImportError:
-        pass
     cached = _load(f"{data_dir}/{CODE_CACHE}")
     if not isinstance(cached, dict):
+        _defer_inspect()
         return
-    import dataclasses
-
-    real_exec = builtins.exec
+    exec_code, eval_code = cached.get("exec", {}), cached.get("eval", {})
+    real_exec, real_eval = builtins.exec, builtins.eval
 
     def exec_(source, globals=None, locals=None):
         if isinstance(source, str):
-            code = cached.get(source)
+            code = exec_code.get(source)
             if code is not None:
                 return real_exec(code, globals, locals)
         return real_exec(source, globals, locals)
 
-    dataclasses.exec = exec_  # type: ignore[attr-defined]  # a module global shadows the builtin for dataclasses only
+    def eval_(source, globals=None, locals=None):
+        if isinstance(source, str):
+            code = eval_code.get(source)
+            if code is not None:
+                return real_eval(code, globals, locals)
+        return real_eval(source, globals, locals)
+
+    # A module global shadows the builtin for that module only.  collections first:
+    # functools (which dataclasses imports) makes a namedtuple as it is imported.
+    import collections
+
+    collections.eval = eval_  # type: ignore[attr-defined]
+    _defer_inspect()
+    import dataclasses
+
+    dataclasses.exec = exec_  # type: ignore[attr-defined]
+    try:  # every agent serves through it; its annotations are in the cache
+        from provium.protocol import codec
+    except ImportError:
+        return
+    codec.eval = eval_  # type: ignore[attr-defined]
 
 
 def run(target: str) -> None:

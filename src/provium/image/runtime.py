@@ -37,9 +37,13 @@ GUEST_PYDIR = f"{GUEST_LIB}/python3"
 GUEST_DYNLOAD = f"{GUEST_PYDIR}/lib-dynload"
 GUEST_SITE = f"{GUEST_PYDIR}/site-packages"
 GUEST_ZIP = f"{GUEST_LIB}/python3.zip"
-GUEST_CODE_CACHE = f"{GUEST_PYDIR}/dataclass-code.bin"
+GUEST_CODE_CACHE = f"{GUEST_PYDIR}/code-cache.bin"
 GUEST_PRELOAD = f"{GUEST_PYDIR}/boot-modules.bin"
 BOOT_MODULE = "provium_boot"
+# What the guest runs as its script: `python3 run.pyc module:function ARGS...`.  Bytecode,
+# not `-c` text: nothing is compiled at start-up (guest_boot.py says why that matters).
+GUEST_RUN = f"{GUEST_PYDIR}/run.pyc"
+RUN_SOURCE = f"import sys\nimport {BOOT_MODULE}\n{BOOT_MODULE}.run(sys.argv.pop(1))\n"
 # What the agent imports in a guest before it serves (provium.agent.guest.main): its
 # modules are preloaded (guest_boot.py).  A module missing here still works, from the zip.
 BOOT_IMPORTS = ("provium.agent.guest", "provium.agent.server", "provium.agent.state", "provium.agent.children",
@@ -78,8 +82,7 @@ class Runtime:
 
     def argv(self, target: str, *args: str) -> list[str]:
         """Guest argv calling `target` ("module:function") through the bundled loader."""
-        return [self.loader, "--library-path", GUEST_LIB, GUEST_PYTHON, "-X", "utf8",
-                "-c", f"import {BOOT_MODULE}; {BOOT_MODULE}.run({target!r})", *args]
+        return [self.loader, "--library-path", GUEST_LIB, GUEST_PYTHON, "-X", "utf8", GUEST_RUN, target, *args]
 
 
 def _version_of(python: Path) -> str | None:
@@ -233,12 +236,10 @@ def _imports_in(path: Path, modname: str) -> set[str]:
 
 # Runs in the interpreter being shipped.  argv[1]: JSON request; argv[2]: output file.
 _MEASURE = r"""
-import builtins, importlib, json, sys
-req = json.loads(sys.argv[1])
-sys.path[:0] = req["paths"]
-import dataclasses
+import builtins, sys
 recorded = {}
-real_exec = builtins.exec
+recorded_eval = {}
+real_exec, real_eval = builtins.exec, builtins.eval
 def recording_exec(source, globals=None, locals=None):
     if isinstance(source, str):
         code = recorded.get(source)
@@ -246,6 +247,19 @@ def recording_exec(source, globals=None, locals=None):
             code = recorded[source] = compile(source, "<string>", "exec", dont_inherit=True)
         return real_exec(code, globals, locals)
     return real_exec(source, globals, locals)
+def recording_eval(source, globals=None, locals=None):
+    if isinstance(source, str):
+        code = recorded_eval.get(source)
+        if code is None:
+            code = recorded_eval[source] = compile(source, "<string>", "eval", dont_inherit=True)
+        return real_eval(code, globals, locals)
+    return real_eval(source, globals, locals)
+import collections  # before functools (json imports it), which makes a namedtuple as it is imported
+collections.eval = recording_eval
+import importlib, json
+req = json.loads(sys.argv[1])
+sys.path[:0] = req["paths"]
+import dataclasses
 dataclasses.exec = recording_exec
 failed = {}
 for name in req["modules"]:
@@ -254,6 +268,15 @@ for name in req["modules"]:
     except Exception as exc:  # `from x import name` where name is no module, etc.
         failed[name] = repr(exc)
 modules = {n: getattr(m, "__file__", None) for n, m in list(sys.modules.items())}
+# The codec evaluates each wire type's field annotations on first use of the type
+# (codec._resolve): compiled here, every one, so no op compiles them in the guest.
+for name in sorted(modules):
+    if name.startswith("provium.protocol."):
+        for obj in list(vars(sys.modules[name]).values()):
+            if isinstance(obj, type) and obj.__module__ == name and dataclasses.is_dataclass(obj):
+                for f in dataclasses.fields(obj):
+                    if isinstance(f.type, str) and f.type not in recorded_eval:
+                        recorded_eval[f.type] = compile(f.type, "<string>", "eval", dont_inherit=True)
 # What the measuring itself needs is imported only now, so it is not counted.
 import importlib.util, marshal, os, sysconfig
 from importlib._bootstrap_external import _code_to_hash_pyc
@@ -274,10 +297,13 @@ for name, file in modules.items():
         compiled["stdlib/" + rel[:-3] + ".pyc"] = pyc(real, req["zip"] + "/" + rel)
 for path, guest_name in req["compile"]:
     compiled[path] = pyc(path, guest_name)
+for key, (source, guest_name) in req.get("sources", {}).items():
+    code = compile(source, guest_name, "exec", dont_inherit=True)
+    compiled[key] = bytes(_code_to_hash_pyc(code, importlib.util.source_hash(source.encode()), checked=False))
 dynload = os.path.join(stdlib, "lib-dynload")
 with open(sys.argv[2], "wb") as f:
     marshal.dump({"modules": modules, "failed": failed, "stdlib": stdlib, "dynload": dynload,
-                  "compiled": compiled, "dataclass_code": marshal.dumps(recorded)}, f)
+                  "compiled": compiled, "code_cache": marshal.dumps({"exec": recorded, "eval": recorded_eval})}, f)
 """
 
 
@@ -375,10 +401,12 @@ def _preload_table(names: list[str], zip_entries: dict[str, bytes], site: dict[s
     return marshal.dumps(table)
 
 
-def _measure(python: Path, paths: list[str], names: list[str], compile_files: list[tuple[str, str]]) -> dict:
+def _measure(python: Path, paths: list[str], names: list[str], compile_files: list[tuple[str, str]],
+             sources: dict[str, tuple[str, str]] | None = None) -> dict:
     import marshal
 
-    req = {"paths": paths, "modules": sorted(names), "compile": compile_files, "zip": GUEST_ZIP}
+    req = {"paths": paths, "modules": sorted(names), "compile": compile_files, "zip": GUEST_ZIP,
+           "sources": sources or {}}
     with tempfile.TemporaryDirectory(prefix="provium-measure-") as d:
         out = Path(d) / "out.marshal"
         # no_debug_ranges: the bytecode shipped carries line numbers but not the column
@@ -438,7 +466,8 @@ def collect() -> Runtime:
     compile_files.append((str(boot_src), f"{GUEST_ZIP}/{BOOT_MODULE}.py"))
     msgpack_py = sorted(p for p in msgpack_dir.iterdir() if p.suffix == ".py")
     compile_files += [(str(p), f"{GUEST_SITE}/msgpack/{p.name}") for p in msgpack_py]
-    m = _measure(python, [str(src_root), str(msgpack_dir.parent)], sorted(names), compile_files)
+    m = _measure(python, [str(src_root), str(msgpack_dir.parent)], sorted(names), compile_files,
+                 {"run": (RUN_SOURCE, GUEST_RUN[:-1])})
 
     rt = Runtime(python=python)
     zip_entries: dict[str, bytes] = {}
@@ -452,7 +481,8 @@ def collect() -> Runtime:
         start[key] = zip_entries.pop(key)  # the whole package: its __path__ is this zip
     rt.files[GUEST_START_ZIP] = (_zip(start), 0o644)
     rt.files[GUEST_ZIP] = (_zip(zip_entries), 0o644)
-    rt.files[GUEST_CODE_CACHE] = (m["dataclass_code"], 0o644)
+    rt.files[GUEST_CODE_CACHE] = (m["code_cache"], 0o644)
+    rt.files[GUEST_RUN] = (m["compiled"]["run"], 0o644)
     site = {f"msgpack/{p.stem}.pyc": m["compiled"][str(p)] for p in msgpack_py}
     boot = _boot_set(python, [str(src_root), str(msgpack_dir.parent)])
     rt.files[GUEST_PRELOAD] = (_preload_table(boot["modules"], zip_entries, site, boot["shims"]), 0o644)
