@@ -6,6 +6,7 @@ import os
 import socket
 import time
 
+import pytest
 from agent_client_util import inproc_agent
 
 from provium.agent import bulkwrite
@@ -104,3 +105,64 @@ def test_a_stream_that_ends_inside_the_frame_ends_the_session(tmp_path):
         time.sleep(0.02)
     assert c.result.get("reason") == "truncated"  # type: ignore[attr-defined]
     c.close()
+
+
+class _Port:
+    """A port-like reader: readv() fills at most `cap` bytes of its segments per
+    call, as a virtio port hands over what its buffers hold."""
+
+    def __init__(self, data: bytes, caps: list[int]) -> None:
+        self.data, self.pos, self.caps, self.calls = data, 0, caps, []
+
+    def readv(self, bufs) -> int:
+        room = sum(len(b) for b in bufs)
+        self.calls.append(room)
+        n = min(room, self.caps[len(self.calls) % len(self.caps)], len(self.data) - self.pos)
+        k = 0
+        for b in bufs:
+            m = min(len(b), n - k)
+            b[:m] = self.data[self.pos + k:self.pos + k + m]
+            k += m
+            if k == n:
+                break
+        self.pos += n
+        return n
+
+
+def test_the_vectored_pump_takes_short_reads_and_short_writes_and_stops_at_the_frame_end(tmp_path, monkeypatch):
+    data = os.urandom(3 * bulkwrite._BUFFER + 5000)
+    port = _Port(data + b"NEXT FRAME", [bulkwrite._BUFFER, 4096, 777, 100000])
+    real_write = os.write
+    monkeypatch.setattr(bulkwrite.os, "write", lambda fd, b: real_write(fd, bytes(b[:3000])))  # short writes
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    try:
+        assert bulkwrite._pump(fd, len(data), None, port.readv, None) is None
+    finally:
+        os.close(fd)
+    assert (tmp_path / "f").read_bytes() == data
+    assert port.pos == len(data)  # never read past the frame's end
+    assert max(port.calls) == bulkwrite._BUFFER and port.calls[-1] < bulkwrite._BUFFER
+
+
+def test_the_vectored_pump_drains_the_frame_after_a_failing_write(tmp_path, monkeypatch):
+    data = os.urandom(2 * bulkwrite._BUFFER + 99)
+    port = _Port(data, [65536])
+    writes = []
+
+    def write(fd, b):
+        writes.append(len(b))
+        if len(writes) == 2:
+            raise OSError(28, "No space left on device")
+        return len(b)
+
+    monkeypatch.setattr(bulkwrite.os, "write", write)
+    err = bulkwrite._pump(-1, len(data), None, port.readv, None)
+    assert isinstance(err, OSError) and err.errno == 28
+    assert port.pos == len(data) and len(writes) == 2  # all read, nothing written after the failure
+
+
+def test_the_vectored_pump_ends_truncated_when_the_stream_ends_inside_the_frame():
+    port = _Port(b"x" * 5000, [4096])
+    with pytest.raises(bulkwrite.Truncated):
+        bulkwrite._pump(-1, 10000, None, port.readv, OSError(28, "full"))
+    assert port.pos == 5000
