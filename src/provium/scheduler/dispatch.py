@@ -85,6 +85,8 @@ class DispatchOptions:
     fail_fast: bool = False
     runner_cmd: list[str] = field(default_factory=default_runner_cmd)
     env: dict[str, str] | None = None
+    # The runners' working directory (relative test paths are read from it); None: this process's.
+    cwd: str | None = None
     kill_grace: float | None = None  # seconds past the timeout before the kill; None = kill_grace(timeout)
     psi_paths: tuple[str, ...] | list[str] = DEFAULT_PATHS  # PSI files to gate on (tests use fakes)
     psi_threshold: float = 10.0
@@ -363,7 +365,7 @@ class Dispatcher:
         if z is None or self.spawn_reason is not None:
             return None
         with open(log_path, "wb") as log_file:
-            proc = z.fork(args, wfd, log_file.fileno(), env=self.opts.env)
+            proc = z.fork(args, wfd, log_file.fileno(), env=self.opts.env, cwd=self.opts.cwd)
         if proc is None:
             self._spawn_instead(z.unavailable or "the runner zygote is unavailable")
         return proc
@@ -393,7 +395,8 @@ class Dispatcher:
             with open(log_path, "wb") as log_file:
                 try:
                     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                            pass_fds=(wfd,), start_new_session=True, env=self.opts.env)
+                                            pass_fds=(wfd,), start_new_session=True, env=self.opts.env,
+                                            cwd=self.opts.cwd)
                 except OSError as exc:
                     os.close(rfd)
                     os.close(wfd)

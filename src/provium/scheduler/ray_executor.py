@@ -48,6 +48,8 @@ and in a per-node summary line on stderr (see docs/cluster.md).
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -251,6 +253,78 @@ def settings_on_node(settings_json: str) -> str:
     return json.dumps(data, sort_keys=True)
 
 
+# How long a task waits for its node to finish unpacking the project (Ray's package lock).
+UNPACK_WAIT = 120.0
+
+
+def _wait_for_unpack(copy: str, node: str, wait: float) -> int | None:
+    """Hold Ray's lock on the package behind `copy` (an fd to close), or None when there is none.
+
+    Ray (2.60, packaging.py) unpacks a `gcs://` working_dir under a file lock named
+    `<copy>.zip.lock` (an flock, from the `filelock` package); holding it means no node
+    is removing or unpacking the copy meanwhile."""
+    try:
+        fd = os.open(copy + ".zip.lock", os.O_RDWR)
+    except OSError:
+        return None  # not a package Ray unpacked (a local working_dir), or its lock is gone
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN) or time.monotonic() > deadline:
+                os.close(fd)
+                raise RayExecutorError(
+                    f"node {node}: the project copy `{copy}` was still being unpacked by Ray after "
+                    f"{wait:g}s (its lock `{copy}.zip.lock`: {exc.strerror})") from exc
+            time.sleep(0.05)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system (TMPDIR elsewhere), or links not allowed: a real copy
+        shutil.copy2(src, dst)
+
+
+def private_project_copy(path: str, node: str, dest: str, wait: float = UNPACK_WAIT) -> str:
+    """A copy of the node's project directory (Ray's working_dir) that only this task uses,
+    made of hard links under `dest`; the directory the file's runner reads `path` from.
+
+    Why not the working_dir itself: nodes that share a machine (a test cluster, two
+    raylets on one host) share Ray's unpacked copy, and each node's runtime-env agent
+    removes it and unpacks it again when it prepares a job for its node (Ray 2.60:
+    `create` with overwrite=True), at any moment of the job.  A worker that entered the
+    first copy is then left in a deleted directory, and every relative open fails with
+    ENOENT (a file "not found" in its own project).  Hard links keep the files of the
+    copy we saw alive whatever Ray does to its directory afterwards, and cost no data."""
+    # The worker's shell entered the copy by name (`cd <copy> && ...`), which set PWD;
+    # getcwd() fails once that directory is deleted.
+    copy = os.environ.get("PWD") or ""
+    if not os.path.isabs(copy):
+        try:
+            copy = os.getcwd()
+        except FileNotFoundError as exc:
+            raise RayExecutorError(f"node {node}: this Ray worker's working directory (the project copy) was "
+                                   "deleted and PWD does not name it") from exc
+    lock = _wait_for_unpack(copy, node, wait)
+    try:
+        if not os.path.isdir(copy):
+            raise RayExecutorError(f"node {node}: the project copy `{copy}` (Ray's working_dir) does not exist "
+                                   f"on this node, so `{path}` cannot be run there")
+        if not os.path.isfile(os.path.join(copy, path)):
+            raise RayExecutorError(f"node {node}: `{path}` is not in the project copy `{copy}` (Ray's working_dir "
+                                   f"on this node; it holds {len(os.listdir(copy))} entries); is it excluded "
+                                   "by a .gitignore?")
+        mine = os.path.join(dest, "project")
+        shutil.copytree(copy, mine, symlinks=True, copy_function=_link_or_copy)
+    finally:
+        if lock is not None:
+            os.close(lock)  # releases the flock
+    return mine
+
+
 _DONE = object()
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours its error texts
 
@@ -262,13 +336,25 @@ def run_file_on_node(index: int, path: str, settings_json: str, env: dict[str, s
     yield ("node", node)
     q: queue.SimpleQueue = queue.SimpleQueue()
     work = tempfile.mkdtemp(prefix="provium-ray-")
+    try:
+        project = private_project_copy(path, node, work)
+    except (RayExecutorError, OSError) as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        result = FileResult(path=path, chunk_error=f"crashed: {exc}", crashed=True)
+        _QueueSink(q).emit(ev.FileCompleted(path=printable(path), status=result.status, duration_ns=0))
+        yield ("events", [q.get()])
+        yield ("result", result)
+        return
+    home = os.environ.get("PWD") or project
+    os.chdir(project)  # what the node reads by relative path (the claim, provium.toml) comes from it too
     run_env = dict(os.environ)
     run_env.update(env)
+    run_env["PWD"] = project
     run_env["PROVIUM_RAY_NODE"] = node  # a test file may want to know where it runs
     pool: PoolSize = size_pool(vmm=vmm)  # this node's own pool: VM charges of the file draw from it
     opts = DispatchOptions(
         settings_json=settings_on_node(settings_json), work_dir=work, pool=pool, file_timeout=file_timeout,
-        env=run_env,
+        env=run_env, cwd=project,
         # One file per dispatcher here: a zygote would cost as much as the runner it saves.
         zygote=False, psi_paths=(),
         coordinator_factory=lambda *a, **kw: _ClusterCoordinator(*a, hub=hub, owner=index, **kw))
@@ -308,6 +394,10 @@ def run_file_on_node(index: int, path: str, settings_json: str, env: dict[str, s
     finally:
         dispatcher.kill_running()  # a cancelled task leaves no runner (and so no QEMU) behind
         t.join(timeout=15)
+        try:
+            os.chdir(home)  # the worker runs the job's next task from Ray's copy again
+        except OSError:
+            os.chdir("/")
         shutil.rmtree(work, ignore_errors=True)
 
 
