@@ -87,14 +87,15 @@ class FakeAgent:
 
 async def pair(handler: Handler | None = None, *, version: int = PROTOCOL_VERSION,
                connect: bool = True) -> tuple[MuxClient | tuple, FakeAgent]:
-    """(connected MuxClient, agent); with connect=False the raw (reader, writer) instead."""
+    """(connected MuxClient, agent); with connect=False the host's socket instead.
+
+    The client reads through `wire.FrameProtocol`, as the backends' clients do."""
     a, b = socket.socketpair()
     ar, aw = await asyncio.open_connection(sock=a)
     agent = FakeAgent(ar, aw, version=version, handler=handler)
-    hr, hw = await asyncio.open_connection(sock=b)
     if not connect:
-        return (hr, hw), agent
-    client = await MuxClient.connect(hr, hw, timeout=5)
+        return b, agent
+    client = await MuxClient.connect(b, timeout=5)
     return client, agent
 
 
@@ -135,9 +136,9 @@ def test_hello_records_agent_info():
 
 def test_version_mismatch_names_both_versions():
     async def go():
-        (r, w), agent = await pair(version=3, connect=False)
+        sock, agent = await pair(version=3, connect=False)
         with pytest.raises(VersionMismatch) as ei:
-            await MuxClient.connect(r, w, version=5, timeout=5)
+            await MuxClient.connect(sock, version=5, timeout=5)
         assert "host: 5" in str(ei.value) and "agent: 3" in str(ei.value)
         assert (ei.value.host, ei.value.agent) == (5, 3)
         await agent.close()
@@ -461,3 +462,48 @@ def test_a_large_request_goes_to_the_transport_without_copying_its_data():
         assert decode_host(unpack(wire[4:])) == env
 
     asyncio.run(go())
+
+
+def test_large_stream_frames_arrive_whole_and_queued_ones_come_joined():
+    # 1 MiB frames are unpacked with their data left in the frame (a view);
+    # read() hands out bytes, everything queued joined in one piece.
+    one = bytes(range(256)) * 4096  # 1 MiB
+    two = one[::-1]
+    sent = asyncio.Event()
+
+    async def handler(agent, env):
+        await agent.send(env.ch, "tail_file_result", OpResult.success(None))
+        await agent.frame(env.ch, one)
+        await agent.frame(env.ch, two)
+        await agent.send(env.ch, "stream_end", StreamEnd("eof"))
+        sent.set()
+
+    async def go():
+        client, agent = await pair(handler)
+        _, stream = await client.open_stream(TailFileArgs("/big"))
+        await sent.wait()
+        while stream.end is None:
+            await asyncio.sleep(0.01)
+        got = await stream.read(5)
+        assert type(got) is bytes and got == one + two
+        assert await stream.read(1) is None
+        await client.close()
+        await agent.close()
+
+    arun(go())
+
+
+def test_a_large_reply_that_is_not_a_stream_frame_comes_as_bytes():
+    data = b"\x00stream_frame" * 100_000  # > 1 MiB, and the stream mark inside it
+
+    async def handler(agent, env):
+        await agent.send(env.ch, "read_file_result", OpResult.success(DataOk(data)))
+
+    async def go():
+        client, agent = await pair(handler)
+        r = await client.call(ReadFileArgs("/f"), timeout=5)
+        assert type(r.value.data) is bytes and r.value.data == data
+        await client.close()
+        await agent.close()
+
+    arun(go())

@@ -20,21 +20,46 @@ from ..errors import ProtocolError, requires
 from .codec import WireError
 from .envelope import CONTROL, Envelope, decode_agent
 from .decoder import FrameDecoder
-from .framing import STREAM_WINDOW, Blob, CleanEof, FrameError, encode_frame_parts, unpack
+from .framing import (
+    STREAM_WINDOW,
+    VIEW_BODY_MIN,
+    Blob,
+    CleanEof,
+    DecodeError,
+    FrameError,
+    encode_frame_parts,
+    unpack,
+)
 from .messages import PROTOCOL_VERSION, STREAM_KINDS, Cancel, Credit, Hello, HelloErr, HelloOk
 from .types import AgentError, AgentInfo, StreamEnd
+from .views import unpack_views
+from .wire import FrameProtocol
 
 # One read takes whatever the stream reader holds (it buffers at most a few
 # hundred KiB before it stops reading the socket), so a burst of frames is
-# decoded in one pass.
+# decoded in one pass (the asyncio (reader, writer) flavour only).
 _READ_MAX = 1 << 20
 # Credit goes back once this much of a stream was consumed: a quarter of the
 # window, so the agent always has room for more while the credit travels.
 _CREDIT_AT = STREAM_WINDOW // 4
-# What a StreamReader over the agent's socket may buffer before it stops
-# reading (asyncio's default, 64 KiB, pauses and resumes the socket for every
-# large frame): pass it as `limit` when opening the connection.
-READER_LIMIT = 1 << 20
+
+
+# How a stream frame's envelope starts on the wire (`"kind": "stream_frame"`,
+# packed right after the channel): looked for in a large body's first bytes.
+_STREAM_FRAME_KIND = b"\xa4kind\xacstream_frame"
+
+
+def _unpack(body: bytes | bytearray) -> Any:
+    """A body's value; a large stream frame's data stays in the body as a
+    read-only view (MuxStream.read copies it out once, joined with the chunks
+    queued behind it), instead of msgpack copying it into a bytes of its own."""
+    if len(body) >= VIEW_BODY_MIN and body.find(_STREAM_FRAME_KIND, 0, 64) >= 0:
+        value = unpack_views(body)
+        if isinstance(value, dict) and value.get("kind") == "stream_frame":
+            return value
+        # Only a stream's chunks may be views: any other value reaches its
+        # caller as bytes (the mark matched somewhere else: unpack it plainly).
+    return unpack(body)
 
 
 # A bytes value at least this large is sent from its own buffer (framing.Blob).
@@ -113,30 +138,44 @@ class StreamSourceError(ClientError):
 
 
 class MuxStream:
-    """One open stream channel.  `read()` yields chunks; None means end of stream."""
+    """One open stream channel.  `read()` yields chunks; None means end of stream.
+
+    Fed on the loop by the client's reader, without a task in between: a
+    chunk may be a read-only view of the frame it came in (no copy); `read()`
+    hands out bytes, everything queued joined in one copy (one wake-up of the
+    reading thread per batch instead of one per frame).
+    """
 
     def __init__(self, client: "MuxClient", ch: int) -> None:
         self._client = client
         self.ch = ch
-        self._chunks: deque[bytes] = deque()
-        self._cond = asyncio.Condition()
+        self._chunks: deque[bytes | memoryview] = deque()
+        self._waiters: list[asyncio.Future[None]] = []
         self.end: StreamEnd | None = None
         self.lost: ClientError | None = None
         self.closed = False
         self._unacked = 0
 
-    async def _push(self, env: Envelope) -> None:
-        async with self._cond:
-            if env.kind == "stream_frame":
+    def _push(self, env: Envelope) -> None:
+        if env.kind == "stream_frame":
+            if len(env.data.data):
                 self._chunks.append(env.data.data)
-            elif env.kind == "stream_end":
-                self.end = env.data
-            self._cond.notify_all()
+        elif env.kind == "stream_end":
+            self.end = env.data
+        self._wake()
 
-    async def _fail(self, err: ClientError) -> None:
-        async with self._cond:
-            self.lost = err
-            self._cond.notify_all()
+    def _fail(self, err: ClientError) -> None:
+        self.lost = err
+        self._wake()
+
+    def _wake(self) -> None:
+        for fut in self._waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._waiters.clear()
+
+    def _idle(self) -> bool:
+        return not self._chunks and self.end is None and self.lost is None and not self.closed
 
     @property
     def finished(self) -> bool:
@@ -144,24 +183,32 @@ class MuxStream:
 
     async def read(self, timeout: float | None) -> bytes | None:
         """Next chunk, b"" on timeout, None once the stream has ended and is drained."""
-        async with self._cond:
-            if not self._chunks and self.end is None and self.lost is None and not self.closed:
-                try:
-                    await asyncio.wait_for(self._cond.wait_for(
-                        lambda: self._chunks or self.end is not None or self.lost is not None or self.closed
-                    ), timeout)
-                except asyncio.TimeoutError:
-                    return b""
-            if self._chunks:
-                chunk = self._chunks.popleft()
-                self._unacked += len(chunk)
-                if self._unacked >= _CREDIT_AT and self.end is None and not self.closed:
-                    n, self._unacked = self._unacked, 0
-                    await self._client._send(Envelope(self.ch, Credit.KIND, Credit(n)))
-                return chunk
-            if self.lost is not None and self.end is None:
-                raise self.lost
-            return None
+        if self._idle():
+            fut = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            try:
+                await asyncio.wait_for(fut, timeout)
+            except asyncio.TimeoutError:
+                return b""
+            finally:
+                if fut in self._waiters:
+                    self._waiters.remove(fut)
+        if self._chunks:
+            chunks = self._chunks
+            if len(chunks) == 1:
+                first = chunks.popleft()
+                chunk = first if isinstance(first, bytes) else bytes(first)
+            else:
+                chunk = b"".join(chunks)
+                chunks.clear()
+            self._unacked += len(chunk)
+            if self._unacked >= _CREDIT_AT and self.end is None and not self.closed:
+                n, self._unacked = self._unacked, 0
+                await self._client._send(Envelope(self.ch, Credit.KIND, Credit(n)))
+            return chunk
+        if self.lost is not None and self.end is None:
+            raise self.lost
+        return None
 
     def buffered(self) -> int:
         return sum(len(c) for c in self._chunks)
@@ -170,8 +217,7 @@ class MuxStream:
         if self.closed:
             return
         self.closed = True
-        async with self._cond:
-            self._cond.notify_all()
+        self._wake()
         self._client._streams.pop(self.ch, None)
         if self.end is None and not self._client.closed:
             try:
@@ -193,15 +239,19 @@ class ClientState(str, Enum):
 
 
 class MuxClient:
-    """Talks to one agent over one (reader, writer) byte stream.
+    """Talks to one agent over one byte stream.
 
-    Owns two kinds of tasks: the reader (`_task`, started by `start()`) and
+    Made by `open_unix()` / `open_socket()` (a `wire.FrameProtocol` reads
+    frames straight into the decoder and hands them over on the loop), or from
+    an asyncio (reader, writer) pair, then read by a task (`_task`, started by
+    `start()`).  Either way every body goes through `_on_body`.  Also owns
     short cancel notices (`_tasks`); `close()` stops them all.
     """
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader | None, writer: Any) -> None:
         self._reader = reader
-        self._writer = writer
+        self._writer = writer  # write(), drain(), close(): a StreamWriter or a FrameProtocol
+        self._protocol: FrameProtocol | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
         self._streams: dict[int, MuxStream] = {}
@@ -221,9 +271,34 @@ class MuxClient:
         return self.lost or ConnectionLost("the connection to the agent is closed")
 
     @classmethod
-    async def connect(cls, reader, writer, *, version: int = PROTOCOL_VERSION, timeout: float | None = 10.0) -> "MuxClient":
-        client = cls(reader, writer)
-        client.start()
+    async def open_unix(cls, path: str) -> "MuxClient":
+        """A started client on a new connection to the unix socket `path`."""
+        _, proto = await asyncio.get_running_loop().create_unix_connection(FrameProtocol, path)
+        return cls._over(proto)
+
+    @classmethod
+    async def open_socket(cls, sock: Any) -> "MuxClient":
+        """A started client on `sock`, an already connected stream socket (it takes it over)."""
+        _, proto = await asyncio.get_running_loop().create_unix_connection(FrameProtocol, sock=sock)
+        return cls._over(proto)
+
+    @classmethod
+    def _over(cls, proto: FrameProtocol) -> "MuxClient":
+        client = cls(None, proto)
+        client._protocol = proto
+        proto.attach(client._on_body, client._input_ended)
+        return client
+
+    @classmethod
+    async def connect(cls, reader: Any, writer: Any = None, *, version: int = PROTOCOL_VERSION,
+                      timeout: float | None = 10.0) -> "MuxClient":
+        """A client that has completed hello: over `reader` (a connected socket,
+        read by a `FrameProtocol`) or over an asyncio (reader, writer) pair."""
+        if writer is None:
+            client = await cls.open_socket(reader)
+        else:
+            client = cls(reader, writer)
+            client.start()
         try:
             await client.hello(version, timeout=timeout)
         except BaseException:
@@ -232,7 +307,9 @@ class MuxClient:
         return client
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._read_loop())
+        """Start reading an asyncio StreamReader (a client made by open_* reads already)."""
+        if self._reader is not None and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._read_loop())
 
     async def hello(self, version: int = PROTOCOL_VERSION, timeout: float | None = 10.0) -> HelloOk:
         reply = await self._request(CONTROL, Hello(version), timeout)
@@ -339,6 +416,8 @@ class MuxClient:
         return ack, stream
 
     async def _read_loop(self) -> None:
+        """Feed an asyncio StreamReader's bytes through the same decoder and dispatch."""
+        assert self._reader is not None
         dec = FrameDecoder()
         try:
             while True:
@@ -347,32 +426,45 @@ class MuxClient:
                     dec.eof()  # CleanEof at a frame boundary, else UnexpectedEof
                 dec.feed(data)
                 for body in dec:
-                    await self._on_frame(body)
+                    self._on_body(body)
         except asyncio.CancelledError:
-            self._mark_lost(ConnectionLost("the connection to the agent is closed"))
+            self._input_ended(ConnectionLost("the connection to the agent is closed"))
             raise
-        except FrameError as exc:
-            if isinstance(exc, CleanEof):
-                self._mark_lost(ConnectionLost("the agent closed the connection"))
-            else:
-                self._mark_lost(FrameClientError(exc))
-        except WireError as exc:
-            self._mark_lost(FrameClientError(exc))
-        except (OSError, asyncio.IncompleteReadError) as exc:
-            self._mark_lost(ConnectionLost(f"read failed: {exc}"))
-        finally:
-            streams = list(self._streams.values())
-            for s in streams:
-                await s._fail(self.lost or ConnectionLost())
+        except CleanEof:
+            self._input_ended(None)
+        except Exception as exc:
+            self._input_ended(exc)
 
-    async def _on_frame(self, body: bytes | bytearray) -> None:
-        env = decode_agent(unpack(body))
+    def _input_ended(self, exc: BaseException | None) -> None:
+        """No more frames come: None for a clean end of stream, else why."""
+        if exc is None:
+            err: ClientError = ConnectionLost("the agent closed the connection")
+        elif isinstance(exc, ClientError):
+            err = exc
+        elif isinstance(exc, (FrameError, WireError)):
+            err = FrameClientError(exc)
+        elif isinstance(exc, (OSError, asyncio.IncompleteReadError)):
+            err = ConnectionLost(f"read failed: {exc}")
+        else:
+            err = FrameClientError(DecodeError(f"{type(exc).__name__}: {exc}"))
+        self._mark_lost(err)
+        self._fail_streams()
+
+    def _fail_streams(self) -> None:
+        streams = list(self._streams.values())
+        for s in streams:
+            s._fail(self.lost or ConnectionLost())
+
+    def _on_body(self, body: bytes | bytearray) -> None:
+        if self.state is not ClientState.OPEN:
+            return  # aborted or closed: nobody waits for it
+        env = decode_agent(_unpack(body))
         stream = self._streams.get(env.ch)
         fut = self._pending.get(env.ch)
         if fut is not None and not fut.done():
             fut.set_result(env)
         elif stream is not None and env.kind in ("stream_frame", "stream_end"):
-            await stream._push(env)
+            stream._push(env)
             if env.kind == "stream_end":
                 self._streams.pop(env.ch, None)
         elif env.ch == CONTROL and env.kind == "agent_error":
@@ -401,8 +493,9 @@ class MuxClient:
         if self.state is not ClientState.OPEN:
             return
         self._mark_lost(err)
+        self._fail_streams()
         if self._task is not None:
-            self._task.cancel()  # its clean-up fails the streams with self.lost (= err)
+            self._task.cancel()
 
     async def close(self) -> None:
         if self.closed:
@@ -416,6 +509,8 @@ class MuxClient:
                 await task
             except (asyncio.CancelledError, Exception):
                 pass
+        self._mark_lost(ConnectionLost("the connection to the agent is closed"))
+        self._fail_streams()
         try:
             self._writer.close()
         except Exception:

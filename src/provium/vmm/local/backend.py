@@ -175,11 +175,10 @@ class LocalVmm(Vmm):
         child.close()
         # The wire's client loads with the first agent: a file that starts none
         # does not pay for the message types (issue 13: one-file start-up).
-        from ...protocol.mux import READER_LIMIT, ClientError, MuxClient
+        from ...protocol.mux import ClientError, MuxClient
 
         try:
-            reader, writer = await asyncio.open_connection(sock=parent, limit=READER_LIMIT)
-            client = await MuxClient.connect(reader, writer, timeout=spec.agent_boot_timeout or DEFAULT_HELLO_TIMEOUT)
+            client = await MuxClient.connect(parent, timeout=spec.agent_boot_timeout or DEFAULT_HELLO_TIMEOUT)
         except (ClientError, OSError, asyncio.TimeoutError) as exc:
             parent.close()
             await _stop(proc, 0)

@@ -24,7 +24,7 @@ from typing import Any
 from ... import artifacts, image, runfiles
 from ...config import VALID_ACCEL
 from ...fsutil import read_tail
-from ...protocol.mux import READER_LIMIT, ClientError, ClientState, ConnectionLost, MuxClient
+from ...protocol.mux import ClientError, ClientState, ConnectionLost, MuxClient
 from .. import snapfile
 from ..base import DiskSpec, NicSpec, VmInstance, Vmm, VmmError, VmSpec
 from ..pidwait import ExitWatch
@@ -333,9 +333,7 @@ class QemuInstance(VmInstance):
         watch = ExitWatch(self.proc.pid)  # QEMU's exit, as an event (a pidfd)
         try:
             while True:
-                reader, writer = await asyncio.open_unix_connection(str(self.agent_socket), limit=READER_LIMIT)
-                client = MuxClient(reader, writer)
-                client.start()
+                client = await MuxClient.open_unix(str(self.agent_socket))
                 hello = asyncio.ensure_future(client.hello(timeout=None))
                 try:
                     left = deadline - loop.time()
