@@ -245,7 +245,11 @@ how many passes over the data each path makes and into how much fresh memory.
   (`agent/bulkwrite.py`): 64 port buffers per readv() into one reused 256 KiB
   buffer (its 64 views made once, not per call: building them cost more emulated
   CPU than the call), then write(), until the frame ends; the host hands the data
-  to its socket as it is (no packed copy).  Before: the body was gathered into
+  to its socket as it is (no packed copy), in 256 KiB slices, each once the one
+  before has mostly left (`protocol/mux.py`: asyncio's transport copied the
+  unsent 64 MiB into its own buffer in one go, 40-90 ms of the host's loop while
+  the guest waited; alternating A/B in one VM at a load of 3-6: 0.72x against
+  0.60x, ranges overlapping).  Before: the body was gathered into
   64 MiB of fresh memory, msgpack copied the data out of it, and only then was the
   file written (0.32x); without the msgpack copy (`protocol/views.py`, still used
   for large frames that cannot be streamed) 0.48x.  The reference row puts a
@@ -257,12 +261,9 @@ how many passes over the data each path makes and into how much fresh memory.
   space stays; a 1 MiB buffer was no faster than 256 KiB in an in-guest test of
   the same loop (2 rounds each: 0.42 s against 0.32 s, within the noise);
   fallocate would only move tmpfs's page allocation earlier on the same vCPU and
-  leave a full-size file behind a failed write.  Instrumented in the guest (a
-  load of 1.5-3.5), the agent's vCPU sat idle 18-33% of a write_file, its reads
-  often short (waiting for the host's bytes), with the host socket's default send
-  buffer (208 KiB); with 4 MiB every read came back full but the time did not
-  drop measurably on that busier machine: the host's send (its event loop, on
-  2 shared cores) is a part of the rest worth a look on the host side;
+  leave a full-size file behind a failed write.  Instrumented in the guest before the host's
+  slicing (a load of 1.5-3.5), the agent's vCPU sat idle 18-33% of a write_file,
+  its reads often short, waiting for the host's bytes;
 - `read_file` reads the file in one read() and writes the reply from that buffer
   (no copy into the frame: `framing.Blob`); the remaining gap is that pass over the
   file into fresh memory, which `dd` from /dev/zero does not pay.  Its own time has
