@@ -39,6 +39,7 @@ from provium import vmm  # noqa: E402
 from provium.config import load  # noqa: E402
 from provium.host import VM, Session  # noqa: E402
 from provium.protocol.messages import GetTimeArgs  # noqa: E402
+from provium.image.runtime import GUEST_RUN  # noqa: E402
 from provium.protocol.mux import MuxClient  # noqa: E402
 
 from readme import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
@@ -218,7 +219,10 @@ def bench_qemu(n_fast: int, n_exec: int) -> dict:
             samples.append(time.perf_counter() - t)
         results["qemu guest: vm.clock().get_ns()"] = (stats(samples), None)
         agent_argv = json.loads(vm.run("echo $PROVIUM_AGENT_EXEC").stdout)
-        python = agent_argv[:agent_argv.index("-c")]
+        # The interpreter's part of the agent's command line: what comes before the agent's
+        # launcher (its bytecode file; `-c` in images built before the launcher was one).
+        cut = next(i for i, a in enumerate(agent_argv) if a in ("-c", GUEST_RUN))
+        python = agent_argv[:cut]
         vm.write_file("/tmp/spawn_bench.py", GUEST_SPAWN)
         runs = (('qemu guest: vm.run(["true"])', ["true"]), ('qemu guest: vm.run("true")', "true"))
         for _, cmd in runs:
