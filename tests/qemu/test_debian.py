@@ -129,7 +129,9 @@ def test_kernel_modules_are_there_for_modprobe(deb):
 
 def test_a_failing_unit_is_reported_with_its_journal(deb):
     deb.write_file("/etc/systemd/system/broken.service",
-                   b"[Service]\nExecStart=/bin/sh -c 'echo broken-unit-says-why >&2; exit 3'\n")
+                   b"[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo broken-unit-says-why >&2; exit 3'\n")
+    # oneshot: `activating` until the command ends, then `failed`; a simple service is
+    # `active` as soon as it starts, and the wait could see that before the exit.
     deb.run("systemctl daemon-reload && systemctl start --no-block broken.service")
     with pytest.raises(UnitFailed) as e:
         deb.wait_unit("broken", timeout=60)
