@@ -43,7 +43,7 @@ from provium.vmm.qemu import argv as argv_mod  # noqa: E402
 from provium.vmm.qemu import process  # noqa: E402
 from provium.vmm.qemu.backend import tcg_cmdline  # noqa: E402
 
-from readme import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
+from readme import os_name as machine_os, write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
 MARK = "PROVIUM-BENCH-INIT-REACHED"
 TRIVIAL_INIT = f"""#!/bin/sh
 echo {MARK}
@@ -413,13 +413,7 @@ def report(r: dict, a) -> list[tuple[str, str]]:
 
 
 def write_readme(rows, r, a) -> None:
-    os_name = "unknown"
-    try:
-        for line in Path("/etc/os-release").read_text().splitlines():
-            if line.startswith("PRETTY_NAME="):
-                os_name = line.split("=", 1)[1].strip('"')
-    except OSError:
-        pass
+    os_name = machine_os()
     qemu_v = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     kernel = find_kernel()
     try:

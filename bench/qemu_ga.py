@@ -51,7 +51,7 @@ from provium.image import initramfs, runtime  # noqa: E402
 from provium.image.kernel import find_kernel, module_load_order  # noqa: E402
 from provium.protocol.messages import GetTimeArgs  # noqa: E402
 
-from readme import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
+from readme import os_name as machine_os, write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 QGA_PORT = "org.qemu.guest_agent.0"
 QGA_START = f"""#!/bin/sh
@@ -252,13 +252,7 @@ def table(rows: list[tuple[str, ...]]) -> str:
 
 
 def write_readme(tbl: str, r: dict, verdict: dict, a: argparse.Namespace) -> None:
-    os_name = "unknown"
-    try:
-        for line in Path("/etc/os-release").read_text().splitlines():
-            if line.startswith("PRETTY_NAME="):
-                os_name = line.split("=", 1)[1].strip('"')
-    except OSError:
-        pass
+    os_name = machine_os()
     qemu_v = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     qga_v = subprocess.run(["qemu-ga", "--version"], capture_output=True, text=True).stdout.strip()
     lo, hi = min(r["load"]), max(r["load"])

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-from readme import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
+from readme import os_name as machine_os, write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
 PROVIUM = [sys.executable, "-m", "provium.cli.main"]
 FLAGS = ["--vmm", "local", "--no-preflight", "--no-progress", "-q"]
 SPAWN = ["--no-zygote"]
@@ -310,13 +310,7 @@ def main() -> None:
 
 def write_readme(rows, a, load_before, load_after) -> None:
     cpu = os.cpu_count()
-    os_name = "unknown"
-    try:
-        for line in Path("/etc/os-release").read_text().splitlines():
-            if line.startswith("PRETTY_NAME="):
-                os_name = line.split("=", 1)[1].strip('"')
-    except OSError:
-        pass
+    os_name = machine_os()
     today = datetime.date.today().isoformat()
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     loaded = max(load_before[0], load_after[0]) > 0.5 * (cpu or 1)

@@ -42,7 +42,7 @@ from provium.protocol.messages import GetTimeArgs  # noqa: E402
 from provium.image.runtime import GUEST_RUN  # noqa: E402
 from provium.protocol.mux import MuxClient  # noqa: E402
 
-from readme import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
+from readme import os_name as machine_os, write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 ECHO_PEER = r"""
 import os, socket, sys
@@ -309,7 +309,7 @@ def main() -> None:
     agent = get_time["agent get_time (mux, on the loop)"]["median_ms"]
     sync = get_time["vm.clock().get_ns() (sync API)"]["median_ms"]
     run_true = get_time['vm.run("true") (sh -c)']["median_ms"]
-    machine = f"{os.cpu_count()} cores, {_os_name()}, Python {platform.python_version()}"
+    machine = f"{os.cpu_count()} cores, {machine_os(platform.platform())}, Python {platform.python_version()}"
     # The run itself keeps about one core busy; more than that is someone else's work.
     loaded = ("a loaded machine: other work shared the cores" if max(load0, load1) > 1.5
               else "a quiet machine")
@@ -389,16 +389,6 @@ def _qemu_note(rows: dict, boot: float | None, pairs: dict | None) -> str:
             "  posix_spawn, a vfork: no page tables copied, whatever the agent's size);\n"
             "- qemu-guest-agent's `guest-exec` (+ `guest-exec-status`) against `vm.run` on one VM,\n"
             "  calls interleaved: `bench/qemu_ga.py` (its section, \"qemu-ga\");\n")
-
-
-def _os_name() -> str:
-    try:
-        for line in Path("/etc/os-release").read_text().splitlines():
-            if line.startswith("PRETTY_NAME="):
-                return line.split("=", 1)[1].strip('"')
-    except OSError:
-        pass
-    return platform.platform()
 
 
 if __name__ == "__main__":
