@@ -128,6 +128,20 @@ def boot_agent(session: Session, profile: str) -> tuple[VM, float, float]:
     return vm, vm.instance.boot_seconds, qemu_cpu(vm.instance.pid)
 
 
+def first_ops(vm: VM) -> dict[str, tuple[float, float]]:
+    """Right after agent ready: {op: (seconds, QEMU CPU seconds)} of a first `vm.run("true")`,
+    a second one, then a first `write_file` of 4 KiB.  The agent loads each op family's
+    code on its first op (protocol/kinds.py), so the first of each costs more."""
+    out = {}
+    pid = vm.instance.pid
+    for name, op in (("run1", lambda: vm.run("true")), ("run2", lambda: vm.run("true")),
+                     ("write1", lambda: vm.write_file("/tmp/bench-first-write", b"x" * 4096))):
+        c0, t0 = qemu_cpu(pid), time.monotonic()
+        op()
+        out[name] = (time.monotonic() - t0, qemu_cpu(pid) - c0)
+    return out
+
+
 # The agent is the process running provium.agent.guest, started through the bundled
 # loader (anchored there: this script's own shell has the pattern in its command line);
 # its status and smaps_rollup.
@@ -215,6 +229,7 @@ def main() -> int:
             vm, _, _ = boot_agent(s, "linux")
             vm.shutdown()
             trivial_s, agent_s, trivial_cpu, agent_cpu, loads = [], [], [], [], []
+            firsts: dict[str, list[tuple[float, float]]] = {}
             for i in range(a.boots):
                 t, c = asyncio.run(boot_trivial(qemu, k.path, trivial, cmdline, a.machine))
                 trivial_s.append(t)
@@ -222,6 +237,8 @@ def main() -> int:
                 vm, t, c = boot_agent(s, "linux")
                 agent_s.append(t)
                 agent_cpu.append(c)
+                for name, v in first_ops(vm).items():
+                    firsts.setdefault(name, []).append(v)
                 if i == 0:
                     time.sleep(1)  # idle: nothing but the boot's hello so far
                     results["memory"] = agent_memory(vm)
@@ -229,8 +246,10 @@ def main() -> int:
                 loads.append(os.getloadavg()[0])
                 print(f"  boot {i + 1}: trivial /init {trivial_s[-1]:.2f} s (CPU {trivial_cpu[-1]:.2f} s), "
                       f"agent ready {agent_s[-1]:.2f} s (CPU {agent_cpu[-1]:.2f} s), "
-                      f"ratio {agent_s[-1] / trivial_s[-1]:.2f}; load {loads[-1]:.1f}", flush=True)
-            results.update(trivial=trivial_s, agent=agent_s, trivial_cpu=trivial_cpu, agent_cpu=agent_cpu, load=loads)
+                      f"ratio {agent_s[-1] / trivial_s[-1]:.2f}; first vm.run {firsts['run1'][-1][0] * 1000:.0f} ms "
+                      f"(CPU {firsts['run1'][-1][1] * 1000:.0f} ms); load {loads[-1]:.1f}", flush=True)
+            results.update(trivial=trivial_s, agent=agent_s, trivial_cpu=trivial_cpu, agent_cpu=agent_cpu, load=loads,
+                           firsts=firsts)
             print("  idle agent:", results["memory"], flush=True)
             probes = [asyncio.run(probe_guest(qemu, k.path, probe_img, cmdline, a.machine)) for _ in range(3)]
             results["probe"] = {key: statistics.median(p[key] for p in probes) for key in probes[0]}
@@ -357,6 +376,22 @@ def report(r: dict, a) -> list[tuple[str, str]]:
         ("QEMU CPU time to agent ready, median", f"{ag_c:.2f} s"),
         ("QEMU CPU time, agent / trivial, median of the per-pair ratios", f"{pair_c:.2f}x"),
         ("host load average (1 min) during the boots", f"{min(r['load']):.1f} to {max(r['load']):.1f}"),
+    ]
+    f = r["firsts"]
+    run1 = [x[0] for x in f["run1"]]
+    run1_cpu = [x[1] for x in f["run1"]]
+    rows += [
+        ("boot to agent ready + a first `vm.run(\"true\")` answered, median",
+         f"{med(a_ + b for a_, b in zip(r['agent'], run1)):.2f} s"),
+        ("... / trivial boot, median of the per-pair ratios",
+         f"{med((a_ + b) / t for a_, b, t in zip(r['agent'], run1, r['trivial'])):.2f}x"),
+        ("... QEMU CPU time, median; per pair / trivial",
+         f"{med(a_ + b for a_, b in zip(r['agent_cpu'], run1_cpu)):.2f} s; "
+         f"{med((a_ + b) / t for a_, b, t in zip(r['agent_cpu'], run1_cpu, r['trivial_cpu'])):.2f}x"),
+        ("right after agent ready: a first `vm.run(\"true\")`, the second, a first `write_file` (4 KiB), "
+         "median (QEMU CPU)",
+         " / ".join(f"{med(x[0] for x in f[k_]) * 1000:.0f} ms ({med(x[1] for x in f[k_]) * 1000:.0f})"
+                    for k_ in ("run1", "run2", "write1"))),
     ]
     mem = r["memory"]
     rows.append(("idle guest agent after boot: VmRSS / PSS (anon + file + shmem), threads",

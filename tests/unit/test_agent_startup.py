@@ -13,26 +13,41 @@ if sys.argv[1] == "typing-first":
 import provium.agent.__main__  # the entry point first, as `python -m provium.agent` runs it
 import json, socket, threading, dataclasses
 from provium.agent import AgentState, serve
-from provium.protocol import envelope, messages, types
 from provium.protocol.framing import encode_frame, read_frame
 # Serve a few ops: answering them must not pull in what start-up avoided.
 a, b = socket.socketpair()
-t = threading.Thread(target=serve, args=(b, b, AgentState(local=True)))
+t = threading.Thread(target=serve, args=(b, b, AgentState(local=True)), daemon=True)
 t.start()
 rf = a.makefile("rb")
-for i, (kind, data) in enumerate([("hello", {"protocol_version": 1}), ("get_time", None),
-                                   ("exec", {"cmd": "true"}), ("stat", {"path": "/"}),
-                                   ("read_file", {"path": "/proc/self/stat"})]):
-    a.sendall(encode_frame({"ch": i, "kind": kind, "data": data}))
-    assert read_frame(rf)["kind"] != "agent_error"
+new = {}
+def op(ch, kind, data, ok=True):
+    before = set(sys.modules)
+    a.sendall(encode_frame({"ch": ch, "kind": kind, "data": data}))
+    reply = read_frame(rf)
+    assert not ok or reply["kind"] != "agent_error", reply
+    new[kind] = sorted(set(sys.modules) - before)
+op(0, "hello", {"protocol_version": 1})
+at_hello = sorted(sys.modules)
+for i, (kind, data) in enumerate([("get_time", None), ("exec", {"cmd": "true"}), ("stat", {"path": "/"}),
+                                  ("read_file", {"path": "/proc/self/stat"})], 1):
+    op(i, kind, data)
+after_ops = sorted(sys.modules)
+# the other families (unknown handles: the family loads, then refuses the handle: ok=False)
+op(10, "batch_exec", {"items": [{"cmd": "true"}]})
+op(11, "fd_stream", {"handle": 999}, ok=False)
+op(12, "read_mem", {"addr": 0, "len": 0}, ok=False)
+op(13, "worker_kill", {"handle": 999}, ok=False)
 a.shutdown(socket.SHUT_WR)
 t.join()
+from provium.protocol import envelope, messages, types, core, ops_batch, ops_clock, ops_files, ops_procs
+from provium.protocol import ops_streams, ops_syscalls, ops_workers
 out = {}
-for mod in (messages, types, envelope):
+for mod in (messages, types, envelope, core, ops_batch, ops_clock, ops_files, ops_procs, ops_streams,
+            ops_syscalls, ops_workers):
     for name, obj in vars(mod).items():
         if isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__module__ == mod.__name__:
             out[f"{mod.__name__}.{name}"] = [f.name for f in dataclasses.fields(obj)]
-print(json.dumps({"fields": out, "modules": sorted(sys.modules)}))
+print(json.dumps({"fields": out, "modules": after_ops, "at_hello": at_hello, "new": new}))
 """
 
 
@@ -51,9 +66,33 @@ def test_the_agent_does_not_import_typing_and_its_wire_types_do_not_depend_on_it
     assert plain["fields"] == typed["fields"]
     for name, fields in plain["fields"].items():
         assert not {"KIND", "REPLY", "STREAM", "TAGS", "VALUE"} & set(fields), name
+    assert len(plain["fields"]) > 60  # every family's types were seen
     # Loaded only when an op needs them (inspect: see provium.agent.startup).
     for heavy in ("subprocess", "ctypes", "queue", "ast", "dis", "tokenize"):
         assert heavy not in plain["modules"], heavy
+
+
+# op family -> the first op of it the script above sends
+FAMILIES = {"clock": "get_time", "procs": "exec", "files": "stat", "batch": "batch_exec", "streams": "fd_stream",
+            "syscalls": "read_mem", "workers": "worker_kill"}
+
+
+def test_each_op_family_loads_on_its_first_op_and_not_at_start():
+    run = _run("plain")
+    at_hello = set(run["at_hello"])
+    # The handshake needs only the core wire types and the kind table.
+    assert {"provium.protocol.core", "provium.protocol.kinds", "provium.agent.ops"} <= at_hello
+    for facade in ("provium.protocol.messages", "provium.protocol.types", "provium.agent.children"):
+        assert facade not in at_hello, facade
+    for family, first_op in FAMILIES.items():
+        handlers, types = f"provium.agent.{family}", f"provium.protocol.ops_{family}"
+        assert handlers not in at_hello and types not in at_hello, family
+        assert handlers in run["new"][first_op] or family == "procs" and handlers in run["new"]["exec"], family
+        assert types in run["new"][first_op] or types in at_hello, family
+    # An exec needs the process family, not the others' (workers: only a worker's handles).
+    assert {m for m in run["new"]["exec"] if m.startswith("provium.")} == {
+        "provium.agent.procs", "provium.protocol.ops_procs", "provium.agent.children"}
+    assert "provium.agent.files" not in run["new"]["read_file"]  # stat loaded it already
 
 
 def test_a_deferred_module_loads_on_first_use():

@@ -17,7 +17,20 @@ import pytest
 
 from provium.image import overlay, runtime
 from provium.image.cpio import read_initrd
-from provium.protocol.messages import ExecArgs, GetTimeArgs, ListdirArgs, SpawnWorkerArgs, StatArgs, WorkerExecArgs
+from provium.protocol.messages import (
+    BatchExecArgs,
+    ExecArgs,
+    GetTimeArgs,
+    ListdirArgs,
+    ReadFileArgs,
+    RunAsyncArgs,
+    SpawnWorkerArgs,
+    StatArgs,
+    SyscallArgs,
+    TailFileArgs,
+    WorkerExecArgs,
+    WriteFileArgs,
+)
 from provium.protocol.mux import MuxClient
 
 
@@ -111,18 +124,23 @@ def test_startup_modules_come_preloaded_and_the_start_zip_is_small(unpacked):
     start = zipfile.ZipFile(io.BytesIO(entries["provium/lib/python3-start.zip"][1])).namelist()
     assert "provium_boot.pyc" in start and "encodings/__init__.pyc" in start
     assert all(n == "provium_boot.pyc" or n.startswith("encodings/") for n in start)
-    # What the agent imports before serving is served from the preload table; what it
-    # imports later (subprocess here) still comes from the full zip; `org` (copy's
+    # What the agent imports before serving is served from the preload table, and so is
+    # what its first ops import (an op family: files; subprocess, for a worker); what
+    # none of them imports (json here) still comes from the full zip; `org` (copy's
     # Jython probe) fails at once.
     code = ("import provium_boot; provium_boot.install();"
-            "import provium.agent.guest, provium.agent.server, msgpack, re, subprocess, copy, sys;"
+            "import provium.agent.guest, provium.agent.server, msgpack, re, subprocess, copy, sys, json;"
+            "import provium.agent.files as files;"
             "print(type(provium.agent.server.__spec__.loader).__name__, type(re.__spec__.loader).__name__,"
-            " type(subprocess.__spec__.loader).__name__, msgpack._cmsgpack.__name__, sys.modules['org'],"
-            " provium.agent.server.__file__.endswith('python3.zip/provium/agent/server.pyc'))")
+            " type(json.__spec__.loader).__name__, msgpack._cmsgpack.__name__, sys.modules['org'],"
+            " provium.agent.server.__file__.endswith('python3.zip/provium/agent/server.pyc'),"
+            " type(subprocess.__spec__.loader).__name__, type(files.__spec__.loader).__name__,"
+            " files.__file__.endswith('python3.zip/provium/agent/files.pyc'))")
     out = subprocess.run(_host_argv_c(root, code), capture_output=True, text=True,
                          env={"PATH": "/usr/bin:/bin"}, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["Preloaded", "Preloaded", "zipimporter", "msgpack._cmsgpack", "None", "True"]
+    assert out.stdout.split() == ["Preloaded", "Preloaded", "zipimporter", "msgpack._cmsgpack", "None", "True",
+                                  "Preloaded", "Preloaded", "True"]
 
 
 # Everything the guest agent has imported when it starts serving (provium_boot.run of
@@ -136,13 +154,11 @@ GUEST_STARTUP_MODULES = {
     "encodings.utf_8", "enum", "functools", "gc", "genericpath", "inspect", "io", "itertools", "keyword",
     "marshal", "math", "msgpack", "msgpack._cmsgpack", "msgpack.exceptions", "msgpack.ext", "operator", "org",
     "os", "os.path", "posix", "posixpath", "provium", "provium.agent", "provium.agent.base",
-    "provium.agent.batch", "provium.agent.channel", "provium.agent.children", "provium.agent.clock",
-    "provium.agent.files", "provium.agent.guest", "provium.agent.ops", "provium.agent.pool",
-    "provium.agent.procs", "provium.agent.reaper", "provium.agent.server", "provium.agent.startup",
-    "provium.agent.state", "provium.agent.streams", "provium.agent.syscalls", "provium.agent.workers",
-    "provium.errors", "provium.protocol", "provium.protocol.codec", "provium.protocol.decoder",
-    "provium.protocol.envelope", "provium.protocol.framing", "provium.protocol.messages",
-    "provium.protocol.types", "provium_boot", "re", "re._casefix", "re._compiler", "re._constants",
+    "provium.agent.channel", "provium.agent.guest", "provium.agent.ops", "provium.agent.pool",
+    "provium.agent.reaper", "provium.agent.server", "provium.agent.startup", "provium.agent.state",
+    "provium.errors", "provium.protocol", "provium.protocol.codec", "provium.protocol.core",
+    "provium.protocol.decoder", "provium.protocol.envelope", "provium.protocol.framing",
+    "provium.protocol.kinds", "provium_boot", "re", "re._casefix", "re._compiler", "re._constants",
     "re._parser", "reprlib", "select", "stat", "struct", "sys", "threading", "time", "types",
     "zipimport",
 }
@@ -161,6 +177,8 @@ def test_guest_startup_imports_stay_within_the_list_and_leave_the_collector_on(u
     first, second = out.stdout.split("\n")[:2]
     enabled, frozen, *modules = first.split()
     assert set(modules) - GUEST_STARTUP_MODULES == set()
+    # each op family's handlers and wire types load on its first op (agent/ops.py)
+    assert not [m for m in modules if m.startswith(("provium.protocol.ops_", "provium.agent.files"))]
     # datetime (which msgpack imports) is preloaded as a stand-in for what its pure-Python
     # body ends up as, `from _datetime import *`: the same namespace as the real one's
     import datetime
@@ -229,7 +247,7 @@ def test_overlay_ships_the_error_root_and_rebuilds_when_it_changes(unpacked):
     assert any(p.name == "errors.py" and p.parent.name == "provium" for p in runtime.inputs())
 
 
-def test_the_agent_compiles_nothing_from_its_start_through_its_first_ops(unpacked):
+def test_the_agent_compiles_nothing_from_its_start_through_its_first_ops(unpacked, tmp_path):
     """Under TCG the first compile in a fresh guest is costly (the emulator translates
     the interpreter's parser and compiler): the guest runs bytecode, and what dataclasses,
     namedtuple and the codec would compile comes from the code cache (guest_boot.py)."""
@@ -239,6 +257,11 @@ def test_the_agent_compiles_nothing_from_its_start_through_its_first_ops(unpacke
             "    if event == 'compile':\n"
             "        os.write(2, b'COMPILED ' + repr(args[0])[:80].encode() + b'\\n')\n"
             "sys.addaudithook(audit)\n"
+            # and nothing an op imports comes from the zip: its op family is preloaded too
+            "import atexit\n"
+            "atexit.register(lambda: os.write(2, b'ZIPPED ' + ' '.join(sorted(n for n, m in sys.modules.items()"
+            " if type(getattr(getattr(m, '__spec__', None), 'loader', None)).__name__ == 'zipimporter')).encode()"
+            " + b'\\nLOADED ' + ' '.join(sorted(sys.modules)).encode() + b'\\n'))\n"
             "import provium_boot; provium_boot.run('provium.agent.__main__:main')\n")
     host_end, agent_end = socket.socketpair()
     proc = subprocess.Popen(_host_argv_c(root, hook) + ["--fd", str(agent_end.fileno())], pass_fds=[agent_end.fileno()],
@@ -249,8 +272,16 @@ def test_the_agent_compiles_nothing_from_its_start_through_its_first_ops(unpacke
         reader, writer = await asyncio.open_unix_connection(sock=host_end)
         client = await MuxClient.connect(reader, writer, timeout=60)  # the hello
         try:
-            for op in (ExecArgs(cmd="/bin/true"), StatArgs(path="/"), ListdirArgs(path="/"), GetTimeArgs()):
-                assert (await client.call(op, timeout=60)).ok
+            # an op of each family, each of which loads with its first op
+            for op in (ExecArgs(cmd="/bin/true"), StatArgs(path="/"), ListdirArgs(path="/"), GetTimeArgs(),
+                       WriteFileArgs(path=str(tmp_path / "f"), data=b"x" * (1 << 20)),
+                       ReadFileArgs(path=str(tmp_path / "f")), RunAsyncArgs(cmd="/bin/true"),
+                       BatchExecArgs(items=[ExecArgs(cmd="/bin/true")]),
+                       SyscallArgs(nr=39)):
+                reply = await client.call(op, timeout=60)
+                assert getattr(reply, "ok", True), (op, reply)
+            ack, stream = await client.open_stream(TailFileArgs(path=str(tmp_path / "f")), timeout=60)
+            assert ack.ok and stream is not None
         finally:
             await client.close()
 
@@ -266,3 +297,12 @@ def test_the_agent_compiles_nothing_from_its_start_through_its_first_ops(unpacke
     err = proc.stderr.read().decode(errors="replace")
     assert proc.returncode == 0, err
     assert "COMPILED" not in err, err
+    zipped = err.split("ZIPPED ", 1)[1].split("\n", 1)[0].split()
+    loaded = err.split("LOADED ", 1)[1].split("\n", 1)[0].split()
+    for family in ("files", "procs", "clock", "batch", "syscalls", "streams"):
+        assert f"provium.agent.{family}" in loaded and f"provium.protocol.ops_{family}" in loaded, family
+    assert "provium.agent.bulkwrite" in loaded  # the 1 MiB write_file went to its file as it came
+    # Only from zips: the codecs and the boot shim (the start zip, before anything is
+    # preloaded), and this entry's own (a guest's is provium.agent.guest, preloaded).
+    assert set(zipped) <= {"encodings", "encodings.aliases", "encodings.utf_8", "provium_boot",
+                           "provium.agent.__main__", "socket"}, zipped

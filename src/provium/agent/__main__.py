@@ -180,7 +180,7 @@ def _drop_credentials(opts: dict) -> None:
 def _worker_startup_failed(sock, message: str) -> None:
     from provium.protocol.envelope import Envelope
     from provium.protocol.framing import encode_frame
-    from provium.protocol.types import AgentError, AgentErrorKind
+    from provium.protocol.core import AgentError, AgentErrorKind
 
     try:
         sock.sendall(encode_frame(Envelope(0, "agent_error", AgentError(AgentErrorKind.INTERNAL, message)).to_wire()))
@@ -226,8 +226,13 @@ def main(argv: list[str] | None = None) -> int:
         import select  # noqa: F401
         import subprocess  # noqa: F401
 
-        from . import syscalls
+        from provium.protocol import kinds
 
+        from . import ops, syscalls
+
+        for family in ops.FAMILIES:  # each op family, loaded on its first op elsewhere
+            ops.load(family)
+            kinds.family(family)
         syscalls.preload()
         try:
             _drop_credentials(opts)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from provium.errors import ProtocolError
-from provium.protocol.types import AgentErrorKind, OpResult
+from provium.protocol.core import AgentErrorKind, OpResult
 
 BAD_REQUEST = AgentErrorKind.BAD_REQUEST
 UNSUPPORTED = AgentErrorKind.UNSUPPORTED

@@ -7,8 +7,9 @@ does not stop the rest.
 
 from __future__ import annotations
 
-from provium.protocol.messages import STREAM_KINDS, AgentMessage, BatchExecResult, BatchOpResult
-from provium.protocol.types import AgentError
+from provium.protocol.core import AgentError
+from provium.protocol.kinds import STREAM_KINDS
+from provium.protocol.ops_batch import AgentMessage, BatchExecResult, BatchOpResult
 
 from .base import BAD_REQUEST, INTERNAL, AgentFail, log
 from .procs import exec_

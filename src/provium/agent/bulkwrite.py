@@ -29,7 +29,7 @@ from provium.errors import ProtocolError
 from provium.protocol.codec import WireError
 from provium.protocol.envelope import decode_host
 from provium.protocol.framing import DecodeError, unpack
-from provium.protocol.types import OpResult
+from provium.protocol.core import OpResult
 from provium.protocol.views import trailing_bin
 
 from .base import os_fail

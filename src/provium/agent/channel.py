@@ -17,8 +17,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 from provium.protocol.framing import BLOB_MIN, STREAM_WINDOW, Blob
-from provium.protocol.messages import StreamFrame
-from provium.protocol.types import StreamEnd
+from provium.protocol.core import StreamEnd, StreamFrame
 
 if TYPE_CHECKING:
     from .state import AgentState

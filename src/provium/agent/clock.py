@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 
-from provium.protocol.messages import TimeOk
-from provium.protocol.types import OpResult
+from provium.protocol.core import OpResult
+from provium.protocol.ops_clock import TimeOk
 
 from .base import BAD_REQUEST, AgentFail, os_fail
 

@@ -10,8 +10,8 @@ import os
 import stat as _stat
 
 from provium.protocol.framing import BLOB_MIN, Blob
-from provium.protocol.messages import DataOk, WrittenOk
-from provium.protocol.types import DirEntry, EntryType, FileMetadata, OpResult, SeekWhence, WriteFileMode
+from provium.protocol.core import OpResult, WrittenOk
+from provium.protocol.ops_files import DataOk, DirEntry, EntryType, FileMetadata, SeekWhence, WriteFileMode
 
 from .base import os_fail, unknown
 from .state import FileEntry

@@ -13,10 +13,9 @@ import os
 import threading
 import time
 
-from provium.protocol.messages import ExecOk, WrittenOk
-from provium.protocol.types import ExitStatus, OpResult, ProcessLiveStatus
+from provium.protocol.core import OpResult, WrittenOk
+from provium.protocol.ops_procs import ExecOk, ExitStatus, ProcessLiveStatus
 
-from . import workers
 from .base import UNKNOWN_HANDLE, AgentFail, os_fail
 from .children import EXIT_GRACE_MAX, KILL_GRACE, Child, OutputBuffer, batched, child_env, collect, spawn, unbatched
 from .pool import POOL
@@ -151,6 +150,14 @@ def unknown_proc(op_name: str, handle: int) -> AgentFail:
                      "(never issued, or already consumed by wait)")
 
 
+def _workers():
+    """The worker module: a worker's process handle exists only once a worker was
+    spawned, which imported it (an exec alone does not)."""
+    from . import workers
+
+    return workers
+
+
 def _proc(ctx, op_name: str, handle: int) -> Proc:
     proc = ctx.state.get(ctx.state.procs, handle)
     if proc is None:
@@ -160,7 +167,7 @@ def _proc(ctx, op_name: str, handle: int) -> Proc:
 
 def wait(ctx, op):
     if op.handle in ctx.state.worker_procs:
-        return workers.relay_wait(ctx, op)
+        return _workers().relay_wait(ctx, op)
     proc = _proc(ctx, "wait", op.handle)
     with proc.lock:
         if proc.waiting:
@@ -175,7 +182,7 @@ def wait(ctx, op):
 
 def kill(ctx, op):
     if op.handle in ctx.state.worker_procs:
-        return workers.relay_proc_op(ctx, "kill", op)
+        return _workers().relay_proc_op(ctx, "kill", op)
     proc = _proc(ctx, "kill", op.handle)
     try:
         proc.child.kill(op.signal)  # the child only, not its group; a reaped one is left alone
@@ -190,13 +197,13 @@ def kill(ctx, op):
 
 def get_pid(ctx, op):
     if op.handle in ctx.state.worker_procs:
-        return workers.relay_proc_op(ctx, "get_pid", op)
+        return _workers().relay_proc_op(ctx, "get_pid", op)
     return OpResult.success(_proc(ctx, "get_pid", op.handle).pid)
 
 
 def proc_stdin_write(ctx, op):
     if op.handle in ctx.state.worker_procs:
-        return workers.relay_proc_op(ctx, "proc_stdin_write", op)
+        return _workers().relay_proc_op(ctx, "proc_stdin_write", op)
     proc = _proc(ctx, "proc_stdin_write", op.handle)
     with proc.stdin_lock:  # held across the write so a concurrent close cannot free the fd
         fd = proc.child.stdin
@@ -210,14 +217,14 @@ def proc_stdin_write(ctx, op):
 
 def proc_stdin_close(ctx, op):
     if op.handle in ctx.state.worker_procs:
-        return workers.relay_proc_op(ctx, "proc_stdin_close", op)
+        return _workers().relay_proc_op(ctx, "proc_stdin_close", op)
     _proc(ctx, "proc_stdin_close", op.handle).close_stdin()
     return OpResult.success(None)
 
 
 def proc_status(ctx, op):
     if op.handle in ctx.state.worker_procs:
-        return workers.relay_proc_op(ctx, "proc_status", op)
+        return _workers().relay_proc_op(ctx, "proc_status", op)
     proc = ctx.state.get(ctx.state.procs, op.handle)
     if proc is None:
         return OpResult.success(ProcessLiveStatus.UNKNOWN)  # not an error, by design

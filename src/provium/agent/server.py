@@ -33,8 +33,8 @@ from provium.protocol.framing import (
     encode_frame_parts,
     unpack,
 )
-from provium.protocol.messages import PROTOCOL_VERSION, STREAM_KINDS, HelloErr, HelloOk
-from provium.protocol.types import AgentError, AgentInfo, OsError, StreamEnd
+from provium.protocol.core import PROTOCOL_VERSION, AgentError, AgentInfo, HelloErr, HelloOk, OsError, StreamEnd
+from provium.protocol.kinds import STREAM_KINDS
 
 from . import ops, reaper
 from .base import BAD_REQUEST, INTERNAL, AgentFail, WithFds, log

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 
 from provium.protocol.framing import STREAM_WINDOW, Blob
-from provium.protocol.types import OpResult, ProcStreamChannel, StreamEnd
+from provium.protocol.core import OpResult, StreamEnd
+from provium.protocol.ops_streams import ProcStreamChannel
 
 from .base import os_fail
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 import threading
 
-from provium.protocol.messages import IoctlOk, ReadMemOk, SyscallResult
-from provium.protocol.types import OpResult
+from provium.protocol.core import OpResult
+from provium.protocol.ops_syscalls import IoctlOk, ReadMemOk, SyscallResult
 
 from .base import BAD_REQUEST, UNKNOWN_HANDLE, AgentFail, os_fail, unknown
 

@@ -27,16 +27,9 @@ if TYPE_CHECKING:
 from provium.errors import ProtocolError
 from provium.protocol.envelope import Envelope
 from provium.protocol.framing import CleanEof, FrameError, encode_frame, read_frame_body, unpack
-from provium.protocol.messages import (
-    JoinOk,
-    KillArgs,
-    ProcStatusArgs,
-    WaitArgs,
-    WorkerOpenFileArgs,
-    WorkerSyscallAwaitArgs,
-    WorkerSyscallBeginArgs,
-)
-from provium.protocol.types import AgentErrorKind, OpResult
+from provium.protocol.core import AgentErrorKind, OpResult
+from provium.protocol.ops_procs import KillArgs, ProcStatusArgs, WaitArgs
+from provium.protocol.ops_workers import JoinOk, WorkerOpenFileArgs, WorkerSyscallAwaitArgs, WorkerSyscallBeginArgs
 
 from . import reaper, syscalls
 from .children import unprotect
@@ -495,8 +488,7 @@ def worker_join(ctx, op):
 def open_proc_stream(ctx, op):
     """proc_stream on a worker's process: the worker streams it, we pass the frames on."""
     from provium.protocol.envelope import decode_agent
-    from provium.protocol.messages import Credit
-    from provium.protocol.types import StreamEnd, OsError
+    from provium.protocol.core import Credit, OsError, StreamEnd
 
     link, inner = _mapped(ctx, "proc_stream", op.handle)
     try:

@@ -22,14 +22,18 @@ its source text, in a marshal file, with every wire type's field annotations
 compiled ahead; those three modules get an `exec`/`eval` that looks the text up
 there first and compiles only what it does not find.  Same text, same
 interpreter, same code object: the classes and values come out identical.
+What only the agent's first ops build (each op family's wire types, imported on
+that family's first op: protocol/kinds.py) stays marshalled in the file until the
+first lookup that misses.
 
 And one more: the modules the agent imports at start-up come preloaded.  The
 overlay builder measured which they are and stored their code objects in one
 marshal file; a finder placed before the path finder serves them from that
 table.  Each import then skips the search along sys.path and zipimport's
 opening, seeking and reading of the zip (a few milliseconds per module under
-TCG, for some sixty modules).  Modules not in the table come from the zip as
-before.
+TCG, for some sixty modules).  The modules of the agent's first ops (its op
+families' handlers and wire types) are in the table too, as marshalled bytes
+unmarshalled only when imported.  Modules not in the table come from the zip.
 
 Stdlib only: it runs before anything else is importable.  Its files are found
 beside the zip on sys.path, so the runtime also works unpacked on a host.
@@ -66,7 +70,9 @@ def _load(path: str):
 class Preloaded:
     """Finder and loader for the code objects in PRELOAD:
     {name: (origin, package directory or None, code)}, paths relative to `root`
-    (/provium/lib in a guest)."""
+    (/provium/lib in a guest).  `code` is the marshalled bytes of a code object for
+    the modules imported on the agent's first ops (its op families): unmarshalling
+    them all at start-up would cost what importing them lazily saves."""
 
     def __init__(self, table: dict, root: str) -> None:
         self.table = table
@@ -91,6 +97,10 @@ class Preloaded:
     def exec_module(self, module) -> None:
         # Popped: once run, the module's code object is garbage.
         _, _, code = self.table.pop(module.__spec__.name)
+        if isinstance(code, bytes):  # a module of the first ops, kept marshalled until now
+            import marshal
+
+            code = marshal.loads(code)
         exec(code, module.__dict__)
 
     def get_source(self, name):
@@ -130,11 +140,33 @@ def install(data_dir: str | None = None) -> None:
         _defer_inspect()
         return
     exec_code, eval_code = cached.get("exec", {}), cached.get("eval", {})
+    # The code compiled only for what the agent builds on its first ops (its op
+    # families' types) stays marshalled until one of them is first looked up.
+    later = [cached.get("later")]
+    import _thread
+
+    lock = _thread.allocate_lock()
     real_exec, real_eval = builtins.exec, builtins.eval
+
+    def more() -> None:
+        # Under the lock, and `later` emptied only once the tables hold its code: a
+        # second thread's first op waits for it instead of compiling meanwhile.
+        with lock:
+            blob = later[0]
+            if isinstance(blob, bytes):
+                import marshal
+
+                rest = marshal.loads(blob)
+                exec_code.update(rest.get("exec", {}))
+                eval_code.update(rest.get("eval", {}))
+            later[0] = None
 
     def exec_(source, globals=None, locals=None):
         if isinstance(source, str):
             code = exec_code.get(source)
+            if code is None and later[0] is not None:
+                more()
+                code = exec_code.get(source)
             if code is not None:
                 return real_exec(code, globals, locals)
         return real_exec(source, globals, locals)
@@ -142,6 +174,9 @@ def install(data_dir: str | None = None) -> None:
     def eval_(source, globals=None, locals=None):
         if isinstance(source, str):
             code = eval_code.get(source)
+            if code is None and later[0] is not None:
+                more()
+                code = eval_code.get(source)
             if code is not None:
                 return real_eval(code, globals, locals)
         return real_eval(source, globals, locals)

@@ -46,8 +46,16 @@ GUEST_RUN = f"{GUEST_PYDIR}/run.pyc"
 RUN_SOURCE = f"import sys\nimport {BOOT_MODULE}\n{BOOT_MODULE}.run(sys.argv.pop(1))\n"
 # What the agent imports in a guest before it serves (provium.agent.guest.main): its
 # modules are preloaded (guest_boot.py).  A module missing here still works, from the zip.
-BOOT_IMPORTS = ("provium.agent.guest", "provium.agent.server", "provium.agent.state", "provium.agent.children",
+BOOT_IMPORTS = ("provium.agent.guest", "provium.agent.server", "provium.agent.state",
                 "threading", "fcntl", "struct", "_socket")
+# What the agent imports on its first ops: each op family's handlers and wire types
+# (agent/ops.py, protocol/kinds.py), what a large write_file needs, and the stdlib
+# modules ops import where they need them (a worker's spawn, a raw system call).  Also preloaded
+# (no op goes to the zip), but kept marshalled until imported: unmarshalling them at
+# start-up would give back much of what importing them lazily saves.
+LAZY_IMPORTS = ("provium.agent.files", "provium.agent.procs", "provium.agent.streams", "provium.agent.clock",
+                "provium.agent.syscalls", "provium.agent.workers", "provium.agent.batch",
+                "provium.agent.bulkwrite", "provium.protocol.views", "subprocess", "ctypes")
 # `python3._pth` beside the interpreter fixes sys.path and implies isolated mode and
 # no `site`: the guest's PYTHON* variables and any Python of its own cannot interfere.
 PTH = "../lib/python3-start.zip\n../lib/python3.zip\n../lib/python3/lib-dynload\n../lib/python3/site-packages\n"
@@ -309,23 +317,43 @@ with open(sys.argv[2], "wb") as f:
 
 # Runs in the interpreter being shipped, as the guest starts: argv[1] sys.path
 # entries (os.pathsep-separated), argv[2] guest_boot.py, argv[3] the output file,
-# then the modules to import.  Writes the names of the modules that got imported.
+# then the modules to import at start, `--`, and those imported on first ops.  Writes
+# the names of the modules that got imported, at start and then on first ops.
 _BOOT_SET = r"""
 import sys
 ACCELERATED = ACCELERATED_REPR
 before = set(sys.modules)
+# The source texts compiled at start (no code cache here): dataclasses' methods and
+# namedtuple's; the code cache serves these at once and the rest on a first op.
+compiled = []
+def audit(event, args):
+    if event == "compile" and args[1] == "<string>" and isinstance(args[0], (str, bytes)):
+        compiled.append(args[0] if isinstance(args[0], str) else args[0].decode())
+sys.addaudithook(audit)
 sys.path[:0] = sys.argv[1].split(":")
 boot = {"__name__": "provium_boot", "__builtins__": __builtins__}
 with open(sys.argv[2]) as f:
     exec(compile(f.read(), "provium_boot", "exec"), boot)
 boot["install"]("/nonexistent")  # what the guest does first (no data files here)
-for name in sys.argv[4:]:
+sep = sys.argv.index("--")
+for name in sys.argv[4:sep]:
     __import__(name)
 import marshal
 def loaded_by_path(m):  # not a stand-in (startup.defer), not frozen or built in
     spec = getattr(m, "__spec__", None)
     return spec is not None and spec.origin not in (None, "frozen", "built-in")
 names = sorted(n for n, m in sys.modules.items() if n not in before and loaded_by_path(m))
+started = set(sys.modules)
+start_sources = set(compiled)
+import dataclasses
+for name in names:  # the field annotations the codec evaluates, of the types loaded at start
+    if name.startswith("provium.protocol."):
+        for obj in list(vars(sys.modules[name]).values()):
+            if isinstance(obj, type) and obj.__module__ == name and dataclasses.is_dataclass(obj):
+                start_sources.update(f.type for f in dataclasses.fields(obj) if isinstance(f.type, str))
+for name in sys.argv[sep + 1:]:
+    __import__(name)
+lazy = sorted(n for n, m in sys.modules.items() if n not in started and n not in before and loaded_by_path(m))
 # A module that ends by replacing its pure-Python body with its C accelerator
 # (datetime: `from _datetime import *`) gets a stand-in that does only that last
 # step, if the result is the same namespace holding the same objects.
@@ -352,7 +380,7 @@ for name, accel_name in ACCELERATED.items():
             and all(ns[k] is vars(real)[k] or (k == "__all__" and ns[k] == real.__all__) for k in mine)):
         shims[name] = source
 with open(sys.argv[3], "wb") as f:
-    marshal.dump({"modules": names, "shims": shims}, f)
+    marshal.dump({"modules": names, "lazy": lazy, "shims": shims, "start_sources": sorted(start_sources)}, f)
 """
 # stdlib module -> the C module it ends up being (see _BOOT_SET): in the guest its
 # pure-Python body would be unmarshalled and run only to be replaced.
@@ -360,14 +388,15 @@ ACCELERATED = {"datetime": "_datetime"}
 
 
 def _boot_set(python: Path, paths: list[str]) -> dict:
-    """{"modules": the start-up modules, "shims": {module: stand-in source}} (see _BOOT_SET)."""
+    """{"modules": the start-up modules, "lazy": those of the first ops, "shims": {module: stand-in
+    source}, "start_sources": the source texts compiled at start} (see _BOOT_SET)."""
     import marshal
 
     with tempfile.TemporaryDirectory(prefix="provium-measure-") as d:
         out = Path(d) / "out.marshal"
         code = _BOOT_SET.replace("ACCELERATED_REPR", repr(ACCELERATED))
         proc = subprocess.run([str(python), "-I", "-S", "-X", "utf8", "-c", code, os.pathsep.join(paths),
-                               str(Path(__file__).with_name("guest_boot.py")), str(out), *BOOT_IMPORTS],
+                               str(Path(__file__).with_name("guest_boot.py")), str(out), *BOOT_IMPORTS, "--", *LAZY_IMPORTS],
                               capture_output=True, text=True, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
                               cwd=d)
         if proc.returncode != 0 or not out.exists():
@@ -376,15 +405,17 @@ def _boot_set(python: Path, paths: list[str]) -> dict:
 
 
 def _preload_table(names: list[str], zip_entries: dict[str, bytes], site: dict[str, bytes],
-                   shims: dict[str, str] | None = None) -> bytes:
+                   shims: dict[str, str] | None = None, lazy: list[str] | tuple[str, ...] = ()) -> bytes:
     """The PRELOAD file of guest_boot.py: the start-up modules' code, paths relative to GUEST_LIB;
-    a module in `shims` gets its stand-in's code (the zip keeps the real one)."""
+    a module in `shims` gets its stand-in's code (the zip keeps the real one).  A module in
+    `lazy` (imported on a first op) keeps its code marshalled, unmarshalled when imported."""
     import marshal
 
     zip_rel = GUEST_ZIP[len(GUEST_LIB) + 1:]
     site_rel = GUEST_SITE[len(GUEST_LIB) + 1:]
     table = {}
-    for name in names:
+    start = set(names)
+    for name in [*names, *(n for n in lazy if n not in start)]:
         rel = name.replace(".", "/")
         for entries, where in ((zip_entries, zip_rel), (site, site_rel)):
             if f"{rel}/__init__.pyc" in entries:
@@ -396,9 +427,25 @@ def _preload_table(names: list[str], zip_entries: dict[str, bytes], site: dict[s
             code = marshal.loads(pyc[16:])  # 16: the pyc header
             if shims and name in shims:
                 code = compile(shims[name], code.co_filename, "exec", dont_inherit=True)
-            table[name] = (origin, search, code)
+            table[name] = (origin, search, code if name in start else marshal.dumps(code))
             break
     return marshal.dumps(table)
+
+
+def _code_cache(recorded: bytes, start: set[str]) -> bytes:
+    """The CODE_CACHE file of guest_boot.py: {"exec": {source: code}, "eval": {...}} for the
+    source texts compiled at start, and under "later" the rest (the op families' types),
+    marshalled once more: unmarshalled on the first op that needs one of them."""
+    import marshal
+
+    cache = marshal.loads(recorded)
+    now: dict = {"exec": {}, "eval": {}}
+    later: dict = {"exec": {}, "eval": {}}
+    for mode in ("exec", "eval"):
+        for source, code in cache.get(mode, {}).items():
+            (now if source in start else later)[mode][source] = code
+    now["later"] = marshal.dumps(later)
+    return marshal.dumps(now)
 
 
 def _measure(python: Path, paths: list[str], names: list[str], compile_files: list[tuple[str, str]],
@@ -481,11 +528,12 @@ def collect() -> Runtime:
         start[key] = zip_entries.pop(key)  # the whole package: its __path__ is this zip
     rt.files[GUEST_START_ZIP] = (_zip(start), 0o644)
     rt.files[GUEST_ZIP] = (_zip(zip_entries), 0o644)
-    rt.files[GUEST_CODE_CACHE] = (m["code_cache"], 0o644)
     rt.files[GUEST_RUN] = (m["compiled"]["run"], 0o644)
     site = {f"msgpack/{p.stem}.pyc": m["compiled"][str(p)] for p in msgpack_py}
     boot = _boot_set(python, [str(src_root), str(msgpack_dir.parent)])
-    rt.files[GUEST_PRELOAD] = (_preload_table(boot["modules"], zip_entries, site, boot["shims"]), 0o644)
+    rt.files[GUEST_CODE_CACHE] = (_code_cache(m["code_cache"], set(boot["start_sources"])), 0o644)
+    rt.files[GUEST_PRELOAD] = (_preload_table(boot["modules"], zip_entries, site, boot["shims"],
+                                                                boot["lazy"]), 0o644)
     rt.modules = sorted(n for n, f in m["modules"].items() if f and os.path.realpath(f).startswith(m["stdlib"] + os.sep))
 
     elf: list[Path] = [python]

@@ -35,11 +35,16 @@ if TYPE_CHECKING:
 # Where the lazily loaded names live, searched in this order (the order the
 # star imports used to shadow each other in: later wins).
 _LAZY = ("types", "messages", "envelope")
+# Submodules: `from . import kinds` asks this module for the attribute before it
+# imports the submodule, and must not load everything above on the way.
+_SUBMODULES = frozenset({"codec", "core", "decoder", "envelope", "framing", "kinds", "messages", "mux", "types",
+                         "views", "wire", "ops_batch", "ops_clock", "ops_files", "ops_procs", "ops_streams",
+                         "ops_syscalls", "ops_workers"})
 
 
 def __getattr__(name: str) -> object:
     """A name of `envelope`, `messages` or `types`, loaded on first use (PEP 562)."""
-    if name.startswith("__"):
+    if name.startswith("__") or name in _SUBMODULES:
         raise AttributeError(name)
     import importlib
 

@@ -23,7 +23,7 @@ has no length prefix and no per-frame cap, and the framing is provium's own.
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # typing stays out of the agent's start (see messages.py)
+TYPE_CHECKING = False  # typing stays out of the agent's start (see core.py)
 if TYPE_CHECKING:
     from typing import Iterator
 

@@ -8,12 +8,12 @@ control channel (hello, and errors that cannot be pinned on a channel).
 from __future__ import annotations
 
 from dataclasses import dataclass
-TYPE_CHECKING = False  # typing stays out of the agent's start (see messages.py)
+TYPE_CHECKING = False  # typing stays out of the agent's start (see core.py)
 if TYPE_CHECKING:
     from typing import Any
 
 from .codec import WireError, decode, encode
-from .messages import AGENT_KINDS, HOST_KINDS
+from .kinds import agent_type, host_type
 
 CONTROL = 0
 
@@ -45,7 +45,7 @@ def _split(value: Any) -> tuple[int, str, Any]:
 def decode_host(value: Any) -> Envelope:
     """Decode a frame the host sent.  Raises WireError (with `.ch` when known)."""
     ch, kind, data = _split(value)
-    tp = HOST_KINDS.get(kind)
+    tp = host_type(kind)
     try:
         if tp is None:
             raise WireError(f"unknown op kind `{kind}`")
@@ -57,7 +57,7 @@ def decode_host(value: Any) -> Envelope:
 
 def decode_agent(value: Any) -> Envelope:
     ch, kind, data = _split(value)
-    tp = AGENT_KINDS.get(kind)
+    tp = agent_type(kind)
     try:
         if tp is None:
             raise WireError(f"unknown reply kind `{kind}`")

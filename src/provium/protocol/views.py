@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import struct
 
-TYPE_CHECKING = False  # typing stays out of the agent's start (see messages.py)
+TYPE_CHECKING = False  # typing stays out of the agent's start (see core.py)
 if TYPE_CHECKING:
     from typing import Any
 

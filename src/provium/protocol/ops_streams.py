@@ -1,0 +1,72 @@
+"""Wire types of the stream ops: tail_file, fd_stream, proc_stream (imported on the
+first such op, see kinds.py).  Their bytes come as core's StreamFrame/StreamEnd."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from .core import OpResult, _decode_tagged, _Tagged
+
+TYPE_CHECKING = False  # typing stays out of the agent's start (see core.py)
+if TYPE_CHECKING:
+    from typing import Any
+
+
+class ProcStreamChannel(str, enum.Enum):
+    STDOUT = "stdout"
+    STDERR = "stderr"
+
+
+@dataclass(frozen=True)
+class TailStart(_Tagged):
+    """Where a tail starts: beginning, end or offset(n)."""
+
+    kind: str = "end"  # beginning | end | offset
+    value: int | None = None
+
+    TAGS = {"beginning": None, "end": None, "offset": int}
+
+    def __wire_encode__(self) -> dict:
+        return {"kind": self.kind} if self.TAGS[self.kind] is None else {"kind": self.kind, "value": self.value}
+
+    @classmethod
+    def __wire_decode__(cls, value: Any, where: str) -> "TailStart":
+        return _decode_tagged(cls, value, where)
+
+
+@dataclass
+class TailFileArgs:
+    """Stream a file's bytes from a start position, then what is appended."""
+
+    KIND = "tail_file"
+    REPLY = ("tail_file_result", OpResult.of(type(None)))
+    STREAM = True
+    path: str
+    start: TailStart = field(default_factory=TailStart)
+
+
+@dataclass
+class FdStreamArgs:
+    """Stream what can be read through an open file handle."""
+
+    KIND = "fd_stream"
+    REPLY = ("fd_stream_result", OpResult.of(type(None)))
+    STREAM = True
+    handle: int
+
+
+@dataclass
+class ProcStreamArgs:
+    """Stream a process's stdout or stderr from its first byte."""
+
+    KIND = "proc_stream"
+    REPLY = ("proc_stream_result", OpResult.of(type(None)))
+    STREAM = True
+    handle: int
+    channel: ProcStreamChannel = ProcStreamChannel.STDOUT
+
+
+OPS: "list[Any]" = [TailFileArgs, FdStreamArgs, ProcStreamArgs]
+HOST_KINDS: dict[str, Any] = {op.KIND: op for op in OPS}
+AGENT_KINDS: dict[str, Any] = {op.REPLY[0]: op.REPLY[1] for op in OPS}
