@@ -11,7 +11,7 @@ import sys
 if sys.argv[1] == "typing-first":
     import typing  # noqa: F401
 import provium.agent.__main__  # the entry point first, as `python -m provium.agent` runs it
-import json, socket, threading, dataclasses
+import socket, threading, dataclasses
 from provium.agent import AgentState, serve
 from provium.protocol.framing import encode_frame, read_frame
 # Serve a few ops: answering them must not pull in what start-up avoided.
@@ -47,6 +47,7 @@ for mod in (messages, types, envelope, core, ops_batch, ops_clock, ops_files, op
     for name, obj in vars(mod).items():
         if isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__module__ == mod.__name__:
             out[f"{mod.__name__}.{name}"] = [f.name for f in dataclasses.fields(obj)]
+import json  # only now: it imports re
 print(json.dumps({"fields": out, "modules": after_ops, "at_hello": at_hello, "new": new}))
 """
 
@@ -68,7 +69,7 @@ def test_the_agent_does_not_import_typing_and_its_wire_types_do_not_depend_on_it
         assert not {"KIND", "REPLY", "STREAM", "TAGS", "VALUE"} & set(fields), name
     assert len(plain["fields"]) > 60  # every family's types were seen
     # Loaded only when an op needs them (inspect: see provium.agent.startup).
-    for heavy in ("subprocess", "ctypes", "queue", "ast", "dis", "tokenize"):
+    for heavy in ("subprocess", "ctypes", "queue", "ast", "dis", "tokenize", "re._compiler", "_sre"):
         assert heavy not in plain["modules"], heavy
 
 
@@ -132,3 +133,29 @@ def test_deferred_copy_still_serves_dataclasses_asdict_and_replace():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["True", "True", "True"]
+
+
+def test_deferred_re_compiles_the_pattern_of_dataclasses_on_first_use_and_serves_everyone_else():
+    code = (
+        "import sys\n"
+        "from provium.agent.startup import defer_inspect\n"
+        "defer_inspect()\n"
+        "import dataclasses\n"
+        "assert '_sre' not in sys.modules\n"
+        "@dataclasses.dataclass\n"
+        "class Real:\n"
+        "    \"\"\"Real annotations: the pattern is not used.\"\"\"\n"
+        "    a: int\n"
+        "assert '_sre' not in sys.modules\n"
+        "@dataclasses.dataclass\n"
+        "class Strings:\n"
+        "    \"\"\"String annotations: dataclasses matches them (an InitVar is no field).\"\"\"\n"
+        "    a: 'int'\n"
+        "    b: 'dataclasses.InitVar[int]' = 0\n"
+        "import re\n"
+        "print([f.name for f in dataclasses.fields(Strings)], '_sre' in sys.modules,"
+        " isinstance(re.compile('a+'), re.Pattern), re.sub('b+', 'c', 'abba'))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["['a']", "True", "True", "aca"]

@@ -59,3 +59,24 @@ def test_a_family_loads_on_the_first_decode_of_one_of_its_kinds():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["provium.protocol.ops_files", "False", "False"]
+
+
+def test_concurrent_first_ops_of_a_family_all_find_their_handlers():
+    """Pool threads that get a family's first ops at once: each waits for the one import."""
+    code = (
+        "import socket, sys, threading\n"
+        "from provium.agent import AgentState, serve\n"
+        "from provium.protocol.framing import encode_frame, read_frame\n"
+        "a, b = socket.socketpair()\n"
+        "threading.Thread(target=serve, args=(b, b, AgentState(local=True)), daemon=True).start()\n"
+        "rf = a.makefile('rb')\n"
+        "a.sendall(encode_frame({'ch': 0, 'kind': 'hello', 'data': {'protocol_version': 1}}))\n"
+        "read_frame(rf)\n"
+        "assert 'provium.agent.files' not in sys.modules\n"
+        "a.sendall(b''.join(encode_frame({'ch': ch, 'kind': 'stat', 'data': {'path': '/'}}) for ch in range(1, 17)))\n"
+        "print(sorted(read_frame(rf)['kind'] for _ in range(16)) == ['stat_result'] * 16)\n"
+    )
+    for _ in range(3):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == ["True"]

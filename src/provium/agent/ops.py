@@ -33,10 +33,11 @@ def load(family: str) -> None:
     """Import the handlers of op family `family` (once; concurrent first ops of a
     family wait on the import system's per-module lock)."""
     name = f"{__package__}.{family}"
-    mod = sys.modules.get(name)
-    if mod is None:
-        __import__(name)  # not importlib: the agent's start leaves importlib out
-        mod = sys.modules[name]
+    # __import__ even when the module is in sys.modules: while another thread is still
+    # importing it, only the import system waits for it to finish.  Not importlib:
+    # the agent's start leaves it out.
+    __import__(name)
+    mod = sys.modules[name]
     # setdefault: an entry already there (a test's stand-in) stays
     for kind, handler in getattr(mod, "HANDLERS", {}).items():
         HANDLERS.setdefault(kind, handler)

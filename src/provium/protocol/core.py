@@ -7,8 +7,6 @@ arrives (`kinds.py`); building some seventy dataclasses and enums at import was 
 quarter of the agent's start.  `types` and `messages` gather them all for the host.
 """
 
-from __future__ import annotations
-
 import enum
 from dataclasses import dataclass, field
 
@@ -23,6 +21,8 @@ from .codec import ANY, WireError, decode, encode
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+else:
+    Any = ANY  # at run time, what the codec reads as typing.Any
 
 PROTOCOL_VERSION = 1
 

@@ -5,15 +5,16 @@ virtio-serial byte stream, so each frame names its channel.  Channel 0 is the
 control channel (hello, and errors that cannot be pinned on a channel).
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
+
+from .codec import ANY, WireError, decode, encode
+from .kinds import agent_type, host_type
+
 TYPE_CHECKING = False  # typing stays out of the agent's start (see core.py)
 if TYPE_CHECKING:
     from typing import Any
-
-from .codec import WireError, decode, encode
-from .kinds import agent_type, host_type
+else:
+    Any = ANY  # at run time, what the codec reads as typing.Any
 
 CONTROL = 0
 

@@ -54,11 +54,11 @@ _agent_types: dict = {}
 def family(name: str) -> Any:
     """The module of op family `name`, imported now if it was not yet."""
     mod = f"{__package__}.{FAMILIES[name]}"
-    loaded = sys.modules.get(mod)
-    if loaded is None:
-        __import__(mod)  # not importlib: the agent's start leaves importlib out
-        loaded = sys.modules[mod]
-    return loaded
+    # __import__ even when the module is in sys.modules: while another thread is still
+    # importing it, only the import system waits for it to finish.  Not importlib:
+    # the agent's start leaves it out.
+    __import__(mod)
+    return sys.modules[mod]
 
 
 def host_type(kind: str) -> Any:

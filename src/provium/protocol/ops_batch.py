@@ -2,18 +2,18 @@
 round trip (imported on the first such op, see kinds.py), and the `{kind, data}`
 message a batch carries for each of its items."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 
 from . import kinds
-from .codec import WireError, decode, encode
+from .codec import ANY, WireError, decode, encode
 from .core import OpResult
 from .ops_procs import ExecArgs, ExecOk
 
 TYPE_CHECKING = False  # typing stays out of the agent's start (see core.py)
 if TYPE_CHECKING:
     from typing import Any
+else:
+    Any = ANY  # at run time, what the codec reads as typing.Any
 
 
 @dataclass

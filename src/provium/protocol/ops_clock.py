@@ -1,15 +1,16 @@
 """Wire types of the clock ops: get_time, set_time, sleep_clock, advance_clock
 (imported on the first such op, see kinds.py)."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 
+from .codec import ANY
 from .core import OpResult
 
 TYPE_CHECKING = False  # typing stays out of the agent's start (see core.py)
 if TYPE_CHECKING:
     from typing import Any
+else:
+    Any = ANY  # at run time, what the codec reads as typing.Any
 
 
 @dataclass

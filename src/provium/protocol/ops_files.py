@@ -1,17 +1,17 @@
 """Wire types of the file ops: open/read/write/seek/close handles, whole files, stat,
 listdir, mkdir, unlink, rename (imported on the first such op, see kinds.py)."""
 
-from __future__ import annotations
-
 import enum
 from dataclasses import dataclass, field
 
-from .codec import wire_name
+from .codec import ANY, wire_name
 from .core import OpResult, WrittenOk
 
 TYPE_CHECKING = False  # typing stays out of the agent's start (see core.py)
 if TYPE_CHECKING:
     from typing import Any
+else:
+    Any = ANY  # at run time, what the codec reads as typing.Any
 
 
 class EntryType(str, enum.Enum):

@@ -1,16 +1,17 @@
 """Wire types of the process ops: exec, run_async and what acts on a process handle
 (wait, kill, get_pid, stdin, status); imported on the first such op, see kinds.py."""
 
-from __future__ import annotations
-
 import enum
 from dataclasses import dataclass, field
 
+from .codec import ANY
 from .core import OpResult, WrittenOk, _decode_tagged, _Tagged
 
 TYPE_CHECKING = False  # typing stays out of the agent's start (see core.py)
 if TYPE_CHECKING:
     from typing import Any
+else:
+    Any = ANY  # at run time, what the codec reads as typing.Any
 
 
 class ProcessLiveStatus(str, enum.Enum):

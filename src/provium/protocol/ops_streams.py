@@ -1,16 +1,17 @@
 """Wire types of the stream ops: tail_file, fd_stream, proc_stream (imported on the
 first such op, see kinds.py).  Their bytes come as core's StreamFrame/StreamEnd."""
 
-from __future__ import annotations
-
 import enum
 from dataclasses import dataclass, field
 
+from .codec import ANY
 from .core import OpResult, _decode_tagged, _Tagged
 
 TYPE_CHECKING = False  # typing stays out of the agent's start (see core.py)
 if TYPE_CHECKING:
     from typing import Any
+else:
+    Any = ANY  # at run time, what the codec reads as typing.Any
 
 
 class ProcStreamChannel(str, enum.Enum):

@@ -1,16 +1,16 @@
 """Wire types of the raw ops: syscall, ioctl, read_mem (imported on the first such op,
 see kinds.py)."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
 
-from .codec import omit_empty
+from .codec import ANY, omit_empty
 from .core import OpResult
 
 TYPE_CHECKING = False  # typing stays out of the agent's start (see core.py)
 if TYPE_CHECKING:
     from typing import Any
+else:
+    Any = ANY  # at run time, what the codec reads as typing.Any
 
 
 @dataclass

@@ -1,10 +1,9 @@
 """Wire types of the worker ops: a worker is a second agent with other credentials
 that runs ops for the host (imported on the first such op, see kinds.py)."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 
+from .codec import ANY
 from .core import OpResult
 from .ops_files import OpenFileArgs
 from .ops_procs import ExecArgs, ExecOk, RunAsyncArgs
@@ -13,6 +12,8 @@ from .ops_syscalls import SyscallArgs, SyscallResult
 TYPE_CHECKING = False  # typing stays out of the agent's start (see core.py)
 if TYPE_CHECKING:
     from typing import Any
+else:
+    Any = ANY  # at run time, what the codec reads as typing.Any
 
 
 @dataclass
