@@ -83,8 +83,9 @@ def test_each_op_family_loads_on_its_first_op_and_not_at_start():
     at_hello = set(run["at_hello"])
     # The handshake needs only the core wire types and the kind table.
     assert {"provium.protocol.core", "provium.protocol.kinds", "provium.agent.ops"} <= at_hello
-    for facade in ("provium.protocol.messages", "provium.protocol.types", "provium.agent.children"):
-        assert facade not in at_hello, facade
+    for later in ("provium.protocol.messages", "provium.protocol.types", "provium.agent.children",
+                  "provium.protocol.ops_control"):
+        assert later not in at_hello, later
     for family, first_op in FAMILIES.items():
         handlers, types = f"provium.agent.{family}", f"provium.protocol.ops_{family}"
         assert handlers not in at_hello and types not in at_hello, family

@@ -17,9 +17,10 @@ if TYPE_CHECKING:
     from typing import Any
 
 from provium.protocol.framing import BLOB_MIN, STREAM_WINDOW, Blob
-from provium.protocol.core import StreamEnd, StreamFrame
 
 if TYPE_CHECKING:
+    from provium.protocol.ops_streams import StreamEnd
+
     from .state import AgentState
 
 WINDOW = STREAM_WINDOW
@@ -121,6 +122,9 @@ class Channel:
             data = bytes(data)
         elif not isinstance(data, Blob):
             data = Blob(data)
+        # Only streams send frames: their family (and these types) loaded with their first op.
+        from provium.protocol.ops_streams import StreamFrame
+
         return self._send(StreamFrame.KIND, StreamFrame(data))  # type: ignore[arg-type]
 
     def end(self, end: StreamEnd) -> bool:

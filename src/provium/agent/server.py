@@ -33,7 +33,7 @@ from provium.protocol.framing import (
     encode_frame_parts,
     unpack,
 )
-from provium.protocol.core import PROTOCOL_VERSION, AgentError, AgentInfo, HelloErr, HelloOk, OsError, StreamEnd
+from provium.protocol.core import PROTOCOL_VERSION, AgentError, AgentInfo, HelloOk
 from provium.protocol.kinds import STREAM_KINDS
 
 from . import ops, reaper
@@ -360,6 +360,8 @@ class Session:
         self.cancel_all()
         version = env.data.protocol_version
         if version != PROTOCOL_VERSION:
+            from provium.protocol.ops_control import HelloErr  # a refusal is rare: not at start
+
             self.phase = Phase.REFUSED
             self.send(CONTROL, HelloErr.KIND, HelloErr(host_version=version, agent_version=PROTOCOL_VERSION))
             return
@@ -418,6 +420,9 @@ class Session:
         except Exception as exc:
             # The ack is out: the host now only listens for frames and stream_end.
             log(f"{env.kind} stream on channel {chan.ch} failed: {type(exc).__name__}: {exc}")
+            from provium.protocol.core import OsError
+            from provium.protocol.ops_streams import StreamEnd  # loaded with the stream's family
+
             chan.end(StreamEnd("error", OsError(0, f"{env.kind}: {type(exc).__name__}: {exc}")))
 
 

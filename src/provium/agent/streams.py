@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 
 from provium.protocol.framing import STREAM_WINDOW, Blob
-from provium.protocol.core import OpResult, StreamEnd
-from provium.protocol.ops_streams import ProcStreamChannel
+from provium.protocol.core import OpResult
+from provium.protocol.ops_streams import ProcStreamChannel, StreamEnd
 
 from .base import os_fail
 

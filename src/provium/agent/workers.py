@@ -488,7 +488,9 @@ def worker_join(ctx, op):
 def open_proc_stream(ctx, op):
     """proc_stream on a worker's process: the worker streams it, we pass the frames on."""
     from provium.protocol.envelope import decode_agent
-    from provium.protocol.core import Credit, OsError, StreamEnd
+    from provium.protocol.core import OsError
+    from provium.protocol.ops_control import Credit
+    from provium.protocol.ops_streams import StreamEnd
 
     link, inner = _mapped(ctx, "proc_stream", op.handle)
     try:

@@ -55,7 +55,8 @@ BOOT_IMPORTS = ("provium.agent.guest", "provium.agent.server", "provium.agent.st
 # start-up would give back much of what importing them lazily saves.
 LAZY_IMPORTS = ("provium.agent.files", "provium.agent.procs", "provium.agent.streams", "provium.agent.clock",
                 "provium.agent.syscalls", "provium.agent.workers", "provium.agent.batch",
-                "provium.agent.bulkwrite", "provium.protocol.views", "subprocess", "ctypes")
+                "provium.agent.bulkwrite", "provium.protocol.views", "provium.protocol.ops_control", "subprocess",
+                "ctypes")
 # `python3._pth` beside the interpreter fixes sys.path and implies isolated mode and
 # no `site`: the guest's PYTHON* variables and any Python of its own cannot interfere.
 PTH = "../lib/python3-start.zip\n../lib/python3.zip\n../lib/python3/lib-dynload\n../lib/python3/site-packages\n"

@@ -38,7 +38,7 @@ _LAZY = ("types", "messages", "envelope")
 # Submodules: `from . import kinds` asks this module for the attribute before it
 # imports the submodule, and must not load everything above on the way.
 _SUBMODULES = frozenset({"codec", "core", "decoder", "envelope", "framing", "kinds", "messages", "mux", "types",
-                         "views", "wire", "ops_batch", "ops_clock", "ops_files", "ops_procs", "ops_streams",
+                         "views", "wire", "ops_batch", "ops_clock", "ops_control", "ops_files", "ops_procs", "ops_streams",
                          "ops_syscalls", "ops_workers"})
 
 

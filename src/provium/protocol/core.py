@@ -1,10 +1,11 @@
-"""The wire types every session needs from its first frame: errors, results, the
-handshake, stream frames and the multiplexer's control messages.
+"""The wire types every session needs from its first frame: errors, results, the handshake.
 
 The types of each op family live in a module of their own (`ops_files`,
 `ops_procs`, ...), which the agent imports only when the first op of that family
 arrives (`kinds.py`); building some seventy dataclasses and enums at import was a
-quarter of the agent's start.  `types` and `messages` gather them all for the host.
+quarter of the agent's start.  So do the rarer parts of the session itself: the
+refused handshake and the multiplexer's control messages (`ops_control`), stream
+frames (`ops_streams`).  `types` and `messages` gather them all for the host.
 """
 
 import enum
@@ -84,27 +85,6 @@ def _decode_tagged(cls, value: Any, where: str):
     return cls(tag, decode(vt, value["value"], f"{where}.value"))
 
 
-@dataclass(frozen=True)
-class StreamEnd:
-    """Why a stream stopped: `{"reason": "eof"}` or `{"reason": "error", "data": OsError}`."""
-
-    reason: str = "eof"
-    error: OsError | None = None
-
-    def __wire_encode__(self) -> dict:
-        if self.reason == "error":
-            return {"reason": "error", "data": encode(self.error)}
-        return {"reason": self.reason}
-
-    @classmethod
-    def __wire_decode__(cls, value: Any, where: str) -> "StreamEnd":
-        if not isinstance(value, dict) or value.get("reason") not in ("eof", "error"):
-            raise WireError(f"{where}: expected {{reason: eof|error}}")
-        if value["reason"] == "error":
-            return cls("error", decode(OsError, value.get("data"), f"{where}.data"))
-        return cls("eof")
-
-
 class OpResult:
     """`{"outcome": "ok", "value": T}` or `{"outcome": "err", "value": OsError}`.
 
@@ -182,48 +162,7 @@ class HelloOk:
     agent: AgentInfo
 
 
-@dataclass
-class HelloErr:
-    """Agent -> host: the protocol versions differ."""
-
-    KIND = "hello_err"
-    host_version: int
-    agent_version: int
-
-
-@dataclass
-class StreamFrame:
-    """Agent -> host: the next bytes of a stream."""
-
-    KIND = "stream_frame"
-    data: bytes
-
-
-# ---- multiplexer control (our transport; see docs/protocol.md) -----------------------
-
-
-@dataclass
-class Cancel:
-    """Host -> agent: forget this channel (stop its stream, drop its late reply)."""
-
-    KIND = "cancel"
-
-
-@dataclass
-class Credit:
-    """Host -> agent: the host consumed `bytes` of this stream channel; send more."""
-
-    KIND = "credit"
-    bytes: int
-
-
 OPS: "list[Any]" = []  # no op of this module has a reply of its own
 
-HOST_KINDS: dict[str, Any] = {Hello.KIND: Hello, Cancel.KIND: Cancel, Credit.KIND: Credit}
-AGENT_KINDS: dict[str, Any] = {
-    HelloOk.KIND: HelloOk,
-    HelloErr.KIND: HelloErr,
-    StreamFrame.KIND: StreamFrame,
-    "stream_end": StreamEnd,
-    "agent_error": AgentError,
-}
+HOST_KINDS: "dict[str, Any]" = {Hello.KIND: Hello}
+AGENT_KINDS: "dict[str, Any]" = {HelloOk.KIND: HelloOk, "agent_error": AgentError}

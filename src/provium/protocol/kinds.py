@@ -18,13 +18,13 @@ if TYPE_CHECKING:
 
 # family -> its module, relative to this package
 FAMILIES = {
-    "core": "core", "files": "ops_files", "procs": "ops_procs", "streams": "ops_streams",
+    "core": "core", "control": "ops_control", "files": "ops_files", "procs": "ops_procs", "streams": "ops_streams",
     "clock": "ops_clock", "syscalls": "ops_syscalls", "workers": "ops_workers", "batch": "ops_batch",
 }
 
 # op kind (host -> agent) -> family
 HOST = {
-    "hello": "core", "cancel": "core", "credit": "core",
+    "hello": "core", "cancel": "control", "credit": "control",
     "open_file": "files", "read": "files", "write": "files", "close": "files", "read_file": "files",
     "write_file": "files", "stat": "files", "listdir": "files", "mkdir": "files", "unlink": "files",
     "rename": "files", "seek": "files",
@@ -43,9 +43,9 @@ HOST = {
 STREAM_KINDS = frozenset({"tail_file", "fd_stream", "proc_stream"})
 
 # reply kind (agent -> host) -> family: an op's reply is `<op>_result`, in its op's family
-AGENT = {f"{kind}_result": fam for kind, fam in HOST.items() if fam != "core"}
-AGENT.update({"hello_ok": "core", "hello_err": "core", "stream_frame": "core", "stream_end": "core",
-              "agent_error": "core"})
+AGENT = {f"{kind}_result": fam for kind, fam in HOST.items() if fam not in ("core", "control")}
+AGENT.update({"hello_ok": "core", "agent_error": "core", "hello_err": "control", "stream_frame": "streams",
+              "stream_end": "streams"})
 
 _host_types: dict = {}
 _agent_types: dict = {}

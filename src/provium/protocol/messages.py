@@ -5,33 +5,21 @@ Field names and kinds follow the reference's wire (`spec/reference-design.md`
 the agent answers with.  `Message` is the `{kind, data}` envelope; the channel
 multiplexer (`envelope.py`) adds the channel number around it.
 
-This module gathers them all, for the host.  Each is defined in `core` (the
-handshake, stream frames, control) or in its op family's module (`ops_files`,
-`ops_procs`, `ops_streams`, `ops_clock`, `ops_syscalls`, `ops_workers`,
-`ops_batch`), which the agent imports only when that family's first op arrives
+This module gathers them all, for the host.  Each is defined in `core` (errors,
+results, the handshake), `ops_control` (a refused handshake, cancel, credit) or
+in its op family's module (`ops_files`, `ops_procs`, `ops_streams` with stream
+frames, `ops_clock`, `ops_syscalls`, `ops_workers`, `ops_batch`), which the agent imports only when that family's first op arrives
 (`kinds.py` routes a kind to its family before then).
 """
 
 from __future__ import annotations
 
-from . import core, ops_batch, ops_clock, ops_files, ops_procs, ops_streams, ops_syscalls, ops_workers
-from .core import (
-    PROTOCOL_VERSION,
-    AgentError,
-    AgentInfo,
-    Cancel,
-    Credit,
-    Hello,
-    HelloErr,
-    HelloOk,
-    OpResult,
-    StreamEnd,
-    StreamFrame,
-    WrittenOk,
-)
+from . import core, ops_batch, ops_clock, ops_control, ops_files, ops_procs, ops_streams, ops_syscalls, ops_workers
+from .core import PROTOCOL_VERSION, AgentError, AgentInfo, Hello, HelloOk, OpResult, WrittenOk
 from .kinds import STREAM_KINDS
 from .ops_batch import AgentMessage, BatchExecArgs, BatchExecResult, BatchOpArgs, BatchOpResult, HostMessage, Message
 from .ops_clock import AdvanceClockArgs, GetTimeArgs, SetTimeArgs, SleepClockArgs, TimeOk
+from .ops_control import Cancel, Credit, HelloErr
 from .ops_files import (
     CloseArgs,
     DataOk,
@@ -58,7 +46,7 @@ from .ops_procs import (
     RunAsyncArgs,
     WaitArgs,
 )
-from .ops_streams import FdStreamArgs, ProcStreamArgs, TailFileArgs
+from .ops_streams import FdStreamArgs, ProcStreamArgs, StreamEnd, StreamFrame, TailFileArgs
 from .ops_syscalls import IoctlArgs, IoctlOk, ReadMemArgs, ReadMemOk, SyscallArgs, SyscallResult
 from .ops_workers import (
     JoinOk,
@@ -91,7 +79,7 @@ OPS: "list[Any]" = [
 # Every kind, for the host (the agent looks kinds up through kinds.py instead).
 HOST_KINDS: dict[str, Any] = {}
 AGENT_KINDS: dict[str, Any] = {}
-for _fam in (core, ops_files, ops_procs, ops_streams, ops_clock, ops_syscalls, ops_workers, ops_batch):
+for _fam in (core, ops_control, ops_files, ops_procs, ops_streams, ops_clock, ops_syscalls, ops_workers, ops_batch):
     HOST_KINDS.update(_fam.HOST_KINDS)
     AGENT_KINDS.update(_fam.AGENT_KINDS)
 del _fam

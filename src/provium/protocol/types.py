@@ -7,10 +7,10 @@ which the agent imports only on that family's first op (see kinds.py).
 
 from __future__ import annotations
 
-from .core import AgentError, AgentErrorKind, AgentInfo, OpResult, OsError, StreamEnd, _decode_tagged, _Tagged
+from .core import AgentError, AgentErrorKind, AgentInfo, OpResult, OsError, _decode_tagged, _Tagged
 from .ops_files import DirEntry, EntryType, FileMetadata, OpenMode, SeekWhence, WriteFileMode
 from .ops_procs import ExitStatus, ProcessLiveStatus
-from .ops_streams import ProcStreamChannel, TailStart
+from .ops_streams import ProcStreamChannel, StreamEnd, TailStart
 from .ops_syscalls import NestedPtr
 
 __all__ = [
