@@ -8,6 +8,8 @@ loader) under `valgrind --tool=cachegrind --cache-sim=no`, serving a socket from
 host.  Scenarios, each a fresh agent process counted whole (start, ops, exit):
 
 - `pass`: the same interpreter running `-c pass` (the floor: the interpreter's own start);
+- `start-up imports`: the guest's own entry (`run.pyc provium.agent.guest:...`, as
+  bench/boot.py's in-guest step runs it): everything the agent imports before it serves;
 - `hello`: the agent's start-up imports and the handshake, then the end of its stream;
 - `hello + exec true`, `hello + write_file`, `hello + stat + read_file`: the same with
   first ops, so what a lazily loaded op family costs on first use is counted too.
@@ -53,10 +55,10 @@ for name, mode, data in read_initrd(path.read_bytes()):
 """
 
 SCENARIOS = {
-    "hello": [],
-    "hello + exec true": [("exec", {"cmd": "/bin/true"})],
-    "hello + write_file 4 KiB": [("write_file", {"path": "WRITE_PATH", "data": b"x" * 4096})],
-    "hello + stat + read_file": [("stat", {"path": "/"}), ("read_file", {"path": "/proc/self/stat"})],
+    "hello (through provium.agent.__main__ --fd)": [],
+    "... + exec true": [("exec", {"cmd": "/bin/true"})],
+    "... + write_file 4 KiB": [("write_file", {"path": "WRITE_PATH", "data": b"x" * 4096})],
+    "... + stat + read_file": [("stat", {"path": "/"}), ("read_file", {"path": "/proc/self/stat"})],
 }
 
 
@@ -86,6 +88,13 @@ VALGRIND = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out
 def count_pass(root: Path) -> int:
     r = subprocess.run(VALGRIND + _interp(root) + ["-c", "pass"], capture_output=True, text=True,
                        env={"PATH": "/usr/bin:/bin"})
+    return _count(r.stderr)
+
+
+def count_imports(root: Path) -> int:
+    lib = root / "provium" / "lib"
+    r = subprocess.run(VALGRIND + _interp(root) + [str(lib / "python3" / "run.pyc"), "provium.agent.guest:_mix_rng_seed"],
+                       capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
     return _count(r.stderr)
 
 
@@ -127,6 +136,8 @@ def main() -> int:
         for i, src in enumerate(srcs):
             root = unpack(src.resolve(), Path(d) / f"root{i}", Path(d) / f"cache{i}")
             rows.setdefault("python -c pass", []).append(min(count_pass(root) for _ in range(args.runs)))
+            rows.setdefault("start-up imports (the guest's entry, until it would serve)", []).append(
+                min(count_imports(root) for _ in range(args.runs)))
             for name, ops in SCENARIOS.items():
                 n = min(count_agent(root, ops, Path(d)) for _ in range(args.runs))
                 rows.setdefault(name, []).append(n)

@@ -6,7 +6,8 @@
    kernel, initramfs and kernel command line booting to a trivial /init that only
    prints a marker on the console (QEMU start -> marker seen in the console log):
    the agent's whole cost.  Wall time, and QEMU's CPU time (user + system) at that
-   moment, which a loaded host disturbs much less than wall time;
+   moment, which a loaded host disturbs much less than wall time; right after each
+   agent boot, a first `vm.run("true")`, a second one and a first `write_file`;
    then the idle agent's memory in the guest (VmRSS, and PSS from smaps_rollup);
 2. `vm.run("true")` round trips, and the transport alone (`get_time`, the cheapest op).
    (`vm.run` against qemu-guest-agent's `guest-exec` is bench/qemu_ga.py.)
@@ -484,6 +485,9 @@ agent has answered the host's `hello`.  Both are timed from QEMU's start, in
 pairs run back to back, so that the host's load hits both sides of a pair alike;
 the target is on the median of the per-pair ratios.  QEMU's CPU time at the same
 moments is the steadier figure on a shared host (a descheduled QEMU accrues none).
+Right after each agent boot come a first `vm.run("true")`, a second one and a first
+`write_file`: the agent loads each op family's code on the family's first op, so
+these rows show what a first op pays on top of the boot.
 Then the idle agent's memory and command round trips on a booted guest (`vm.run`
 against qemu-guest-agent's `guest-exec` is `bench/qemu_ga.py`, its own section).
 Reproduce: `.venv/bin/python bench/boot.py --write-readme` (`--boot-only` for the boot rows).
@@ -549,6 +553,27 @@ per boot with interleaved pairs:
   pairs of the overlays before and after (load 0.7-0.9): 2.90 s -> 2.85 s, per-pair
   median -0.08 s; 11% fewer instructions for the agent's start on the host
   (valgrind, 90.7 M -> 80.5 M, of which `python -c pass` is 20 M);
+- each op family's wire types and handlers are built on the family's first op,
+  not at start: about 70 dataclasses and enums built at import were a quarter of
+  the agent's start.  `protocol/` is split into `core.py` (what the handshake
+  needs), `ops_control.py` (a refused handshake, cancel, credit) and one
+  `ops_<family>.py` per op family (files, procs, streams, clock, syscalls, workers,
+  batch), with `kinds.py`, a static table routing each kind to its family;
+  `agent/ops.py` loads a family's handler module the same way (`messages.py` and
+  `types.py` still gather everything for the host).  The overlay keeps the families
+  preloaded (no op goes to the zip or compiles anything) but marshalled, unmarshalled
+  when imported, and their part of the code cache likewise.  With it `re` left the
+  agent: dataclasses compiles one pattern as it is imported and matches it only
+  against string annotations; the wire types' modules now use real annotations, and
+  the agent's stand-in `re` compiles that pattern on first use (never, in the agent).
+  Instructions (valgrind, the guest's interpreter on the host, `bench/agent_start.py`):
+  the start-up imports 80.7 M -> 50.1 M, start + `hello` 103.6 M -> 72.9 M, then a
+  first `exec` +1.8 M -> +6.3 M and a first `write_file` +0.4 M -> +7.8 M (what
+  moved to the first op of a family).  24 interleaved pairs of each tree (before:
+  main at ef815b5; load 0.8-1.2): QEMU CPU to agent ready 3.08 s -> 2.95 s (trivial
+  boots 2.33 s / 2.28 s), per pair 1.33x -> 1.25x (CPU 1.34x -> 1.27x); boot + a
+  first `vm.run("true")` per pair 1.36x -> 1.28x (CPU 1.36x -> 1.29x); that first
+  `vm.run` 47 ms -> 59 ms, a first `write_file` right after it 5 ms -> 24 ms;
 - before: 1.57x (ratio of the medians) / 1.48x (per pair) in the 2026-11-26 run;
   QEMU CPU to agent ready was 1.69x the trivial boot's in a run before these changes
   (3.74 s vs 2.28 s); 1.51x per pair, QEMU CPU 1.53x (3.53 s vs 2.31 s) in the
@@ -556,15 +581,15 @@ per boot with interleaved pairs:
   per pair, QEMU CPU 1.30x at load 2.1-2.5 before the "nothing is compiled" cut,
   against the rows above now.
 
-What is left, by instructions of the agent's start on the host (valgrind, same
-interpreter; under TCG a first run of any code also pays its translation): the
-interpreter's own start (20 M), unmarshalling the preloaded modules (12 M), the
-stdlib modules dataclasses and the agent need (`enum`, `functools`/`collections`,
-`re`, `threading`: about 16 M), and the protocol's wire types: about 70 dataclasses
-and enums built at import (`protocol/messages.py`, `types.py`: 24 M, a quarter of
-the whole).  The agent needs each op's types only when that op first comes;
-building them then would take the protocol's types split by op family behind a
-lazy kind table (not done).
+What is left, by instructions of the agent's start-up imports on the host (50 M,
+valgrind, same interpreter; under TCG a first run of any code also pays its
+translation, which makes Python's first start in a guest the largest part): the
+interpreter's own start (20 M), unmarshalling the preloaded modules (8 M, 540 KB of
+code: `enum`, `collections`, `threading`, `functools`, `dataclasses` are half of it;
+docstrings are about a sixth), the stdlib modules the agent needs run as they are
+imported (`collections` with `_collections_abc` about 5 M, `threading` about 2 M,
+`enum`), the handshake's wire types (`core.py`, 6 dataclasses and an enum, about
+2.5 M) and the agent's own modules.
 
 The agent still starts beside /init rather than after it, so Python's start overlaps
 the driver loading; it then waits for /init to remove `/run/provium-init-pending`
