@@ -474,6 +474,8 @@ def write_readme(rows, r, a) -> None:
     busy = max(r["load"]) > 1.5  # more than the run itself on 2 cores
     loaded = ("a loaded machine: other work shared the cores, so wall times are inflated; the ratios "
               "within a pair and the CPU times are what to compare" if busy else
+              "a quiet machine during the boots, but other work had started by the end: the in-guest "
+              "and step rows, measured last, are the noisier for it" if load1 > 1.5 else
               "a quiet machine: nothing else ran")
     section = f"""## boot
 
