@@ -160,3 +160,18 @@ def test_deferred_re_compiles_the_pattern_of_dataclasses_on_first_use_and_serves
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["['a']", "True", "True", "aca"]
+
+
+def test_the_guests_oom_protection_does_not_load_the_process_machinery():
+    """guest.main protects the agent from the OOM killer at start-up; the flag children.py
+    reads lives in base.py, so children loads with the first process op, not then."""
+    code = (
+        "import os, sys\n"
+        "from provium.agent import base, guest\n"
+        "assert guest._write_oom_adj()\n"
+        "print(base.OOM_PROTECTED == (open('/proc/self/oom_score_adj').read().strip() == '-1000'),"
+        " 'provium.agent.children' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "False"]

@@ -10,6 +10,12 @@ import sys
 from provium.errors import ProtocolError
 from provium.protocol.core import AgentErrorKind, OpResult
 
+# Set by the guest agent once it made itself immune to the guest's OOM killer
+# (guest.protect_from_oom); never on the local backend, where it runs on the host.
+# Here rather than in children.py (which reads it): the guest sets it at start-up,
+# and the process machinery loads with the first process op.
+OOM_PROTECTED = False
+
 BAD_REQUEST = AgentErrorKind.BAD_REQUEST
 UNSUPPORTED = AgentErrorKind.UNSUPPORTED
 UNKNOWN_HANDLE = AgentErrorKind.UNKNOWN_HANDLE

@@ -22,7 +22,7 @@ import time
 
 from provium.protocol.framing import BLOB_MIN, OUTPUT_CAP, Blob, output_marker
 
-from . import reaper
+from . import base, reaper
 
 # After the direct child exits its pipes close at once, unless a descendant
 # holds them.  We keep listening while output still flows from such a helper
@@ -198,11 +198,6 @@ def _sigdef() -> frozenset:
     return _SIGDEF
 
 
-# Set by the guest agent once it made itself immune to the guest's OOM killer
-# (guest.protect_from_oom); never on the local backend, where it runs on the host.
-OOM_PROTECTED = False
-
-
 def unprotect(pid: int) -> None:
     """Give child `pid` the default OOM score back (a child inherits our -1000).
 
@@ -210,7 +205,7 @@ def unprotect(pid: int) -> None:
     fork; so there is a window of a few microseconds, from exec until this write,
     in which the child is still immune.  It cannot allocate much in that time, so
     the OOM killer still finds the runaway command, never the agent."""
-    if not OOM_PROTECTED:
+    if not base.OOM_PROTECTED:
         return
     try:
         # Plain descriptors, not open(): a Python file object is three objects

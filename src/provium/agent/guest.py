@@ -268,20 +268,20 @@ def protect_from_oom(wait: float = 60.0) -> None:
 
 def _write_oom_adj() -> bool:
     """True when done (protected, or failed for good); False while /proc is missing."""
-    from . import children
+    from . import base
 
     # The flag first: a child started from now on gets 0 written (harmless if we are
     # not -1000 yet); one started before inherits our 0 anyway.
-    children.OOM_PROTECTED = True
+    base.OOM_PROTECTED = True
     try:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write("-1000")
         return True
     except FileNotFoundError:
-        children.OOM_PROTECTED = False
+        base.OOM_PROTECTED = False
         return False  # /proc not mounted yet
     except OSError as exc:
-        children.OOM_PROTECTED = False
+        base.OOM_PROTECTED = False
         log(f"could not protect the agent from the OOM killer: {exc}")
         return True
 
