@@ -568,6 +568,8 @@ per boot with interleaved pairs:
   agent: dataclasses compiles one pattern as it is imported and matches it only
   against string annotations; the wire types' modules now use real annotations, and
   the agent's stand-in `re` compiles that pattern on first use (never, in the agent).
+  And the guest's OOM protection, set at start-up, no longer imports the process
+  machinery (`children.py`, 1.4 M instructions) before the first process op.
   Instructions (valgrind, the guest's interpreter on the host, `bench/agent_start.py`):
   the start-up imports 80.7 M -> 50.1 M, start + `hello` 103.6 M -> 72.9 M, then a
   first `exec` +1.8 M -> +6.3 M and a first `write_file` +0.4 M -> +7.8 M (what
