@@ -3,6 +3,8 @@ import sys
 
 # Tests import the package from src/ even when it is not installed (editable install is the norm).
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+# Helpers shared by the test directories (proc_checks.py), which are not packages.
+sys.path.insert(0, os.path.dirname(__file__))
 
 import pytest  # noqa: E402
 

@@ -13,12 +13,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from test_cli import LOCAL, PASSING, provium, write
+from proc_checks import gone
 
 # Writes the pid and command line of its runner's parent (the zygote), and the
 # zygote's parent, to OUT.
@@ -42,17 +42,6 @@ def _where_file(tmp_path: Path, name: str = "where.test.lua") -> tuple[Path, Pat
     return write(tmp_path / "t" / name, f'local OUT = "{out}"\n' + WHERE), out
 
 
-def _gone(pid: int, within: float = 10.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            if "(zombie)" in Path(f"/proc/{pid}/status").read_text():
-                return True
-        except FileNotFoundError:
-            return True
-        time.sleep(0.05)
-    return False
-
 
 def _read_where(out: Path) -> tuple[int, int, str]:
     zygote, parent, cmd = out.read_text().split("\n", 2)
@@ -66,7 +55,7 @@ def test_the_command_forks_its_zygote_and_nothing_outlives_the_run(tmp_path):
     assert b"1 passed" in r.stdout  # flushed by the short exit
     zygote, parent, cmd = _read_where(out)
     assert "provium.cli.main" in cmd and "provium.runner.zygote" not in cmd, cmd  # a fork, not a spawn
-    assert _gone(zygote), "the forked zygote outlived the run"
+    assert gone(zygote), "the forked zygote outlived the run"
     assert b"runner process for each file" not in r.stderr
 
 
@@ -108,7 +97,7 @@ def test_the_zygote_is_spawned_when_the_command_cannot_fork(tmp_path, how):
     assert r.returncode == 0, r.stderr.decode()
     zygote, _, cmd = _read_where(out)
     assert "provium.runner.zygote" in cmd, cmd  # spawned, and still a zygote: runners are forked
-    assert _gone(zygote)
+    assert gone(zygote)
 
 
 # `dispatch` as the command calls it, then what is left of this process's children,

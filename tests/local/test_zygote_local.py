@@ -23,18 +23,8 @@ from provium.scheduler.pool import size_pool
 from provium.scheduler.zygote_client import ForkedProc
 
 from test_cli import LOCAL, PASSING, FAILING, provium, write
+from proc_checks import gone
 
-
-def _gone(pid: int, within: float = 10.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            if "(zombie)" in Path(f"/proc/{pid}/status").read_text():
-                return True
-        except FileNotFoundError:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _normalise(value):
@@ -129,7 +119,7 @@ def test_a_file_timeout_kills_the_forked_runners_tree(tmp_path):
     assert time.monotonic() - t0 < 60
     assert res.timed_out and [t.status for t in res.tests] == ["timed_out"]
     assert pidfile.exists(), res.output
-    assert _gone(int(pidfile.read_text())), "the guest command outlived its killed runner"
+    assert gone(int(pidfile.read_text())), "the guest command outlived its killed runner"
 
 
 def test_a_runner_that_crashes_fails_only_its_file(tmp_path):

@@ -24,6 +24,7 @@ from provium.scheduler.pool import size_pool
 from provium.scheduler.zygote_client import ENV_OFF, ForkedProc
 
 from test_cli_scheduler import FAKE, FAKE_ZYGOTE, HERE, Recorder, write, zygote_env
+from proc_checks import gone
 
 
 def _files(tmp_path: Path, specs: dict[str, dict]) -> list[discovery.Discovered]:
@@ -46,17 +47,6 @@ def _dispatcher(tmp_path: Path, *, slots=2, timeout=None, **kw) -> tuple[Dispatc
     rec = Recorder()
     return Dispatcher(rec.sink, opts), rec
 
-
-def _gone(pid: int, within: float = 10.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            if "(zombie)" in Path(f"/proc/{pid}/status").read_text():
-                return True
-        except FileNotFoundError:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_a_forked_runner_inherits_one_thread_no_descriptors_and_its_own_group(tmp_path):
@@ -177,7 +167,7 @@ def test_a_killed_dispatcher_takes_the_zygote_and_its_runners_along(tmp_path):
     write(spec, json.dumps({"tests": [{"name": "t"}], "report": str(report), "hang": 60}))
     script = textwrap.dedent(f"""
         import json, sys
-        sys.path.insert(0, {HERE!r})
+        sys.path[:0] = [{HERE!r}, {os.path.dirname(HERE)!r}]
         from test_zygote import _dispatcher
         from provium.scheduler import discovery
         from pathlib import Path
@@ -197,7 +187,7 @@ def test_a_killed_dispatcher_takes_the_zygote_and_its_runners_along(tmp_path):
         proc.kill()
         proc.wait()
         for pid in (zygote, runner["pid"]):
-            assert _gone(pid), f"process {pid} outlived the killed dispatcher"
+            assert gone(pid), f"process {pid} outlived the killed dispatcher"
     finally:
         if proc.poll() is None:
             proc.kill()
