@@ -377,7 +377,10 @@ def _qemu_note(rows: dict, boot: float | None, pairs: dict | None) -> str:
     pair_argv, pair_sh = statistics.median(pairs["argv"]), statistics.median(pairs["sh"])
     return (f"- in a QEMU guest (booted in {boot:.1f} s; TCG, no usable KVM here) the agent's no-op round\n"
             f"  trip is **{noop:.3f} ms** median (target <= 0.5 ms); a host-speed agent (the local row)\n"
-            f"  takes {host:.3f} ms of that shape, the rest is virtio-serial and the agent under emulation;\n"
+            f"  takes {host:.3f} ms of that shape, the rest is virtio-serial and the agent under emulation.\n"
+            f"  The figure moves with the host from day to day, old and new agent alike: 0.43 ms in a quiet\n"
+            f"  run on 2026-11-30 early, 0.50-0.63 ms later that day for both the agent before and after\n"
+            f"  the lazy op families (alternating runs of the two trees); the baseline row moves with it;\n"
             f"- `vm.run([\"true\"])` costs {run_argv:.2f} ms against {fe_true:.2f} ms for the guest's own\n"
             f"  fork+exec+wait of `true`: **{pair_argv:.2f}x** (target <= 1.5x; the median of the ratios of\n"
             f"  {len(pairs['argv'])} rounds that each time a block of vm.run calls and then a block of the\n"
