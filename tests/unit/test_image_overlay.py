@@ -203,31 +203,25 @@ def test_without_busybox_for_the_builtin_initramfs_which_has_it_where_the_overla
     assert boot.overlay_path(builtin_linux_profile(), tmp_path) == overlay.ensure(tmp_path, busybox=False)
 
 
-def test_packed_runtime_serves_the_agent(unpacked):
-    root, _ = unpacked
+def _serve(argv, env, talk) -> str:
+    """Run the agent `argv` on one end of a socketpair, hand a connected client (after
+    the hello) to the coroutine function `talk`, and return the agent's stderr once it
+    has exited cleanly."""
     host_end, agent_end = socket.socketpair()
-    exec_argv = json.dumps(_host_argv(root, "provium.agent.__main__:main"))
-    proc = subprocess.Popen(_host_argv(root, "provium.agent.__main__:main") + ["--fd", str(agent_end.fileno())],
-                            pass_fds=[agent_end.fileno()], env={"PATH": "/usr/bin:/bin", "PROVIUM_AGENT_EXEC": exec_argv},
+    proc = subprocess.Popen(argv + ["--fd", str(agent_end.fileno())], pass_fds=[agent_end.fileno()], env=env,
                             stderr=subprocess.PIPE)
     agent_end.close()
 
-    async def talk():
+    async def session():
         reader, writer = await asyncio.open_unix_connection(sock=host_end)
-        client = await MuxClient.connect(reader, writer, timeout=60)
+        client = await MuxClient.connect(reader, writer, timeout=60)  # the hello
         try:
-            r = await client.call(ExecArgs(cmd="/bin/sh", args=["-c", "echo packed-ok"]), timeout=60)
-            assert r.ok and r.value.stdout == b"packed-ok\n"
-            # a worker is the agent re-executed through $PROVIUM_AGENT_EXEC
-            w = await client.call(SpawnWorkerArgs(), timeout=60)
-            assert w.ok, w
-            r = await client.call(WorkerExecArgs(w.value, ExecArgs(cmd="/bin/sh", args=["-c", "echo $$"])), timeout=60)
-            assert r.ok and int(r.value.stdout) != os.getpid()
+            await talk(client)
         finally:
             await client.close()
 
     try:
-        asyncio.run(talk())
+        asyncio.run(session())
     finally:
         host_end.close()
         try:
@@ -235,7 +229,25 @@ def test_packed_runtime_serves_the_agent(unpacked):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 0, proc.stderr.read().decode(errors="replace")
+    err = proc.stderr.read().decode(errors="replace")
+    assert proc.returncode == 0, err
+    return err
+
+
+def test_packed_runtime_serves_the_agent(unpacked):
+    root, _ = unpacked
+    argv = _host_argv(root, "provium.agent.__main__:main")
+
+    async def talk(client):
+        r = await client.call(ExecArgs(cmd="/bin/sh", args=["-c", "echo packed-ok"]), timeout=60)
+        assert r.ok and r.value.stdout == b"packed-ok\n"
+        # a worker is the agent re-executed through $PROVIUM_AGENT_EXEC
+        w = await client.call(SpawnWorkerArgs(), timeout=60)
+        assert w.ok, w
+        r = await client.call(WorkerExecArgs(w.value, ExecArgs(cmd="/bin/sh", args=["-c", "echo $$"])), timeout=60)
+        assert r.ok and int(r.value.stdout) != os.getpid()
+
+    _serve(argv, {"PATH": "/usr/bin:/bin", "PROVIUM_AGENT_EXEC": json.dumps(argv)}, talk)
 
 
 def test_overlay_ships_the_error_root_and_rebuilds_when_it_changes(unpacked):
@@ -264,39 +276,19 @@ def test_the_agent_compiles_nothing_from_its_start_through_its_first_ops(unpacke
             " if type(getattr(getattr(m, '__spec__', None), 'loader', None)).__name__ == 'zipimporter')).encode()"
             " + b'\\nLOADED ' + ' '.join(sorted(sys.modules)).encode() + b'\\n'))\n"
             "import provium_boot; provium_boot.run('provium.agent.__main__:main')\n")
-    host_end, agent_end = socket.socketpair()
-    proc = subprocess.Popen(_host_argv_c(root, hook) + ["--fd", str(agent_end.fileno())], pass_fds=[agent_end.fileno()],
-                            env={"PATH": "/usr/bin:/bin"}, stderr=subprocess.PIPE)
-    agent_end.close()
+    async def talk(client):
+        # an op of each family, each of which loads with its first op
+        for op in (ExecArgs(cmd="/bin/true"), StatArgs(path="/"), ListdirArgs(path="/"), GetTimeArgs(),
+                   WriteFileArgs(path=str(tmp_path / "f"), data=b"x" * (1 << 20)),
+                   ReadFileArgs(path=str(tmp_path / "f")), RunAsyncArgs(cmd="/bin/true"),
+                   BatchExecArgs(items=[ExecArgs(cmd="/bin/true")]),
+                   SyscallArgs(nr=39)):
+            reply = await client.call(op, timeout=60)
+            assert getattr(reply, "ok", True), (op, reply)
+        ack, stream = await client.open_stream(TailFileArgs(path=str(tmp_path / "f")), timeout=60)
+        assert ack.ok and stream is not None
 
-    async def talk():
-        reader, writer = await asyncio.open_unix_connection(sock=host_end)
-        client = await MuxClient.connect(reader, writer, timeout=60)  # the hello
-        try:
-            # an op of each family, each of which loads with its first op
-            for op in (ExecArgs(cmd="/bin/true"), StatArgs(path="/"), ListdirArgs(path="/"), GetTimeArgs(),
-                       WriteFileArgs(path=str(tmp_path / "f"), data=b"x" * (1 << 20)),
-                       ReadFileArgs(path=str(tmp_path / "f")), RunAsyncArgs(cmd="/bin/true"),
-                       BatchExecArgs(items=[ExecArgs(cmd="/bin/true")]),
-                       SyscallArgs(nr=39)):
-                reply = await client.call(op, timeout=60)
-                assert getattr(reply, "ok", True), (op, reply)
-            ack, stream = await client.open_stream(TailFileArgs(path=str(tmp_path / "f")), timeout=60)
-            assert ack.ok and stream is not None
-        finally:
-            await client.close()
-
-    try:
-        asyncio.run(talk())
-    finally:
-        host_end.close()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    err = proc.stderr.read().decode(errors="replace")
-    assert proc.returncode == 0, err
+    err = _serve(_host_argv_c(root, hook), {"PATH": "/usr/bin:/bin"}, talk)
     assert "COMPILED" not in err, err
     zipped = err.split("ZIPPED ", 1)[1].split("\n", 1)[0].split()
     loaded = err.split("LOADED ", 1)[1].split("\n", 1)[0].split()
