@@ -161,25 +161,22 @@ def install(data_dir: str | None = None) -> None:
                 eval_code.update(rest.get("eval", {}))
             later[0] = None
 
-    def exec_(source, globals=None, locals=None):
-        if isinstance(source, str):
-            code = exec_code.get(source)
-            if code is None and later[0] is not None:
-                more()
-                code = exec_code.get(source)
-            if code is not None:
-                return real_exec(code, globals, locals)
-        return real_exec(source, globals, locals)
+    def through_cache(table: dict, real):
+        """`real` (exec or eval), running source text from `table` when it is there."""
 
-    def eval_(source, globals=None, locals=None):
-        if isinstance(source, str):
-            code = eval_code.get(source)
-            if code is None and later[0] is not None:
-                more()
-                code = eval_code.get(source)
-            if code is not None:
-                return real_eval(code, globals, locals)
-        return real_eval(source, globals, locals)
+        def run(source, globals=None, locals=None):
+            if isinstance(source, str):
+                code = table.get(source)
+                if code is None and later[0] is not None:
+                    more()
+                    code = table.get(source)
+                if code is not None:
+                    return real(code, globals, locals)
+            return real(source, globals, locals)
+
+        return run
+
+    exec_, eval_ = through_cache(exec_code, real_exec), through_cache(eval_code, real_eval)
 
     # A module global shadows the builtin for that module only.  collections first:
     # functools (which dataclasses imports) makes a namedtuple as it is imported.
