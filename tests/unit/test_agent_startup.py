@@ -97,6 +97,13 @@ def test_each_op_family_loads_on_its_first_op_and_not_at_start():
     assert "provium.agent.files" not in run["new"]["read_file"]  # stat loaded it already
 
 
+def _fresh_interpreter(code: str) -> str:
+    """Run `code` in a new interpreter (a clean sys.modules); its stdout, once it exited cleanly."""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
 def test_a_deferred_module_loads_on_first_use():
     code = (
         "import sys\n"
@@ -109,9 +116,8 @@ def test_a_deferred_module_loads_on_first_use():
         "    a: int\n"
         "print(Undocumented.__doc__, inspect.signature(Undocumented), 'ast' in sys.modules)\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.split("\n")[0] == "Undocumented(a: int) (a: int) -> None True"
+    out = _fresh_interpreter(code)
+    assert out.split("\n")[0] == "Undocumented(a: int) (a: int) -> None True"
 
 
 def test_deferred_copy_still_serves_dataclasses_asdict_and_replace():
@@ -131,9 +137,8 @@ def test_deferred_copy_still_serves_dataclasses_asdict_and_replace():
         "import copy\n"
         "print(copy.deepcopy(p) == p, copy.copy(p) is not p, 'weakref' in sys.modules)\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["True", "True", "True"]
+    out = _fresh_interpreter(code)
+    assert out.split() == ["True", "True", "True"]
 
 
 def test_deferred_re_compiles_the_pattern_of_dataclasses_on_first_use_and_serves_everyone_else():
@@ -157,9 +162,8 @@ def test_deferred_re_compiles_the_pattern_of_dataclasses_on_first_use_and_serves
         "print([f.name for f in dataclasses.fields(Strings)], '_sre' in sys.modules,"
         " isinstance(re.compile('a+'), re.Pattern), re.sub('b+', 'c', 'abba'))\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["['a']", "True", "True", "aca"]
+    out = _fresh_interpreter(code)
+    assert out.split() == ["['a']", "True", "True", "aca"]
 
 
 def test_the_guests_oom_protection_does_not_load_the_process_machinery():
@@ -172,6 +176,5 @@ def test_the_guests_oom_protection_does_not_load_the_process_machinery():
         "print(base.OOM_PROTECTED == (open('/proc/self/oom_score_adj').read().strip() == '-1000'),"
         " 'provium.agent.children' in sys.modules)\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["True", "False"]
+    out = _fresh_interpreter(code)
+    assert out.split() == ["True", "False"]
