@@ -249,20 +249,17 @@ import builtins, sys
 recorded = {}
 recorded_eval = {}
 real_exec, real_eval = builtins.exec, builtins.eval
-def recording_exec(source, globals=None, locals=None):
-    if isinstance(source, str):
-        code = recorded.get(source)
-        if code is None:
-            code = recorded[source] = compile(source, "<string>", "exec", dont_inherit=True)
-        return real_exec(code, globals, locals)
-    return real_exec(source, globals, locals)
-def recording_eval(source, globals=None, locals=None):
-    if isinstance(source, str):
-        code = recorded_eval.get(source)
-        if code is None:
-            code = recorded_eval[source] = compile(source, "<string>", "eval", dont_inherit=True)
-        return real_eval(code, globals, locals)
-    return real_eval(source, globals, locals)
+def recording(table, real, mode):
+    def run(source, globals=None, locals=None):
+        if isinstance(source, str):
+            code = table.get(source)
+            if code is None:
+                code = table[source] = compile(source, "<string>", mode, dont_inherit=True)
+            return real(code, globals, locals)
+        return real(source, globals, locals)
+    return run
+recording_exec = recording(recorded, real_exec, "exec")
+recording_eval = recording(recorded_eval, real_eval, "eval")
 import collections  # before functools (json imports it), which makes a namedtuple as it is imported
 collections.eval = recording_eval
 import importlib, json
